@@ -1,0 +1,27 @@
+# The two commands of the README. Each makes its own virtual environment
+# (.venv) with python3 and installs the project into it first.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+ARGS ?=
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP)  ## the main job
+	$(VENV)/bin/python -m eval.compare $(ARGS)
+
+test: $(STAMP)  ## the test suite
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m eval.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV)

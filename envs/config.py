@@ -1,0 +1,115 @@
+"""Configuration of the edge environment.
+
+Two kinds of configuration, as in gymnax:
+
+* :class:`EnvConfig` is static (hashable, frozen): the padded array sizes.
+  Changing it recompiles.
+* :class:`EnvParams` is dynamic (a pytree of scalars): the generator's knobs,
+  the reward's constants. It can be traced, so one compiled program can sweep
+  over densities, task counts or server counts (within the static sizes).
+
+Units: time in abstract time units, work in work units (cpu is work units per
+time unit), data in data units (bw is data units per time unit, memory is held
+in data units).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import struct
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Static sizes of the padded arrays.
+
+    Attributes:
+      n_max: task slots per episode `N_max`.
+      m_max: server slots `M_max`.
+      p_max: predecessor slots per task `P_max`.
+      queue_capacity: wait-queue slots per server `Q`.
+      j_max: most tasks in one generated job; also the successor window `W =
+        j_max - 1` (every successor of a task lies in the next `W` indices).
+    """
+
+    n_max: int = 100
+    m_max: int = 10
+    p_max: int = 3
+    queue_capacity: int = 16
+    j_max: int = 8
+
+    def __post_init__(self):
+        for name in ("n_max", "m_max", "p_max", "queue_capacity", "j_max"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EnvConfig.{name} must be an integer >= 1, got {value!r}")
+
+    @property
+    def succ_window(self) -> int:
+        """`W`: successors of task i lie in `i+1 .. i+W`."""
+        return max(self.j_max - 1, 1)
+
+    @property
+    def max_steps(self) -> int:
+        """Step cap: every step dispatches or starts a task, so `2 N_max` suffice."""
+        return 2 * self.n_max + 2
+
+
+@struct.dataclass
+class EnvParams:
+    """Dynamic knobs of the generator and the rewards (all scalars).
+
+    The paper's three axes are `num_tasks`, `density` and `num_servers`.
+    Defaults are calibrated in docs/calibration.md.
+    """
+
+    num_tasks: int = 100  # real tasks per episode, <= n_max
+    num_servers: int = 5  # real servers, 1 <= num_servers <= m_max
+    density: float = 2.0  # task arrival density: tasks per time unit (Poisson jobs)
+    slack: float = 3.0  # deadline = arrival + slack * (critical-path time on an average server)
+    cpu_low: float = 1.0  # cpu ~ U[cpu_low, cpu_high] work / time
+    cpu_high: float = 3.0
+    bw_low: float = 5.0  # bw ~ U[bw_low, bw_high] data / time
+    bw_high: float = 20.0
+    mem_low: float = 20.0  # memory ~ U[mem_low, mem_high] data
+    mem_high: float = 40.0
+    k_low: float = 0.1  # propagation delay at the AP's position
+    k_high: float = 1.0  # ... and at the edge of the unit disk
+    size_low: float = 0.5  # task size ~ U[size_low, size_high] data, work = size
+    size_high: float = 4.0
+    tau: float = 10.0  # reward time constant (time units)
+    miss_penalty: float = 1.0  # team-reward penalty per missed deadline
+    time_scale: float = 10.0  # observation times are divided by this
+
+    def replace(self, **changes) -> "EnvParams":  # documented alias of dataclasses.replace
+        return dataclasses.replace(self, **changes)
+
+
+def check_params(config: EnvConfig, params: EnvParams) -> None:
+    """Raise ValueError naming the first nonsensical value (Python boundary only).
+
+    Call on concrete (not traced) params before compiling.
+    """
+    def val(name):
+        return float(jnp.asarray(getattr(params, name)))
+
+    n, m = val("num_tasks"), val("num_servers")
+    if n != int(n) or not 1 <= n <= config.n_max:
+        raise ValueError(f"num_tasks must be an integer in [1, n_max={config.n_max}], got {n:g}")
+    if m != int(m) or not 1 <= m <= config.m_max:
+        raise ValueError(f"num_servers must be an integer in [1, m_max={config.m_max}], got {m:g}")
+    for name in ("density", "slack", "cpu_low", "bw_low", "mem_low", "k_low", "size_low",
+                 "tau", "time_scale"):
+        if not val(name) > 0:
+            raise ValueError(f"{name} must be > 0, got {val(name):g}")
+    if val("miss_penalty") < 0:
+        raise ValueError(f"miss_penalty must be >= 0, got {val('miss_penalty'):g}")
+    for low, high in (("cpu_low", "cpu_high"), ("bw_low", "bw_high"), ("mem_low", "mem_high"),
+                      ("k_low", "k_high"), ("size_low", "size_high")):
+        if val(high) < val(low):
+            raise ValueError(f"{high} must be >= {low}, got {val(high):g} < {val(low):g}")
+    if val("size_high") > val("mem_low"):
+        raise ValueError(
+            f"size_high={val('size_high'):g} exceeds mem_low={val('mem_low'):g}: "
+            "a generated task could fit no server")

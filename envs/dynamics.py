@@ -1,0 +1,285 @@
+"""The event-driven dynamics as pure functions (docs/model.md, "Epochs").
+
+A step applies the joint action at the current epoch (the head task's
+dispatch, then one pick per idle server) and moves the clock to the next epoch
+in closed form: between two epochs nothing starts and nothing is dispatched,
+so each server completes at most one task and the next time a decision is
+possible is a minimum over servers. There is no event loop inside a step.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from envs.state import Action, EnvState, done_time, initial_state
+
+
+def _take(x: jax.Array, idx: jax.Array, fill) -> jax.Array:
+    """`x[idx]` where `idx >= 0`, `fill` where `idx == -1` (any shape of idx)."""
+    return jnp.where(idx >= 0, x[jnp.clip(idx, 0)], fill)
+
+
+def head_task(state: EnvState) -> tuple[jax.Array, jax.Array]:
+    """`(h, exists)`: the lowest-index undispatched task (clipped) and whether it is real."""
+    n = state.server.shape[0]
+    h = jnp.minimum(state.head, n - 1)
+    return h, (state.head < n) & state.instance.task_mask[h]
+
+
+def queue_length(state: EnvState) -> jax.Array:
+    """Occupied queue slots per server [M] (in transit or waiting)."""
+    return jnp.sum(state.queue >= 0, axis=1)
+
+
+def dispatch_feasible(state: EnvState) -> jax.Array:
+    """[M] bool: real servers with room (memory and a slot) for the head task."""
+    inst = state.instance
+    h, exists = head_task(state)
+    has_slot = queue_length(state) < state.queue.shape[1]
+    return exists & inst.server_mask & (state.mem_free >= inst.size[h]) & has_slot
+
+
+def dispatch_needed(state: EnvState) -> jax.Array:
+    """[] bool: the head task is at the AP and some server can take it now."""
+    h, exists = head_task(state)
+    arrived = state.instance.arrival[h] <= state.time
+    return exists & arrived & jnp.any(dispatch_feasible(state))
+
+
+def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
+    """Earliest time each task could start at its server (any shape; -1 -> +inf).
+
+    `max(arrive, ready)` once every predecessor has started, else +inf.
+    """
+    known = _take(state.n_wait, tasks, 1) == 0
+    t = jnp.maximum(_take(state.arrive, tasks, jnp.inf), _take(state.ready, tasks, -jnp.inf))
+    return jnp.where(known & (tasks >= 0), t, jnp.inf)
+
+
+def eligible_slots(state: EnvState) -> jax.Array:
+    """[M, Q] bool: queued tasks that may start now."""
+    return eligible_time(state, state.queue) <= state.time
+
+
+def pick_needed(state: EnvState) -> jax.Array:
+    """[M] bool: idle real servers with at least one eligible queued task."""
+    idle = state.running < 0
+    return idle & state.instance.server_mask & jnp.any(eligible_slots(state), axis=1)
+
+
+def least_load(state: EnvState) -> jax.Array:
+    """[M] estimated wait before a new task could start: `(rem + queued) / cpu` (time)."""
+    inst = state.instance
+    run = state.running
+    rem = _take(inst.work, run, 0.0) - jnp.where(
+        run >= 0, (state.time - _take(state.start, run, 0.0)) * inst.cpu, 0.0)
+    queued = jnp.sum(_take(inst.work, state.queue, 0.0), axis=1)
+    return (rem + queued) / inst.cpu
+
+
+def _pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> jax.Array:
+    """When each started predecessor's result is available at `server` (-inf if not started).
+
+    preds: [..., P] task ids; server: broadcastable [...] server ids.
+    """
+    inst = state.instance
+    started = (preds >= 0) & jnp.isfinite(_take(state.finish, preds, jnp.inf))
+    fin = _take(state.finish, preds, jnp.inf)
+    m = _take(state.server, preds, 0)
+    server = jnp.broadcast_to(server[..., None], preds.shape)
+    relayed = (fin + inst.k[jnp.clip(m, 0)]) + inst.k[server]
+    return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
+
+
+def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Dispatch the head task to `choice` if a dispatch is needed.
+
+    An infeasible choice is replaced by the lowest-index feasible server.
+    Returns `(state, dispatched_task or -1, invalid [] bool)`.
+    """
+    inst = state.instance
+    need = dispatch_needed(state)
+    feasible = dispatch_feasible(state)
+    m = feasible.shape[0]
+    in_range = (choice >= 0) & (choice < m)
+    valid = in_range & feasible[jnp.clip(choice, 0, m - 1)]
+    n_srv = jnp.where(valid, jnp.clip(choice, 0, m - 1), jnp.argmax(feasible)).astype(jnp.int32)
+    h, _ = head_task(state)
+    t = state.time
+    # One-task updates, written only when a dispatch happens (index n drops the write).
+    n = state.server.shape[0]
+    at = jnp.where(need, h, n)
+    arrive = (t + inst.k[n_srv]) + inst.size[h] / inst.bw[n_srv]
+    preds = inst.preds[h]
+    ready = jnp.max(_pred_availability(state, preds, n_srv), initial=-jnp.inf)
+    slot = jnp.argmax(state.queue[n_srv] < 0)
+    remote = (preds >= 0) & (_take(state.server, preds, -1) != n_srv)
+    state = state.replace(
+        server=state.server.at[at].set(n_srv, mode="drop"),
+        arrive=state.arrive.at[at].set(arrive, mode="drop"),
+        ready=state.ready.at[at].set(ready, mode="drop"),
+        dispatch_step=state.dispatch_step.at[at].set(state.step, mode="drop"),
+        succ_remote=state.succ_remote.at[jnp.where(remote & need, preds, n)].add(1, mode="drop"),
+        queue=state.queue.at[n_srv, slot].set(jnp.where(need, h, state.queue[n_srv, slot])),
+        mem_free=state.mem_free.at[n_srv].add(jnp.where(need, -inst.size[h], 0.0)),
+        head=state.head + need.astype(jnp.int32),
+    )
+    return state, jnp.where(need, h, -1), need & ~valid
+
+
+def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Start the picked queue slot on every server that needs a decision.
+
+    A pick of an empty or ineligible slot is replaced by the lowest eligible slot.
+    Returns `(state, started task per server [M] or -1, invalid pick count [])`.
+    """
+    inst = state.instance
+    eligible = eligible_slots(state)  # [M, Q]
+    need = pick_needed(state)  # [M]
+    m, q = eligible.shape
+    rows = jnp.arange(m)
+    in_range = (picks >= 0) & (picks < q)
+    valid = in_range & eligible[rows, jnp.clip(picks, 0, q - 1)]
+    slot = jnp.where(valid, jnp.clip(picks, 0, q - 1), jnp.argmax(eligible, axis=1))
+    task = jnp.where(need, state.queue[rows, slot], -1)  # [M]
+    n = state.server.shape[0]
+    at = jnp.where(need, task, n)
+    t = state.time
+    finish = t + _take(inst.work, task, 0.0) / inst.cpu  # [M]
+    state = state.replace(
+        start=state.start.at[at].set(t, mode="drop"),
+        finish=state.finish.at[at].set(finish, mode="drop"),
+        queue=state.queue.at[rows, slot].set(jnp.where(need, -1, state.queue[rows, slot])),
+        running=jnp.where(need, task, state.running),
+    )
+    # Tell each started task's successors: one fewer predecessor to wait for, and
+    # (if already dispatched) when this result will be available at their server.
+    w = inst.succ.shape[1]
+    succ = task[:, None] + 1 + jnp.arange(w)[None, :]  # [M, W]
+    is_succ = need[:, None] & (task[:, None] >= 0) & inst.succ[jnp.clip(task, 0)]  # [M, W]
+    succ_at = jnp.where(is_succ, succ, n)
+    succ_srv = _take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, W]
+    srv_c = jnp.clip(succ_srv, 0)
+    avail = jnp.where(succ_srv == rows[:, None], finish[:, None],
+                      (finish[:, None] + inst.k[:, None]) + inst.k[srv_c])
+    avail_at = jnp.where(is_succ & (succ_srv >= 0), succ, n)
+    state = state.replace(
+        n_wait=state.n_wait.at[succ_at].add(-1, mode="drop"),
+        ready=state.ready.at[avail_at].max(avail, mode="drop"),
+    )
+    return state, task, jnp.sum(need & ~valid)
+
+
+def next_epoch_time(state: EnvState) -> jax.Array:
+    """The next time (>= now) at which some decision is possible; +inf if never."""
+    inst = state.instance
+    t = state.time
+    run = state.running
+    running = run >= 0
+    run_finish = _take(state.finish, run, jnp.inf)
+    run_size = _take(inst.size, run, 0.0)
+    # Dispatch: memory suffices now, or once the running task completes.
+    h, exists = head_task(state)
+    size_h = inst.size[h]
+    t_h = jnp.maximum(t, inst.arrival[h])
+    has_slot = inst.server_mask & (queue_length(state) < state.queue.shape[1])
+    # Memory once the running task completes: all of it if nothing else is held.
+    freed = jnp.where(queue_length(state) == 0, inst.mem, state.mem_free + run_size)
+    t_room = jnp.where(state.mem_free >= size_h, t_h,
+                       jnp.where(running & (freed >= size_h),
+                                 jnp.maximum(t_h, run_finish), jnp.inf))
+    t_dispatch = jnp.where(exists, jnp.min(jnp.where(has_slot, t_room, jnp.inf)), jnp.inf)
+    # Picks: once idle and some queued task is eligible.
+    idle_at = jnp.where(running, run_finish, t)
+    first_eligible = jnp.min(eligible_time(state, state.queue), axis=1)
+    t_pick = jnp.where(inst.server_mask, jnp.maximum(idle_at, first_eligible), jnp.inf)
+    return jnp.minimum(t_dispatch, jnp.min(t_pick))
+
+
+def advance(state: EnvState) -> EnvState:
+    """Move the clock to the next epoch, applying completions up to it.
+
+    When no decision will ever be needed again the clock goes to the last
+    result's return and the episode is done (truncated if tasks were left).
+    """
+    inst = state.instance
+    t_next = next_epoch_time(state)
+    final = ~jnp.isfinite(t_next)
+    real_done = jnp.where(inst.task_mask, done_time(state), -jnp.inf)
+    all_started = jnp.all(~inst.task_mask | jnp.isfinite(state.start))
+    t_end = jnp.maximum(jnp.max(real_done), state.time)
+    t_new = jnp.where(final, jnp.where(all_started, t_end, state.time), t_next)
+    run = state.running
+    completes = (run >= 0) & (_take(state.finish, run, jnp.inf) <= t_new)
+    mem_free = state.mem_free + jnp.where(completes, _take(inst.size, run, 0.0), 0.0)
+    # A server that holds nothing gets exactly its memory back (no rounding drift).
+    empty = completes & (queue_length(state) == 0)
+    return state.replace(
+        time=t_new,
+        mem_free=jnp.where(empty, jnp.where(inst.server_mask, inst.mem, 0.0), mem_free),
+        running=jnp.where(completes, -1, run),
+        done=final,
+        truncated=final & ~all_started,
+    )
+
+
+def time_in_system(state: EnvState, t0: jax.Array, t1: jax.Array) -> jax.Array:
+    """Total time real tasks spent arrived-but-not-done during `[t0, t1)` (time)."""
+    inst = state.instance
+    done = done_time(state)
+    overlap = jnp.minimum(done, t1) - jnp.maximum(inst.arrival, t0)
+    return jnp.sum(jnp.where(inst.task_mask, jnp.maximum(overlap, 0.0), 0.0))
+
+
+def missed_by(state: EnvState, t: jax.Array) -> jax.Array:
+    """Real tasks whose deadline passed before `t` without their result done []."""
+    inst = state.instance
+    done = done_time(state)
+    return jnp.sum(inst.task_mask & (inst.deadline < t) & (done > inst.deadline))
+
+
+def reset_to_instance(instance, queue_capacity: int) -> EnvState:
+    """The state at the first epoch of `instance` (no observation; see envs.env)."""
+    return advance(initial_state(instance, queue_capacity))
+
+
+def transition(state: EnvState, action: Action, tau, miss_penalty
+               ) -> tuple[EnvState, jax.Array, dict]:
+    """One epoch: apply `action`, advance the clock, score the interval.
+
+    Returns `(state, team_reward [], info)`. A state already done is returned
+    unchanged with reward 0. See docs/model.md for the reward and info keys.
+    """
+    inst = state.instance
+    t0 = state.time
+    s, dispatched, bad_dispatch = apply_dispatch(state, jnp.asarray(action.dispatch, jnp.int32))
+    s, started, bad_picks = apply_picks(s, jnp.asarray(action.picks, jnp.int32))
+    s = advance(s.replace(step=s.step + 1))
+    max_steps = 2 * inst.size.shape[0] + 2
+    capped = ~s.done & (s.step >= max_steps)
+    s = s.replace(done=s.done | capped, truncated=s.truncated | capped)
+    t1 = s.time
+    reward = (-time_in_system(s, t0, t1) / tau
+              - miss_penalty * (missed_by(s, t1) - missed_by(s, t0)))
+    done_t = done_time(s)
+    newly_done = inst.task_mask & (done_t > t0) & (done_t <= t1)
+    info = {
+        "dispatched_task": dispatched,
+        "started_tasks": started,
+        "invalid_dispatch": bad_dispatch,
+        "invalid_picks": bad_picks,
+        "newly_done": newly_done,
+        "response_time": jnp.where(newly_done, done_t - inst.arrival, 0.0),
+        "time": t1,
+        "truncated": s.truncated,
+    }
+    # A finished episode stays as it is.
+    was_done = state.done
+    s = jax.tree_util.tree_map(lambda old, new: jnp.where(was_done, old, new), state, s)
+    idle_info = {**jax.tree_util.tree_map(jnp.zeros_like, info),
+                 "dispatched_task": jnp.full_like(dispatched, -1),
+                 "started_tasks": jnp.full_like(started, -1), "time": t0,
+                 "truncated": state.truncated}
+    info = jax.tree_util.tree_map(lambda idle, v: jnp.where(was_done, idle, v), idle_info, info)
+    reward = jnp.where(was_done, 0.0, reward)
+    return s, reward, info

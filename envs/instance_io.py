@@ -1,0 +1,636 @@
+"""Instance files: JSON workloads <-> validated specs <-> the simulators' inputs.
+
+Plain Python and numpy only (no JAX): both the reference simulator
+(`envs.reference`) and the JAX environment (`envs.instance`) consume it.
+
+File format (MODEL.md, "Instance files")::
+
+    {"servers": [{"cpu": 1, "bw": 10, "mem": 100, "k": 0.5}, ...],
+     "jobs": [{"arrival": 0,
+               "tasks": [{"size": 2, "work": 2, "deadline": 10, "preds": []},
+                         {"size": 4, "deadline": 12, "preds": [0]}, ...]},
+              ...]}
+
+Units: `cpu` work units per time unit, `bw` data units per time unit, `mem`
+and `size` data units, `work` work units (defaults to `size`), `k`,
+`arrival` and `deadline` time units (`deadline` absolute). `preds` are
+*positions inside the same job* (0-based, in file order).
+
+Ordering decision. An :class:`InstanceSpec` is kept exactly in file order
+(jobs as listed, tasks of a job as listed), so it round-trips with the file.
+A predecessor may sit at a later position in the file than its successor, as
+long as the job has no cycle. The environment needs every predecessor to have
+a smaller global index, so :func:`flat_tasks` and :func:`padded_arrays`
+number the tasks globally: jobs in file order (which must be nondecreasing
+arrival order), each job's tasks contiguous and in the *stable* topological
+order of :func:`job_order` (Kahn's algorithm always taking the smallest
+ready file position; a job already in topological order keeps its file
+order). Each global task carries `job` and `pos` (its position in the file),
+and :func:`global_index` maps file positions to global indices, so outputs
+can be reported in file order. `padded_arrays` also returns `pos`, so that
+:func:`spec_from_arrays` restores the file order exactly.
+
+Everything invalid raises :class:`InstanceError` (a ValueError) with a
+one-line message naming the job and task (positions in the file), or the
+server, and the offending value.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import numbers
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "InstanceError",
+    "ServerSpec",
+    "TaskSpec",
+    "JobSpec",
+    "InstanceSpec",
+    "parse_instance",
+    "load_instance",
+    "save_instance",
+    "instance_to_json",
+    "job_order",
+    "global_index",
+    "flat_tasks",
+    "servers_list",
+    "padded_arrays",
+    "spec_from_arrays",
+    "max_job_size",
+    "max_in_degree",
+]
+
+_SERVER_KEYS = ("cpu", "bw", "mem", "k")
+_JOB_KEYS = ("arrival", "tasks")
+_TASK_KEYS = ("size", "work", "deadline", "preds")
+_TASK_REQUIRED = ("size", "deadline", "preds")
+_TOP_KEYS = ("servers", "jobs")
+
+
+class InstanceError(ValueError):
+    """An invalid instance (file, JSON object, spec or arrays)."""
+
+
+# --------------------------------------------------------------------------
+# Specs
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server: `cpu` work/time, `bw` data/time, `mem` data, `k` time (AP delay)."""
+
+    cpu: float
+    bw: float
+    mem: float
+    k: float
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: `size` data, `work` work units, `deadline` absolute time,
+    `preds` positions (in file order) of its predecessors inside its job."""
+
+    size: float
+    work: float
+    deadline: float
+    preds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: `arrival` time at the AP and its tasks, in file order."""
+
+    arrival: float
+    tasks: tuple[TaskSpec, ...]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """A whole instance in file order: servers and jobs (nondecreasing arrival)."""
+
+    servers: tuple[ServerSpec, ...]
+    jobs: tuple[JobSpec, ...]
+
+    @property
+    def num_servers(self) -> int:
+        """`M`, the number of servers."""
+        return len(self.servers)
+
+    @property
+    def num_tasks(self) -> int:
+        """`N`, the number of tasks over all jobs."""
+        return sum(len(job.tasks) for job in self.jobs)
+
+
+# --------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A short one-line rendering of a bad value for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value: Any, where: str, key: str) -> float:
+    """`value` as a finite float (bools, strings, NaN and infinities refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InstanceError(f"{where}: {key} must be a finite number, got {_show(value)}")
+    try:
+        x = float(value)
+    except (OverflowError, ValueError, TypeError):
+        x = math.inf
+    if not math.isfinite(x):
+        raise InstanceError(f"{where}: {key} must be a finite number, got {_show(value)}")
+    return x
+
+
+def _positive(value: Any, where: str, key: str) -> float:
+    x = _finite(value, where, key)
+    if not x > 0.0:
+        raise InstanceError(f"{where}: {key} must be > 0, got {x!r}")
+    return x
+
+
+def _object(value: Any, where: str, keys: Sequence[str], required: Sequence[str]) -> Mapping:
+    """Check that `value` is a mapping with all `required` keys and no key outside `keys`."""
+    if not isinstance(value, Mapping):
+        raise InstanceError(
+            f"{where}: must be an object with keys {', '.join(keys)}, got {_type_name(value)}")
+    unknown = [key for key in value if key not in keys]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise InstanceError(
+            f"{where}: unknown key{plural} {', '.join(_show(u) for u in unknown)} "
+            f"(allowed: {', '.join(keys)})")
+    for key in required:
+        if key not in value:
+            raise InstanceError(f"{where}: missing required key {key!r}")
+    return value
+
+
+def _list(value: Any, where: str, what: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise InstanceError(f"{where}: {what} must be a list, got {_type_name(value)}")
+    return list(value)
+
+
+def _find_cycle(preds: Sequence[Sequence[int]], nodes: set[int]) -> list[int]:
+    """A cycle (list of positions, first repeated at the end) among `nodes`.
+
+    `nodes` are the positions left over by Kahn's algorithm: each has a
+    predecessor inside `nodes`, so walking predecessors must revisit a node.
+    """
+    start = min(nodes)
+    seen: dict[int, int] = {}
+    path: list[int] = []
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = min(p for p in preds[node] if p in nodes)
+    cycle = path[seen[node]:]
+    cycle.reverse()  # walked successor -> predecessor; report predecessor -> successor
+    first = cycle.index(min(cycle))
+    cycle = cycle[first:] + cycle[:first]
+    return cycle + [cycle[0]]
+
+
+def _topological(preds: Sequence[Sequence[int]]) -> tuple[list[int], set[int]]:
+    """Stable Kahn's order of positions `0..L-1` and the set left over (cycles)."""
+    n = len(preds)
+    indegree = [len(p) for p in preds]
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(i)
+    ready = [i for i in range(n) if indegree[i] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for s in succs[i]:
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                heapq.heappush(ready, s)
+    return order, set(range(n)) - set(order)
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
+
+
+def _parse_server(n: int, raw: Any) -> ServerSpec:
+    where = f"server {n}"
+    obj = _object(raw, where, _SERVER_KEYS, _SERVER_KEYS)
+    vals = {key: _positive(obj[key], where, key) for key in _SERVER_KEYS}
+    return ServerSpec(**vals)
+
+
+def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> TaskSpec:
+    where = f"job {j}, task {t}"
+    obj = _object(raw, where, _TASK_KEYS, _TASK_REQUIRED)
+    size = _positive(obj["size"], where, "size")
+    work = _positive(obj["work"], where, "work") if "work" in obj else size
+    deadline = _finite(obj["deadline"], where, "deadline")
+    if size > max_mem:
+        raise InstanceError(
+            f"{where}: size {size!r} exceeds every server's memory (largest is "
+            f"{max_mem!r}); it could never be dispatched")
+    preds: list[int] = []
+    for raw_p in _list(obj["preds"], where, "preds"):
+        if isinstance(raw_p, bool) or not isinstance(raw_p, numbers.Integral):
+            raise InstanceError(
+                f"{where}: predecessor {_show(raw_p)} is not an integer position in the job")
+        p = int(raw_p)
+        if not 0 <= p < num_tasks:
+            raise InstanceError(
+                f"{where}: predecessor {p} does not exist (the job has {num_tasks} "
+                f"task{'s' if num_tasks != 1 else ''})")
+        if p == t:
+            raise InstanceError(f"{where}: lists itself as a predecessor")
+        if p in preds:
+            raise InstanceError(f"{where}: predecessor {p} is listed twice")
+        preds.append(p)
+    return TaskSpec(size=size, work=work, deadline=deadline, preds=tuple(preds))
+
+
+def _parse_job(j: int, raw: Any, max_mem: float) -> JobSpec:
+    where = f"job {j}"
+    obj = _object(raw, where, _JOB_KEYS, _JOB_KEYS)
+    arrival = _finite(obj["arrival"], where, "arrival")
+    if arrival < 0.0:
+        raise InstanceError(f"{where}: arrival must be >= 0, got {arrival!r}")
+    raw_tasks = _list(obj["tasks"], where, "tasks")
+    if not raw_tasks:
+        raise InstanceError(f"{where}: has no tasks (every job needs at least one)")
+    tasks = tuple(_parse_task(j, t, rt, len(raw_tasks), max_mem)
+                  for t, rt in enumerate(raw_tasks))
+    preds = [task.preds for task in tasks]
+    _, left = _topological(preds)
+    if left:
+        cycle = _find_cycle(preds, left)
+        raise InstanceError(
+            f"{where}: predecessors form a cycle: "
+            + " -> ".join(f"task {c}" for c in cycle)
+            + " (each task is a predecessor of the next)")
+    return JobSpec(arrival=arrival, tasks=tasks)
+
+
+def parse_instance(obj: Any) -> InstanceSpec:
+    """Validate a decoded JSON instance and return its spec (file order kept).
+
+    Raises:
+        InstanceError: naming the server, or the job and task (file
+            positions), and the offending value.
+    """
+    top = _object(obj, "instance", _TOP_KEYS, _TOP_KEYS)
+    raw_servers = _list(top["servers"], "instance", "'servers'")
+    if not raw_servers:
+        raise InstanceError("instance: 'servers' is empty (at least one server is needed)")
+    servers = tuple(_parse_server(n, raw) for n, raw in enumerate(raw_servers))
+    raw_jobs = _list(top["jobs"], "instance", "'jobs'")
+    if not raw_jobs:
+        raise InstanceError("instance: 'jobs' is empty (at least one task is needed)")
+    max_mem = max(s.mem for s in servers)
+    jobs = tuple(_parse_job(j, raw, max_mem) for j, raw in enumerate(raw_jobs))
+    for j in range(1, len(jobs)):
+        if jobs[j].arrival < jobs[j - 1].arrival:
+            raise InstanceError(
+                f"job {j}: arrives at {jobs[j].arrival!r}, before job {j - 1} "
+                f"(arrives at {jobs[j - 1].arrival!r}); jobs must be listed in "
+                f"nondecreasing arrival order")
+    return InstanceSpec(servers=servers, jobs=jobs)
+
+
+def instance_to_json(spec: InstanceSpec) -> dict:
+    """The JSON object of `spec` (file order; `work` always written)."""
+    return {
+        "servers": [{"cpu": s.cpu, "bw": s.bw, "mem": s.mem, "k": s.k} for s in spec.servers],
+        "jobs": [
+            {"arrival": job.arrival,
+             "tasks": [{"size": t.size, "work": t.work, "deadline": t.deadline,
+                        "preds": list(t.preds)} for t in job.tasks]}
+            for job in spec.jobs
+        ],
+    }
+
+
+# --------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise InstanceError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def load_instance(path: str | os.PathLike) -> InstanceSpec:
+    """Read and validate a JSON instance file.
+
+    Raises:
+        InstanceError: prefixed with `path`, for a missing or unreadable
+            file, invalid JSON, or an invalid instance.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise InstanceError(f"{os.fspath(path)}: no such instance file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InstanceError(f"{os.fspath(path)}: cannot read instance file: {e}") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise InstanceError(
+            f"{os.fspath(path)}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except InstanceError as e:
+        raise InstanceError(f"{os.fspath(path)}: {e}") from None
+    try:
+        return parse_instance(obj)
+    except InstanceError as e:
+        raise InstanceError(f"{os.fspath(path)}: {e}") from None
+
+
+def _dumps(obj: dict) -> str:
+    """JSON text with one server or task per line (valid JSON, easy to edit)."""
+    d = lambda x: json.dumps(x, allow_nan=False)  # noqa: E731
+    lines = ['{"servers": [']
+    lines += [f"  {d(s)}," for s in obj["servers"]]
+    lines[-1] = lines[-1][:-1]
+    lines.append('], "jobs": [')
+    for j, job in enumerate(obj["jobs"]):
+        lines.append(f'  {{"arrival": {d(job["arrival"])}, "tasks": [')
+        lines += [f"    {d(t)}," for t in job["tasks"]]
+        lines[-1] = lines[-1][:-1]
+        lines.append("  ]}" + ("," if j < len(obj["jobs"]) - 1 else ""))
+    lines.append("]}")
+    return "\n".join(lines) + "\n"
+
+
+def save_instance(spec: InstanceSpec, path: str | os.PathLike) -> None:
+    """Validate `spec` and write it as JSON atomically (temp file, fsync, os.replace)."""
+    obj = instance_to_json(spec)
+    parse_instance(obj)  # never write a file that would not load
+    text = _dumps(obj)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600; an instance file is shared data
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------
+# Environment order
+# --------------------------------------------------------------------------
+
+
+def job_order(job: JobSpec) -> list[int]:
+    """File positions of `job`'s tasks in environment order (stable topological).
+
+    Kahn's algorithm taking the smallest ready file position first: a job whose
+    file order is already topological keeps it.
+    """
+    order, left = _topological([t.preds for t in job.tasks])
+    if left:
+        raise InstanceError(f"a job's predecessors form a cycle among tasks {sorted(left)}")
+    return order
+
+
+def global_index(spec: InstanceSpec) -> list[list[int]]:
+    """`global_index(spec)[j][pos]`: the global task index of job `j`'s task at file position `pos`."""
+    out: list[list[int]] = []
+    base = 0
+    for job in spec.jobs:
+        g = [0] * len(job.tasks)
+        for rank, pos in enumerate(job_order(job)):
+            g[pos] = base + rank
+        out.append(g)
+        base += len(job.tasks)
+    return out
+
+
+def flat_tasks(spec: InstanceSpec) -> list[dict]:
+    """The global task list in environment order (the reference simulator's `tasks`).
+
+    Each dict: `size`, `work`, `arrival`, `deadline` (floats), `preds` (list of
+    global indices, each smaller than the task's own, in file order), `job`
+    (job index) and `pos` (position of the task in its job in the file).
+    """
+    gidx = global_index(spec)
+    out: list[dict] = []
+    for j, job in enumerate(spec.jobs):
+        for pos in job_order(job):
+            t = job.tasks[pos]
+            out.append({
+                "size": t.size, "work": t.work, "arrival": job.arrival,
+                "deadline": t.deadline, "preds": [gidx[j][p] for p in t.preds],
+                "job": j, "pos": pos,
+            })
+    return out
+
+
+def servers_list(spec: InstanceSpec) -> list[dict]:
+    """Servers as dicts `{cpu, bw, mem, k}` (the reference simulator's `servers`)."""
+    return [{"cpu": s.cpu, "bw": s.bw, "mem": s.mem, "k": s.k} for s in spec.servers]
+
+
+def max_job_size(spec: InstanceSpec) -> int:
+    """Most tasks in one job (the generator's `j_max`; successor window `j_max - 1`)."""
+    return max((len(job.tasks) for job in spec.jobs), default=0)
+
+
+def max_in_degree(spec: InstanceSpec) -> int:
+    """Most predecessors of one task (0 if there are no edges)."""
+    return max((len(t.preds) for job in spec.jobs for t in job.tasks), default=0)
+
+
+def _limit(value: int | None, default: int, name: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InstanceError(f"{name} must be an integer >= 1, got {_show(value)}")
+    return int(value)
+
+
+def padded_arrays(
+    spec: InstanceSpec,
+    *,
+    n_max: int | None = None,
+    m_max: int | None = None,
+    p_max: int | None = None,
+    j_max: int | None = None,
+    dtype: Any = np.float64,
+) -> dict[str, np.ndarray]:
+    """Numpy arrays of `spec` in environment order, padded to the limits.
+
+    Limits default to the instance's own sizes (`N` tasks, `M` servers, the
+    largest in-degree but at least 1). `j_max`, if given, bounds the tasks of
+    one job (the environment's successor window is `j_max - 1`).
+
+    Returns (`F` = `dtype`):
+        servers: `cpu, bw, mem, k` [m_max] F (padding 1), `server_mask` [m_max] bool;
+        tasks: `size, work` [n_max] F (padding 0), `deadline` [n_max] F (padding
+        +inf), `arrival` [n_max] F (padding +inf), `preds` [n_max, p_max] int32
+        (global indices, padding -1), `task_mask` [n_max] bool, `job` [n_max]
+        int32 and `pos` [n_max] int32 (file position in the job), both -1 padding.
+
+    Raises:
+        InstanceError: naming what is over a limit.
+    """
+    n, m = spec.num_tasks, spec.num_servers
+    n_max = _limit(n_max, n, "n_max")
+    m_max = _limit(m_max, m, "m_max")
+    p_max = _limit(p_max, max(max_in_degree(spec), 1), "p_max")
+    j_max = _limit(j_max, max_job_size(spec), "j_max")
+    if n > n_max:
+        raise InstanceError(f"{n} tasks exceed n_max={n_max}")
+    if m > m_max:
+        raise InstanceError(f"{m} servers exceed m_max={m_max}")
+    for j, job in enumerate(spec.jobs):
+        if len(job.tasks) > j_max:
+            raise InstanceError(f"job {j}: {len(job.tasks)} tasks exceed j_max={j_max}")
+        for t, task in enumerate(job.tasks):
+            if len(task.preds) > p_max:
+                raise InstanceError(
+                    f"job {j}, task {t}: {len(task.preds)} predecessors exceed p_max={p_max}")
+
+    out: dict[str, np.ndarray] = {}
+    for key in _SERVER_KEYS:
+        arr = np.ones(m_max, dtype)
+        arr[:m] = [getattr(s, key) for s in spec.servers]
+        out[key] = arr
+    out["server_mask"] = np.arange(m_max) < m
+
+    tasks = flat_tasks(spec)
+    fill = {"size": 0.0, "work": 0.0, "deadline": np.inf, "arrival": np.inf}
+    for key, pad in fill.items():
+        arr = np.full(n_max, pad, dtype)
+        arr[:n] = [t[key] for t in tasks]
+        out[key] = arr
+    preds = np.full((n_max, p_max), -1, np.int32)
+    for i, t in enumerate(tasks):
+        preds[i, :len(t["preds"])] = t["preds"]
+    out["preds"] = preds
+    out["task_mask"] = np.arange(n_max) < n
+    for key in ("job", "pos"):
+        arr = np.full(n_max, -1, np.int32)
+        arr[:n] = [t[key] for t in tasks]
+        out[key] = arr
+    return out
+
+
+def spec_from_arrays(arrays: Mapping[str, Any]) -> InstanceSpec:
+    """The validated spec of (padded or unpadded) arrays with `padded_arrays`' keys.
+
+    Real servers and tasks are those of `server_mask` / `task_mask` (all, if a
+    mask is absent). Tasks of a job must be contiguous with one arrival time;
+    `preds` (global indices, -1 padding) become positions inside the job. If
+    `pos` is present the tasks of each job are put back in that file order,
+    else they keep the arrays' order.
+
+    Raises:
+        InstanceError: for arrays that do not describe a valid instance.
+    """
+    def get(key: str) -> np.ndarray:
+        if key not in arrays:
+            raise InstanceError(f"arrays: missing key {key!r}")
+        return np.asarray(arrays[key])
+
+    cpu = get("cpu")
+    smask = (np.asarray(arrays["server_mask"], bool) if "server_mask" in arrays
+             else np.ones(cpu.shape, bool))
+    real_servers = np.flatnonzero(smask)
+    server_cols = {key: get(key)[real_servers] for key in _SERVER_KEYS}
+    servers = [{key: float(server_cols[key][i]) for key in _SERVER_KEYS}
+               for i in range(len(real_servers))]
+
+    size = get("size")
+    tmask = (np.asarray(arrays["task_mask"], bool) if "task_mask" in arrays
+             else np.ones(size.shape, bool))
+    real = np.flatnonzero(tmask)
+    compact = {int(g): i for i, g in enumerate(real)}  # global slot -> compact index
+    cols = {key: get(key)[real] for key in ("size", "work", "arrival", "deadline", "job")}
+    preds = get("preds")
+    if preds.ndim == 1:
+        preds = preds[:, None]
+    preds = preds[real]
+    pos_col = np.asarray(arrays["pos"])[real] if "pos" in arrays else None
+
+    # Split the compact tasks into contiguous jobs.
+    groups: list[list[int]] = []
+    seen: set[int] = set()
+    for i in range(len(real)):
+        job_id = int(cols["job"][i])
+        if groups and job_id == int(cols["job"][groups[-1][0]]):
+            groups[-1].append(i)
+            continue
+        if job_id in seen:
+            raise InstanceError(f"arrays: the tasks of job {job_id} are not contiguous")
+        seen.add(job_id)
+        groups.append([i])
+
+    jobs = []
+    for j, members in enumerate(groups):
+        arrivals = {float(cols["arrival"][i]) for i in members}
+        if len(arrivals) != 1:
+            raise InstanceError(
+                f"arrays: job {j}: its tasks have different arrivals {sorted(arrivals)}")
+        if pos_col is None:
+            file_pos = {i: r for r, i in enumerate(members)}
+        else:
+            file_pos = {i: int(pos_col[i]) for i in members}
+            if sorted(file_pos.values()) != list(range(len(members))):
+                raise InstanceError(
+                    f"arrays: job {j}: pos {sorted(file_pos.values())} is not a "
+                    f"permutation of 0..{len(members) - 1}")
+        tasks: list[dict | None] = [None] * len(members)
+        for i in members:
+            ps = []
+            for g in preds[i]:
+                g = int(g)
+                if g < 0:
+                    continue
+                if g not in compact or compact[g] not in file_pos:
+                    raise InstanceError(
+                        f"arrays: job {j}, task {file_pos[i]}: predecessor slot {g} "
+                        f"is not a real task of the same job")
+                ps.append(file_pos[compact[g]])
+            tasks[file_pos[i]] = {"size": float(cols["size"][i]), "work": float(cols["work"][i]),
+                                  "deadline": float(cols["deadline"][i]), "preds": ps}
+        jobs.append({"arrival": arrivals.pop(), "tasks": tasks})
+    return parse_instance({"servers": servers, "jobs": jobs})

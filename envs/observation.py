@@ -1,0 +1,115 @@
+"""What the learning agents see (pytrees of fixed-size arrays).
+
+Times are divided by `params.time_scale`, data by the instance's mean real
+memory, so features are of order one. Masks say which decisions are needed.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.dynamics import (
+    _pred_availability, _take, dispatch_feasible, dispatch_needed, eligible_slots,
+    eligible_time, head_task, least_load, pick_needed, queue_length)
+from envs.state import EnvState
+
+TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
+SERVER_FEATURES = (
+    "feasible", "cpu", "bw", "k", "mem_free", "mem_free_after", "load", "upload",
+    "est_start", "est_finish", "preds_here", "pred_ready", "queue_fill", "idle")
+SLOT_FEATURES = (
+    "occupied", "eligible", "proc_time", "slack", "slack_after", "waited_here",
+    "until_eligible", "num_succ", "succ_remote", "in_system")
+OWN_FEATURES = ("idle", "busy_left", "queue_fill", "mem_free", "cpu", "load", "num_eligible")
+
+
+@struct.dataclass
+class Observation:
+    """Per-epoch observation.
+
+    `dispatch_needed` [] bool, `dispatch_mask` [M] bool, `task` [F_t] (head
+    task), `servers` [M, F_s] (each server seen by the dispatcher);
+    `pick_needed` [M] bool, `pick_mask` [M, Q] bool, `slots` [M, Q, F_q] (each
+    queue slot seen by its server's scheduler), `own` [M, F_o] (each server's
+    own state), `server_mask` [M] bool, `time` [] (raw time units).
+    Feature names in order: TASK_FEATURES, SERVER_FEATURES, SLOT_FEATURES,
+    OWN_FEATURES.
+    """
+
+    dispatch_needed: jax.Array
+    dispatch_mask: jax.Array
+    task: jax.Array
+    servers: jax.Array
+    pick_needed: jax.Array
+    pick_mask: jax.Array
+    slots: jax.Array
+    own: jax.Array
+    server_mask: jax.Array
+    time: jax.Array
+
+
+def observe(state: EnvState, time_scale) -> Observation:
+    """Observation of `state` (jittable). `time_scale`: time units per feature unit."""
+    inst = state.instance
+    t = state.time
+    dtype = t.dtype
+    ts = time_scale
+    real = inst.server_mask
+    data_scale = jnp.sum(jnp.where(real, inst.mem, 0.0)) / jnp.maximum(jnp.sum(real), 1)
+    h, exists = head_task(state)
+    size_h, work_h = inst.size[h], inst.work[h]
+    preds_h = inst.preds[h]
+    has_pred = preds_h >= 0
+    unstarted = has_pred & ~jnp.isfinite(_take(state.finish, preds_h, jnp.inf))
+    task = jnp.stack([
+        size_h / data_scale, work_h / ts, (inst.deadline[h] - t) / ts,
+        jnp.maximum(t - inst.arrival[h], 0.0) / ts,
+        jnp.sum(has_pred).astype(dtype), jnp.sum(unstarted).astype(dtype)])
+    task = jnp.where(exists, task, 0.0)
+
+    feasible = dispatch_feasible(state)
+    load = least_load(state)
+    upload = inst.k + size_h / inst.bw
+    m = inst.cpu.shape[0]
+    servers_idx = jnp.arange(m)
+    pred_avail = _pred_availability(state, jnp.broadcast_to(preds_h, (m,) + preds_h.shape),
+                                    servers_idx)  # [M, P]
+    pred_ready = jnp.maximum(jnp.max(pred_avail, axis=1, initial=-jnp.inf) - t, 0.0)
+    est_start = jnp.maximum(jnp.maximum(load, upload), pred_ready)
+    preds_here = jnp.sum(has_pred[None, :] & (_take(state.server, preds_h, -1)[None, :]
+                                               == servers_idx[:, None]), axis=1)
+    qcap = state.queue.shape[1]
+    qlen = queue_length(state)
+    idle = state.running < 0
+    servers = jnp.stack([
+        feasible.astype(dtype), inst.cpu, inst.bw / data_scale, inst.k / ts,
+        state.mem_free / data_scale, (state.mem_free - size_h) / data_scale, load / ts,
+        upload / ts, est_start / ts, (est_start + work_h / inst.cpu) / ts,
+        preds_here.astype(dtype), pred_ready / ts, qlen / qcap, idle.astype(dtype)], axis=-1)
+    servers = jnp.where(real[:, None], servers, 0.0)
+
+    q = state.queue
+    occupied = q >= 0
+    eligible = eligible_slots(state)
+    e_time = eligible_time(state, q)
+    proc = _take(inst.work, q, 0.0) / inst.cpu[:, None]
+    deadline = _take(inst.deadline, q, 0.0)
+    num_succ = jnp.sum(occupied[..., None] & inst.succ[jnp.clip(q, 0)], axis=-1)
+    slots = jnp.stack([
+        occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
+        (deadline - t - proc) / ts, (t - _take(state.arrive, q, t)) / ts,
+        jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
+        num_succ.astype(dtype), _take(state.succ_remote, q, 0).astype(dtype),
+        (t - _take(inst.arrival, q, t)) / ts], axis=-1)
+    slots = jnp.where(occupied[..., None], slots, 0.0)
+
+    run_finish = _take(state.finish, state.running, t)
+    own = jnp.stack([
+        idle.astype(dtype), (run_finish - t) / ts, qlen / qcap, state.mem_free / data_scale,
+        inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], axis=-1)
+    own = jnp.where(real[:, None], own, 0.0)
+    return Observation(
+        dispatch_needed=dispatch_needed(state), dispatch_mask=feasible, task=task,
+        servers=servers, pick_needed=pick_needed(state), pick_mask=eligible & real[:, None],
+        slots=slots, own=own, server_mask=real, time=t)

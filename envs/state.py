@@ -1,0 +1,90 @@
+"""Environment state and joint action (pytrees).
+
+Shapes: `N` task slots, `M` server slots, `Q` queue slots per server.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.instance import Instance
+
+
+@struct.dataclass
+class Action:
+    """The joint action of one epoch.
+
+    `dispatch` [] int32: server for the head task (ignored when no dispatch is
+    needed). `picks` [M] int32: queue slot each server starts (ignored for
+    servers that need no decision).
+    """
+
+    dispatch: jax.Array
+    picks: jax.Array
+
+
+@struct.dataclass
+class EnvState:
+    """Everything that changes during an episode, plus the episode's instance.
+
+    Per task [N]: `server` (-1 until dispatched), `arrive` (arrival at the
+    server, +inf until dispatched), `start` and `finish` (+inf until started),
+    `ready` (latest availability at the task's server of the results of its
+    *started* predecessors, -inf if none), `n_wait` (predecessors not yet
+    started), `dispatch_step` (the step that dispatched it, -1 before),
+    `succ_remote` (dispatched successors on another server).
+    Per server [M]: `running` (task id or -1), `mem_free`; `queue` [M, Q] task
+    ids holding a slot (in transit or waiting), -1 for a free slot.
+    Scalars: `time`, `step`, `head` (next task to dispatch), `done`, `truncated`.
+    """
+
+    instance: Instance
+    time: jax.Array
+    step: jax.Array
+    head: jax.Array
+    server: jax.Array
+    arrive: jax.Array
+    start: jax.Array
+    finish: jax.Array
+    ready: jax.Array
+    n_wait: jax.Array
+    dispatch_step: jax.Array
+    succ_remote: jax.Array
+    queue: jax.Array
+    running: jax.Array
+    mem_free: jax.Array
+    done: jax.Array
+    truncated: jax.Array
+
+
+def done_time(state: EnvState) -> jax.Array:
+    """Time each task's result reaches the AP, `finish + k[server]` [N] (+inf if not started)."""
+    k = state.instance.k[jnp.clip(state.server, 0)]
+    return state.finish + k
+
+
+def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
+    """The state at time 0, before the clock is advanced to the first epoch."""
+    n = instance.size.shape[0]
+    m = instance.cpu.shape[0]
+    dtype = instance.size.dtype
+    inf = jnp.full((n,), jnp.inf, dtype)
+    n_wait = jnp.sum(instance.preds >= 0, axis=1).astype(jnp.int32)
+    return EnvState(
+        instance=instance,
+        time=jnp.zeros((), dtype),
+        step=jnp.zeros((), jnp.int32),
+        head=jnp.zeros((), jnp.int32),
+        server=jnp.full((n,), -1, jnp.int32),
+        arrive=inf, start=inf, finish=inf,
+        ready=jnp.full((n,), -jnp.inf, dtype),
+        n_wait=n_wait,
+        dispatch_step=jnp.full((n,), -1, jnp.int32),
+        succ_remote=jnp.zeros((n,), jnp.int32),
+        queue=jnp.full((m, queue_capacity), -1, jnp.int32),
+        running=jnp.full((m,), -1, jnp.int32),
+        mem_free=jnp.where(instance.server_mask, instance.mem, 0.0).astype(dtype),
+        done=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+    )
