@@ -99,3 +99,16 @@ def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
         "cpu", "bw", "mem", "k", "server_mask", "size", "work", "arrival", "deadline",
         "preds", "task_mask", "job")}
     return out
+
+
+def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
+    """An :class:`Instance` padded exactly to an `envs.instance_io.InstanceSpec`.
+
+    Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
+    `P` and the successor window are the file's own), and the queue capacity
+    is `N`, so it can never bind (a user may pass a smaller one to `reset`).
+    """
+    from envs.instance_io import padded_arrays  # plain numpy, no cycle
+
+    arrays = padded_arrays(spec)
+    return instance_from_arrays(arrays, dtype=dtype), int(arrays["task_mask"].sum())

@@ -1,0 +1,408 @@
+"""Throughput benchmark: the vmapped JAX environment against the plain-Python reference.
+
+    PYTHONPATH=. python -m eval.bench                       # full run (default sizes)
+    PYTHONPATH=. python -m eval.bench --quick --out b.json  # smoke run, numbers to JSON
+
+For each batch size `B` a jitted, vmapped function draws `B` instances from
+keys (envs.generator) and plays every episode to its end with a heuristic
+policy (damdjax.rollout.run_from_instance). Timed on its own first: the
+ahead-of-time compile (`jit(...).lower(...).compile()`); then one untimed
+warm-up call and `--repeats` timed calls with fresh keys, each ended by
+`jax.block_until_ready`. The median wall time gives:
+
+* env steps/s: sum over the batch of the final `state.step`, per second;
+* decisions/s: dispatches plus picks of real tasks (`2 N` per finished
+  episode), per second;
+* episodes/s: `B` per second.
+
+The reference simulator (envs/reference.py) then plays `--ref-episodes` of
+the same generated instances (episode `i` of the first timed repeat) with the
+same heuristic pair; its decisions/s is the sum of decisions over the sum of
+`simulate` wall times (the conversion of the instances is not timed). The
+speed-up column is JAX decisions/s over reference decisions/s.
+
+Timings include instance generation on the JAX side (it is part of every
+fresh episode); they exclude it on the reference side (the instance is given).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from damdjax.heuristics import pair_from_name, pair_names
+from damdjax.rollout import run_from_instance
+from envs import reference
+from envs.config import EnvConfig, EnvParams, check_params
+from envs.generator import generate
+from envs.instance import instance_to_arrays
+
+DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
+DEFAULT_REPEATS = 5
+DEFAULT_REF_EPISODES = 64
+QUICK_BATCH_SIZES = (1, 8)
+QUICK_REPEATS = 2
+QUICK_REF_EPISODES = 4
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """'1,64,256' -> (1, 64, 256) (argparse type; positivity is checked later)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one batch size")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (every flag documented in --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.bench",
+        description="Episodes per second, env steps per second and decisions per second of "
+                    "the vmapped JAX environment under a heuristic policy, against the "
+                    "plain-Python reference simulator on the same instances "
+                    "(default EnvConfig/EnvParams).",
+    )
+    parser.add_argument(
+        "--method", default="LS",
+        help="heuristic pair: two letters, dispatch N(earest)/R(andom)/L(east load) then "
+             "schedule F(CFS)/S(JF)/D (SDF), e.g. NF, RS, LS, or 'nearest+fcfs' "
+             "(default: LS = least_load + sdf)")
+    parser.add_argument(
+        "--batch-sizes", type=_int_list, default=None, metavar="B1,B2,...",
+        help="comma-separated batch sizes, each >= 1 "
+             f"(default: {','.join(map(str, DEFAULT_BATCH_SIZES))}; "
+             f"--quick: {','.join(map(str, QUICK_BATCH_SIZES))})")
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help=f"timed calls per batch size, each with fresh keys; the median is reported "
+             f"(default: {DEFAULT_REPEATS}; --quick: {QUICK_REPEATS})")
+    parser.add_argument(
+        "--ref-episodes", type=int, default=None,
+        help=f"episodes the reference simulator plays, >= 1 (default: {DEFAULT_REF_EPISODES}; "
+             f"--quick: {QUICK_REF_EPISODES})")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="root PRNG seed of the instances (default: 0)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: batch sizes, repeats and reference episodes default to "
+             "the small values above (explicit flags still win)")
+    parser.add_argument(
+        "--out", default=None, metavar="FILE.json",
+        help="also write every number (and the machine) to this JSON file (atomic write)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the flags; a bad one exits 2 with a one-line error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_sizes is None:
+        args.batch_sizes = QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    if args.ref_episodes is None:
+        args.ref_episodes = QUICK_REF_EPISODES if args.quick else DEFAULT_REF_EPISODES
+    bad = [b for b in args.batch_sizes if b <= 0]
+    if bad:
+        parser.error(f"--batch-sizes must all be >= 1, got {bad[0]}")
+    if args.repeats <= 0:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.ref_episodes <= 0:
+        parser.error(f"--ref-episodes must be >= 1, got {args.ref_episodes}")
+    try:
+        pair_names(args.method)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+# --------------------------------------------------------------------------
+# JAX side
+# --------------------------------------------------------------------------
+
+
+def episode_keys(seed: int, repeat: int, batch: int) -> jax.Array:
+    """Keys of episodes `0..batch-1` of timed call `repeat`.
+
+    Episode `i` of repeat `r` gets the same key whatever the batch size, so the
+    reference can replay exactly the instances the JAX side played.
+    """
+    root = jax.random.fold_in(jax.random.key(seed), repeat)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(batch))
+
+
+def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
+    """A jittable `(keys [B], params) -> per-episode counts`: generate, then play to the end.
+
+    Returns a dict of [B] arrays: `steps` (final `state.step`), `decisions`
+    (dispatched plus started real tasks), `tasks` (real tasks) and `truncated`.
+    """
+    def one(key, params):
+        k_gen, k_play = jax.random.split(key)
+        instance = generate(k_gen, config, params)
+        state, _ = run_from_instance(k_play, instance, policy, config.queue_capacity,
+                                     params.tau, params.miss_penalty)
+        real = instance.task_mask
+        dispatched = jnp.sum(real & (state.server >= 0))
+        started = jnp.sum(real & jnp.isfinite(state.start))
+        return {"steps": state.step, "decisions": dispatched + started,
+                "tasks": jnp.sum(real), "truncated": state.truncated}
+
+    return jax.vmap(one, in_axes=(0, None))
+
+
+def compile_runner(runner: Callable, keys: jax.Array, params: EnvParams):
+    """`(compiled, seconds)`: ahead-of-time `jit(runner).lower(...).compile()`, timed."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(runner).lower(keys, params).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def time_calls(compiled, seed: int, batch: int, params: EnvParams, repeats: int):
+    """Wall times and counts of `repeats` calls, each on fresh keys (after one warm-up).
+
+    Returns `(seconds list, counts dict of numpy arrays from the first timed call)`.
+    """
+    warm_up = repeats  # a repeat index no timed call uses
+    jax.block_until_ready(compiled(episode_keys(seed, warm_up, batch), params))
+    seconds, first = [], None
+    for r in range(repeats):
+        keys = jax.block_until_ready(episode_keys(seed, r, batch))
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(keys, params))
+        seconds.append(time.perf_counter() - t0)
+        counts = {name: np.asarray(v) for name, v in out.items()}
+        if first is None:
+            first = counts
+        if counts["truncated"].any():
+            raise RuntimeError(f"batch {batch}, repeat {r}: an episode was truncated")
+    return seconds, first
+
+
+def bench_batch(config: EnvConfig, params: EnvParams, policy: Callable, seed: int,
+                batch: int, repeats: int) -> dict:
+    """Compile and time one batch size; the row of the results table (a dict)."""
+    runner = build_batch_runner(config, policy)
+    compiled, compile_s = compile_runner(runner, episode_keys(seed, 0, batch), params)
+    seconds, counts = time_calls(compiled, seed, batch, params, repeats)
+    median = statistics.median(seconds)
+    steps = int(counts["steps"].sum())
+    decisions = int(counts["decisions"].sum())
+    return {
+        "batch_size": batch,
+        "compile_s": compile_s,
+        "times_s": seconds,
+        "median_s": median,
+        "steps": steps,
+        "decisions": decisions,
+        "tasks": int(counts["tasks"].sum()),
+        "steps_per_s": steps / median,
+        "decisions_per_s": decisions / median,
+        "episodes_per_s": batch / median,
+    }
+
+
+# --------------------------------------------------------------------------
+# Reference side
+# --------------------------------------------------------------------------
+
+
+def generate_instances(config: EnvConfig, params: EnvParams, seed: int, count: int) -> dict:
+    """The instances of episodes `0..count-1` of timed repeat 0, as batched numpy arrays."""
+    def one(key):
+        k_gen, _ = jax.random.split(key)  # the same split as build_batch_runner
+        return generate(k_gen, config, params)
+
+    batch = jax.jit(jax.vmap(one))(episode_keys(seed, 0, count))
+    return instance_to_arrays(batch)
+
+
+def to_reference_input(arrays: dict, index: int) -> tuple[list[dict], list[dict]]:
+    """`(servers, tasks)` of episode `index` for `envs.reference.simulate`.
+
+    Real servers and real tasks only; predecessor ids are renumbered among the
+    real tasks (-1 padding dropped).
+    """
+    get = lambda name: arrays[name][index]
+    servers = [{"cpu": float(c), "bw": float(b), "mem": float(m), "k": float(k)}
+               for c, b, m, k, real in zip(get("cpu"), get("bw"), get("mem"), get("k"),
+                                           get("server_mask")) if real]
+    real_ids = np.flatnonzero(get("task_mask"))
+    new_id = {int(old): new for new, old in enumerate(real_ids)}
+    tasks = [{"size": float(get("size")[i]), "work": float(get("work")[i]),
+              "arrival": float(get("arrival")[i]), "deadline": float(get("deadline")[i]),
+              "preds": [new_id[int(p)] for p in get("preds")[i] if p >= 0],
+              "job": int(get("job")[i])}
+             for i in real_ids]
+    return servers, tasks
+
+
+def bench_reference(arrays: dict, count: int, method: str, queue_capacity: int) -> dict:
+    """Decisions/s of the reference simulator over `count` episodes (only `simulate` timed)."""
+    dispatch, schedule = pair_names(method)
+    seconds = 0.0
+    decisions = steps = 0
+    for i in range(count):
+        servers, tasks = to_reference_input(arrays, i)
+        t0 = time.perf_counter()
+        result = reference.simulate(servers, tasks, queue_capacity=queue_capacity,
+                                    dispatch=dispatch, schedule=schedule, seed=i)
+        seconds += time.perf_counter() - t0
+        decisions += result.num_decisions
+        steps += result.num_steps
+    return {
+        "episodes": count,
+        "dispatch": dispatch,
+        "schedule": schedule,
+        "total_s": seconds,
+        "steps": steps,
+        "decisions": decisions,
+        "steps_per_s": steps / seconds,
+        "decisions_per_s": decisions / seconds,
+        "episodes_per_s": count / seconds,
+    }
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    """Platform, devices, CPU count and versions of this run."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "float_dtype": str(jnp.zeros(()).dtype),
+    }
+
+
+def _fmt(x: float) -> str:
+    """A number with about three significant figures and thousands separators."""
+    if not math.isfinite(x):
+        return str(x)
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def markdown_table(rows: list[dict], ref: dict) -> str:
+    """The results as a markdown table (one row per batch size)."""
+    head = ("| batch | compile s | median s | env steps/s | decisions/s | episodes/s "
+            "| ref decisions/s | JAX / ref |")
+    lines = [head, "|" + "---:|" * 8]
+    for row in rows:
+        lines.append("| " + " | ".join([
+            str(row["batch_size"]), _fmt(row["compile_s"]), _fmt(row["median_s"]),
+            _fmt(row["steps_per_s"]), _fmt(row["decisions_per_s"]), _fmt(row["episodes_per_s"]),
+            _fmt(ref["decisions_per_s"]), f"{row['speedup']:.2f}x"]) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write `payload` to `path` atomically (temporary file in the same folder, then replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Every measurement of one run, as a JSON-ready dict."""
+    config, params = EnvConfig(), EnvParams()
+    check_params(config, params)
+    policy = pair_from_name(args.method)
+    rows = []
+    for batch in args.batch_sizes:
+        row = bench_batch(config, params, policy, args.seed, batch, args.repeats)
+        print(f"batch {batch}: compile {row['compile_s']:.2f} s, median {row['median_s']:.4f} s",
+              file=sys.stderr, flush=True)
+        rows.append(row)
+    arrays = generate_instances(config, params, args.seed, args.ref_episodes)
+    ref = bench_reference(arrays, args.ref_episodes, args.method, config.queue_capacity)
+    for row in rows:
+        row["speedup"] = row["decisions_per_s"] / ref["decisions_per_s"]
+    return {
+        "command": "python -m eval.bench " + " ".join(args.argv),
+        "method": args.method,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "compile_time_method": "jax.jit(f).lower(keys, params).compile(), timed apart; "
+                               "then one untimed warm-up call",
+        "jax_time_includes": "instance generation and the whole episode (while_loop)",
+        "config": {k: getattr(config, k) for k in ("n_max", "m_max", "p_max",
+                                                   "queue_capacity", "j_max")},
+        "params": {k: float(v) for k, v in vars(params).items()},
+        "machine": machine_info(),
+        "results": rows,
+        "reference": ref,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and the machine, optionally write JSON."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.argv = argv
+    payload = run_benchmark(args)
+    print(f"command: {payload['command']}")
+    print(f"method: {args.method} ({payload['reference']['dispatch']} + "
+          f"{payload['reference']['schedule']}), repeats: {args.repeats}, "
+          f"reference episodes: {args.ref_episodes}")
+    print()
+    print(markdown_table(payload["results"], payload["reference"]))
+    print()
+    for key, value in payload["machine"].items():
+        print(f"{key}: {value}")
+    if args.out:
+        write_json(args.out, payload)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
