@@ -12,8 +12,8 @@ Model (see docs/calibration.md for the defaults and why):
   average), the first job at time 0; the last job is cut at `num_tasks`;
 - DAG: every task but the first of its job gets `1..min(P_max, position)`
   distinct predecessors, drawn uniformly among the earlier tasks of its job;
-- task size uniform in `[size_low, size_high]`, rounded to a multiple of
-  1/64 (so memory sums are exact in floating point), `work = size`;
+- task size uniform in `[size_low, size_high]`, rounded down to a multiple of
+  1/64 (at least 1/64) (so memory sums are exact in floating point), `work = size`;
 - deadline: `arrival + slack * (critical-path time of the task on an average
   server + k_ref)`, the critical path including the upload `k_ref + size /
   bw_ref` and computing at `cpu_ref` (means over the real servers).
@@ -116,7 +116,9 @@ def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
     preds = generate_preds(k_dag, position, config)
     preds = jnp.where(task_mask[:, None], preds, -1)
     raw = _uniform(k_size, (config.n_max,), params.size_low, params.size_high, dtype)
-    size = jnp.maximum(jnp.round(raw / SIZE_QUANTUM), 1.0) * SIZE_QUANTUM
+    # Round down, so a size never exceeds size_high (<= mem_low: it fits every server).
+    size = jnp.minimum(jnp.maximum(jnp.floor(raw / SIZE_QUANTUM), 1.0) * SIZE_QUANTUM,
+                       params.size_high)
     size = jnp.where(task_mask, size, 0.0)
     work = size
     real = server_mask.astype(dtype)

@@ -15,11 +15,15 @@ warm-up call and `--repeats` timed calls with fresh keys, each ended by
   episode), per second;
 * episodes/s: `B` per second.
 
-The reference simulator (envs/reference.py) then plays `--ref-episodes` of
-the same generated instances (episode `i` of the first timed repeat) with the
-same heuristic pair; its decisions/s is the sum of decisions over the sum of
-`simulate` wall times (the conversion of the instances is not timed). The
-speed-up column is JAX decisions/s over reference decisions/s.
+Right after each batch size, the reference simulator (envs/reference.py)
+plays `--ref-episodes` of the same generated instances (episode `i` of the
+first timed repeat) with the same heuristic pair; its decisions/s is the sum
+of decisions over the sum of `simulate` wall times (the conversion of the
+instances is not timed). Measuring it next to each JAX measurement keeps the
+ratio fair on a machine whose load changes during the run. The `JAX / ref`
+column is JAX decisions/s over that adjacent reference decisions/s; the JSON
+also holds the same ratio computed from process CPU time (`speedup_cpu`),
+which other processes on a shared machine disturb less.
 
 Timings include instance generation on the JAX side (it is part of every
 fresh episode); they exclude it on the reference side (the instance is given).
@@ -179,24 +183,26 @@ def compile_runner(runner: Callable, keys: jax.Array, params: EnvParams):
 
 
 def time_calls(compiled, seed: int, batch: int, params: EnvParams, repeats: int):
-    """Wall times and counts of `repeats` calls, each on fresh keys (after one warm-up).
+    """Wall and CPU times and counts of `repeats` calls, each on fresh keys (after a warm-up).
 
-    Returns `(seconds list, counts dict of numpy arrays from the first timed call)`.
+    Returns `(wall seconds list, process CPU seconds list, counts dict of numpy
+    arrays from the first timed call)`.
     """
     warm_up = repeats  # a repeat index no timed call uses
     jax.block_until_ready(compiled(episode_keys(seed, warm_up, batch), params))
-    seconds, first = [], None
+    seconds, cpu_seconds, first = [], [], None
     for r in range(repeats):
         keys = jax.block_until_ready(episode_keys(seed, r, batch))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = jax.block_until_ready(compiled(keys, params))
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
         counts = {name: np.asarray(v) for name, v in out.items()}
         if first is None:
             first = counts
         if counts["truncated"].any():
             raise RuntimeError(f"batch {batch}, repeat {r}: an episode was truncated")
-    return seconds, first
+    return seconds, cpu_seconds, first
 
 
 def bench_batch(config: EnvConfig, params: EnvParams, policy: Callable, seed: int,
@@ -204,8 +210,9 @@ def bench_batch(config: EnvConfig, params: EnvParams, policy: Callable, seed: in
     """Compile and time one batch size; the row of the results table (a dict)."""
     runner = build_batch_runner(config, policy)
     compiled, compile_s = compile_runner(runner, episode_keys(seed, 0, batch), params)
-    seconds, counts = time_calls(compiled, seed, batch, params, repeats)
+    seconds, cpu_seconds, counts = time_calls(compiled, seed, batch, params, repeats)
     median = statistics.median(seconds)
+    median_cpu = statistics.median(cpu_seconds)
     steps = int(counts["steps"].sum())
     decisions = int(counts["decisions"].sum())
     return {
@@ -213,12 +220,15 @@ def bench_batch(config: EnvConfig, params: EnvParams, policy: Callable, seed: in
         "compile_s": compile_s,
         "times_s": seconds,
         "median_s": median,
+        "cpu_times_s": cpu_seconds,
+        "median_cpu_s": median_cpu,
         "steps": steps,
         "decisions": decisions,
         "tasks": int(counts["tasks"].sum()),
         "steps_per_s": steps / median,
         "decisions_per_s": decisions / median,
         "episodes_per_s": batch / median,
+        "decisions_per_cpu_s": decisions / median_cpu,
     }
 
 
@@ -260,14 +270,15 @@ def to_reference_input(arrays: dict, index: int) -> tuple[list[dict], list[dict]
 def bench_reference(arrays: dict, count: int, method: str, queue_capacity: int) -> dict:
     """Decisions/s of the reference simulator over `count` episodes (only `simulate` timed)."""
     dispatch, schedule = pair_names(method)
-    seconds = 0.0
+    inputs = [to_reference_input(arrays, i) for i in range(count)]
+    seconds = cpu_seconds = 0.0
     decisions = steps = 0
-    for i in range(count):
-        servers, tasks = to_reference_input(arrays, i)
-        t0 = time.perf_counter()
+    for i, (servers, tasks) in enumerate(inputs):
+        t0, c0 = time.perf_counter(), time.process_time()
         result = reference.simulate(servers, tasks, queue_capacity=queue_capacity,
                                     dispatch=dispatch, schedule=schedule, seed=i)
         seconds += time.perf_counter() - t0
+        cpu_seconds += time.process_time() - c0
         decisions += result.num_decisions
         steps += result.num_steps
     return {
@@ -275,11 +286,28 @@ def bench_reference(arrays: dict, count: int, method: str, queue_capacity: int) 
         "dispatch": dispatch,
         "schedule": schedule,
         "total_s": seconds,
+        "total_cpu_s": cpu_seconds,
         "steps": steps,
         "decisions": decisions,
         "steps_per_s": steps / seconds,
         "decisions_per_s": decisions / seconds,
         "episodes_per_s": count / seconds,
+        "decisions_per_cpu_s": decisions / cpu_seconds,
+    }
+
+
+def summarize_reference(measurements: list[dict]) -> dict:
+    """The reference's measurements of one run (one per batch size) and their medians."""
+    first = measurements[0]
+    return {
+        "episodes": first["episodes"],
+        "dispatch": first["dispatch"],
+        "schedule": first["schedule"],
+        "decisions_per_episode": first["decisions"] / first["episodes"],
+        "steps_per_episode": first["steps"] / first["episodes"],
+        "decisions_per_s": statistics.median(m["decisions_per_s"] for m in measurements),
+        "decisions_per_cpu_s": statistics.median(m["decisions_per_cpu_s"] for m in measurements),
+        "measurements": measurements,
     }
 
 
@@ -289,7 +317,7 @@ def bench_reference(arrays: dict, count: int, method: str, queue_capacity: int) 
 
 
 def machine_info() -> dict:
-    """Platform, devices, CPU count and versions of this run."""
+    """Platform, devices, CPU count, versions and the load average (other processes) at the end."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -304,6 +332,7 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "float_dtype": str(jnp.zeros(()).dtype),
+        "load_average_1_5_15min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -318,7 +347,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def markdown_table(rows: list[dict], ref: dict) -> str:
+def markdown_table(rows: list[dict]) -> str:
     """The results as a markdown table (one row per batch size)."""
     head = ("| batch | compile s | median s | env steps/s | decisions/s | episodes/s "
             "| ref decisions/s | JAX / ref |")
@@ -327,7 +356,7 @@ def markdown_table(rows: list[dict], ref: dict) -> str:
         lines.append("| " + " | ".join([
             str(row["batch_size"]), _fmt(row["compile_s"]), _fmt(row["median_s"]),
             _fmt(row["steps_per_s"]), _fmt(row["decisions_per_s"]), _fmt(row["episodes_per_s"]),
-            _fmt(ref["decisions_per_s"]), f"{row['speedup']:.2f}x"]) + " |")
+            _fmt(row["ref_decisions_per_s"]), f"{row['speedup']:.2f}x"]) + " |")
     return "\n".join(lines)
 
 
@@ -356,16 +385,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     config, params = EnvConfig(), EnvParams()
     check_params(config, params)
     policy = pair_from_name(args.method)
-    rows = []
+    arrays = generate_instances(config, params, args.seed, args.ref_episodes)
+    rows, ref_runs = [], []
     for batch in args.batch_sizes:
         row = bench_batch(config, params, policy, args.seed, batch, args.repeats)
-        print(f"batch {batch}: compile {row['compile_s']:.2f} s, median {row['median_s']:.4f} s",
+        ref = bench_reference(arrays, args.ref_episodes, args.method, config.queue_capacity)
+        row["ref_decisions_per_s"] = ref["decisions_per_s"]
+        row["speedup"] = row["decisions_per_s"] / ref["decisions_per_s"]
+        row["speedup_cpu"] = row["decisions_per_cpu_s"] / ref["decisions_per_cpu_s"]
+        print(f"batch {batch}: compile {row['compile_s']:.2f} s, median {row['median_s']:.4f} s, "
+              f"reference {ref['decisions_per_s']:,.0f} decisions/s",
               file=sys.stderr, flush=True)
         rows.append(row)
-    arrays = generate_instances(config, params, args.seed, args.ref_episodes)
-    ref = bench_reference(arrays, args.ref_episodes, args.method, config.queue_capacity)
-    for row in rows:
-        row["speedup"] = row["decisions_per_s"] / ref["decisions_per_s"]
+        ref_runs.append(ref)
     return {
         "command": "python -m eval.bench " + " ".join(args.argv),
         "method": args.method,
@@ -374,12 +406,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "compile_time_method": "jax.jit(f).lower(keys, params).compile(), timed apart; "
                                "then one untimed warm-up call",
         "jax_time_includes": "instance generation and the whole episode (while_loop)",
+        "speedup_definition": "JAX decisions/s over the reference's decisions/s measured right "
+                              "after that batch size (speedup: wall time; speedup_cpu: process "
+                              "CPU time)",
         "config": {k: getattr(config, k) for k in ("n_max", "m_max", "p_max",
                                                    "queue_capacity", "j_max")},
         "params": {k: float(v) for k, v in vars(params).items()},
         "machine": machine_info(),
         "results": rows,
-        "reference": ref,
+        "reference": summarize_reference(ref_runs),
     }
 
 
@@ -394,7 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{payload['reference']['schedule']}), repeats: {args.repeats}, "
           f"reference episodes: {args.ref_episodes}")
     print()
-    print(markdown_table(payload["results"], payload["reference"]))
+    print(markdown_table(payload["results"]))
+    print()
+    print("compile s: jit(...).lower(...).compile(), timed apart; median s: median wall time of "
+          "the timed calls (generation + whole episodes); ref decisions/s: the reference "
+          "measured right after each batch size; JAX / ref: ratio of decisions/s.")
     print()
     for key, value in payload["machine"].items():
         print(f"{key}: {value}")

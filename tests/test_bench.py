@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from eval import bench
@@ -15,8 +16,8 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
     rows = {row["batch_size"]: row for row in data["results"]}
     assert sorted(rows) == sorted(bench.QUICK_BATCH_SIZES)
     for batch, row in rows.items():
-        for key in ("compile_s", "median_s", "steps_per_s", "decisions_per_s",
-                    "episodes_per_s", "speedup"):
+        for key in ("compile_s", "median_s", "median_cpu_s", "steps_per_s", "decisions_per_s",
+                    "episodes_per_s", "ref_decisions_per_s", "speedup", "speedup_cpu"):
             assert row[key] > 0, (batch, key)
         assert len(row["times_s"]) == bench.QUICK_REPEATS
         # Every episode finished: one dispatch and one pick per real task.
@@ -24,7 +25,8 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
         assert row["steps"] >= row["decisions"] // 2
     ref = data["reference"]
     assert ref["episodes"] == bench.QUICK_REF_EPISODES
-    assert ref["decisions_per_s"] > 0 and ref["decisions"] > 0
+    assert ref["decisions_per_s"] > 0 and ref["decisions_per_episode"] > 0
+    assert len(ref["measurements"]) == len(rows)
     assert (ref["dispatch"], ref["schedule"]) == ("least_load", "sdf")
     assert data["machine"]["jax"] and data["machine"]["devices"]
     assert not list(tmp_path.glob(".bench-*"))  # no temporary file left behind
@@ -32,14 +34,24 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
     assert "| batch |" in printed and "JAX / ref" in printed
 
 
-def test_reference_input_renumbers_real_tasks_only():
-    arrays = bench.generate_instances(bench.EnvConfig(), bench.EnvParams(num_tasks=7,
-                                                                        num_servers=3), 0, 2)
-    servers, tasks = bench.to_reference_input(arrays, 1)
-    assert len(servers) == 3 and len(tasks) == 7
-    for i, task in enumerate(tasks):
-        assert all(0 <= p < i for p in task["preds"])
-        assert task["work"] == task["size"] > 0
+def test_reference_input_keeps_real_servers_and_tasks_only():
+    f = lambda *rows: np.array(rows, dtype=np.float32)
+    arrays = {  # a batch of one padded instance: servers 0, 2 and tasks 0, 1, 3 are real
+        "cpu": f([1.0, 9.0, 2.0]), "bw": f([5.0, 9.0, 6.0]), "mem": f([20.0, 9.0, 30.0]),
+        "k": f([0.5, 9.0, 0.25]), "server_mask": np.array([[True, False, True]]),
+        "size": f([1.0, 2.0, 0.0, 3.0]), "work": f([1.0, 2.0, 0.0, 3.0]),
+        "arrival": f([0.0, 0.0, np.inf, 1.0]), "deadline": f([5.0, 6.0, np.inf, 7.0]),
+        "preds": np.array([[[-1, -1], [0, -1], [-1, -1], [0, 1]]], np.int32),
+        "task_mask": np.array([[True, True, False, True]]),
+        "job": np.array([[0, 0, -1, 1]], np.int32),
+    }
+    servers, tasks = bench.to_reference_input(arrays, 0)
+    assert servers == [{"cpu": 1.0, "bw": 5.0, "mem": 20.0, "k": 0.5},
+                       {"cpu": 2.0, "bw": 6.0, "mem": 30.0, "k": 0.25}]
+    assert [t["preds"] for t in tasks] == [[], [0], [0, 1]]
+    assert [t["job"] for t in tasks] == [0, 0, 1]
+    assert tasks[2] == {"size": 3.0, "work": 3.0, "arrival": 1.0, "deadline": 7.0,
+                        "preds": [0, 1], "job": 1}
 
 
 @pytest.mark.parametrize("argv", [

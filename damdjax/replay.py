@@ -1,0 +1,187 @@
+"""A pure pytree ring buffer for transitions completed *after* they are taken.
+
+The dispatcher's transition of a decision is stored when the decision is made
+(`obs`, `action`), but its reward `exp(-T_i / tau)` is known only when task `i`
+completes, and its next state when the next dispatch is needed (or the episode
+ends). So an entry is written with both flags cleared and filled in later:
+
+    buf = init(example_obs, capacity)                   # example_obs: one obs (no batch axis)
+    buf, idx, stamp = add_batch(buf, obs_b, action_b, valid_b)  # [B] each; -1: not written
+    ...                                                 # caller keeps (idx, stamp) per decision
+    buf = set_next(buf, idx, stamp, next_obs_b, terminal_b, valid_b)
+    buf = set_reward(buf, idx, stamp, reward_b, valid_b)
+    batch, ok = sample(buf, key, batch_size)            # only entries that are `ready`
+
+Stale fills: the buffer wraps around, so an entry may be overwritten before
+its fill arrives. Every write gets a fresh `stamp` (the running write count,
+so `index == stamp % capacity`); a fill carries the stamp it expects and is
+dropped unless the entry still holds that stamp.
+
+All functions are pure and jittable; `capacity` (the leading axis of the
+storage) and batch sizes are static. `obs` is any pytree of arrays.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+PyTree = Any
+
+
+@struct.dataclass
+class Transition:
+    """A sampled batch: `obs` (pytree, leaves [B, ...]), `action` [B], `reward` [B],
+    `next_obs` (pytree, leaves [B, ...]), `terminal` [B] bool, `index` [B] (buffer slots)."""
+
+    obs: PyTree
+    action: jax.Array
+    reward: jax.Array
+    next_obs: PyTree
+    terminal: jax.Array
+    index: jax.Array
+
+
+@struct.dataclass
+class ReplayBuffer:
+    """Storage of capacity C (leading axis of every array but the scalars).
+
+    `obs`, `next_obs`: pytrees with leaves [C, ...]; `action` [C] int32;
+    `reward` [C]; `terminal` [C] bool; `has_reward`, `has_next` [C] bool (the
+    fills have arrived); `stamp` [C] int32 (write count at the entry's write,
+    -1 if never written). Scalars: `position` (next write index), `count`
+    (entries written, at most C), `writes` (total writes = next stamp).
+    """
+
+    obs: PyTree
+    action: jax.Array
+    reward: jax.Array
+    next_obs: PyTree
+    terminal: jax.Array
+    has_reward: jax.Array
+    has_next: jax.Array
+    stamp: jax.Array
+    position: jax.Array
+    count: jax.Array
+    writes: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.action.shape[0]
+
+
+def init(example_obs: PyTree, capacity: int, reward_dtype=jnp.float32) -> ReplayBuffer:
+    """An empty buffer for observations shaped like `example_obs` (no batch axis)."""
+    zeros = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype),
+                         example_obs)
+    false = jnp.zeros((capacity,), bool)
+    return ReplayBuffer(
+        obs=zeros, action=jnp.zeros((capacity,), jnp.int32),
+        reward=jnp.zeros((capacity,), reward_dtype), next_obs=zeros, terminal=false,
+        has_reward=false, has_next=false, stamp=jnp.full((capacity,), -1, jnp.int32),
+        position=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32),
+        writes=jnp.zeros((), jnp.int32))
+
+
+def _put(tree: PyTree, idx: jax.Array, values: PyTree) -> PyTree:
+    """Scatter `values` (leaves [B, ...]) into `tree` (leaves [C, ...]); idx == C drops."""
+    return jax.tree.map(lambda t, v: t.at[idx].set(v.astype(t.dtype), mode="drop"), tree, values)
+
+
+def add_batch(buffer: ReplayBuffer, obs: PyTree, action: jax.Array, valid: jax.Array
+              ) -> tuple[ReplayBuffer, jax.Array, jax.Array]:
+    """Write the rows of `obs` (leaves [B, ...]), `action` [B] where `valid` [B].
+
+    Valid rows go to consecutive slots from `position` (wrapping), in row
+    order, with fills cleared. Returns `(buffer, index [B], stamp [B])`, -1 for
+    rows not written. Requires B <= C.
+    """
+    c = buffer.capacity
+    b = action.shape[0]
+    assert b <= c, f"batch {b} larger than capacity {c}"
+    valid = jnp.asarray(valid, bool)
+    offset = jnp.cumsum(valid.astype(jnp.int32)) - 1              # [B]
+    slot = (buffer.position + offset) % c
+    index = jnp.where(valid, slot, -1)
+    stamp = jnp.where(valid, buffer.writes + offset, -1)
+    at = jnp.where(valid, slot, c)                               # c: dropped by the scatter
+    n = jnp.sum(valid, dtype=jnp.int32)
+    false = jnp.zeros((b,), bool)
+    buffer = buffer.replace(
+        obs=_put(buffer.obs, at, obs), action=_put(buffer.action, at, action),
+        has_reward=_put(buffer.has_reward, at, false), has_next=_put(buffer.has_next, at, false),
+        stamp=_put(buffer.stamp, at, stamp),
+        position=(buffer.position + n) % c, count=jnp.minimum(buffer.count + n, c),
+        writes=buffer.writes + n)
+    return buffer, index, stamp
+
+
+def add(buffer: ReplayBuffer, obs: PyTree, action: jax.Array
+        ) -> tuple[ReplayBuffer, jax.Array, jax.Array]:
+    """Write one entry (`obs` unbatched, `action` []); returns `(buffer, index [], stamp [])`."""
+    buffer, index, stamp = add_batch(
+        buffer, jax.tree.map(lambda x: jnp.asarray(x)[None], obs),
+        jnp.asarray(action)[None], jnp.ones((1,), bool))
+    return buffer, index[0], stamp[0]
+
+
+def _fill_slots(buffer: ReplayBuffer, index: jax.Array, stamp: jax.Array, valid: jax.Array
+                ) -> jax.Array:
+    """Scatter targets [B] of a fill: `index` where valid and still holding `stamp`, else C."""
+    c = buffer.capacity
+    index, stamp = jnp.asarray(index), jnp.asarray(stamp)
+    live = (jnp.asarray(valid, bool) & (index >= 0) & (stamp >= 0)
+            & (buffer.stamp[jnp.clip(index, 0, c - 1)] == stamp))
+    return jnp.where(live, index, c)
+
+
+def set_reward(buffer: ReplayBuffer, index: jax.Array, stamp: jax.Array, reward: jax.Array,
+               valid: jax.Array) -> ReplayBuffer:
+    """Fill the rewards [B] of entries `index` [B] expected to hold `stamp` [B], where `valid` [B].
+
+    Stale (stamp mismatch), invalid and index -1 rows are dropped.
+    """
+    at = _fill_slots(buffer, index, stamp, valid)
+    return buffer.replace(reward=_put(buffer.reward, at, reward),
+                          has_reward=_put(buffer.has_reward, at, jnp.ones(at.shape, bool)))
+
+
+def set_next(buffer: ReplayBuffer, index: jax.Array, stamp: jax.Array, next_obs: PyTree,
+             terminal: jax.Array, valid: jax.Array) -> ReplayBuffer:
+    """Fill next observations (leaves [B, ...]) and `terminal` [B] of entries `index` [B]
+    expected to hold `stamp` [B], where `valid` [B]; stale rows are dropped."""
+    at = _fill_slots(buffer, index, stamp, valid)
+    return buffer.replace(next_obs=_put(buffer.next_obs, at, next_obs),
+                          terminal=_put(buffer.terminal, at, terminal),
+                          has_next=_put(buffer.has_next, at, jnp.ones(at.shape, bool)))
+
+
+def ready(buffer: ReplayBuffer) -> jax.Array:
+    """[C] bool: written, with both its reward and its next observation."""
+    return (buffer.stamp >= 0) & buffer.has_reward & buffer.has_next
+
+
+def num_ready(buffer: ReplayBuffer) -> jax.Array:
+    """[] int32: how many entries `sample` can draw from."""
+    return jnp.sum(ready(buffer), dtype=jnp.int32)
+
+
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int
+           ) -> tuple[Transition, jax.Array]:
+    """`batch_size` (static) entries drawn uniformly, with replacement, among `ready`.
+
+    Returns `(batch, valid [batch_size])`; `valid` is all False (and the batch
+    holds slot 0's contents) when nothing is ready, so a loss weighted by
+    `valid` is then zero.
+    """
+    ok = ready(buffer)
+    idx = jax.random.categorical(key, jnp.where(ok, 0.0, -jnp.inf), shape=(batch_size,))
+    any_ready = jnp.any(ok)
+    idx = jnp.where(any_ready, idx, 0).astype(jnp.int32)
+    take = lambda tree: jax.tree.map(lambda x: x[idx], tree)
+    batch = Transition(obs=take(buffer.obs), action=buffer.action[idx],
+                       reward=buffer.reward[idx], next_obs=take(buffer.next_obs),
+                       terminal=buffer.terminal[idx], index=idx)
+    return batch, ok[idx] & any_ready
