@@ -49,11 +49,11 @@ def dispatch_needed(state: EnvState) -> jax.Array:
 def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
     """Earliest time each task could start at its server (any shape; -1 -> +inf).
 
-    `max(arrive, ready)` once every predecessor has started, else +inf.
+    `max(arrive, ready)` once every predecessor has started, else +inf
+    (computed over tasks, then gathered once).
     """
-    known = _take(state.n_wait, tasks, 1) == 0
-    t = jnp.maximum(_take(state.arrive, tasks, jnp.inf), _take(state.ready, tasks, -jnp.inf))
-    return jnp.where(known & (tasks >= 0), t, jnp.inf)
+    per_task = jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
+    return _take(per_task, tasks, jnp.inf)
 
 
 def eligible_slots(state: EnvState) -> jax.Array:

@@ -22,8 +22,9 @@ of decisions over the sum of `simulate` wall times (the conversion of the
 instances is not timed). Measuring it next to each JAX measurement keeps the
 ratio fair on a machine whose load changes during the run. The `JAX / ref`
 column is JAX decisions/s over that adjacent reference decisions/s; the JSON
-also holds the same ratio computed from process CPU time (`speedup_cpu`),
-which other processes on a shared machine disturb less.
+also holds the ratio of decisions per process CPU second (`speedup_cpu`; all
+threads count, so it shows the per-core ratio when XLA spreads a large batch
+over several cores).
 
 Timings include instance generation on the JAX side (it is part of every
 fresh episode); they exclude it on the reference side (the instance is given).
@@ -408,7 +409,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "jax_time_includes": "instance generation and the whole episode (while_loop)",
         "speedup_definition": "JAX decisions/s over the reference's decisions/s measured right "
                               "after that batch size (speedup: wall time; speedup_cpu: process "
-                              "CPU time)",
+                              "CPU time of all threads, XLA's worker threads included, so "
+                              "a JAX run that uses several cores counts each)",
         "config": {k: getattr(config, k) for k in ("n_max", "m_max", "p_max",
                                                    "queue_capacity", "j_max")},
         "params": {k: float(v) for k, v in vars(params).items()},

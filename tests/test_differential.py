@@ -267,7 +267,10 @@ def test_memory_exactly_the_largest_task():
     """Every server's memory equals the largest task size: one large task at a time."""
     params = SMALL_PARAMS.replace(mem_low=4.0, mem_high=4.0, size_low=2.0, size_high=4.0)
     instances = generated(4, 16, params)
-    assert (np.asarray(instances.size)[np.asarray(instances.task_mask)] == 4.0).any()
+    largest = jnp.max(jnp.where(instances.task_mask, instances.size, 0.0), axis=1)  # [B]
+    instances = instances.replace(mem=jnp.broadcast_to(largest[:, None], instances.mem.shape))
+    sizes = np.where(np.asarray(instances.task_mask), np.asarray(instances.size), -1.0)
+    assert (sizes == np.asarray(instances.mem)[:, :1]).any(axis=1).all()
     results = check_batch("exact memory", instances, Q_DEFAULT)
     assert len(waited_at_ap(results)) == 16
 
