@@ -32,13 +32,11 @@ fresh episode); they exclude it on the reference side (the instance is given).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -46,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damdjax.io import write_json_atomic
 from damdjax.heuristics import pair_from_name, pair_names
 from damdjax.rollout import run_from_instance
 from envs import reference
@@ -361,21 +360,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write `payload` to `path` atomically (temporary file in the same folder, then replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------
@@ -440,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in payload["machine"].items():
         print(f"{key}: {value}")
     if args.out:
-        write_json(args.out, payload)
+        write_json_atomic(payload, args.out)
         print(f"wrote {args.out}")
     return 0
 
