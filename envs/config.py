@@ -82,9 +82,6 @@ class EnvParams:
     miss_penalty: float = 1.0  # team-reward penalty per missed deadline
     time_scale: float = 10.0  # observation times are divided by this
 
-    def replace(self, **changes) -> "EnvParams":  # documented alias of dataclasses.replace
-        return dataclasses.replace(self, **changes)
-
 
 def check_params(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError naming the first nonsensical value (Python boundary only).

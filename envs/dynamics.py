@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from envs.state import Action, EnvState, done_time, initial_state
 
 
-def _take(x: jax.Array, idx: jax.Array, fill) -> jax.Array:
+def take(x: jax.Array, idx: jax.Array, fill) -> jax.Array:
     """`x[idx]` where `idx >= 0`, `fill` where `idx == -1` (any shape of idx)."""
     return jnp.where(idx >= 0, x[jnp.clip(idx, 0)], fill)
 
@@ -53,7 +53,7 @@ def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
     (computed over tasks, then gathered once).
     """
     per_task = jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
-    return _take(per_task, tasks, jnp.inf)
+    return take(per_task, tasks, jnp.inf)
 
 
 def eligible_slots(state: EnvState) -> jax.Array:
@@ -71,21 +71,21 @@ def least_load(state: EnvState) -> jax.Array:
     """[M] estimated wait before a new task could start: `(rem + queued) / cpu` (time)."""
     inst = state.instance
     run = state.running
-    rem = _take(inst.work, run, 0.0) - jnp.where(
-        run >= 0, (state.time - _take(state.start, run, 0.0)) * inst.cpu, 0.0)
-    queued = jnp.sum(_take(inst.work, state.queue, 0.0), axis=1)
+    rem = take(inst.work, run, 0.0) - jnp.where(
+        run >= 0, (state.time - take(state.start, run, 0.0)) * inst.cpu, 0.0)
+    queued = jnp.sum(take(inst.work, state.queue, 0.0), axis=1)
     return (rem + queued) / inst.cpu
 
 
-def _pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> jax.Array:
+def pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> jax.Array:
     """When each started predecessor's result is available at `server` (-inf if not started).
 
     preds: [..., P] task ids; server: broadcastable [...] server ids.
     """
     inst = state.instance
-    started = (preds >= 0) & jnp.isfinite(_take(state.finish, preds, jnp.inf))
-    fin = _take(state.finish, preds, jnp.inf)
-    m = _take(state.server, preds, 0)
+    started = (preds >= 0) & jnp.isfinite(take(state.finish, preds, jnp.inf))
+    fin = take(state.finish, preds, jnp.inf)
+    m = take(state.server, preds, 0)
     server = jnp.broadcast_to(server[..., None], preds.shape)
     relayed = (fin + inst.k[jnp.clip(m, 0)]) + inst.k[server]
     return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
@@ -111,9 +111,9 @@ def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Ar
     at = jnp.where(need, h, n)
     arrive = (t + inst.k[n_srv]) + inst.size[h] / inst.bw[n_srv]
     preds = inst.preds[h]
-    ready = jnp.max(_pred_availability(state, preds, n_srv), initial=-jnp.inf)
+    ready = jnp.max(pred_availability(state, preds, n_srv), initial=-jnp.inf)
     slot = jnp.argmax(state.queue[n_srv] < 0)
-    remote = (preds >= 0) & (_take(state.server, preds, -1) != n_srv)
+    remote = (preds >= 0) & (take(state.server, preds, -1) != n_srv)
     state = state.replace(
         server=state.server.at[at].set(n_srv, mode="drop"),
         arrive=state.arrive.at[at].set(arrive, mode="drop"),
@@ -145,7 +145,7 @@ def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array,
     n = state.server.shape[0]
     at = jnp.where(need, task, n)
     t = state.time
-    finish = t + _take(inst.work, task, 0.0) / inst.cpu  # [M]
+    finish = t + take(inst.work, task, 0.0) / inst.cpu  # [M]
     state = state.replace(
         start=state.start.at[at].set(t, mode="drop"),
         finish=state.finish.at[at].set(finish, mode="drop"),
@@ -158,7 +158,7 @@ def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array,
     succ = task[:, None] + 1 + jnp.arange(w)[None, :]  # [M, W]
     is_succ = need[:, None] & (task[:, None] >= 0) & inst.succ[jnp.clip(task, 0)]  # [M, W]
     succ_at = jnp.where(is_succ, succ, n)
-    succ_srv = _take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, W]
+    succ_srv = take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, W]
     srv_c = jnp.clip(succ_srv, 0)
     avail = jnp.where(succ_srv == rows[:, None], finish[:, None],
                       (finish[:, None] + inst.k[:, None]) + inst.k[srv_c])
@@ -176,8 +176,8 @@ def next_epoch_time(state: EnvState) -> jax.Array:
     t = state.time
     run = state.running
     running = run >= 0
-    run_finish = _take(state.finish, run, jnp.inf)
-    run_size = _take(inst.size, run, 0.0)
+    run_finish = take(state.finish, run, jnp.inf)
+    run_size = take(inst.size, run, 0.0)
     # Dispatch: memory suffices now, or once the running task completes.
     h, exists = head_task(state)
     size_h = inst.size[h]
@@ -210,8 +210,8 @@ def advance(state: EnvState) -> EnvState:
     t_end = jnp.maximum(jnp.max(real_done), state.time)
     t_new = jnp.where(final, jnp.where(all_started, t_end, state.time), t_next)
     run = state.running
-    completes = (run >= 0) & (_take(state.finish, run, jnp.inf) <= t_new)
-    mem_free = state.mem_free + jnp.where(completes, _take(inst.size, run, 0.0), 0.0)
+    completes = (run >= 0) & (take(state.finish, run, jnp.inf) <= t_new)
+    mem_free = state.mem_free + jnp.where(completes, take(inst.size, run, 0.0), 0.0)
     # A server that holds nothing gets exactly its memory back (no rounding drift).
     empty = completes & (queue_length(state) == 0)
     return state.replace(

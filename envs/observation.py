@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.dynamics import (
-    _pred_availability, _take, dispatch_feasible, dispatch_needed, eligible_slots,
+    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots,
     eligible_time, head_task, least_load, pick_needed, queue_length)
 from envs.state import EnvState
 
@@ -61,7 +61,7 @@ def observe(state: EnvState, time_scale) -> Observation:
     size_h, work_h = inst.size[h], inst.work[h]
     preds_h = inst.preds[h]
     has_pred = preds_h >= 0
-    unstarted = has_pred & ~jnp.isfinite(_take(state.finish, preds_h, jnp.inf))
+    unstarted = has_pred & ~jnp.isfinite(take(state.finish, preds_h, jnp.inf))
     task = jnp.stack([
         size_h / data_scale, work_h / ts, (inst.deadline[h] - t) / ts,
         jnp.maximum(t - inst.arrival[h], 0.0) / ts,
@@ -73,11 +73,11 @@ def observe(state: EnvState, time_scale) -> Observation:
     upload = inst.k + size_h / inst.bw
     m = inst.cpu.shape[0]
     servers_idx = jnp.arange(m)
-    pred_avail = _pred_availability(state, jnp.broadcast_to(preds_h, (m,) + preds_h.shape),
+    pred_avail = pred_availability(state, jnp.broadcast_to(preds_h, (m,) + preds_h.shape),
                                     servers_idx)  # [M, P]
     pred_ready = jnp.maximum(jnp.max(pred_avail, axis=1, initial=-jnp.inf) - t, 0.0)
     est_start = jnp.maximum(jnp.maximum(load, upload), pred_ready)
-    preds_here = jnp.sum(has_pred[None, :] & (_take(state.server, preds_h, -1)[None, :]
+    preds_here = jnp.sum(has_pred[None, :] & (take(state.server, preds_h, -1)[None, :]
                                                == servers_idx[:, None]), axis=1)
     qcap = state.queue.shape[1]
     qlen = queue_length(state)
@@ -93,18 +93,18 @@ def observe(state: EnvState, time_scale) -> Observation:
     occupied = q >= 0
     eligible = eligible_slots(state)
     e_time = eligible_time(state, q)
-    proc = _take(inst.work, q, 0.0) / inst.cpu[:, None]
-    deadline = _take(inst.deadline, q, 0.0)
+    proc = take(inst.work, q, 0.0) / inst.cpu[:, None]
+    deadline = take(inst.deadline, q, 0.0)
     num_succ = jnp.sum(occupied[..., None] & inst.succ[jnp.clip(q, 0)], axis=-1)
     slots = jnp.stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
-        (deadline - t - proc) / ts, (t - _take(state.arrive, q, t)) / ts,
+        (deadline - t - proc) / ts, (t - take(state.arrive, q, t)) / ts,
         jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
-        num_succ.astype(dtype), _take(state.succ_remote, q, 0).astype(dtype),
-        (t - _take(inst.arrival, q, t)) / ts], axis=-1)
+        num_succ.astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
+        (t - take(inst.arrival, q, t)) / ts], axis=-1)
     slots = jnp.where(occupied[..., None], slots, 0.0)
 
-    run_finish = _take(state.finish, state.running, t)
+    run_finish = take(state.finish, state.running, t)
     own = jnp.stack([
         idle.astype(dtype), (run_finish - t) / ts, qlen / qcap, state.mem_free / data_scale,
         inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], axis=-1)
