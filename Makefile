@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ARGS ?=
 
-.PHONY: run test bench clean
+.PHONY: run compare test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-run: $(STAMP)  ## the main job
+run: $(STAMP)  ## the main job: train the DQN dispatcher on 4096 vmapped envs
+	$(VENV)/bin/python -m train.dqn --num-envs 4096 $(ARGS)
+
+compare: $(STAMP)  ## the paper's heuristics side by side
 	$(VENV)/bin/python -m eval.compare $(ARGS)
 
 test: $(STAMP)  ## the test suite
