@@ -42,11 +42,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from damdjax.io import write_bytes_atomic  # standard-library leaf module
 
 __all__ = [
     "InstanceError",
@@ -396,22 +397,7 @@ def save_instance(spec: InstanceSpec, path: str | os.PathLike) -> None:
     obj = instance_to_json(spec)
     parse_instance(obj)  # never write a file that would not load
     text = _dumps(obj)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600; an instance file is shared data
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes_atomic(text.encode("utf-8"), path)
 
 
 # --------------------------------------------------------------------------

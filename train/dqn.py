@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -37,7 +36,7 @@ from flax import struct
 
 from damdjax import replay
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, pair
-from damdjax.io import write_json_atomic
+from damdjax.io import write_bytes_atomic, write_json_atomic
 from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy, greedy_action
 from damdjax.rollout import run_from_instance
@@ -372,18 +371,7 @@ def format_eval(ev: dict) -> str:
 
 def save_checkpoint(rs: RunnerState, path: str) -> None:
     data = flax.serialization.to_bytes(jax.device_get(rs))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".msgpack")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(data, path)
 
 
 def load_checkpoint(template: RunnerState, path: str) -> RunnerState:
