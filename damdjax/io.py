@@ -6,6 +6,7 @@ run directories and the benchmarks.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 
@@ -31,6 +32,16 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_number(value):
+    """`value` as a JSON number, or None where it is NaN or infinite (JSON has neither).
+
+    Used for the undefined confidence interval of a single episode.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.heuristics import pair_from_name, pair_names
-from damdjax.io import write_json_atomic
+from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.rollout import run_from_instance
 from envs.config import EnvConfig, EnvParams, check_params
@@ -136,11 +136,6 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_number(v):
-    """NaN (an undefined CI of one episode) becomes null: JSON has no NaN."""
-    return None if isinstance(v, float) and np.isnan(v) else v
-
-
 def main(argv=None) -> dict:
     """Run the comparison; returns `{"setting", "methods"}` (also printed / written)."""
     args = parse_args(argv)
@@ -197,7 +192,7 @@ def _compare(args: argparse.Namespace) -> dict:
         if r["truncated"]:
             print(f"warning: {name}: {r['truncated']} episode(s) hit the step cap", file=sys.stderr)
     out = {"setting": setting,
-           "methods": {name: {k: _json_number(v) for k, v in r.items() if not k.startswith("_")}
+           "methods": {name: {k: json_number(v) for k, v in r.items() if not k.startswith("_")}
                        for name, r in results.items()}}
     if args.out:
         write_json_atomic(out, args.out)

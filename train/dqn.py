@@ -36,7 +36,7 @@ from flax import struct
 
 from damdjax import replay
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, pair
-from damdjax.io import write_bytes_atomic, write_json_atomic
+from damdjax.io import json_number, write_bytes_atomic, write_json_atomic
 from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy, greedy_action
 from damdjax.rollout import run_from_instance
@@ -337,19 +337,15 @@ def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
                      "deadline_miss_rate": np.asarray(miss, np.float64)}
     out = {"episodes": episodes, "scheduler": config.scheduler, "methods": {}, "dqn_minus": {}}
     for name, vals in per.items():
-        out["methods"][name] = {k: dict(zip(("mean", "ci95"), _finite(mean_ci95(v))))
+        out["methods"][name] = {k: dict(zip(("mean", "ci95"), map(json_number, mean_ci95(v))))
                                 for k, v in vals.items()}
     for name in methods:
         if name == "dqn":
             continue
         out["dqn_minus"][name] = {
-            k: dict(zip(("mean", "ci95"), _finite(mean_ci95(per["dqn"][k] - per[name][k]))))
+            k: dict(zip(("mean", "ci95"), map(json_number, mean_ci95(per["dqn"][k] - per[name][k]))))
             for k in per["dqn"]}
     return out
-
-
-def _finite(t):
-    return tuple(None if not np.isfinite(x) else float(x) for x in t)
 
 
 def format_eval(ev: dict) -> str:
