@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from damdjax.metrics import episode_metrics
 from envs.dynamics import reset_to_instance, transition
 from envs.instance import Instance
 from envs.state import EnvState
@@ -32,3 +33,53 @@ def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_
     _, state, total = jax.lax.while_loop(
         cond, body, (key, state, jnp.zeros((), state.time.dtype)))
     return state, total
+
+
+def play_batch(policy: Policy, keys: jax.Array, instances: Instance, queue_capacity: int,
+               tau=10.0, miss_penalty=1.0) -> EnvState:
+    """Final states of `instances` (leaves [B, ...]) played with `policy`, keys [B].
+
+    The vmap of `run_from_instance`; jit it (or call it inside a jitted function).
+    """
+    return jax.vmap(lambda k, inst: run_from_instance(
+        k, inst, policy, queue_capacity, tau, miss_penalty)[0])(keys, instances)
+
+
+def select_envs(done: jax.Array, new, old):
+    """Per env (leading axis of every leaf), `new` where `done` [E] else `old`."""
+    def pick(a, b):
+        return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
+    return jax.tree.map(pick, new, old)
+
+
+def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state):
+    """Training loops' auto-reset: fresh episodes where `done` [E], metrics of the ended ones.
+
+    Returns `(obs, state, stats)` with `stats` = `episodes`, `response_sum`,
+    `miss_sum` (sums over the ended episodes). Skipped by `lax.cond` when no
+    episode ended (the common case): same result, less work.
+    """
+    def finish(operand):
+        obs, state = operand
+        met = jax.vmap(episode_metrics)(state)
+        w = done.astype(jnp.float32)
+        stats = {"episodes": jnp.sum(w), "response_sum": jnp.sum(w * met["avg_response_time"]),
+                 "miss_sum": jnp.sum(w * met["deadline_miss_rate"])}
+        obs_r, state_r = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(key, done.shape[0]), params)
+        return select_envs(done, obs_r, obs), select_envs(done, state_r, state), stats
+
+    def keep(operand):
+        zero = jnp.zeros((), jnp.float32)
+        return (*operand, {"episodes": zero, "response_sum": zero, "miss_sum": zero})
+
+    return jax.lax.cond(jnp.any(done), finish, keep, (obs, state))
+
+
+def chunk_episode_metrics(stats) -> dict:
+    """Mean response time and miss rate over the episodes that ended in a chunk, from the
+    per-step `reset_finished` stats stacked by `lax.scan` (0 where none ended)."""
+    n = jnp.sum(stats["episodes"])
+    return {"episodes": n,
+            "avg_response_time": jnp.sum(stats["response_sum"]) / jnp.maximum(n, 1),
+            "deadline_miss_rate": jnp.sum(stats["miss_sum"]) / jnp.maximum(n, 1)}

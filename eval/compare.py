@@ -3,15 +3,26 @@
     python -m eval.compare                                  # generated instances
     python -m eval.compare --num-tasks 200 --density 3 --num-servers 8 --episodes 300
     python -m eval.compare --instance examples/worked_example.json --out result.json
+    python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L, same scheduler
+    python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS
 
 Every method runs on the same instances (the same keys), so differences are
-paired. The table gives means with 95% confidence intervals over episodes;
+paired. Generated instances are the held-out ones of --seed
+(damdjax.evaluation.held_out_keys), which training never draws. The table
+gives means with 95% confidence intervals over episodes, and, when a trained
+method is compared, its paired differences from every other method;
 `--out` writes the numbers as JSON (and, for a single instance, the per-task
 schedule of each method in file order: jobs in file order, tasks in job order).
+
+A trained method brings its setting: with --dispatcher-checkpoint or
+--damd-run, --num-tasks, --num-servers, --density and --queue-capacity
+default to the run's own (flags given override them).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -19,10 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.heuristics import pair_from_name, pair_names
+from damdjax.evaluation import format_paired, held_out_keys, paired_summary
+from damdjax.heuristics import DISPATCH_RULES, Policy, pair, pair_from_name, pair_names
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
-from damdjax.rollout import run_from_instance
+from damdjax.policies import resolve_dispatcher, resolve_scheduler
+from damdjax.rollout import play_batch
+from damdjax.runs import CONFIG, explicit_flags
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_from_spec
@@ -30,6 +44,7 @@ from envs.instance_io import InstanceError, global_index, load_instance
 from envs.state import done_time
 
 DEFAULT_METHODS = "NF,RS,LS"
+_LETTER = {"fcfs": "F", "sjf": "S", "sdf": "D"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval.compare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help="comma-separated methods: two letters, dispatch N(earest)/R(andom)/"
-                        "L(east load) then schedule F(CFS)/S(JF)/D (SDF) (default %(default)s)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated heuristic methods: two letters, dispatch N(earest)/"
+                        "R(andom)/L(east load) then schedule F(CFS)/S(JF)/D (SDF) (default "
+                        f"{DEFAULT_METHODS}; with --dispatcher-checkpoint, the three dispatch "
+                        "heuristics with the DQN's scheduler)")
+    p.add_argument("--dispatcher-checkpoint", metavar="PATH",
+                   help="add the method DQN: a trained dispatcher (a train.dqn run directory "
+                        "or its dispatcher.msgpack), greedy, with --scheduler")
+    p.add_argument("--scheduler", default=None,
+                   help="the DQN method's scheduler: fcfs, sjf, sdf or a train.mdqn run "
+                        "directory (default: the one the dispatcher was trained with)")
+    p.add_argument("--damd-run", metavar="PATH",
+                   help="add the method DAMD: a train.damd run directory (its dispatcher and "
+                        "MDQN schedulers, greedy)")
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
     p.add_argument("--num-tasks", type=int, default=defaults.num_tasks,
@@ -64,6 +90,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.learned, args.run_setting = learned_methods(args)
+    except ValueError as e:
+        parser.error(str(e))
+    given = explicit_flags(build_parser, argv)
+    for name, value in args.run_setting.items():
+        if name not in given:
+            setattr(args, name, value)
+    if args.methods is None:
+        sched = args.learned.pop("_scheduler", None)
+        args.methods = (",".join(l + _LETTER[sched] for l in "NRL") if sched in _LETTER
+                        else DEFAULT_METHODS)
+    args.learned.pop("_scheduler", None)
+    try:
         args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
         if not args.method_list:
             raise ValueError("--methods is empty")
@@ -87,16 +126,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run_batch(method: str, keys: jax.Array, instances, queue_capacity: int, params: EnvParams):
-    """Play every instance (batched on axis 0) with `method`; returns final states."""
-    policy = pair_from_name(method)
+def _run_config(path: str) -> dict:
+    """config.json of the run directory holding `path` (a run directory or a file in one)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(folder, CONFIG)
+    if not os.path.exists(file):
+        return {}
+    with open(file) as f:
+        return json.load(f)
 
-    @jax.jit
-    def play(keys, instances):
-        return jax.vmap(lambda k, inst: run_from_instance(
-            k, inst, policy, queue_capacity, params.tau, params.miss_penalty)[0])(keys, instances)
 
-    return play(keys, instances)
+def _setting_of(cfg: dict) -> dict:
+    return {k: cfg[k] for k in ("num_tasks", "num_servers", "density", "queue_capacity")
+            if k in cfg}
+
+
+def learned_methods(args) -> tuple[dict[str, Policy], dict]:
+    """`({"DQN"/"DAMD": policy, "_scheduler": the DQN's scheduler name}, the run's setting)`.
+
+    ValueError naming the path when a run cannot be loaded.
+    """
+    learned, setting = {}, {}
+    if args.dispatcher_checkpoint:
+        cfg = _run_config(args.dispatcher_checkpoint)
+        sched = args.scheduler or cfg.get("scheduler", "fcfs")
+        learned["DQN"] = pair(resolve_dispatcher(args.dispatcher_checkpoint),
+                              resolve_scheduler(sched))
+        learned["_scheduler"] = sched
+        setting = _setting_of(cfg)
+    elif args.scheduler:
+        raise ValueError("--scheduler goes with --dispatcher-checkpoint")
+    if args.damd_run:
+        from train.damd import load_damd  # noqa: PLC0415 (train.damd imports this module's peers)
+        learned["DAMD"], damd_cfg = load_damd(args.damd_run)
+        setting = setting or _setting_of(damd_cfg)
+    return learned, setting
+
+
+def run_batch(policy: Policy, keys: jax.Array, instances, queue_capacity: int,
+              params: EnvParams):
+    """Play every instance (batched on axis 0) with `policy`; returns final states."""
+    return jax.jit(lambda k, i: play_batch(policy, k, i, queue_capacity, params.tau,
+                                           params.miss_penalty))(keys, instances)
 
 
 def summarize(states) -> dict:
@@ -146,8 +217,6 @@ def main(argv=None) -> dict:
 
 def _compare(args: argparse.Namespace) -> dict:
     params = EnvParams()
-    key = jax.random.PRNGKey(args.seed)
-    k_inst, k_play = jax.random.split(key)
     if args.instance is not None:
         try:
             spec = load_instance(args.instance)
@@ -170,19 +239,20 @@ def _compare(args: argparse.Namespace) -> dict:
             sys.exit(f"error: {e}")
         q_default = config.queue_capacity
         episodes = args.episodes
-        instances = jax.jit(jax.vmap(lambda k: generate(k, config, params)))(
-            jax.random.split(k_inst, episodes))
+        inst_keys, play_keys = held_out_keys(args.seed, episodes)
+        instances = jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
         setting = {"num_tasks": args.num_tasks, "density": args.density,
                    "num_servers": args.num_servers}
+    if args.instance is not None:
+        play_keys = held_out_keys(args.seed, episodes)[1]
     q = args.queue_capacity or q_default
     setting.update(queue_capacity=q, episodes=episodes, seed=args.seed)
-    play_keys = jax.random.split(k_play, episodes)
-    print(f"comparing {', '.join(args.method_list)} on {episodes} episode(s): {setting}",
-          flush=True)
+    policies = {**args.learned, **{m: pair_from_name(m) for m in args.method_list}}
+    print(f"comparing {', '.join(policies)} on {episodes} episode(s): {setting}", flush=True)
     results = {}
-    for method in args.method_list:
+    for method, policy in policies.items():
         t0 = time.perf_counter()
-        states = run_batch(method, play_keys, instances, q, params)
+        states = run_batch(policy, play_keys, instances, q, params)
         results[method] = summarize(states)
         results[method]["seconds"] = time.perf_counter() - t0
         if spec is not None:
@@ -194,10 +264,16 @@ def _compare(args: argparse.Namespace) -> dict:
     out = {"setting": setting,
            "methods": {name: {k: json_number(v) for k, v in r.items() if not k.startswith("_")}
                        for name, r in results.items()}}
+    if args.learned and episodes > 1:
+        per = {name: r["_per_episode"] for name, r in results.items()}
+        for ref in args.learned:
+            paired = paired_summary(per, reference=ref)
+            print(format_paired({**paired, "methods": {}}, f"paired differences, {ref} - other:"))
+            out.setdefault("paired", {})[ref] = paired
     if args.out:
         write_json_atomic(out, args.out)
         print(f"wrote {args.out}")
-    return {"setting": setting, "methods": results}
+    return {"setting": setting, "methods": results, "paired": out.get("paired", {})}
 
 
 if __name__ == "__main__":

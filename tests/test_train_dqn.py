@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import flax.serialization
 import jax
@@ -49,11 +53,18 @@ def _state_dict(path):
         return flax.serialization.msgpack_restore(f.read())
 
 
-def test_tiny_run_resume_and_refusal(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-chunk tiny run with a 4-episode evaluation: runs/a."""
+    rd = tmp_path_factory.mktemp("runs")
+    assert dqn.main(["--run-dir", str(rd), "--name", "a", "--num-chunks", "2",
+                     "--eval-episodes", "4", *TINY]) == 0
+    return rd
+
+
+def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys):
     rd = str(tmp_path)
-    assert dqn.main(["--run-dir", rd, "--name", "a", "--num-chunks", "2", "--eval-episodes", "4",
-                     *TINY]) == 0
-    a = tmp_path / "a"
+    a = tiny_run / "a"
     for name in ("config.json", "metrics.jsonl", dqn.CHECKPOINT, "eval.json"):
         assert (a / name).exists(), name
     rows = [json.loads(line) for line in open(a / "metrics.jsonl")]
@@ -62,13 +73,17 @@ def test_tiny_run_resume_and_refusal(tmp_path, capsys):
     assert rows[-1]["updates"] > 0 and np.isfinite(rows[-1]["loss"])
     ev = json.load(open(a / "eval.json"))
     assert set(ev["methods"]) == {"dqn", "nearest", "random", "least_load"}
-    assert set(ev["dqn_minus"]) == {"nearest", "random", "least_load"}
+    assert set(ev["differences"]) == {"nearest", "random", "least_load"}
 
     # A second run into the same directory refuses.
     with pytest.raises(SystemExit) as exc:
-        dqn.main(["--run-dir", rd, "--name", "a", "--num-chunks", "2", *TINY])
+        dqn.main(["--run-dir", str(tiny_run), "--name", "a", "--num-chunks", "2", *TINY])
     assert exc.value.code == 2
-    capsys.readouterr()
+    # --resume takes the stored config: other flags are refused, not ignored.
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(["--run-dir", str(tiny_run), "--name", "a", "--resume", "--lr", "0.1"])
+    assert exc.value.code == 2
+    assert "--lr" in capsys.readouterr().err
 
     # 1 chunk + resume for 1 more == 2 chunks, bitwise (the whole runner state).
     assert dqn.main(["--run-dir", rd, "--name", "b", "--num-chunks", "1", "--eval-episodes", "0",
@@ -125,3 +140,113 @@ def test_reward_credit_and_masking():
     now = np.asarray(final.time)
     for slot, (e, i) in slot_task.items():
         assert has_reward[slot] == (done_t[e, i] <= now[e])
+
+
+def test_compare_evaluates_the_checkpoint_like_training_did(tiny_run, tmp_path):
+    """eval.compare --dispatcher-checkpoint (policy file, the run's setting) reproduces the
+    run's own end-of-training evaluation: same held-out instances, same greedy dispatcher."""
+    from eval import compare
+    ev = json.load(open(tiny_run / "a" / "eval.json"))
+    out = tmp_path / "cmp.json"
+    res = compare.main(["--dispatcher-checkpoint", str(tiny_run / "a"), "--seed", "3",
+                        "--episodes", "4", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"DQN", "NF", "RF", "LF"}
+    assert data["setting"]["num_tasks"] == 12 and data["setting"]["num_servers"] == 3
+    for mine, theirs in (("DQN", "dqn"), ("NF", "nearest"), ("RF", "random"),
+                         ("LF", "least_load")):
+        for k in ("avg_response_time", "deadline_miss_rate"):
+            assert data["methods"][mine][k] == pytest.approx(
+                ev["methods"][theirs][k]["mean"], rel=1e-6), (mine, k)
+    assert set(res["paired"]["DQN"]["differences"]) == {"NF", "RF", "LF"}
+    # A damaged policy file is a one-line error naming it.
+    bad = tmp_path / "dispatcher.msgpack"
+    bad.write_bytes(b"not msgpack at all")
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--dispatcher-checkpoint", str(bad)])
+    assert exc.value.code == 2
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen([sys.executable, "-m", "train.dqn", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(tmp_path):
+    """SIGINT mid-run: exit 130, a usable checkpoint; a second process resumes it and ends
+    bitwise where a straight run in this process ends."""
+    rd = str(tmp_path)
+    proc = _cli(["--run-dir", rd, "--name", "c", "--num-chunks", "100000",
+                 "--eval-episodes", "0", *TINY])
+    log = tmp_path / "c" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (log.exists() and log.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    done = int(_state_dict(tmp_path / "c" / dqn.CHECKPOINT)["chunk"])
+    assert done >= 1
+    target = done + 1
+    resumed = _cli(["--run-dir", rd, "--name", "c", "--resume", "--num-chunks", str(target)])
+    out, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, out
+    rows = [json.loads(line) for line in open(log)]
+    assert [r["chunk"] for r in rows] == list(range(1, target + 1))
+
+    assert dqn.main(["--run-dir", rd, "--name", "s", "--num-chunks", str(target),
+                     "--eval-episodes", "0", *TINY]) == 0
+    sa, sb = _state_dict(tmp_path / "c" / dqn.CHECKPOINT), _state_dict(tmp_path / "s" / dqn.CHECKPOINT)
+    la, ta = jax.tree_util.tree_flatten(sa)
+    lb, tb = jax.tree_util.tree_flatten(sb)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sojourn_reward_is_the_team_reward_between_dispatches():
+    """--reward sojourn: each entry's reward is the sum of the env's team rewards from its
+    dispatch step up to (not including) the env's next dispatch step, or to the episode end."""
+    cfg = dqn.DQNConfig(num_envs=4, num_tasks=6, num_servers=2, buffer_capacity=4096,
+                        hidden=(8,), seed=2, reward="sojourn")
+    env = EdgeEnv(cfg.env_config())
+    params = cfg.env_params()
+    rs = dqn.init_runner(cfg, env, params)
+    step = jax.jit(dqn.make_env_step(cfg, env, params))
+    key = jax.random.PRNGKey(4)
+    dispatches = {e: [] for e in range(cfg.num_envs)}   # (slot, step) per env, in order
+    team = {e: [] for e in range(cfg.num_envs)}         # (step, reward, done)
+    for t in range(60):
+        key, k = jax.random.split(key)
+        needed = np.asarray(rs.obs.dispatch_needed)
+        writes = int(rs.buffer.writes)
+        rs, info, _ = step(rs, k, 0.5)
+        rank = 0
+        for e in range(cfg.num_envs):
+            if needed[e]:
+                dispatches[e].append(((writes + rank) % cfg.buffer_capacity, t))
+                rank += 1
+            team[e].append((t, float(info["team_reward"][e]), bool(info["done"][e])))
+    reward = np.asarray(rs.buffer.reward)
+    has = np.asarray(rs.buffer.has_reward) & np.asarray(rs.buffer.has_next)
+    checked = 0
+    for e in range(cfg.num_envs):
+        ends = [t for t, _, d in team[e] if d]
+        for j, (slot, t0) in enumerate(dispatches[e]):
+            end_ep = min([t for t in ends if t >= t0], default=None)
+            nxt = dispatches[e][j + 1][1] if j + 1 < len(dispatches[e]) else None
+            if end_ep is not None and (nxt is None or nxt > end_ep):
+                stop = end_ep + 1        # terminal: through the episode's last step
+            elif nxt is not None:
+                stop = nxt
+            else:
+                assert not has[slot]     # still open
+                continue
+            expect = sum(r for t, r, _ in team[e] if t0 <= t < stop)
+            assert has[slot]
+            np.testing.assert_allclose(reward[slot], expect, rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 20 and any(d for e in team for _, _, d in team[e])

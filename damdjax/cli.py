@@ -1,0 +1,135 @@
+"""The flags the trainers share (train.dqn, train.mdqn): run directory, setting, rollout
+and DQN hyperparameters, with their checks (one-line `parser.error`, exit 2).
+
+A trainer's config dataclass carries these fields under the flags' names
+(`num_tasks`, `lr`, ...); `add_common_flags(parser, defaults)` declares them
+with the config's defaults and `common_from_args(parser, args, defaults)`
+returns them checked, as keyword arguments of the config.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from envs.config import EnvConfig, EnvParams, check_params
+
+POSITIVE_INT = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
+                "buffer_capacity", "batch_size", "eps_decay_steps", "target_every",
+                "updates_per_step")
+POSITIVE_FLOAT = ("density", "tau", "lr", "max_grad_norm")
+UNIT_INTERVAL = ("gamma", "eps_start", "eps_end")
+COPIED = ("learning_starts", "seed")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) -> None:
+    """Declare the shared flags with defaults from the config instance `d`.
+
+    `decision` names what one transition is (for --gamma's help), e.g. "dispatch
+    decision"; `name` is the default run name.
+    """
+    a = p.add_argument
+    a("--name", default=name, help="run name: the run directory is RUN_DIR/NAME "
+      "(default %(default)s)")
+    a("--run-dir", default="runs", help="parent folder of run directories (default %(default)s)")
+    a("--overwrite", action="store_true", help="replace an existing run directory")
+    a("--resume", action="store_true",
+      help="continue from the run directory's checkpoint (its config.json; only --num-chunks "
+           "and --eval-episodes may change)")
+    a("--num-tasks", type=int, default=d.num_tasks, help="tasks per episode (default %(default)s)")
+    a("--num-servers", type=int, default=d.num_servers, help="edge servers (default %(default)s)")
+    a("--density", type=float, default=d.density,
+      help="task arrival density, tasks per time unit (default %(default)s)")
+    a("--queue-capacity", type=int, default=d.queue_capacity,
+      help="queue slots per server (default %(default)s)")
+    a("--tau", type=float, default=d.tau,
+      help="reward time constant (EnvParams.tau) (default %(default)s)")
+    a("--num-envs", type=int, default=d.num_envs, help="parallel envs (default %(default)s)")
+    a("--num-chunks", type=int, default=None,
+      help=f"chunks in all (default {d.num_chunks}; with --resume: the stored value)")
+    a("--steps-per-chunk", type=int, default=d.steps_per_chunk,
+      help="vmapped env steps per chunk (default %(default)s)")
+    a("--buffer-capacity", type=int, default=d.buffer_capacity,
+      help="replay entries (per agent where there are several; >= num envs; "
+           "default %(default)s)")
+    a("--batch-size", type=int, default=d.batch_size,
+      help="replay batch (per agent where there are several; default %(default)s)")
+    a("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
+    a("--max-grad-norm", type=float, default=d.max_grad_norm,
+      help="global gradient-norm clip (default %(default)s)")
+    a("--gamma", type=float, default=d.gamma,
+      help=f"discount per {decision}, in [0, 1] (default %(default)s)")
+    a("--eps-start", type=float, default=d.eps_start, help="initial epsilon (default %(default)s)")
+    a("--eps-end", type=float, default=d.eps_end, help="final epsilon (default %(default)s)")
+    a("--eps-decay-steps", type=int, default=d.eps_decay_steps,
+      help="env steps of the linear epsilon decay (default %(default)s)")
+    a("--target-every", type=int, default=d.target_every,
+      help="gradient updates between target-network copies (default %(default)s)")
+    a("--updates-per-step", type=int, default=d.updates_per_step,
+      help="gradient updates per vmapped env step (default %(default)s)")
+    a("--learning-starts", type=int, default=d.learning_starts,
+      help="env steps before the first update (default %(default)s)")
+    a("--hidden", default=",".join(map(str, d.hidden)),
+      help="hidden layer widths, comma-separated (default %(default)s)")
+    a("--seed", type=int, default=d.seed, help="seed of everything (default %(default)s)")
+    a("--eval-episodes", type=int, default=None,
+      help=f"held-out evaluation episodes at the end, 0 to skip (default {d.eval_episodes})")
+
+
+def parse_hidden(p: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    try:
+        hidden = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        p.error(f"--hidden must be comma-separated integers, got {text!r}")
+    if not hidden or min(hidden) < 1:
+        p.error(f"--hidden widths must be >= 1, got {text!r}")
+    return hidden
+
+
+def check_counts(p: argparse.ArgumentParser, args) -> None:
+    """--num-chunks >= 1 and --eval-episodes >= 0 where given (also with --resume)."""
+    for name, low in (("num_chunks", 1), ("eval_episodes", 0)):
+        v = getattr(args, name)
+        if v is not None and v < low:
+            p.error(f"{_flag(name)} must be >= {low}, got {v}")
+
+
+def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
+    """The shared fields, checked, as config keyword arguments (defaults from `d`)."""
+    for name in POSITIVE_INT:
+        if getattr(args, name) < 1:
+            p.error(f"{_flag(name)} must be >= 1, got {getattr(args, name)}")
+    for name in POSITIVE_FLOAT:
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            p.error(f"{_flag(name)} must be > 0, got {v}")
+    for name in UNIT_INTERVAL:
+        v = getattr(args, name)
+        if not 0 <= v <= 1:
+            p.error(f"{_flag(name)} must be in [0, 1], got {v}")
+    if args.learning_starts < 0:
+        p.error(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.buffer_capacity < args.num_envs:
+        p.error(f"--buffer-capacity ({args.buffer_capacity}) must be >= --num-envs "
+                f"({args.num_envs})")
+    kw = {name: getattr(args, name)
+          for name in POSITIVE_INT + POSITIVE_FLOAT + UNIT_INTERVAL + COPIED}
+    kw["hidden"] = parse_hidden(p, args.hidden)
+    kw["num_chunks"] = d.num_chunks if args.num_chunks is None else args.num_chunks
+    kw["eval_episodes"] = d.eval_episodes if args.eval_episodes is None else args.eval_episodes
+    try:
+        check_params(EnvConfig(n_max=kw["num_tasks"], m_max=kw["num_servers"],
+                               queue_capacity=kw["queue_capacity"]),
+                     EnvParams(num_tasks=kw["num_tasks"], num_servers=kw["num_servers"],
+                               density=kw["density"], tau=kw["tau"]))
+    except ValueError as err:
+        p.error(str(err))
+    return kw
+
+
+def check_setting(cfg) -> None:
+    """ValueError (naming the value) if a trainer config's environment setting is invalid."""
+    check_params(cfg.env_config(), cfg.env_params())

@@ -1,0 +1,178 @@
+"""Trained policies as rules, their files, and dispatcher/scheduler names resolved.
+
+A trained dispatcher is saved as a *policy file* (`dispatcher.msgpack` in its
+run directory): flax msgpack of `{"meta": JSON text, "params": ...}`, where
+meta holds the kind, the network's shape and the observation `time_scale` it
+was trained with. Loading rebuilds the network from meta and checks every
+parameter's shape against it (damdjax.checkpoint.restore).
+
+    rule = resolve_dispatcher("least-load")           # a heuristic
+    rule = resolve_dispatcher("runs/dqn")             # a trained dispatcher (greedy)
+    sched = resolve_scheduler("sdf")                  # (trained schedulers: see train.mdqn)
+    policy = heuristics.pair(rule, sched)
+"""
+from __future__ import annotations
+
+import json
+import os
+import jax
+import jax.numpy as jnp
+
+from damdjax.checkpoint import read_state_dict, restore, save_tree
+from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, ScheduleRule
+from damdjax.networks import DispatchQNetwork, dispatch_inputs, greedy_action
+from damdjax.schedulers import (
+    AgentObs, SlotQNetwork, agent_axis, agents_greedy, agents_q, init_agent_params,
+    scheduler_inputs)
+from envs.observation import (
+    OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES, observe)
+
+DISPATCHER_FILE = "dispatcher.msgpack"
+SCHEDULERS_FILE = "schedulers.msgpack"
+DISPATCHER_KIND = "dqn-dispatcher"
+SCHEDULERS_KIND = "mdqn-schedulers"
+
+
+def save_policy(path: str, kind: str, meta: dict, params) -> None:
+    """Write a policy file: `{"meta": json(kind + meta), "params": params}`, atomically."""
+    save_tree({"meta": json.dumps({"kind": kind, **meta}), "params": params}, path)
+
+
+def read_policy(path: str, kind: str, filename: str) -> tuple[dict, dict, str]:
+    """`(meta, raw params state dict, file path)` of a policy file or of a run directory
+    holding `filename`; ValueError naming the path when it is not a `kind` policy."""
+    file = os.path.join(path, filename) if os.path.isdir(path) else path
+    state = read_state_dict(file)
+    try:
+        meta = json.loads(state["meta"])
+        params = state["params"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{file}: not a policy file (no meta/params)") from None
+    if meta.get("kind") != kind:
+        raise ValueError(f"{file}: holds a {meta.get('kind')!r} policy, expected {kind!r}")
+    return meta, params, file
+
+
+# ---------------------------------------------------------------------------
+# The DQN dispatcher
+# ---------------------------------------------------------------------------
+
+def dispatcher_network(hidden) -> DispatchQNetwork:
+    return DispatchQNetwork(hidden=tuple(int(h) for h in hidden))
+
+
+def init_dispatcher(net: DispatchQNetwork, key: jax.Array):
+    """Fresh parameters of `net` (shapes do not depend on the number of servers)."""
+    task = jnp.zeros((len(TASK_FEATURES),))
+    servers = jnp.zeros((1, len(SERVER_FEATURES)))
+    return net.init(key, task, servers, jnp.ones((1,), bool))
+
+
+def save_dispatcher(path: str, hidden, time_scale: float, params) -> None:
+    save_policy(path, DISPATCHER_KIND, {"hidden": [int(h) for h in hidden],
+                                        "time_scale": float(time_scale)}, params)
+
+
+def load_dispatcher(path: str) -> tuple[DispatchQNetwork, dict, dict]:
+    """`(network, params, meta)` from a dispatcher policy file or a run directory."""
+    meta, raw, file = read_policy(path, DISPATCHER_KIND, DISPATCHER_FILE)
+    net = dispatcher_network(meta["hidden"])
+    params = restore(init_dispatcher(net, jax.random.PRNGKey(0)), raw, file)
+    return net, params, meta
+
+
+def dqn_dispatch_rule(net: DispatchQNetwork, params, time_scale) -> DispatchRule:
+    """The greedy dispatcher as a dispatch rule `(key, state) -> server []`."""
+    def rule(key, state):
+        del key
+        view = dispatch_inputs(observe(state, time_scale))
+        q = net.apply(params, view.task, view.servers, view.server_mask)
+        return greedy_action(q, view.mask)
+    return rule
+
+
+# ---------------------------------------------------------------------------
+# The MDQN schedulers
+# ---------------------------------------------------------------------------
+
+def scheduler_network(hidden) -> SlotQNetwork:
+    return SlotQNetwork(hidden=tuple(int(h) for h in hidden))
+
+
+def init_schedulers(net: SlotQNetwork, key: jax.Array, num_agents: int, share: bool):
+    """Fresh parameters: leaves [M, ...] (one set per agent) or one shared set.
+
+    Shapes depend on neither the queue capacity nor the batch."""
+    one = AgentObs(slots=jnp.zeros((1, len(SLOT_FEATURES))), own=jnp.zeros((len(OWN_FEATURES),)),
+                   others=jnp.zeros((len(OWN_FEATURES),)), mask=jnp.ones((1,), bool))
+    return init_agent_params(net, key, one, num_agents, share)
+
+
+def save_schedulers(path: str, hidden, share: bool, num_agents: int, time_scale: float,
+                    params) -> None:
+    save_policy(path, SCHEDULERS_KIND, {"hidden": [int(h) for h in hidden], "share": bool(share),
+                                        "num_agents": int(num_agents),
+                                        "time_scale": float(time_scale)}, params)
+
+
+def load_schedulers(path: str) -> tuple[SlotQNetwork, dict, dict]:
+    """`(network, params, meta)` from a schedulers policy file or a run directory."""
+    meta, raw, file = read_policy(path, SCHEDULERS_KIND, SCHEDULERS_FILE)
+    net = scheduler_network(meta["hidden"])
+    template = init_schedulers(net, jax.random.PRNGKey(0), meta["num_agents"], meta["share"])
+    return net, restore(template, raw, file), meta
+
+
+def mdqn_schedule_rule(net: SlotQNetwork, params, share: bool, time_scale,
+                       num_agents: int | None = None) -> ScheduleRule:
+    """The greedy schedulers as a scheduling rule `(key, state) -> slot per server [M]`.
+
+    Per-agent parameters need the env's `M` to equal their agent count
+    (`num_agents`, checked when the rule is traced).
+    """
+    def rule(key, state):
+        del key
+        view = scheduler_inputs(observe(state, time_scale))        # leaves [M, ...]
+        m = view.needed.shape[-1]
+        if not share and num_agents is not None and m != num_agents:
+            raise ValueError(f"these schedulers are {num_agents} per-server agents; the env "
+                             f"has {m} servers")
+        q = agents_q(net, params, agent_axis(view), share)         # [M, Q]
+        return agents_greedy(q, view.mask, view.needed)
+    return rule
+
+
+def load_schedule_rule(path: str) -> ScheduleRule:
+    net, params, meta = load_schedulers(path)
+    return mdqn_schedule_rule(net, params, meta["share"], meta["time_scale"],
+                              meta["num_agents"])
+
+
+# ---------------------------------------------------------------------------
+# Names -> rules
+# ---------------------------------------------------------------------------
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def resolve_dispatcher(name: str) -> DispatchRule:
+    """`nearest`, `random`, `least-load` (or `least_load`), or a trained dispatcher's run
+    directory / policy file (greedy). ValueError naming `name` otherwise."""
+    if _canonical(name) in DISPATCH_RULES:
+        return DISPATCH_RULES[_canonical(name)]
+    if not os.path.exists(name):
+        raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load nor an "
+                         "existing run directory or policy file")
+    net, params, meta = load_dispatcher(name)
+    return dqn_dispatch_rule(net, params, meta["time_scale"])
+
+
+def resolve_scheduler(name: str) -> ScheduleRule:
+    """`fcfs`, `sjf`, `sdf`, or trained schedulers' run directory / policy file (greedy)."""
+    if _canonical(name) in SCHEDULE_RULES:
+        return SCHEDULE_RULES[_canonical(name)]
+    if not os.path.exists(name):
+        raise ValueError(f"scheduler {name!r} is neither fcfs, sjf, sdf nor an existing run "
+                         "directory or policy file")
+    return load_schedule_rule(name)

@@ -1,0 +1,157 @@
+"""Run directories and the host loop shared by the trainers (train.dqn, train.mdqn).
+
+A run directory `RUN_DIR/NAME/` holds `config.json`, `metrics.jsonl` (one row
+per chunk), `checkpoint.msgpack` (the whole runner state: resume is exact)
+and the trainer's policy file. The loop runs compiled chunks, writes the
+checkpoint (atomically) and then the chunk's metrics row, and prints one
+progress line per chunk. Ctrl-C stops it between writes: the checkpoint is
+always a complete earlier chunk, and `--resume` drops log rows past it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+
+from damdjax.checkpoint import load_tree, save_tree
+from damdjax.io import write_bytes_atomic, write_json_atomic
+
+CHECKPOINT = "checkpoint.msgpack"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+# Flags that may be given with --resume (besides these, the stored config rules).
+RESUME_FLAGS = frozenset({"name", "run_dir", "resume", "num_chunks", "eval_episodes"})
+
+
+def explicit_flags(build_parser: Callable[[], argparse.ArgumentParser],
+                   argv: Sequence[str] | None) -> set[str]:
+    """Destinations of the flags actually given in `argv` (not defaulted)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    given, _ = p.parse_known_args(argv)
+    return set(vars(given))
+
+
+def run_paths(run_dir: str) -> dict[str, str]:
+    return {"config": os.path.join(run_dir, CONFIG), "checkpoint": os.path.join(run_dir, CHECKPOINT),
+            "metrics": os.path.join(run_dir, METRICS)}
+
+
+def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
+             config_from_args: Callable[[], Any], config_from_json: Callable[[dict], Any]
+             ) -> tuple[Any, str]:
+    """Check the run flags and prepare `RUN_DIR/NAME`; returns `(config, run_dir)`.
+
+    New run: `config_from_args()` (which may `parser.error`), then the folder is
+    created (refused if it exists, unless --overwrite). --resume: the stored
+    config.json (a dataclass) with --num-chunks and --eval-episodes applied where
+    given; any other flag is refused rather than silently ignored.
+    """
+    if not args.name or os.sep in args.name or args.name in (".", ".."):
+        parser.error(f"--name must be a plain folder name, got {args.name!r}")
+    run_dir = os.path.join(args.run_dir, args.name)
+    paths = run_paths(run_dir)
+    if args.resume:
+        if args.overwrite:
+            parser.error("--resume and --overwrite exclude each other")
+        others = explicit_flags(build_parser, argv) - RESUME_FLAGS
+        if others:
+            flags = ", ".join("--" + d.replace("_", "-") for d in sorted(others))
+            parser.error(f"--resume continues the stored configuration; it takes only "
+                         f"--num-chunks and --eval-episodes, not {flags}")
+        if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
+            parser.error(f"--resume: no checkpoint in {run_dir}")
+        try:
+            with open(paths["config"]) as f:
+                cfg = config_from_json(json.load(f))
+        except (ValueError, TypeError, KeyError) as err:
+            parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
+        cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("num_chunks",
+                                          "eval_episodes") if getattr(args, k) is not None})
+    else:
+        cfg = config_from_args()
+        if os.path.exists(run_dir):
+            if not args.overwrite:
+                parser.error(f"run directory {run_dir} exists: pass --overwrite or --resume")
+            shutil.rmtree(run_dir)
+        os.makedirs(run_dir)
+    write_json_atomic(cfg.to_json(), paths["config"])
+    return cfg, run_dir
+
+
+def restore_runner(template, run_dir: str):
+    """The checkpointed runner state of `run_dir`, validated against `template`."""
+    return load_tree(template, run_paths(run_dir)["checkpoint"])
+
+
+def _trim_log(path: str, chunk: int) -> None:
+    """Drop metrics rows past `chunk` (written after the checkpoint a resume starts from)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["chunk"] <= chunk]
+    if len(keep) != len(lines):
+        write_bytes_atomic("".join(keep).encode(), path)
+
+
+def _fmt(value, width: int, digits: int) -> str:
+    """A number, or '-' (right-aligned) where there is none."""
+    return f"{value:{width}.{digits}f}" if value is not None else "-".rjust(width)
+
+
+def progress_line(row: dict) -> str:
+    return (f"chunk {row['chunk']:>4}  env steps {row['env_steps']:>10}  "
+            f"{row['env_steps_per_s']:>9.0f}/s  updates {row['updates']:>7}  "
+            f"episodes {int(row['episodes']):>5}  resp {_fmt(row['avg_response_time'], 7, 3)}  "
+            f"miss {_fmt(row['deadline_miss_rate'], 5, 3)}  loss {row['loss']:.4f}  "
+            f"eps {row['epsilon']:.3f}")
+
+
+def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chunk: int,
+               run_dir: str, save_extra: Callable[[Any], None] | None = None,
+               label: str = "") -> tuple[Any, bool]:
+    """Run `train_chunk` until `rs.chunk == num_chunks`; returns `(rs, interrupted)`.
+
+    After each chunk: the checkpoint (atomic), `save_extra(rs)` (e.g. the
+    policy file), then the metrics row and a progress line. On Ctrl-C the
+    state of the last completed chunk is returned with `interrupted=True`.
+    `rs` needs `chunk`, `env_steps` and `updates` scalars; the chunk's metrics
+    need `episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`, `epsilon`.
+    """
+    paths = run_paths(run_dir)
+    _trim_log(paths["metrics"], int(rs.chunk))
+    prefix = f"[{label}] " if label else ""
+    print(f"{prefix}run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
+          f"from chunk {int(rs.chunk)}", flush=True)
+    try:
+        while int(rs.chunk) < num_chunks:
+            t0 = time.perf_counter()
+            new_rs, m = train_chunk(rs)
+            m = jax.device_get(m)
+            dt = time.perf_counter() - t0
+            save_tree(new_rs, paths["checkpoint"])
+            rs = new_rs
+            if save_extra is not None:
+                save_extra(rs)
+            row = {"chunk": int(rs.chunk), "env_steps": int(rs.env_steps),
+                   "updates": int(rs.updates), "seconds": dt,
+                   "env_steps_per_s": env_steps_per_chunk / dt,
+                   **{k: float(v) for k, v in m.items()}}
+            if row["episodes"] == 0:  # no episode ended in this chunk: nothing to average
+                row["avg_response_time"] = row["deadline_miss_rate"] = None
+            with open(paths["metrics"], "a") as log:
+                log.write(json.dumps(row) + "\n")
+            print(prefix + progress_line(row), flush=True)
+    except KeyboardInterrupt:
+        print(f"\n{prefix}interrupted: {paths['checkpoint']} holds chunk {int(rs.chunk)}; "
+              f"continue with --resume", flush=True)
+        return rs, True
+    return rs, False

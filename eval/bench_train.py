@@ -1,0 +1,377 @@
+"""Training throughput benchmark: env steps and gradient updates per second of a trainer.
+
+    PYTHONPATH=. python -m eval.bench_train                               # 256, 1024, 4096 envs
+    PYTHONPATH=. python -m eval.bench_train --num-envs 64 --out t.json    # one size, to JSON
+
+For each `--num-envs` E the trainer's config is its default except `num_envs=E`,
+`learning_starts=0` (every timed chunk does its gradient updates),
+`buffer_capacity=max(default or --buffer-capacity, E)` and the sizes given by
+flags. Its jitted `train_chunk` (train/<trainer>.py: `make_train_chunk`) runs
+`steps_per_chunk` vmapped env steps of E envs, each followed by
+`updates_per_step` gradient updates on a replay batch of `batch_size`
+transitions (the batch does not grow with E).
+
+Timed on its own first: the ahead-of-time compile
+(`train_chunk.lower(runner_state).compile()`); then one untimed warm-up chunk
+and `--repeats` timed chunks, each ended by `jax.block_until_ready`. Chunks are
+consecutive (the runner state carries on, as in a real run). The median wall
+time gives:
+
+* env steps/s: `steps_per_chunk * E` per second;
+* updates/s: `steps_per_chunk * updates_per_step` gradient updates per second
+  (the work is the same whether or not an update is applied: an update with no
+  ready transition is computed and discarded; the JSON also holds the updates
+  actually applied in each timed chunk);
+* vmapped steps/s: `steps_per_chunk` per second.
+
+Trainers are listed in TRAINERS (name -> module, config class) and imported
+lazily; a trainer module must provide `init_runner(config, env, params)` and
+`make_train_chunk(config, env, params)`, and its config class the fields
+`num_envs`, `learning_starts`, `buffer_capacity`, `steps_per_chunk`,
+`updates_per_step`, `batch_size`, `num_tasks`, `num_servers` and the methods
+`env_config()` / `env_params()` (or the module a `make_env(config) -> (env, params)`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import statistics
+import sys
+import time
+from types import ModuleType
+from typing import Any, Sequence
+
+import jax
+
+from damdjax.io import write_json_atomic
+from envs.config import check_params
+from envs.env import EdgeEnv
+from eval.bench import _fmt, machine_info
+
+# name -> (module path, config class name). Add a trainer with one line here.
+TRAINERS: dict[str, tuple[str, str]] = {
+    "dqn": ("train.dqn", "DQNConfig"),
+    "mdqn": ("train.mdqn", "MDQNConfig"),
+}
+DEFAULT_TRAINER = "dqn"
+DEFAULT_NUM_ENVS = (256, 1024, 4096)
+DEFAULT_REPEATS = 3
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """'256,1024' -> (256, 1024) (argparse type; positivity is checked later)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
+def load_trainer(name: str) -> tuple[ModuleType, type]:
+    """`(module, config class)` of the registered trainer `name` (imported now).
+
+    Raises ValueError (one line) for an unknown name, a missing module or class.
+    """
+    if name not in TRAINERS:
+        raise ValueError(f"--trainer must be one of {', '.join(TRAINERS)}, got {name!r}")
+    module_path, class_name = TRAINERS[name]
+    try:
+        module = importlib.import_module(module_path)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module_path + ".").startswith(err.name + "."):
+            raise ValueError(f"--trainer {name}: module {module_path} does not exist") from None
+        raise
+    config_cls = getattr(module, class_name, None)
+    if config_cls is None:
+        raise ValueError(f"--trainer {name}: {module_path} has no {class_name}")
+    return module, config_cls
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (every flag documented in --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.bench_train",
+        description="Training throughput of a trainer's jitted train_chunk: env steps/s, "
+                    "gradient updates/s and vmapped steps/s at several numbers of parallel "
+                    "envs (the trainer's default hyperparameters, learning_starts=0).",
+    )
+    parser.add_argument(
+        "--trainer", default=DEFAULT_TRAINER, metavar="NAME",
+        help=f"trainer to measure: {', '.join(TRAINERS)} (default: {DEFAULT_TRAINER})")
+    parser.add_argument(
+        "--num-envs", type=_int_list, default=DEFAULT_NUM_ENVS, metavar="E1,E2,...",
+        help="comma-separated numbers of parallel envs, each >= 1 "
+             f"(default: {','.join(map(str, DEFAULT_NUM_ENVS))})")
+    parser.add_argument(
+        "--steps-per-chunk", type=int, default=None,
+        help="vmapped env steps per timed chunk, >= 1 (default: the trainer config's)")
+    parser.add_argument(
+        "--repeats", type=int, default=DEFAULT_REPEATS,
+        help=f"timed chunks per number of envs, >= 1; the median is reported "
+             f"(default: {DEFAULT_REPEATS})")
+    parser.add_argument(
+        "--num-tasks", type=int, default=None,
+        help="tasks per episode, >= 1 (default: the trainer config's)")
+    parser.add_argument(
+        "--num-servers", type=int, default=None,
+        help="edge servers, >= 1 (default: the trainer config's)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="replay batch of each gradient update, >= 1 (default: the trainer config's)")
+    parser.add_argument(
+        "--buffer-capacity", type=int, default=None,
+        help="replay buffer entries, >= 1; raised to the number of envs where smaller "
+             "(default: the trainer config's)")
+    parser.add_argument(
+        "--out", default=None, metavar="FILE.json",
+        help="also write every number (and the machine) to this JSON file (atomic write)")
+    return parser
+
+
+def make_configs(config_cls: type, args: argparse.Namespace) -> list[Any]:
+    """One trainer config per `--num-envs` value (defaults except the benchmark's fields)."""
+    default = config_cls()
+    configs = []
+    for e in args.num_envs:
+        changes = {"num_envs": e, "learning_starts": 0,
+                   "buffer_capacity": max(args.buffer_capacity, e)}
+        for name in ("steps_per_chunk", "num_tasks", "num_servers", "batch_size"):
+            changes[name] = getattr(args, name)
+        configs.append(dataclasses.replace(default, **changes))
+    return configs
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the flags; a bad one exits 2 with a one-line error.
+
+    Also imports the trainer and builds the configs (`args.module`,
+    `args.config_cls`, `args.configs`), before anything compiles.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bad = [e for e in args.num_envs if e <= 0]
+    if bad:
+        parser.error(f"--num-envs must all be >= 1, got {bad[0]}")
+    if args.repeats <= 0:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        args.module, args.config_cls = load_trainer(args.trainer)
+    except ValueError as err:
+        parser.error(str(err))
+    default = args.config_cls()
+    for name in ("steps_per_chunk", "num_tasks", "num_servers", "batch_size", "buffer_capacity"):
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, getattr(default, name))
+        elif value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    args.configs = make_configs(args.config_cls, args)
+    if not hasattr(args.module, "make_env"):
+        try:
+            check_params(args.configs[0].env_config(), args.configs[0].env_params())
+        except ValueError as err:
+            parser.error(str(err))
+    return args
+
+
+# --------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------
+
+
+def make_env(module: ModuleType, config: Any):
+    """`(env, env params)` of a trainer config (the module's `make_env` if it has one)."""
+    if hasattr(module, "make_env"):
+        return module.make_env(config)
+    return EdgeEnv(config.env_config()), config.env_params()
+
+
+def compile_chunk(train_chunk, runner_state):
+    """`(compiled, seconds)`: ahead-of-time `train_chunk.lower(runner_state).compile()`, timed."""
+    t0 = time.perf_counter()
+    compiled = train_chunk.lower(runner_state).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _updates(runner_state) -> int | None:
+    """Gradient updates applied so far (None where the runner state does not count them)."""
+    updates = getattr(runner_state, "updates", None)
+    return None if updates is None else int(updates)
+
+
+def time_chunks(compiled, runner_state, repeats: int):
+    """Wall and CPU seconds and applied updates of `repeats` consecutive chunks (after a warm-up).
+
+    Returns `(wall seconds list, process CPU seconds list, updates applied list or None)`.
+    """
+    runner_state, _ = jax.block_until_ready(compiled(runner_state))  # warm-up
+    seconds, cpu_seconds, applied = [], [], []
+    for _ in range(repeats):
+        before = _updates(runner_state)
+        t0, c0 = time.perf_counter(), time.process_time()
+        runner_state, _ = jax.block_until_ready(compiled(runner_state))
+        seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
+        if before is not None:
+            applied.append(_updates(runner_state) - before)
+    return seconds, cpu_seconds, applied if len(applied) == repeats else None
+
+
+def init_state(module: ModuleType, config: Any, env, params):
+    """`(runner state, seconds)`: the trainer's `init_runner`, jitted (op-by-op it takes far
+    longer than compiling it) and timed, compile included."""
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(jax.jit(lambda p: module.init_runner(config, env, p))(params))
+    return state, time.perf_counter() - t0
+
+
+def bench_config(module: ModuleType, config: Any, repeats: int) -> dict:
+    """Compile and time one trainer config; the row of the results table (a dict)."""
+    env, params = make_env(module, config)
+    runner_state, init_s = init_state(module, config, env, params)
+    train_chunk = module.make_train_chunk(config, env, params)
+    compiled, compile_s = compile_chunk(train_chunk, runner_state)
+    seconds, cpu_seconds, applied = time_chunks(compiled, runner_state, repeats)
+    median = statistics.median(seconds)
+    steps = config.steps_per_chunk
+    updates = steps * config.updates_per_step
+    return {
+        "num_envs": config.num_envs,
+        "steps_per_chunk": steps,
+        "updates_per_step": config.updates_per_step,
+        "batch_size": config.batch_size,
+        "buffer_capacity": config.buffer_capacity,
+        "init_s": init_s,
+        "compile_s": compile_s,
+        "times_s": seconds,
+        "median_s": median,
+        "cpu_times_s": cpu_seconds,
+        "median_cpu_s": statistics.median(cpu_seconds),
+        "env_steps_per_chunk": steps * config.num_envs,
+        "updates_per_chunk": updates,
+        "updates_applied": applied,
+        "env_steps_per_s": steps * config.num_envs / median,
+        "updates_per_s": updates / median,
+        "vmapped_steps_per_s": steps / median,
+    }
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def device_info() -> dict:
+    """The first JAX device: kind and platform."""
+    dev = jax.devices()[0]
+    return {"device_kind": dev.device_kind, "device_platform": dev.platform}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The results as a markdown table (one row per number of envs)."""
+    head = "| num envs | compile s | median chunk s | env steps/s | updates/s | vmapped steps/s |"
+    lines = [head, "|" + "---:|" * 6]
+    for row in rows:
+        lines.append("| " + " | ".join([
+            str(row["num_envs"]), _fmt(row["compile_s"]), _fmt(row["median_s"]),
+            _fmt(row["env_steps_per_s"]), _fmt(row["updates_per_s"]),
+            _fmt(row["vmapped_steps_per_s"])]) + " |")
+    return "\n".join(lines)
+
+
+def _config_json(config: Any) -> dict:
+    """A trainer config as JSON-ready data."""
+    if hasattr(config, "to_json"):
+        return config.to_json()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Every measurement of one run, as a JSON-ready dict."""
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    rows = []
+    for config in args.configs:
+        row = bench_config(args.module, config, args.repeats)
+        print(f"num_envs {config.num_envs}: compile {row['compile_s']:.2f} s, "
+              f"median chunk {row['median_s']:.4f} s, "
+              f"{row['env_steps_per_s']:,.0f} env steps/s, {row['updates_per_s']:,.1f} updates/s",
+              file=sys.stderr, flush=True)
+        rows.append(row)
+    first = args.configs[0]
+    module_path, class_name = TRAINERS[args.trainer]
+    return {
+        "command": "python -m eval.bench_train " + " ".join(args.argv),
+        "trainer": args.trainer,
+        "trainer_module": module_path,
+        "config_class": class_name,
+        "repeats": args.repeats,
+        "steps_per_chunk": first.steps_per_chunk,
+        "updates_per_step": first.updates_per_step,
+        "batch_size": first.batch_size,
+        "num_tasks": first.num_tasks,
+        "num_servers": first.num_servers,
+        "compile_time_method": "train_chunk.lower(runner_state).compile(), timed apart; "
+                               "then one untimed warm-up chunk; timed chunks are consecutive "
+                               "(init_s: the jitted init_runner, compile included, not part "
+                               "of compile_s)",
+        "definitions": {
+            "env_steps_per_s": "steps_per_chunk * num_envs / median_s",
+            "updates_per_s": "steps_per_chunk * updates_per_step / median_s "
+                             "(each update on batch_size transitions, whatever num_envs)",
+            "vmapped_steps_per_s": "steps_per_chunk / median_s",
+        },
+        "configs": [_config_json(c) for c in args.configs],
+        "machine": {**device_info(), **machine_info(),
+                    "load_average_1_5_15min_at_start": load_at_start},
+        "results": rows,
+    }
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and the machine, optionally write JSON."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.argv = argv
+    first = args.configs[0]
+    dev = device_info()
+    print(f"command: python -m eval.bench_train {' '.join(argv)}".rstrip())
+    print(f"trainer: {args.trainer} ({'.'.join(TRAINERS[args.trainer])}), device: "
+          f"{dev['device_kind']} ({dev['device_platform']}), jax {jax.__version__}")
+    print(f"steps per chunk: {first.steps_per_chunk}, updates per step: {first.updates_per_step} "
+          f"(each on a replay batch of {first.batch_size}, whatever num_envs), "
+          f"repeats: {args.repeats}, tasks: {first.num_tasks}, servers: {first.num_servers}, "
+          f"learning_starts: 0", flush=True)
+    payload = run_benchmark(args)
+    print()
+    print(markdown_table(payload["results"]))
+    print()
+    print("compile s: train_chunk.lower(...).compile(), timed apart; median chunk s: median wall "
+          "time of the timed chunks (after one warm-up chunk); env steps/s = steps per chunk x "
+          "num envs / median; updates/s = steps per chunk x updates per step / median; "
+          "vmapped steps/s = steps per chunk / median.")
+    print()
+    for key, value in payload["machine"].items():
+        print(f"{key}: {value}")
+    if args.out:
+        write_json_atomic(payload, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""train.mdqn and train.damd: flags, per-agent pools, team reward, masks, resume, the pipeline."""
+from __future__ import annotations
+
+import json
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from envs.env import EdgeEnv
+from train import damd, mdqn
+
+TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
+        "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3"]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--num-envs", "0"], ["--lr", "-0.1"], ["--dispatcher", "fastest"], ["--gamma", "1.5"],
+    ["--num-chunks", "0"], ["--hidden", "a"], ["--init-schedulers", "/no/such/run"]])
+def test_bad_flags_exit_2_with_one_line(flags, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        mdqn.main(["--run-dir", str(tmp_path), "--name", "x", *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m train.mdqn: error:")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("module", [mdqn, damd])
+def test_help_documents_every_flag(module, capsys):
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for action in module.build_parser()._actions:
+        for opt in action.option_strings:
+            assert opt in out
+        assert action.help
+
+
+def _state_dict(path):
+    with open(path, "rb") as f:
+        return flax.serialization.msgpack_restore(f.read())
+
+
+def _assert_same_tree(a, b):
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_tiny_run_masks_and_resume(tmp_path):
+    rd = str(tmp_path)
+    assert mdqn.main(["--run-dir", rd, "--name", "a", "--num-chunks", "2",
+                      "--eval-episodes", "4", *TINY]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["chunk"] for r in rows] == [1, 2]
+    assert all(r["invalid_picks"] == 0 for r in rows)  # masks: never an ineligible slot
+    assert rows[-1]["updates"] > 0 and np.isfinite(rows[-1]["loss"])
+    ev = json.load(open(tmp_path / "a" / "eval.json"))
+    assert set(ev["methods"]) == {"mdqn", "fcfs", "sjf", "sdf"}
+    # 1 chunk + resume for 1 more == 2 chunks, bitwise.
+    assert mdqn.main(["--run-dir", rd, "--name", "b", "--num-chunks", "1",
+                      "--eval-episodes", "0", *TINY]) == 0
+    assert mdqn.main(["--run-dir", rd, "--name", "b", "--resume", "--num-chunks", "2",
+                      "--eval-episodes", "0"]) == 0
+    _assert_same_tree(_state_dict(tmp_path / "a" / "checkpoint.msgpack"),
+                      _state_dict(tmp_path / "b" / "checkpoint.msgpack"))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share):
+    """Agent n's pool holds exactly the epochs where server n picked, in order, with its
+    own view and pick; a closed entry's reward is the team reward summed from that epoch
+    to the agent's next decision (or through the episode's end, terminal)."""
+    cfg = mdqn.MDQNConfig(num_envs=3, num_tasks=8, num_servers=3, buffer_capacity=4096,
+                          hidden=(8,), seed=1, share_params=share, dispatcher="nearest")
+    env = EdgeEnv(cfg.env_config())
+    params = cfg.env_params()
+    rs = mdqn.init_runner(cfg, env, params)
+    step = jax.jit(mdqn.make_env_step(cfg, env, params))
+    key = jax.random.PRNGKey(7)
+    m, e = cfg.num_servers, cfg.num_envs
+    decisions = {n: [] for n in range(m)}       # (env, step, slots view, pick) in write order
+    team = np.zeros((0, e))
+    dones = np.zeros((0, e), bool)
+    for t in range(50):
+        key, k = jax.random.split(key)
+        slots = np.asarray(rs.obs.slots)
+        rs, info, _ = step(rs, k, 0.3)
+        assert not np.any(np.asarray(info["invalid_picks"]))
+        needed, picks = np.asarray(info["needed"]), np.asarray(info["picks"])
+        for n in range(m):
+            for env_i in range(e):
+                if needed[env_i, n]:
+                    decisions[n].append((env_i, t, slots[env_i, n], picks[env_i, n]))
+        team = np.vstack([team, np.asarray(info["team_reward"])[None]])
+        dones = np.vstack([dones, np.asarray(info["done"])[None]])
+    assert dones.any()
+    pools = rs.pools
+    checked = 0
+    for n in range(m):
+        mine = decisions[n]
+        assert int(pools.writes[n]) == len(mine) > 0
+        for j, (env_i, t0, slots, pick) in enumerate(mine):
+            np.testing.assert_array_equal(np.asarray(pools.obs.slots[n, j]), slots)
+            assert int(pools.action[n, j]) == pick
+            nxt = [t for (ei, t, _, _) in mine[j + 1:] if ei == env_i]
+            ends = [t for t in np.flatnonzero(dones[:, env_i]) if t >= t0]
+            end = ends[0] if ends else None
+            nxt_t = nxt[0] if nxt else None
+            ready = bool(pools.has_reward[n, j]) and bool(pools.has_next[n, j])
+            if end is not None and (nxt_t is None or nxt_t > end):
+                stop, terminal = end + 1, True
+            elif nxt_t is not None:
+                stop, terminal = nxt_t, False
+            else:
+                assert not ready
+                continue
+            assert ready and bool(pools.terminal[n, j]) == terminal
+            np.testing.assert_allclose(float(pools.reward[n, j]), team[t0:stop, env_i].sum(),
+                                       rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 10
+
+
+def test_tiny_damd_end_to_end_and_through_compare(tmp_path):
+    """Two stages, saved, evaluated; eval.compare --damd-run reproduces the DAMD row."""
+    from eval import compare
+    rd = str(tmp_path)
+    assert damd.main(["--run-dir", rd, "--name", "d", "--num-tasks", "12", "--num-servers", "3",
+                      "--dqn-num-envs", "8", "--dqn-num-chunks", "1", "--mdqn-num-envs", "8",
+                      "--mdqn-num-chunks", "1", "--dqn-hidden", "16", "--mdqn-hidden", "16",
+                      "--eval-episodes", "6", "--seed", "2"]) == 0
+    root = tmp_path / "d"
+    info = json.load(open(root / damd.DAMD_FILE))
+    assert (root / info["dispatcher"] / "dispatcher.msgpack").exists()
+    assert (root / info["schedulers"] / "schedulers.msgpack").exists()
+    ev = json.load(open(root / "eval.json"))
+    assert set(ev["methods"]) == {"DAMD", "NF", "RS", "LS"}
+    res = compare.main(["--damd-run", str(root), "--episodes", "6", "--seed", "2"])
+    for name in ("DAMD", "NF", "RS", "LS"):
+        for k in ("avg_response_time", "deadline_miss_rate"):
+            assert res["methods"][name][k] == pytest.approx(ev["methods"][name][k]["mean"],
+                                                            rel=1e-6), (name, k)
+    # A second pipeline into the same directory refuses; a bad path is a one-line error.
+    with pytest.raises(SystemExit) as exc:
+        damd.main(["--run-dir", rd, "--name", "d"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--damd-run", str(tmp_path / "nothing")])
+    assert exc.value.code == 2

@@ -1,0 +1,356 @@
+"""Train the MDQN schedulers: one DQN agent per edge server (the paper's Algorithm 2).
+
+    python -m train.mdqn --dispatcher least-load --name m1        # runs/m1/
+    python -m train.mdqn --dispatcher runs/dqn --name m2           # under a trained dispatcher
+    python -m train.mdqn --share-params ...                        # one network for all servers
+
+Every server is an agent with its own Q-network (parameters stacked on an
+agent axis, updated with `vmap` over agents) and its own experience pool; with
+--share-params the agents share one network (each server's own features tell
+them apart). An agent sees its queue's slots, its own state and the mean state
+of the other servers (damdjax.schedulers). It acts epsilon-greedily where it
+must pick (idle, with an eligible task) and stores a transition only for those
+epochs; the transition's next state is the agent's next decision epoch (or the
+episode's end, terminal) and its reward the team reward of MODEL.md (minus the
+time unfinished tasks spend in the system, over tau, minus the miss penalty),
+summed over the env steps in between: the same signal for every agent. The
+dispatcher is frozen (--dispatcher).
+
+Run directory, checkpoint, --resume, Ctrl-C and progress as train.dqn;
+schedulers.msgpack is the policy file (what eval.compare and train.dqn
+--scheduler load); eval.json compares the greedy schedulers with FCFS, SJF and
+SDF under the same dispatcher on held-out instances, paired.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from damdjax import runs
+from damdjax.cli import add_common_flags, check_counts, common_from_args
+from damdjax.evaluation import format_paired, held_out_keys, paired_summary, play_generated
+from damdjax.heuristics import SCHEDULE_RULES, pair
+from damdjax.io import write_json_atomic
+from damdjax.rollout import chunk_episode_metrics, reset_finished
+from damdjax.policies import (
+    SCHEDULERS_FILE, init_schedulers, load_schedulers, mdqn_schedule_rule, resolve_dispatcher,
+    save_schedulers, scheduler_network)
+from damdjax.schedulers import (
+    agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
+    make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
+from damdjax.targets import periodic_copy
+from envs.config import EnvConfig, EnvParams
+from envs.env import EdgeEnv
+from envs.state import Action
+
+
+@dataclasses.dataclass(frozen=True)
+class MDQNConfig:
+    """Hyperparameters of a run (all JSON-serialisable). Replay sizes are per agent."""
+
+    # environment
+    num_tasks: int = 100
+    num_servers: int = 5
+    density: float = 2.0
+    queue_capacity: int = 16
+    tau: float = 10.0                  # team reward time constant (EnvParams.tau)
+    dispatcher: str = "least-load"     # nearest | random | least-load | a train.dqn run
+    # agents
+    share_params: bool = False
+    # rollout
+    num_envs: int = 256
+    num_chunks: int = 40
+    steps_per_chunk: int = 50
+    # learning
+    buffer_capacity: int = 20_000      # per agent
+    batch_size: int = 128              # per agent
+    lr: float = 5e-4
+    max_grad_norm: float = 10.0
+    gamma: float = 0.9
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    eps_decay_steps: int = 100_000
+    target_every: int = 100
+    updates_per_step: int = 2
+    learning_starts: int = 5_000
+    hidden: tuple = (64, 64)
+    seed: int = 0
+    eval_episodes: int = 200
+    init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(n_max=self.num_tasks, m_max=self.num_servers,
+                         queue_capacity=self.queue_capacity)
+
+    def env_params(self) -> EnvParams:
+        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
+                         density=self.density, tau=self.tau)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MDQNConfig":
+        d = dict(d)
+        d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
+
+
+@struct.dataclass
+class RunnerState:
+    params: Any               # leaves [M, ...] (or one set with share_params)
+    target_params: Any
+    opt_state: Any
+    pools: Any                # replay.ReplayBuffer, leaves [M, C, ...]
+    env_state: Any            # [E]
+    obs: Any                  # [E]
+    prev_idx: jax.Array       # [E, M] pool slot of each agent's open transition (-1: none)
+    prev_stamp: jax.Array     # [E, M]
+    team_sum: jax.Array       # [E, M] team reward summed since each agent's last decision
+    key: jax.Array
+    env_steps: jax.Array
+    updates: jax.Array
+    chunk: jax.Array
+
+
+def _optimizer(config: MDQNConfig):
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+
+
+def init_runner(config: MDQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerState:
+    key = jax.random.PRNGKey(config.seed)
+    key, k_net, k_env = jax.random.split(key, 3)
+    e, m = config.num_envs, env.config.m_max
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, e), params)
+    one = jax.tree.map(lambda x: x[0, 0], agent_axis(scheduler_inputs(obs)))  # one agent
+    net = scheduler_network(config.hidden)
+    if config.init_schedulers:
+        q_params = load_schedulers(config.init_schedulers)[1]
+    else:
+        q_params = init_schedulers(net, k_net, m, config.share_params)
+    minus = jnp.full((e, m), -1, jnp.int32)
+    return RunnerState(
+        params=q_params, target_params=q_params,
+        opt_state=init_agents_opt(_optimizer(config), q_params, config.share_params),
+        pools=init_pools(one, config.buffer_capacity, m), env_state=env_state, obs=obs,
+        prev_idx=minus, prev_stamp=minus, team_sum=jnp.zeros((e, m), jnp.float32), key=key,
+        env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
+        chunk=jnp.zeros((), jnp.int32))
+
+
+def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
+    """(runner, key, epsilon) -> (runner, info, stats): one vmapped step with pool writes."""
+    net = scheduler_network(config.hidden)
+    dispatch = resolve_dispatcher(config.dispatcher)
+    e = config.num_envs
+    share = config.share_params
+
+    def env_step(rs: RunnerState, key, epsilon):
+        k_act, k_disp, k_reset = jax.random.split(key, 3)
+        view = scheduler_inputs(rs.obs)                      # leaves [E, M, ...]
+        agent_obs = agents_first(agent_axis(view))           # leaves [M, E, ...]
+        needed = view.needed                                 # [E, M]
+        q = agents_q(net, rs.params, agent_obs, share)       # [M, E, Q]
+        picks = agents_act(k_act, jnp.swapaxes(q, 0, 1), view.mask, needed, epsilon)  # [E, M]
+        servers = jax.vmap(dispatch)(jax.random.split(k_disp, e), rs.env_state)
+        action = Action(dispatch=servers, picks=picks)
+
+        # Each agent deciding now closes its previous transition: next state = now.
+        closing = needed & (rs.prev_idx >= 0)
+        pools = pools_complete(rs.pools, rs.prev_idx.T, rs.prev_stamp.T, agent_obs,
+                               rs.team_sum.T, jnp.zeros((config.num_servers, e), bool),
+                               closing.T)
+        team_sum = jnp.where(needed, 0.0, rs.team_sum)
+        pools, idx, stamp = pools_add(pools, agent_obs, picks.T, needed.T)
+        prev_idx = jnp.where(needed, idx.T, rs.prev_idx)
+        prev_stamp = jnp.where(needed, stamp.T, rs.prev_stamp)
+
+        obs, env_state, team, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
+            k_act, rs.env_state, action, params)
+        team_sum = team_sum + team[:, None].astype(team_sum.dtype)
+        # Episode end: every open transition is terminal (its next obs is never used).
+        last = done[:, None] & (prev_idx >= 0)
+        pools = pools_complete(pools, prev_idx.T, prev_stamp.T, agent_obs, team_sum.T,
+                               jnp.ones((config.num_servers, e), bool), last.T)
+
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state)
+        reset = done[:, None]
+        rs = rs.replace(pools=pools, env_state=env_state, obs=obs,
+                        prev_idx=jnp.where(reset, -1, prev_idx),
+                        prev_stamp=jnp.where(reset, -1, prev_stamp),
+                        team_sum=jnp.where(reset, 0.0, team_sum), env_steps=rs.env_steps + e)
+        info = {**info, "team_reward": team, "done": done, "picks": picks, "needed": needed}
+        return rs, info, stats
+
+    return env_step
+
+
+def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
+    """A jitted `(runner_state) -> (runner_state, metrics)` of `steps_per_chunk` scan steps."""
+    net = scheduler_network(config.hidden)
+    eps_fn = optax.linear_schedule(config.eps_start, config.eps_end,
+                                   max(config.eps_decay_steps, 1))
+    env_step = make_env_step(config, env, params)
+    agents_update = make_agents_update(net, _optimizer(config), config.gamma,
+                                       config.share_params)
+
+    def update(rs: RunnerState, key):
+        batch, valid = pools_sample(rs.pools, key, config.batch_size)
+        valid = valid & (rs.env_steps >= config.learning_starts)
+        params_, opt_state, loss = agents_update(rs.params, rs.target_params, rs.opt_state,
+                                                 batch, valid)
+        active = jnp.any(valid)
+        updates = rs.updates + active.astype(jnp.int32)
+        target = periodic_copy(params_, rs.target_params, updates, config.target_every)
+        target = jax.tree.map(lambda a, b: jnp.where(active, a, b), target, rs.target_params)
+        has = jnp.any(valid, axis=-1)
+        mean_loss = jnp.sum(jnp.where(has, loss, 0.0)) / jnp.maximum(jnp.sum(has), 1)
+        rs = rs.replace(params=params_, opt_state=opt_state, target_params=target,
+                        updates=updates)
+        return rs, (mean_loss * active, active.astype(jnp.float32))
+
+    def iteration(rs: RunnerState, _):
+        key, k_step, k_upd = jax.random.split(rs.key, 3)
+        rs = rs.replace(key=key)
+        epsilon = eps_fn(rs.env_steps)
+        rs, info, stats = env_step(rs, k_step, epsilon)
+        rs, (losses, active) = jax.lax.scan(
+            update, rs, jax.random.split(k_upd, config.updates_per_step))
+        stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
+                 "invalid_picks": jnp.sum(info["invalid_picks"]), "epsilon": epsilon}
+        return rs, stats
+
+    @jax.jit
+    def train_chunk(rs: RunnerState):
+        rs, st = jax.lax.scan(iteration, rs, None, length=config.steps_per_chunk)
+        metrics = {
+            **chunk_episode_metrics(st),
+            "loss": jnp.sum(st["loss_sum"]) / jnp.maximum(jnp.sum(st["loss_n"]), 1),
+            "invalid_picks": jnp.sum(st["invalid_picks"]),
+            "epsilon": st["epsilon"][-1],
+            "pool_ready_min": jnp.min(pools_ready(rs.pools)),
+        }
+        return rs.replace(chunk=rs.chunk + 1), metrics
+
+    return train_chunk
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
+    """Greedy MDQN schedulers vs FCFS / SJF / SDF under the run's dispatcher, paired on
+    held-out instances; `damdjax.evaluation.paired_summary` (reference "mdqn")."""
+    env_config, params = config.env_config(), config.env_params()
+    dispatch = resolve_dispatcher(config.dispatcher)
+    rules = {"mdqn": mdqn_schedule_rule(scheduler_network(config.hidden), q_params,
+                                        config.share_params, params.time_scale),
+             **SCHEDULE_RULES}
+    inst_keys, play_keys = held_out_keys(config.seed, episodes)
+    per = {name: play_generated(pair(dispatch, rule), env_config, params, inst_keys, play_keys)
+           for name, rule in rules.items()}
+    return {"dispatcher": config.dispatcher, **paired_summary(per, reference="mdqn")}
+
+
+def format_eval(ev: dict) -> str:
+    return format_paired(ev, f"evaluation: {ev['episodes']} held-out episodes, "
+                             f"dispatcher {ev['dispatcher']}")
+
+
+# ---------------------------------------------------------------------------
+# Flags and the host loop
+# ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    d = MDQNConfig()
+    p = argparse.ArgumentParser(prog="python -m train.mdqn", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(p, d, decision="decision of an agent", name="mdqn")
+    a = p.add_argument
+    a("--dispatcher", default=d.dispatcher, help="the frozen dispatcher: nearest, random, "
+      "least-load, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
+    a("--share-params", action="store_true",
+      help="one Q-network shared by all servers (default: one network per server)")
+    a("--init-schedulers", default=d.init_schedulers, metavar="PATH",
+      help="start from these schedulers' parameters (a train.mdqn run directory or "
+           "schedulers.msgpack) instead of fresh networks (default: fresh)")
+    return p
+
+
+def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
+    """The run's config from checked flags (one-line errors, exit 2, before any compile)."""
+    kw = common_from_args(p, args, MDQNConfig())
+    try:
+        resolve_dispatcher(args.dispatcher)
+    except ValueError as err:
+        p.error(f"--dispatcher: {err}")
+    if args.init_schedulers:
+        try:
+            meta = load_schedulers(args.init_schedulers)[2]
+        except ValueError as err:
+            p.error(f"--init-schedulers: {err}")
+        want = {"hidden": list(kw["hidden"]), "share": args.share_params,
+                "num_agents": kw["num_servers"]}
+        have = {k: meta[k] for k in want}
+        if have != want:
+            p.error(f"--init-schedulers {args.init_schedulers} holds {have}, this run needs "
+                    f"{want}")
+    return MDQNConfig(**kw, dispatcher=args.dispatcher, share_params=args.share_params,
+                      init_schedulers=args.init_schedulers)
+
+
+_CHUNK_CACHE: dict = {}
+
+
+def _cached_train_chunk(cfg: MDQNConfig):
+    """`make_train_chunk` for `cfg`, reused within a process (run length does not matter)."""
+    key = dataclasses.replace(cfg, num_chunks=1, eval_episodes=0)
+    if key not in _CHUNK_CACHE:
+        _CHUNK_CACHE[key] = make_train_chunk(cfg, EdgeEnv(cfg.env_config()), cfg.env_params())
+    return _CHUNK_CACHE[key]
+
+
+def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
+    """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`."""
+    env = EdgeEnv(cfg.env_config())
+    params = cfg.env_params()
+    rs = init_runner(cfg, env, params)
+    if resume:
+        rs = runs.restore_runner(rs, run_dir)
+    path = f"{run_dir}/{SCHEDULERS_FILE}"
+    return runs.run_chunks(
+        _cached_train_chunk(cfg), rs, num_chunks=cfg.num_chunks,
+        env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
+        save_extra=lambda r: save_schedulers(path, cfg.hidden, cfg.share_params,
+                                             cfg.num_servers, params.time_scale, r.params))
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_counts(p, args)
+    cfg, run_dir = runs.open_run(
+        p, build_parser, args, argv, config_from_args=lambda: config_from_args(p, args),
+        config_from_json=MDQNConfig.from_json)
+    rs, interrupted = train(cfg, run_dir, args.resume)
+    if interrupted:
+        return 130
+    if cfg.eval_episodes > 0:
+        ev = evaluate(cfg, rs.params, cfg.eval_episodes)
+        write_json_atomic(ev, f"{run_dir}/eval.json")
+        print(format_eval(ev), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
