@@ -250,3 +250,18 @@ def test_sojourn_reward_is_the_team_reward_between_dispatches():
             np.testing.assert_allclose(reward[slot], expect, rtol=1e-5, atol=1e-5)
             checked += 1
     assert checked > 20 and any(d for e in team for _, _, d in team[e])
+
+
+def test_tiny_training_beats_random_dispatch(tmp_path):
+    """A small run (well under a minute on a 2-core CPU) learns a dispatcher that beats
+    Random dispatch on held-out instances: paired, with a 95% CI of the difference below 0."""
+    t0 = time.perf_counter()
+    assert dqn.main(["--run-dir", str(tmp_path), "--name", "learn", "--num-envs", "64",
+                     "--num-tasks", "20", "--num-servers", "3", "--steps-per-chunk", "50",
+                     "--num-chunks", "6", "--buffer-capacity", "20000", "--batch-size", "64",
+                     "--learning-starts", "500", "--eps-decay-steps", "5000", "--hidden", "32,32",
+                     "--eval-episodes", "100", "--seed", "0"]) == 0
+    ev = json.load(open(tmp_path / "learn" / "eval.json"))
+    diff = ev["differences"]["random"]["avg_response_time"]
+    print(f"dqn - random: {diff}, {time.perf_counter() - t0:.1f} s")
+    assert diff["mean"] < 0 and diff["excludes_zero"], diff
