@@ -9,9 +9,34 @@ returns them checked, as keyword arguments of the config.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 from envs.config import EnvConfig, EnvParams, check_params
+
+class TrainerConfigMixin:
+    """Methods shared by the trainers' frozen config dataclasses (which hold the fields
+    `num_tasks`, `num_servers`, `queue_capacity`, `density`, `tau` and `hidden`)."""
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(n_max=self.num_tasks, m_max=self.num_servers,
+                         queue_capacity=self.queue_capacity)
+
+    def env_params(self) -> EnvParams:
+        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
+                         density=self.density, tau=self.tau)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict):
+        d = dict(d)
+        d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
+
 
 POSITIVE_INT = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "eps_decay_steps", "target_every",
@@ -39,14 +64,7 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
     a("--resume", action="store_true",
       help="continue from the run directory's checkpoint (its config.json; only --num-chunks "
            "and --eval-episodes may change)")
-    a("--num-tasks", type=int, default=d.num_tasks, help="tasks per episode (default %(default)s)")
-    a("--num-servers", type=int, default=d.num_servers, help="edge servers (default %(default)s)")
-    a("--density", type=float, default=d.density,
-      help="task arrival density, tasks per time unit (default %(default)s)")
-    a("--queue-capacity", type=int, default=d.queue_capacity,
-      help="queue slots per server (default %(default)s)")
-    a("--tau", type=float, default=d.tau,
-      help="reward time constant (EnvParams.tau) (default %(default)s)")
+    add_setting_flags(p, d)
     a("--num-envs", type=int, default=d.num_envs, help="parallel envs (default %(default)s)")
     a("--num-chunks", type=int, default=None,
       help=f"chunks in all (default {d.num_chunks}; with --resume: the stored value)")
@@ -79,6 +97,30 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
       help=f"held-out evaluation episodes at the end, 0 to skip (default {d.eval_episodes})")
 
 
+def add_setting_flags(p: argparse.ArgumentParser, d) -> None:
+    """--num-tasks, --num-servers, --density, --queue-capacity, --tau (defaults from `d`)."""
+    a = p.add_argument
+    a("--num-tasks", type=int, default=d.num_tasks, help="tasks per episode (default %(default)s)")
+    a("--num-servers", type=int, default=d.num_servers, help="edge servers (default %(default)s)")
+    a("--density", type=float, default=d.density,
+      help="task arrival density, tasks per time unit (default %(default)s)")
+    a("--queue-capacity", type=int, default=d.queue_capacity,
+      help="queue slots per server (default %(default)s)")
+    a("--tau", type=float, default=d.tau,
+      help="reward time constant (EnvParams.tau) (default %(default)s)")
+
+
+def check_positive(p: argparse.ArgumentParser, args, ints=(), floats=()) -> None:
+    """Integer flags `ints` >= 1 and float flags `floats` finite and > 0, else `p.error`."""
+    for name in ints:
+        if getattr(args, name) < 1:
+            p.error(f"{_flag(name)} must be >= 1, got {getattr(args, name)}")
+    for name in floats:
+        v = getattr(args, name)
+        if not (math.isfinite(v) and v > 0):
+            p.error(f"{_flag(name)} must be > 0, got {v}")
+
+
 def parse_hidden(p: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
     try:
         hidden = tuple(int(x) for x in text.split(","))
@@ -99,13 +141,7 @@ def check_counts(p: argparse.ArgumentParser, args) -> None:
 
 def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
     """The shared fields, checked, as config keyword arguments (defaults from `d`)."""
-    for name in POSITIVE_INT:
-        if getattr(args, name) < 1:
-            p.error(f"{_flag(name)} must be >= 1, got {getattr(args, name)}")
-    for name in POSITIVE_FLOAT:
-        v = getattr(args, name)
-        if not (math.isfinite(v) and v > 0):
-            p.error(f"{_flag(name)} must be > 0, got {v}")
+    check_positive(p, args, POSITIVE_INT, POSITIVE_FLOAT)
     for name in UNIT_INTERVAL:
         v = getattr(args, name)
         if not 0 <= v <= 1:

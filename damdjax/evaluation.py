@@ -49,6 +49,15 @@ def play_generated(policy: Policy, config: EnvConfig, params: EnvParams, inst_ke
     return {k: np.asarray(metrics[k], np.float64) for k in PAIRED_METRICS}
 
 
+def evaluate_paired(policies: dict[str, Policy], config: EnvConfig, params: EnvParams,
+                    seed: int, episodes: int, reference: str) -> dict:
+    """Play every policy on the held-out episodes of `seed`; `paired_summary` vs `reference`."""
+    inst_keys, play_keys = held_out_keys(seed, episodes)
+    per = {name: play_generated(policy, config, params, inst_keys, play_keys)
+           for name, policy in policies.items()}
+    return paired_summary(per, reference=reference)
+
+
 def _ci(values) -> dict:
     mean, half = mean_ci95(values)
     return {"mean": json_number(mean), "ci95": json_number(half)}

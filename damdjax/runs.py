@@ -10,10 +10,13 @@ always a complete earlier chunk, and `--resume` drops log rows past it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -21,6 +24,7 @@ import jax
 
 from damdjax.checkpoint import load_tree, save_tree
 from damdjax.io import write_bytes_atomic, write_json_atomic
+from envs.env import EdgeEnv
 
 CHECKPOINT = "checkpoint.msgpack"
 CONFIG = "config.json"
@@ -86,6 +90,19 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     return cfg, run_dir
 
 
+_CHUNK_CACHE: dict = {}
+
+
+def cached_train_chunk(make_train_chunk: Callable, cfg):
+    """`make_train_chunk(cfg, env, params)` (jitted), reused within a process: a resumed run
+    in the same process (e.g. in tests) then compiles once. Run length and evaluation size
+    (`num_chunks`, `eval_episodes`) do not change the chunk and are not part of the key."""
+    key = (make_train_chunk, dataclasses.replace(cfg, num_chunks=1, eval_episodes=0))
+    if key not in _CHUNK_CACHE:
+        _CHUNK_CACHE[key] = make_train_chunk(cfg, EdgeEnv(cfg.env_config()), cfg.env_params())
+    return _CHUNK_CACHE[key]
+
+
 def restore_runner(template, run_dir: str):
     """The checkpointed runner state of `run_dir`, validated against `template`."""
     return load_tree(template, run_paths(run_dir)["checkpoint"])
@@ -115,14 +132,38 @@ def progress_line(row: dict) -> str:
             f"eps {row['epsilon']:.3f}")
 
 
+@contextlib.contextmanager
+def _sigint_deferred(prefix: str):
+    """Within the block, the first Ctrl-C only sets `flag["stop"]` (the loop stops at its
+    next check, never between a checkpoint and its log row); a second one aborts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{prefix}Ctrl-C: stopping after this chunk is saved (again to abort)",
+              flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chunk: int,
                run_dir: str, save_extra: Callable[[Any], None] | None = None,
                label: str = "") -> tuple[Any, bool]:
     """Run `train_chunk` until `rs.chunk == num_chunks`; returns `(rs, interrupted)`.
 
     After each chunk: the checkpoint (atomic), `save_extra(rs)` (e.g. the
-    policy file), then the metrics row and a progress line. On Ctrl-C the
-    state of the last completed chunk is returned with `interrupted=True`.
+    policy file), then the metrics row and a progress line. Ctrl-C stops the
+    loop once the current chunk is fully recorded and returns it with
+    `interrupted=True` (a second Ctrl-C aborts at once; the checkpoint is
+    still a complete chunk, being written atomically).
     `rs` needs `chunk`, `env_steps` and `updates` scalars; the chunk's metrics
     need `episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`, `epsilon`.
     """
@@ -131,14 +172,13 @@ def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chun
     prefix = f"[{label}] " if label else ""
     print(f"{prefix}run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
           f"from chunk {int(rs.chunk)}", flush=True)
-    try:
-        while int(rs.chunk) < num_chunks:
+    with _sigint_deferred(prefix) as flag:
+        while int(rs.chunk) < num_chunks and not flag["stop"]:
             t0 = time.perf_counter()
-            new_rs, m = train_chunk(rs)
+            rs, m = train_chunk(rs)
             m = jax.device_get(m)
             dt = time.perf_counter() - t0
-            save_tree(new_rs, paths["checkpoint"])
-            rs = new_rs
+            save_tree(rs, paths["checkpoint"])
             if save_extra is not None:
                 save_extra(rs)
             row = {"chunk": int(rs.chunk), "env_steps": int(rs.env_steps),
@@ -150,8 +190,7 @@ def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chun
             with open(paths["metrics"], "a") as log:
                 log.write(json.dumps(row) + "\n")
             print(prefix + progress_line(row), flush=True)
-    except KeyboardInterrupt:
-        print(f"\n{prefix}interrupted: {paths['checkpoint']} holds chunk {int(rs.chunk)}; "
+    if flag["stop"]:
+        print(f"{prefix}interrupted: {paths['checkpoint']} holds chunk {int(rs.chunk)}; "
               f"continue with --resume", flush=True)
-        return rs, True
-    return rs, False
+    return rs, flag["stop"]

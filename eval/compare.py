@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.evaluation import format_paired, held_out_keys, paired_summary
-from damdjax.heuristics import DISPATCH_RULES, Policy, pair, pair_from_name, pair_names
+from damdjax.heuristics import Policy, pair, pair_from_name, pair_names
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import resolve_dispatcher, resolve_scheduler

@@ -10,7 +10,6 @@ import time
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -29,8 +29,8 @@ import shutil
 import sys
 import time
 
-from damdjax.cli import check_setting, parse_hidden
-from damdjax.evaluation import format_paired, held_out_keys, paired_summary, play_generated
+from damdjax.cli import add_setting_flags, check_positive, check_setting, parse_hidden
+from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import Policy, pair, pair_from_name
 from damdjax.io import write_json_atomic
 from damdjax.policies import resolve_dispatcher, resolve_scheduler
@@ -90,11 +90,8 @@ def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
     """DAMD vs NF, RS, LS on held-out instances of `seed`, paired (reference "DAMD")."""
     policy, setting = load_damd(run_dir)
     cfg = mdqn.MDQNConfig(**setting)
-    inst_keys, play_keys = held_out_keys(seed, episodes)
     policies = {"DAMD": policy, **{name: pair_from_name(name) for name in BASELINES}}
-    per = {name: play_generated(pol, cfg.env_config(), cfg.env_params(), inst_keys, play_keys)
-           for name, pol in policies.items()}
-    return paired_summary(per, reference="DAMD")
+    return evaluate_paired(policies, cfg.env_config(), cfg.env_params(), seed, episodes, "DAMD")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,13 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="replace an existing run directory")
     a("--resume", action="store_true", help="continue an interrupted pipeline (same flags)")
     a("--rounds", type=int, default=1, help="dispatcher/schedulers rounds (default %(default)s)")
-    a("--num-tasks", type=int, default=d.num_tasks, help="tasks per episode (default %(default)s)")
-    a("--num-servers", type=int, default=d.num_servers, help="edge servers (default %(default)s)")
-    a("--density", type=float, default=d.density,
-      help="task arrival density, tasks per time unit (default %(default)s)")
-    a("--queue-capacity", type=int, default=d.queue_capacity,
-      help="queue slots per server (default %(default)s)")
-    a("--tau", type=float, default=d.tau, help="reward time constant (default %(default)s)")
+    add_setting_flags(p, d)
     a("--seed", type=int, default=d.seed, help="seed of every stage and of the held-out "
       "evaluation (default %(default)s)")
     a("--dqn-num-envs", type=int, default=4096, help="dispatcher stages: parallel envs "
@@ -139,16 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     args = p.parse_args(argv)
-    for name in ("rounds", "num_tasks", "num_servers", "queue_capacity", "dqn_num_envs",
-                 "dqn_num_chunks", "mdqn_num_envs", "mdqn_num_chunks", "eval_episodes"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_positive(p, args, ints=("rounds", "num_tasks", "num_servers", "queue_capacity",
+                                  "dqn_num_envs", "dqn_num_chunks", "mdqn_num_envs",
+                                  "mdqn_num_chunks", "eval_episodes"),
+                   floats=("density", "tau"))
     if args.stage_eval_episodes < 0:
         p.error(f"--stage-eval-episodes must be >= 0, got {args.stage_eval_episodes}")
-    for name in ("density", "tau"):
-        v = getattr(args, name)
-        if not (v > 0 and v != float("inf")):
-            p.error(f"--{name} must be a finite number > 0, got {v}")
     args.dqn_hidden = parse_hidden(p, args.dqn_hidden)
     args.mdqn_hidden = parse_hidden(p, args.mdqn_hidden)
     if not args.name or os.sep in args.name or args.name in (".", ".."):

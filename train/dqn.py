@@ -37,8 +37,8 @@ import optax
 from flax import struct
 
 from damdjax import replay, runs
-from damdjax.cli import add_common_flags, check_counts, common_from_args
-from damdjax.evaluation import format_paired, held_out_keys, paired_summary, play_generated
+from damdjax.cli import TrainerConfigMixin, add_common_flags, check_counts, common_from_args
+from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, pair
 from damdjax.io import write_json_atomic
 from damdjax.rollout import chunk_episode_metrics, reset_finished
@@ -47,7 +47,7 @@ from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
 from damdjax.targets import periodic_copy, td_loss, td_targets
-from envs.config import EnvConfig, EnvParams
+from envs.config import EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
 
@@ -56,7 +56,7 @@ REWARDS = ("response", "sojourn")
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(TrainerConfigMixin):
     """Hyperparameters of a run (all JSON-serialisable)."""
 
     # environment
@@ -91,25 +91,6 @@ class DQNConfig:
     @property
     def total_env_steps(self) -> int:
         return self.num_chunks * self.steps_per_chunk * self.num_envs
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(n_max=self.num_tasks, m_max=self.num_servers,
-                         queue_capacity=self.queue_capacity)
-
-    def env_params(self) -> EnvParams:
-        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
-                         density=self.density, tau=self.tau)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "DQNConfig":
-        d = dict(d)
-        d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
 
 
 @struct.dataclass
@@ -301,10 +282,9 @@ def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
     schedule = resolve_scheduler(config.scheduler)
     rules = {"dqn": dqn_dispatch_rule(_network(config), q_params, params.time_scale),
              **{name: DISPATCH_RULES[name] for name in ("nearest", "random", "least_load")}}
-    inst_keys, play_keys = held_out_keys(config.seed, episodes)
-    per = {name: play_generated(pair(rule, schedule), env_config, params, inst_keys, play_keys)
-           for name, rule in rules.items()}
-    return {"scheduler": config.scheduler, **paired_summary(per, reference="dqn")}
+    policies = {name: pair(rule, schedule) for name, rule in rules.items()}
+    return {"scheduler": config.scheduler,
+            **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn")}
 
 
 def format_eval(ev: dict) -> str:
@@ -354,18 +334,6 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
                      init_dispatcher=args.init_dispatcher)
 
 
-_CHUNK_CACHE: dict = {}
-
-
-def _cached_train_chunk(cfg: DQNConfig):
-    """`make_train_chunk` for `cfg`, reused within a process (a resumed run in the same
-    process, e.g. in tests, then compiles once); run length and evaluation size do not matter."""
-    key = dataclasses.replace(cfg, num_chunks=1, eval_episodes=0)
-    if key not in _CHUNK_CACHE:
-        _CHUNK_CACHE[key] = make_train_chunk(cfg, EdgeEnv(cfg.env_config()), cfg.env_params())
-    return _CHUNK_CACHE[key]
-
-
 def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
     """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`."""
     env = EdgeEnv(cfg.env_config())
@@ -375,7 +343,7 @@ def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[
         rs = runs.restore_runner(rs, run_dir)
     dispatcher_path = f"{run_dir}/{DISPATCHER_FILE}"
     return runs.run_chunks(
-        _cached_train_chunk(cfg), rs, num_chunks=cfg.num_chunks,
+        runs.cached_train_chunk(make_train_chunk, cfg), rs, num_chunks=cfg.num_chunks,
         env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
         save_extra=lambda r: save_dispatcher(dispatcher_path, cfg.hidden, params.time_scale,
                                              r.params))

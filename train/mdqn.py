@@ -34,8 +34,8 @@ import optax
 from flax import struct
 
 from damdjax import runs
-from damdjax.cli import add_common_flags, check_counts, common_from_args
-from damdjax.evaluation import format_paired, held_out_keys, paired_summary, play_generated
+from damdjax.cli import TrainerConfigMixin, add_common_flags, check_counts, common_from_args
+from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, pair
 from damdjax.io import write_json_atomic
 from damdjax.rollout import chunk_episode_metrics, reset_finished
@@ -46,13 +46,13 @@ from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
     make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
 from damdjax.targets import periodic_copy
-from envs.config import EnvConfig, EnvParams
+from envs.config import EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
 
 
 @dataclasses.dataclass(frozen=True)
-class MDQNConfig:
+class MDQNConfig(TrainerConfigMixin):
     """Hyperparameters of a run (all JSON-serialisable). Replay sizes are per agent."""
 
     # environment
@@ -84,25 +84,6 @@ class MDQNConfig:
     seed: int = 0
     eval_episodes: int = 200
     init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
-
-    def env_config(self) -> EnvConfig:
-        return EnvConfig(n_max=self.num_tasks, m_max=self.num_servers,
-                         queue_capacity=self.queue_capacity)
-
-    def env_params(self) -> EnvParams:
-        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
-                         density=self.density, tau=self.tau)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "MDQNConfig":
-        d = dict(d)
-        d["hidden"] = tuple(d["hidden"])
-        return cls(**d)
 
 
 @struct.dataclass
@@ -256,10 +237,9 @@ def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
     rules = {"mdqn": mdqn_schedule_rule(scheduler_network(config.hidden), q_params,
                                         config.share_params, params.time_scale),
              **SCHEDULE_RULES}
-    inst_keys, play_keys = held_out_keys(config.seed, episodes)
-    per = {name: play_generated(pair(dispatch, rule), env_config, params, inst_keys, play_keys)
-           for name, rule in rules.items()}
-    return {"dispatcher": config.dispatcher, **paired_summary(per, reference="mdqn")}
+    policies = {name: pair(dispatch, rule) for name, rule in rules.items()}
+    return {"dispatcher": config.dispatcher,
+            **evaluate_paired(policies, env_config, params, config.seed, episodes, "mdqn")}
 
 
 def format_eval(ev: dict) -> str:
@@ -309,17 +289,6 @@ def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
                       init_schedulers=args.init_schedulers)
 
 
-_CHUNK_CACHE: dict = {}
-
-
-def _cached_train_chunk(cfg: MDQNConfig):
-    """`make_train_chunk` for `cfg`, reused within a process (run length does not matter)."""
-    key = dataclasses.replace(cfg, num_chunks=1, eval_episodes=0)
-    if key not in _CHUNK_CACHE:
-        _CHUNK_CACHE[key] = make_train_chunk(cfg, EdgeEnv(cfg.env_config()), cfg.env_params())
-    return _CHUNK_CACHE[key]
-
-
 def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
     """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`."""
     env = EdgeEnv(cfg.env_config())
@@ -329,7 +298,7 @@ def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple
         rs = runs.restore_runner(rs, run_dir)
     path = f"{run_dir}/{SCHEDULERS_FILE}"
     return runs.run_chunks(
-        _cached_train_chunk(cfg), rs, num_chunks=cfg.num_chunks,
+        runs.cached_train_chunk(make_train_chunk, cfg), rs, num_chunks=cfg.num_chunks,
         env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
         save_extra=lambda r: save_schedulers(path, cfg.hidden, cfg.share_params,
                                              cfg.num_servers, params.time_scale, r.params))
