@@ -65,7 +65,7 @@ QUICK_REF_EPISODES = 4
 # --------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     """'1,64,256' -> (1, 64, 256) (argparse type; positivity is checked later)."""
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
@@ -73,7 +73,7 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}") from None
     if not values:
-        raise argparse.ArgumentTypeError("expected at least one batch size")
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
     return values
 
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
              "schedule F(CFS)/S(JF)/D (SDF), e.g. NF, RS, LS, or 'nearest+fcfs' "
              "(default: LS = least_load + sdf)")
     parser.add_argument(
-        "--batch-sizes", type=_int_list, default=None, metavar="B1,B2,...",
+        "--batch-sizes", type=int_list, default=None, metavar="B1,B2,...",
         help="comma-separated batch sizes, each >= 1 "
              f"(default: {','.join(map(str, DEFAULT_BATCH_SIZES))}; "
              f"--quick: {','.join(map(str, QUICK_BATCH_SIZES))})")

@@ -48,7 +48,7 @@ import jax
 from damdjax.io import write_json_atomic
 from envs.config import check_params
 from envs.env import EdgeEnv
-from eval.bench import _fmt, machine_info
+from eval.bench import _fmt, int_list, machine_info
 
 # name -> (module path, config class name). Add a trainer with one line here.
 TRAINERS: dict[str, tuple[str, str]] = {
@@ -63,18 +63,6 @@ DEFAULT_REPEATS = 3
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    """'256,1024' -> (256, 1024) (argparse type; positivity is checked later)."""
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
-    return values
 
 
 def load_trainer(name: str) -> tuple[ModuleType, type]:
@@ -109,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer", default=DEFAULT_TRAINER, metavar="NAME",
         help=f"trainer to measure: {', '.join(TRAINERS)} (default: {DEFAULT_TRAINER})")
     parser.add_argument(
-        "--num-envs", type=_int_list, default=DEFAULT_NUM_ENVS, metavar="E1,E2,...",
+        "--num-envs", type=int_list, default=DEFAULT_NUM_ENVS, metavar="E1,E2,...",
         help="comma-separated numbers of parallel envs, each >= 1 "
              f"(default: {','.join(map(str, DEFAULT_NUM_ENVS))})")
     parser.add_argument(
