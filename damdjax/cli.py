@@ -14,17 +14,35 @@ import math
 
 from envs.config import EnvConfig, EnvParams, check_params
 
+# The environment setting a run is trained and evaluated at (trainer config fields, run
+# files and eval.compare's flags all use these names).
+SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau")
+
+
+def setting_config(s: dict) -> EnvConfig:
+    """The static shapes of a setting dict (keys SETTING_FIELDS)."""
+    return EnvConfig(n_max=s["num_tasks"], m_max=s["num_servers"],
+                     queue_capacity=s["queue_capacity"])
+
+
+def setting_params(s: dict) -> EnvParams:
+    """The generator/reward knobs of a setting dict (keys SETTING_FIELDS); the rest default."""
+    return EnvParams(num_tasks=s["num_tasks"], num_servers=s["num_servers"],
+                     density=s["density"], slack=s["slack"], tau=s["tau"])
+
+
 class TrainerConfigMixin:
-    """Methods shared by the trainers' frozen config dataclasses (which hold the fields
-    `num_tasks`, `num_servers`, `queue_capacity`, `density`, `tau` and `hidden`)."""
+    """Methods shared by the trainers' frozen config dataclasses (which hold the
+    SETTING_FIELDS and `hidden`)."""
+
+    def setting(self) -> dict:
+        return {k: getattr(self, k) for k in SETTING_FIELDS}
 
     def env_config(self) -> EnvConfig:
-        return EnvConfig(n_max=self.num_tasks, m_max=self.num_servers,
-                         queue_capacity=self.queue_capacity)
+        return setting_config(self.setting())
 
     def env_params(self) -> EnvParams:
-        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
-                         density=self.density, tau=self.tau)
+        return setting_params(self.setting())
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -33,6 +51,12 @@ class TrainerConfigMixin:
 
     @classmethod
     def from_json(cls, d: dict):
+        """The config of a stored dict; ValueError naming missing or unknown fields (a run
+        written by another version must not silently take today's defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
+        if missing or unknown:
+            raise ValueError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
         d = dict(d)
         d["hidden"] = tuple(d["hidden"])
         return cls(**d)
@@ -41,7 +65,7 @@ class TrainerConfigMixin:
 POSITIVE_INT = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "eps_decay_steps", "target_every",
                 "updates_per_step")
-POSITIVE_FLOAT = ("density", "tau", "lr", "max_grad_norm")
+POSITIVE_FLOAT = ("density", "slack", "tau", "lr", "max_grad_norm")
 UNIT_INTERVAL = ("gamma", "eps_start", "eps_end")
 COPIED = ("learning_starts", "seed")
 
@@ -98,12 +122,16 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
 
 
 def add_setting_flags(p: argparse.ArgumentParser, d) -> None:
-    """--num-tasks, --num-servers, --density, --queue-capacity, --tau (defaults from `d`)."""
+    """--num-tasks, --num-servers, --density, --slack, --queue-capacity, --tau (defaults from
+    `d`)."""
     a = p.add_argument
     a("--num-tasks", type=int, default=d.num_tasks, help="tasks per episode (default %(default)s)")
     a("--num-servers", type=int, default=d.num_servers, help="edge servers (default %(default)s)")
     a("--density", type=float, default=d.density,
       help="task arrival density, tasks per time unit (default %(default)s)")
+    a("--slack", type=float, default=d.slack,
+      help="deadline slack: deadline = arrival + slack x the task's critical-path time on an "
+           "average server (default %(default)s)")
     a("--queue-capacity", type=int, default=d.queue_capacity,
       help="queue slots per server (default %(default)s)")
     a("--tau", type=float, default=d.tau,
@@ -157,10 +185,7 @@ def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
     kw["num_chunks"] = d.num_chunks if args.num_chunks is None else args.num_chunks
     kw["eval_episodes"] = d.eval_episodes if args.eval_episodes is None else args.eval_episodes
     try:
-        check_params(EnvConfig(n_max=kw["num_tasks"], m_max=kw["num_servers"],
-                               queue_capacity=kw["queue_capacity"]),
-                     EnvParams(num_tasks=kw["num_tasks"], num_servers=kw["num_servers"],
-                               density=kw["density"], tau=kw["tau"]))
+        check_params(setting_config(kw), setting_params(kw))
     except ValueError as err:
         p.error(str(err))
     return kw

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from damdjax.checkpoint import load_tree, save_tree
+from damdjax.cli import check_counts
 from damdjax.io import write_bytes_atomic, write_json_atomic
 from envs.env import EdgeEnv
 
@@ -194,3 +195,34 @@ def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chun
         print(f"{prefix}interrupted: {paths['checkpoint']} holds chunk {int(rs.chunk)}; "
               f"continue with --resume", flush=True)
     return rs, flag["stop"]
+
+
+def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable
+                     ) -> dict | None:
+    """The held-out evaluation at the end of a run (`evaluate(cfg, q_params, episodes)`):
+    written to `run_dir/eval.json` and printed; None when `cfg.eval_episodes` is 0."""
+    if cfg.eval_episodes <= 0:
+        return None
+    ev = evaluate(cfg, q_params, cfg.eval_episodes)
+    write_json_atomic(ev, os.path.join(run_dir, "eval.json"))
+    print(format_eval(ev), flush=True)
+    return ev
+
+
+def trainer_main(argv, *, build_parser: Callable[[], argparse.ArgumentParser],
+                 config_from_args: Callable, config_from_json: Callable, train: Callable,
+                 evaluate: Callable, format_eval: Callable) -> int:
+    """A trainer's command line: parse and check flags (`config_from_args(parser, args)`),
+    open the run directory, train (`train(cfg, run_dir, resume) -> (runner, interrupted)`),
+    evaluate. Returns the exit code: 0, or 130 after Ctrl-C."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_counts(p, args)
+    cfg, run_dir = open_run(p, build_parser, args, argv,
+                            config_from_args=lambda: config_from_args(p, args),
+                            config_from_json=config_from_json)
+    rs, interrupted = train(cfg, run_dir, args.resume)
+    if interrupted:
+        return 130
+    write_evaluation(cfg, rs.params, run_dir, evaluate, format_eval)
+    return 0

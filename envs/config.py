@@ -67,7 +67,7 @@ class EnvParams:
     num_tasks: int = 100  # real tasks per episode, <= n_max
     num_servers: int = 5  # real servers, 1 <= num_servers <= m_max
     density: float = 2.0  # task arrival density: tasks per time unit (Poisson jobs)
-    slack: float = 3.0  # deadline = arrival + slack * (critical-path time on an average server)
+    slack: float = 2.5  # deadline = arrival + slack * (critical-path time on an average server)
     cpu_low: float = 1.0  # cpu ~ U[cpu_low, cpu_high] work / time
     cpu_high: float = 3.0
     bw_low: float = 5.0  # bw ~ U[bw_low, bw_high] data / time

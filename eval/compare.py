@@ -15,8 +15,8 @@ method is compared, its paired differences from every other method;
 schedule of each method in file order: jobs in file order, tasks in job order).
 
 A trained method brings its setting: with --dispatcher-checkpoint or
---damd-run, --num-tasks, --num-servers, --density and --queue-capacity
-default to the run's own (flags given override them).
+--damd-run, --num-tasks, --num-servers, --density, --slack and
+--queue-capacity default to the run's own (flags given override them).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damdjax.cli import SETTING_FIELDS
 from damdjax.evaluation import format_paired, held_out_keys, paired_summary
 from damdjax.heuristics import Policy, pair, pair_from_name, pair_names
 from damdjax.io import json_number, write_json_atomic
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task arrival density, tasks per time unit (default %(default)s)")
     p.add_argument("--num-servers", type=int, default=defaults.num_servers,
                    help="edge servers (default %(default)s)")
+    p.add_argument("--slack", type=float, default=defaults.slack,
+                   help="deadline slack: deadline = arrival + slack x the task's critical-path "
+                        "time on an average server (default %(default)s)")
     p.add_argument("--queue-capacity", type=int, default=None,
                    help="queue slots per server (default: 16 for generated instances, "
                         "the number of tasks for an instance file, so it never binds)")
@@ -121,8 +125,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--num-tasks must be >= 1, got {args.num_tasks}")
         if args.num_servers < 1:
             parser.error(f"--num-servers must be >= 1, got {args.num_servers}")
-        if not args.density > 0 or not np.isfinite(args.density):
-            parser.error(f"--density must be a finite number > 0, got {args.density}")
+        for name in ("density", "slack"):
+            v = getattr(args, name)
+            if not v > 0 or not np.isfinite(v):
+                parser.error(f"--{name} must be a finite number > 0, got {v}")
     return args
 
 
@@ -137,8 +143,7 @@ def _run_config(path: str) -> dict:
 
 
 def _setting_of(cfg: dict) -> dict:
-    return {k: cfg[k] for k in ("num_tasks", "num_servers", "density", "queue_capacity")
-            if k in cfg}
+    return {k: cfg[k] for k in SETTING_FIELDS if k != "tau" and k in cfg}
 
 
 def learned_methods(args) -> tuple[dict[str, Policy], dict]:
@@ -231,7 +236,7 @@ def _compare(args: argparse.Namespace) -> dict:
         spec = None
         args.episodes = args.episodes or 200
         params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
-                                density=args.density)
+                                density=args.density, slack=args.slack)
         config = EnvConfig(n_max=args.num_tasks, m_max=args.num_servers)
         try:
             check_params(config, params)
@@ -242,7 +247,7 @@ def _compare(args: argparse.Namespace) -> dict:
         inst_keys, play_keys = held_out_keys(args.seed, episodes)
         instances = jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
         setting = {"num_tasks": args.num_tasks, "density": args.density,
-                   "num_servers": args.num_servers}
+                   "num_servers": args.num_servers, "slack": args.slack}
     if args.instance is not None:
         play_keys = held_out_keys(args.seed, episodes)[1]
     q = args.queue_capacity or q_default

@@ -46,6 +46,17 @@ def test_generated_instances_pair_methods_on_the_same_instances(tmp_path, capsys
         "avg_response_time"]
 
 
+def test_slack_moves_deadlines_only():
+    """--slack scales every deadline's margin and nothing else: FCFS/SJF schedules (so
+    response times) do not change, and a tighter slack misses at least as many."""
+    base = ["--num-tasks", "20", "--num-servers", "3", "--episodes", "8", "--methods", "NF,RS"]
+    tight, loose = (compare.main([*base, "--slack", s])["methods"] for s in ("1.0", "4.0"))
+    for m in ("NF", "RS"):
+        assert tight[m]["avg_response_time"] == loose[m]["avg_response_time"]
+        assert tight[m]["deadline_miss_rate"] >= loose[m]["deadline_miss_rate"]
+    assert tight["NF"]["deadline_miss_rate"] > loose["NF"]["deadline_miss_rate"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "XX"], "unknown method 'XX'"),
     (["--methods", ""], "--methods is empty"),
@@ -56,6 +67,7 @@ def test_generated_instances_pair_methods_on_the_same_instances(tmp_path, capsys
     (["--num-servers", "-1"], "--num-servers must be >= 1, got -1"),
     (["--density", "0"], "--density must be a finite number > 0, got 0.0"),
     (["--density", "nan"], "--density must be a finite number > 0, got nan"),
+    (["--slack", "-1"], "--slack must be a finite number > 0, got -1.0"),
     (["--num-tasks", "ten"], "invalid int value: 'ten'"),
 ])
 def test_flag_errors_exit_with_one_line(argv, message, capsys):

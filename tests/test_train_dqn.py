@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,13 +20,14 @@ from train import dqn
 
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
-        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3"]
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3",
+        "--slack", "1.5"]
 
 
 @pytest.mark.parametrize("flags", [
     ["--num-envs", "0"], ["--lr", "-0.1"], ["--scheduler", "lifo"], ["--gamma", "1.5"],
     ["--num-chunks", "0"], ["--batch-size", "-3"], ["--hidden", "a,b"],
-    ["--num-servers", "0"], ["--reward", "nope"]])
+    ["--num-servers", "0"], ["--reward", "nope"], ["--slack", "0"]])
 def test_bad_flags_exit_2_with_one_line(flags, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         dqn.main(["--run-dir", str(tmp_path), "--name", "x", *flags])
@@ -83,6 +85,15 @@ def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys):
         dqn.main(["--run-dir", str(tiny_run), "--name", "a", "--resume", "--lr", "0.1"])
     assert exc.value.code == 2
     assert "--lr" in capsys.readouterr().err
+    # A stored config lacking a field (another version's run) is refused, not defaulted.
+    shutil.copytree(a, tmp_path / "old")
+    cfg = json.load(open(tmp_path / "old" / "config.json"))
+    del cfg["slack"]
+    json.dump(cfg, open(tmp_path / "old" / "config.json", "w"))
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(["--run-dir", rd, "--name", "old", "--resume"])
+    assert exc.value.code == 2
+    assert "missing fields ['slack']" in capsys.readouterr().err
 
     # 1 chunk + resume for 1 more == 2 chunks, bitwise (the whole runner state).
     assert dqn.main(["--run-dir", rd, "--name", "b", "--num-chunks", "1", "--eval-episodes", "0",
@@ -152,6 +163,7 @@ def test_compare_evaluates_the_checkpoint_like_training_did(tiny_run, tmp_path):
     data = json.loads(out.read_text())
     assert set(data["methods"]) == {"DQN", "NF", "RF", "LF"}
     assert data["setting"]["num_tasks"] == 12 and data["setting"]["num_servers"] == 3
+    assert data["setting"]["slack"] == 1.5          # the run's, not the default
     for mine, theirs in (("DQN", "dqn"), ("NF", "nearest"), ("RF", "random"),
                          ("LF", "least_load")):
         for k in ("avg_response_time", "deadline_miss_rate"):

@@ -29,12 +29,13 @@ import shutil
 import sys
 import time
 
-from damdjax.cli import add_setting_flags, check_positive, check_setting, parse_hidden
+from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive, check_setting,
+                         parse_hidden, setting_config, setting_params)
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import Policy, pair, pair_from_name
 from damdjax.io import write_json_atomic
 from damdjax.policies import resolve_dispatcher, resolve_scheduler
-from damdjax.runs import CONFIG
+from damdjax.runs import CONFIG, write_evaluation
 from train import dqn, mdqn
 
 DAMD_FILE = "damd.json"
@@ -49,9 +50,8 @@ def stage_names(rounds: int) -> list[tuple[str, str]]:
 
 def stage_configs(args) -> dict[str, object]:
     """The config of every stage (dqn.DQNConfig / mdqn.MDQNConfig) by directory name."""
-    setting = dict(num_tasks=args.num_tasks, num_servers=args.num_servers, density=args.density,
-                   queue_capacity=args.queue_capacity, tau=args.tau, seed=args.seed,
-                   eval_episodes=args.stage_eval_episodes)
+    setting = {k: getattr(args, k) for k in SETTING_FIELDS}
+    setting.update(seed=args.seed, eval_episodes=args.stage_eval_episodes)
     root = os.path.join(args.run_dir, args.name)
     out = {}
     for r in range(1, args.rounds + 1):
@@ -62,7 +62,7 @@ def stage_configs(args) -> dict[str, object]:
             init_dispatcher="" if r == 1 else prev_d)
         out[f"r{r}-schedulers"] = mdqn.MDQNConfig(
             **setting, num_envs=args.mdqn_num_envs, num_chunks=args.mdqn_num_chunks,
-            hidden=args.mdqn_hidden, share_params=args.share_params,
+            hidden=args.mdqn_hidden, gamma=args.mdqn_gamma, share_params=args.share_params,
             dispatcher=f"{root}/r{r}-dispatcher", init_schedulers="" if r == 1 else prev_s)
     return out
 
@@ -83,15 +83,18 @@ def load_damd(path: str) -> tuple[Policy, dict]:
         setting = info["setting"]
     except KeyError as err:
         raise ValueError(f"{file}: missing {err}") from None
+    if sorted(setting) != sorted(SETTING_FIELDS):
+        raise ValueError(f"{file}: the setting must have the fields {list(SETTING_FIELDS)}, "
+                         f"got {sorted(setting)}")
     return pair(dispatcher, schedulers), setting
 
 
 def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
     """DAMD vs NF, RS, LS on held-out instances of `seed`, paired (reference "DAMD")."""
     policy, setting = load_damd(run_dir)
-    cfg = mdqn.MDQNConfig(**setting)
     policies = {"DAMD": policy, **{name: pair_from_name(name) for name in BASELINES}}
-    return evaluate_paired(policies, cfg.env_config(), cfg.env_params(), seed, episodes, "DAMD")
+    return evaluate_paired(policies, setting_config(setting), setting_params(setting), seed,
+                           episodes, "DAMD")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="scheduler stages: chunks of 50 vmapped steps (default %(default)s)")
     a("--mdqn-hidden", default=",".join(map(str, md.hidden)),
       help="scheduler hidden widths (default %(default)s)")
+    a("--mdqn-gamma", type=float, default=0.5,
+      help="scheduler stages: discount per decision of an agent (default %(default)s: under a "
+           "trained dispatcher queues are short and an agent's decisions far apart; "
+           "docs/model.md)")
     a("--share-params", action="store_true", help="one scheduler network for all servers")
     a("--stage-eval-episodes", type=int, default=0,
       help="held-out evaluation after each stage (its eval.json), 0 to skip (default 0)")
@@ -133,7 +140,9 @@ def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     check_positive(p, args, ints=("rounds", "num_tasks", "num_servers", "queue_capacity",
                                   "dqn_num_envs", "dqn_num_chunks", "mdqn_num_envs",
                                   "mdqn_num_chunks", "eval_episodes"),
-                   floats=("density", "tau"))
+                   floats=("density", "slack", "tau"))
+    if not 0 <= args.mdqn_gamma <= 1:
+        p.error(f"--mdqn-gamma must be in [0, 1], got {args.mdqn_gamma}")
     if args.stage_eval_episodes < 0:
         p.error(f"--stage-eval-episodes must be >= 0, got {args.stage_eval_episodes}")
     args.dqn_hidden = parse_hidden(p, args.dqn_hidden)
@@ -170,8 +179,11 @@ def main(argv=None) -> int:
         cfg_path = os.path.join(stage_dir, CONFIG)
         resume = os.path.exists(os.path.join(stage_dir, "checkpoint.msgpack"))
         if resume:
-            with open(cfg_path) as f:
-                stored = type(cfg).from_json(json.load(f))
+            try:
+                with open(cfg_path) as f:
+                    stored = type(cfg).from_json(json.load(f))
+            except (ValueError, TypeError, KeyError) as err:
+                p.error(f"--resume: {cfg_path} is not a valid config ({err})")
             if dataclasses.replace(stored, eval_episodes=0) != dataclasses.replace(
                     cfg, eval_episodes=0):
                 p.error(f"--resume: {stage_dir} was made with other settings; use the same "
@@ -182,15 +194,11 @@ def main(argv=None) -> int:
         rs, interrupted = module.train(cfg, stage_dir, resume, label=stage)
         if interrupted:
             return 130
-        if cfg.eval_episodes > 0:
-            ev = module.evaluate(cfg, rs.params, cfg.eval_episodes)
-            write_json_atomic(ev, os.path.join(stage_dir, "eval.json"))
-            print(module.format_eval(ev), flush=True)
+        write_evaluation(cfg, rs.params, stage_dir, module.evaluate, module.format_eval)
         stages.append({"stage": stage, "seconds": time.perf_counter() - t0})
     train_seconds = time.perf_counter() - t_start
     last = args.rounds
-    setting = {k: getattr(args, k) for k in ("num_tasks", "num_servers", "density",
-                                              "queue_capacity", "tau")}
+    setting = {k: getattr(args, k) for k in SETTING_FIELDS}
     write_json_atomic({"rounds": args.rounds, "dispatcher": f"r{last}-dispatcher",
                        "schedulers": f"r{last}-schedulers", "setting": setting,
                        "stages": stages, "train_seconds": train_seconds},

@@ -37,17 +37,16 @@ import optax
 from flax import struct
 
 from damdjax import replay, runs
-from damdjax.cli import TrainerConfigMixin, add_common_flags, check_counts, common_from_args
+from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, pair
-from damdjax.io import write_json_atomic
 from damdjax.rollout import chunk_episode_metrics, reset_finished
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
 from damdjax.targets import periodic_copy, td_loss, td_targets
-from envs.config import EnvParams
+from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
 
@@ -60,11 +59,12 @@ class DQNConfig(TrainerConfigMixin):
     """Hyperparameters of a run (all JSON-serialisable)."""
 
     # environment
-    num_tasks: int = 100
-    num_servers: int = 5
-    density: float = 2.0
-    queue_capacity: int = 16
-    tau: float = 10.0                  # reward time constant (EnvParams.tau)
+    num_tasks: int = EnvParams.num_tasks
+    num_servers: int = EnvParams.num_servers
+    density: float = EnvParams.density
+    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
+    queue_capacity: int = EnvConfig.queue_capacity
+    tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
     scheduler: str = "fcfs"            # fcfs | sjf | sdf | a train.mdqn run directory
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
     # rollout
@@ -350,20 +350,9 @@ def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    check_counts(p, args)
-    cfg, run_dir = runs.open_run(
-        p, build_parser, args, argv, config_from_args=lambda: config_from_args(p, args),
-        config_from_json=DQNConfig.from_json)
-    rs, interrupted = train(cfg, run_dir, args.resume)
-    if interrupted:
-        return 130
-    if cfg.eval_episodes > 0:
-        ev = evaluate(cfg, rs.params, cfg.eval_episodes)
-        write_json_atomic(ev, f"{run_dir}/eval.json")
-        print(format_eval(ev), flush=True)
-    return 0
+    return runs.trainer_main(argv, build_parser=build_parser, config_from_args=config_from_args,
+                             config_from_json=DQNConfig.from_json, train=train, evaluate=evaluate,
+                             format_eval=format_eval)
 
 
 if __name__ == "__main__":

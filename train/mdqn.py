@@ -9,8 +9,9 @@ agent axis, updated with `vmap` over agents) and its own experience pool; with
 --share-params the agents share one network (each server's own features tell
 them apart). An agent sees its queue's slots, its own state and the mean state
 of the other servers (damdjax.schedulers). It acts epsilon-greedily where it
-must pick (idle, with an eligible task) and stores a transition only for those
-epochs; the transition's next state is the agent's next decision epoch (or the
+must pick (idle, with an eligible task) and stores a transition only for its
+decision epochs: every pick (--epochs choice: only picks among >= 2 eligible
+tasks); the transition's next state is the agent's next decision epoch (or the
 episode's end, terminal) and its reward the team reward of MODEL.md (minus the
 time unfinished tasks spend in the system, over tau, minus the miss penalty),
 summed over the env steps in between: the same signal for every agent. The
@@ -34,10 +35,9 @@ import optax
 from flax import struct
 
 from damdjax import runs
-from damdjax.cli import TrainerConfigMixin, add_common_flags, check_counts, common_from_args
+from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, pair
-from damdjax.io import write_json_atomic
 from damdjax.rollout import chunk_episode_metrics, reset_finished
 from damdjax.policies import (
     SCHEDULERS_FILE, init_schedulers, load_schedulers, mdqn_schedule_rule, resolve_dispatcher,
@@ -46,9 +46,12 @@ from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
     make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
 from damdjax.targets import periodic_copy
-from envs.config import EnvParams
+from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
+
+
+EPOCHS = ("all", "choice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +59,16 @@ class MDQNConfig(TrainerConfigMixin):
     """Hyperparameters of a run (all JSON-serialisable). Replay sizes are per agent."""
 
     # environment
-    num_tasks: int = 100
-    num_servers: int = 5
-    density: float = 2.0
-    queue_capacity: int = 16
-    tau: float = 10.0                  # team reward time constant (EnvParams.tau)
+    num_tasks: int = EnvParams.num_tasks
+    num_servers: int = EnvParams.num_servers
+    density: float = EnvParams.density
+    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
+    queue_capacity: int = EnvConfig.queue_capacity
+    tau: float = EnvParams.tau                    # team reward time constant (EnvParams.tau)
     dispatcher: str = "least-load"     # nearest | random | least-load | a train.dqn run
     # agents
     share_params: bool = False
+    epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
     # rollout
     num_envs: int = 256
     num_chunks: int = 40
@@ -128,6 +133,17 @@ def init_runner(config: MDQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerSt
         chunk=jnp.zeros((), jnp.int32))
 
 
+def decision_epochs(view, epochs: str) -> jax.Array:
+    """[E, M] bool: the agents whose pick now is a stored decision epoch.
+
+    "all": every pick (`view.needed`); "choice": picks among >= 2 eligible tasks only
+    (a forced pick is part of the dynamics between the agent's epochs).
+    """
+    if epochs == "all":
+        return view.needed
+    return view.needed & (jnp.sum(view.mask, axis=-1) >= 2)
+
+
 def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
     """(runner, key, epsilon) -> (runner, info, stats): one vmapped step with pool writes."""
     net = scheduler_network(config.hidden)
@@ -144,16 +160,17 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
         picks = agents_act(k_act, jnp.swapaxes(q, 0, 1), view.mask, needed, epsilon)  # [E, M]
         servers = jax.vmap(dispatch)(jax.random.split(k_disp, e), rs.env_state)
         action = Action(dispatch=servers, picks=picks)
+        deciding = decision_epochs(view, config.epochs)     # [E, M]: stored transitions
 
         # Each agent deciding now closes its previous transition: next state = now.
-        closing = needed & (rs.prev_idx >= 0)
+        closing = deciding & (rs.prev_idx >= 0)
         pools = pools_complete(rs.pools, rs.prev_idx.T, rs.prev_stamp.T, agent_obs,
                                rs.team_sum.T, jnp.zeros((config.num_servers, e), bool),
                                closing.T)
-        team_sum = jnp.where(needed, 0.0, rs.team_sum)
-        pools, idx, stamp = pools_add(pools, agent_obs, picks.T, needed.T)
-        prev_idx = jnp.where(needed, idx.T, rs.prev_idx)
-        prev_stamp = jnp.where(needed, stamp.T, rs.prev_stamp)
+        team_sum = jnp.where(deciding, 0.0, rs.team_sum)
+        pools, idx, stamp = pools_add(pools, agent_obs, picks.T, deciding.T)
+        prev_idx = jnp.where(deciding, idx.T, rs.prev_idx)
+        prev_stamp = jnp.where(deciding, stamp.T, rs.prev_stamp)
 
         obs, env_state, team, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
             k_act, rs.env_state, action, params)
@@ -169,7 +186,8 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
                         prev_idx=jnp.where(reset, -1, prev_idx),
                         prev_stamp=jnp.where(reset, -1, prev_stamp),
                         team_sum=jnp.where(reset, 0.0, team_sum), env_steps=rs.env_steps + e)
-        info = {**info, "team_reward": team, "done": done, "picks": picks, "needed": needed}
+        info = {**info, "team_reward": team, "done": done, "picks": picks, "needed": needed,
+                "deciding": deciding}
         return rs, info, stats
 
     return env_step
@@ -261,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
       "least-load, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
     a("--share-params", action="store_true",
       help="one Q-network shared by all servers (default: one network per server)")
+    a("--epochs", choices=EPOCHS, default=d.epochs,
+      help="an agent's decision epochs (its stored transitions): choice = picks among >= 2 "
+           "eligible tasks, all = every pick (default %(default)s)")
     a("--init-schedulers", default=d.init_schedulers, metavar="PATH",
       help="start from these schedulers' parameters (a train.mdqn run directory or "
            "schedulers.msgpack) instead of fresh networks (default: fresh)")
@@ -286,7 +307,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
             p.error(f"--init-schedulers {args.init_schedulers} holds {have}, this run needs "
                     f"{want}")
     return MDQNConfig(**kw, dispatcher=args.dispatcher, share_params=args.share_params,
-                      init_schedulers=args.init_schedulers)
+                      epochs=args.epochs, init_schedulers=args.init_schedulers)
 
 
 def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
@@ -305,20 +326,9 @@ def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple
 
 
 def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    check_counts(p, args)
-    cfg, run_dir = runs.open_run(
-        p, build_parser, args, argv, config_from_args=lambda: config_from_args(p, args),
-        config_from_json=MDQNConfig.from_json)
-    rs, interrupted = train(cfg, run_dir, args.resume)
-    if interrupted:
-        return 130
-    if cfg.eval_episodes > 0:
-        ev = evaluate(cfg, rs.params, cfg.eval_episodes)
-        write_json_atomic(ev, f"{run_dir}/eval.json")
-        print(format_eval(ev), flush=True)
-    return 0
+    return runs.trainer_main(argv, build_parser=build_parser, config_from_args=config_from_args,
+                             config_from_json=MDQNConfig.from_json, train=train, evaluate=evaluate,
+                             format_eval=format_eval)
 
 
 if __name__ == "__main__":
