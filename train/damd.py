@@ -8,7 +8,10 @@ Round 1: stage `r1-dispatcher` trains the DQN dispatcher with FCFS servers
 (train.dqn), then stage `r1-schedulers` trains the MDQN schedulers with that
 dispatcher frozen (train.mdqn). Round k > 1 continues both: the dispatcher
 from round k-1's parameters against round k-1's schedulers (frozen), then the
-schedulers from their round k-1 parameters under the new dispatcher. Each
+schedulers from their round k-1 parameters under the new dispatcher. The
+scheduler stages discount per agent decision by --mdqn-gamma (0.5, not
+train.mdqn's 0.9: under a trained dispatcher an agent's decisions are far
+apart; docs/model.md, "The schedulers' discount"). Each
 stage is an ordinary run directory inside the DAMD run (config.json,
 metrics.jsonl, checkpoint.msgpack, the policy file, eval.json), so a stage can
 be inspected, compared or resumed on its own.
