@@ -141,7 +141,9 @@ def decision_epochs(view, epochs: str) -> jax.Array:
     """
     if epochs == "all":
         return view.needed
-    return view.needed & (jnp.sum(view.mask, axis=-1) >= 2)
+    if epochs == "choice":
+        return view.needed & (jnp.sum(view.mask, axis=-1) >= 2)
+    raise ValueError(f"epochs must be one of {EPOCHS}, got {epochs!r}")
 
 
 def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
