@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import math
 
+import optax
+
 from envs.config import EnvConfig, EnvParams, check_params
 
 # The environment setting a run is trained and evaluated at (trainer config fields, run
@@ -33,7 +35,7 @@ def setting_params(s: dict) -> EnvParams:
 
 class TrainerConfigMixin:
     """Methods shared by the trainers' frozen config dataclasses (which hold the
-    SETTING_FIELDS and `hidden`)."""
+    SETTING_FIELDS, `hidden` and the shared learning fields of `add_common_flags`)."""
 
     def setting(self) -> dict:
         return {k: getattr(self, k) for k in SETTING_FIELDS}
@@ -43,6 +45,14 @@ class TrainerConfigMixin:
 
     def env_params(self) -> EnvParams:
         return setting_params(self.setting())
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam at `lr` after global-norm clipping at `max_grad_norm`."""
+        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
+
+    def epsilon_schedule(self):
+        """Epsilon of env step t: `eps_start` to `eps_end` linearly over `eps_decay_steps`."""
+        return optax.linear_schedule(self.eps_start, self.eps_end, max(self.eps_decay_steps, 1))
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

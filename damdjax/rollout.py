@@ -1,5 +1,8 @@
-"""Whole episodes under one policy, compiled: `run_episode` and its batch form."""
+"""Whole episodes under one policy, compiled (`run_from_instance`, `play_batch`), and the
+training loops' vmapped rollout pieces (auto-reset, chunk metrics, the compiled chunk)."""
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -83,3 +86,43 @@ def chunk_episode_metrics(stats) -> dict:
     return {"episodes": n,
             "avg_response_time": jnp.sum(stats["response_sum"]) / jnp.maximum(n, 1),
             "deadline_miss_rate": jnp.sum(stats["miss_sum"]) / jnp.maximum(n, 1)}
+
+
+def make_chunk_loop(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
+                    steps_per_chunk: int, updates_per_step: int, invalid_key: str,
+                    final_metrics: Callable[[Any], dict]) -> Callable:
+    """The trainers' compiled chunk: a jitted `(runner) -> (runner, metrics)`.
+
+    One `lax.scan` of `steps_per_chunk` iterations; each takes one vmapped env step,
+    `env_step(runner, key, epsilon) -> (runner, info, stats)` at
+    `epsilon = epsilon_fn(runner.env_steps)`, then `updates_per_step` gradient steps,
+    `update(runner, key) -> (runner, (loss [], active []))` (active 0/1: it had data).
+    `runner` is a pytree with fields `key`, `env_steps` and `chunk`. Metrics: the
+    ended episodes' means (`chunk_episode_metrics`), mean loss over active updates,
+    the sum of `info[invalid_key]`, the last epsilon, and `final_metrics(runner)`.
+    """
+
+    def iteration(rs, _):
+        key, k_step, k_upd = jax.random.split(rs.key, 3)
+        rs = rs.replace(key=key)
+        epsilon = epsilon_fn(rs.env_steps)
+        rs, info, stats = env_step(rs, k_step, epsilon)
+        rs, (losses, active) = jax.lax.scan(update, rs,
+                                            jax.random.split(k_upd, updates_per_step))
+        stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
+                 invalid_key: jnp.sum(info[invalid_key]), "epsilon": epsilon}
+        return rs, stats
+
+    @jax.jit
+    def train_chunk(rs):
+        rs, st = jax.lax.scan(iteration, rs, None, length=steps_per_chunk)
+        metrics = {
+            **chunk_episode_metrics(st),
+            "loss": jnp.sum(st["loss_sum"]) / jnp.maximum(jnp.sum(st["loss_n"]), 1),
+            invalid_key: jnp.sum(st[invalid_key]),
+            "epsilon": st["epsilon"][-1],
+            **final_metrics(rs),
+        }
+        return rs.replace(chunk=rs.chunk + 1), metrics
+
+    return train_chunk

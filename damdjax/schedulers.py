@@ -37,7 +37,7 @@ import optax
 from damdjax import replay
 from damdjax.networks import epsilon_greedy, greedy_action, masked_mean
 from damdjax.replay import ReplayBuffer, Transition
-from damdjax.targets import td_loss, td_targets
+from damdjax.targets import td_loss, td_targets, where_tree
 
 
 # ---------------------------------------------------------------------------
@@ -220,10 +220,6 @@ def init_agents_opt(optimizer: optax.GradientTransformation, params, share: bool
     return optimizer.init(params) if share else jax.vmap(optimizer.init)(params)
 
 
-def _where_tree(cond, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
-
-
 def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, gamma: float,
                        share: bool, double: bool = False):
     """The agents' DQN step `update(params, target_params, opt_state, batch, valid)
@@ -259,7 +255,7 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
             updates, new_state = optimizer.update(grads, opt_state, p)
             new_p = optax.apply_updates(p, updates)
             act = jnp.any(valid)
-            return _where_tree(act, new_p, p), _where_tree(act, new_state, opt_state), loss
+            return where_tree(act, new_p, p), where_tree(act, new_state, opt_state), loss
 
         return jax.vmap(one)
 
@@ -275,7 +271,7 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_p = optax.apply_updates(params, updates)
         act = jnp.any(valid)
-        return _where_tree(act, new_p, params), _where_tree(act, new_state, opt_state), losses
+        return where_tree(act, new_p, params), where_tree(act, new_state, opt_state), losses
 
     return update
 

@@ -55,6 +55,11 @@ def td_loss(q: jax.Array, action: jax.Array, target: jax.Array, valid: jax.Array
     return jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def where_tree(cond, new, old):
+    """`new` where `cond` [] else `old`, leaf by leaf (e.g. skip an update that had no data)."""
+    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
 def periodic_copy(params, target, step, every):
     """`params` if `step % every == 0`, else `target` (hard target update).
 

@@ -421,12 +421,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           "the timed calls (generation + whole episodes); ref decisions/s: the reference "
           "measured right after each batch size; JAX / ref: ratio of decisions/s.")
     print()
+    print_machine_and_write(payload, args.out)
+    return 0
+
+
+def print_machine_and_write(payload: dict, out: str | None) -> None:
+    """Print `payload["machine"]` line by line; write `payload` as JSON to `out` if given."""
     for key, value in payload["machine"].items():
         print(f"{key}: {value}")
-    if args.out:
-        write_json_atomic(payload, args.out)
-        print(f"wrote {args.out}")
-    return 0
+    if out:
+        write_json_atomic(payload, out)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -45,10 +45,9 @@ from typing import Any, Sequence
 
 import jax
 
-from damdjax.io import write_json_atomic
 from envs.config import check_params
 from envs.env import EdgeEnv
-from eval.bench import _fmt, int_list, machine_info
+from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
 
 # name -> (module path, config class name). Add a trainer with one line here.
 TRAINERS: dict[str, tuple[str, str]] = {
@@ -353,11 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "num envs / median; updates/s = steps per chunk x updates per step / median; "
           "vmapped steps/s = steps per chunk / median.")
     print()
-    for key, value in payload["machine"].items():
-        print(f"{key}: {value}")
-    if args.out:
-        write_json_atomic(payload, args.out)
-        print(f"wrote {args.out}")
+    print_machine_and_write(payload, args.out)
     return 0
 
 

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-import flax.serialization
 import jax
 import numpy as np
 import pytest
 
+from damdjax.checkpoint import read_state_dict
 from envs.env import EdgeEnv
 from envs.state import done_time
 from train import dqn
@@ -38,22 +38,6 @@ def test_bad_flags_exit_2_with_one_line(flags, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "x")
 
 
-def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit) as exc:
-        dqn.main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for action in dqn.build_parser()._actions:
-        for opt in action.option_strings:
-            assert opt in out
-        assert action.help
-
-
-def _state_dict(path):
-    with open(path, "rb") as f:
-        return flax.serialization.msgpack_restore(f.read())
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 2-chunk tiny run with a 4-episode evaluation: runs/a."""
@@ -63,7 +47,7 @@ def tiny_run(tmp_path_factory):
     return rd
 
 
-def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys):
+def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys, assert_same_checkpoint):
     rd = str(tmp_path)
     a = tiny_run / "a"
     for name in ("config.json", "metrics.jsonl", dqn.CHECKPOINT, "eval.json"):
@@ -100,12 +84,7 @@ def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys):
                      *TINY]) == 0
     assert dqn.main(["--run-dir", rd, "--name", "b", "--resume", "--num-chunks", "2",
                      "--eval-episodes", "0"]) == 0
-    sa, sb = _state_dict(a / dqn.CHECKPOINT), _state_dict(tmp_path / "b" / dqn.CHECKPOINT)
-    la, ta = jax.tree_util.tree_flatten(sa)
-    lb, tb = jax.tree_util.tree_flatten(sb)
-    assert ta == tb
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same_checkpoint(a / dqn.CHECKPOINT, tmp_path / "b" / dqn.CHECKPOINT)
     rows_b = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["chunk"] for r in rows_b] == [1, 2]
 
@@ -184,7 +163,8 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(tmp_path):
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(
+        tmp_path, assert_same_checkpoint):
     """SIGINT mid-run: exit 130, a usable checkpoint; a second process resumes it and ends
     bitwise where a straight run in this process ends."""
     rd = str(tmp_path)
@@ -199,7 +179,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(tmp_pa
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "interrupted" in out
-    done = int(_state_dict(tmp_path / "c" / dqn.CHECKPOINT)["chunk"])
+    done = int(read_state_dict(tmp_path / "c" / dqn.CHECKPOINT)["chunk"])
     assert done >= 1
     target = done + 1
     resumed = _cli(["--run-dir", rd, "--name", "c", "--resume", "--num-chunks", str(target)])
@@ -210,12 +190,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(tmp_pa
 
     assert dqn.main(["--run-dir", rd, "--name", "s", "--num-chunks", str(target),
                      "--eval-episodes", "0", *TINY]) == 0
-    sa, sb = _state_dict(tmp_path / "c" / dqn.CHECKPOINT), _state_dict(tmp_path / "s" / dqn.CHECKPOINT)
-    la, ta = jax.tree_util.tree_flatten(sa)
-    lb, tb = jax.tree_util.tree_flatten(sb)
-    assert ta == tb
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same_checkpoint(tmp_path / "c" / dqn.CHECKPOINT, tmp_path / "s" / dqn.CHECKPOINT)
 
 
 def test_sojourn_reward_is_the_team_reward_between_dispatches():

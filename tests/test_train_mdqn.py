@@ -1,15 +1,15 @@
-"""train.mdqn and train.damd: flags, per-agent pools, team reward, masks, resume, the pipeline."""
+"""train.mdqn and train.damd: flags, per-agent pools, team reward, masks, resume, the pipeline
+(and the --help of all three trainers)."""
 from __future__ import annotations
 
 import json
 
-import flax.serialization
 import jax
 import numpy as np
 import pytest
 
 from envs.env import EdgeEnv
-from train import damd, mdqn
+from train import damd, dqn, mdqn
 
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
@@ -41,7 +41,7 @@ def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("module", [mdqn, damd])
+@pytest.mark.parametrize("module", [dqn, mdqn, damd])
 def test_help_documents_every_flag(module, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--help"])
@@ -53,20 +53,7 @@ def test_help_documents_every_flag(module, capsys):
         assert action.help
 
 
-def _state_dict(path):
-    with open(path, "rb") as f:
-        return flax.serialization.msgpack_restore(f.read())
-
-
-def _assert_same_tree(a, b):
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def test_tiny_run_masks_and_resume(tmp_path):
+def test_tiny_run_masks_and_resume(tmp_path, assert_same_checkpoint):
     rd = str(tmp_path)
     assert mdqn.main(["--run-dir", rd, "--name", "a", "--num-chunks", "2",
                       "--eval-episodes", "4", *TINY]) == 0
@@ -81,8 +68,8 @@ def test_tiny_run_masks_and_resume(tmp_path):
                       "--eval-episodes", "0", *TINY]) == 0
     assert mdqn.main(["--run-dir", rd, "--name", "b", "--resume", "--num-chunks", "2",
                       "--eval-episodes", "0"]) == 0
-    _assert_same_tree(_state_dict(tmp_path / "a" / "checkpoint.msgpack"),
-                      _state_dict(tmp_path / "b" / "checkpoint.msgpack"))
+    assert_same_checkpoint(tmp_path / "a" / "checkpoint.msgpack",
+                           tmp_path / "b" / "checkpoint.msgpack")
 
 
 @pytest.mark.parametrize("share,epochs", [(False, "choice"), (True, "all")])

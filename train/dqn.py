@@ -40,12 +40,12 @@ from damdjax import replay, runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, pair
-from damdjax.rollout import chunk_episode_metrics, reset_finished
+from damdjax.rollout import make_chunk_loop, reset_finished
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
-from damdjax.targets import periodic_copy, td_loss, td_targets
+from damdjax.targets import periodic_copy, td_loss, td_targets, where_tree
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
@@ -116,14 +116,6 @@ def _network(config: DQNConfig) -> DispatchQNetwork:
     return dispatcher_network(config.hidden)
 
 
-def _optimizer(config: DQNConfig):
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
-
-
-def _epsilon(config: DQNConfig):
-    return optax.linear_schedule(config.eps_start, config.eps_end, max(config.eps_decay_steps, 1))
-
-
 def init_runner(config: DQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerState:
     key = jax.random.PRNGKey(config.seed)
     key, k_net, k_env = jax.random.split(key, 3)
@@ -134,7 +126,7 @@ def init_runner(config: DQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerSta
         q_params = load_dispatcher(config.init_dispatcher)[1]
     else:
         q_params = init_dispatcher(_network(config), k_net)
-    opt_state = _optimizer(config).init(q_params)
+    opt_state = config.optimizer().init(q_params)
     buffer = replay.init(view0, config.buffer_capacity)
     minus = lambda shape: jnp.full(shape, -1, jnp.int32)
     return RunnerState(
@@ -213,9 +205,7 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
 def make_train_chunk(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     """A jitted `(runner_state) -> (runner_state, metrics)` of `steps_per_chunk` scan steps."""
     net = _network(config)
-    opt = _optimizer(config)
-    eps_fn = _epsilon(config)
-    env_step = make_env_step(config, env, params)
+    opt = config.optimizer()
 
     def loss_fn(p, target_p, batch, valid):
         o, n = batch.obs, batch.next_obs
@@ -224,48 +214,26 @@ def make_train_chunk(config: DQNConfig, env: EdgeEnv, params: EnvParams):
         target = td_targets(q_next, n.mask, batch.reward, batch.terminal, config.gamma)
         return td_loss(q, batch.action, target, valid)
 
-    def update(carry, key):
-        rs = carry
+    def update(rs: RunnerState, key):
         batch, valid = replay.sample(rs.buffer, key, config.batch_size)
         loss, grads = jax.value_and_grad(loss_fn)(rs.params, rs.target_params, batch, valid)
         upd, opt_state = opt.update(grads, rs.opt_state, rs.params)
         new_params = optax.apply_updates(rs.params, upd)
         active = (rs.env_steps >= config.learning_starts) & jnp.any(valid)
-        params_ = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_params, rs.params)
-        opt_state = jax.tree.map(lambda a, b: jnp.where(active, a, b), opt_state, rs.opt_state)
+        params_ = where_tree(active, new_params, rs.params)
+        opt_state = where_tree(active, opt_state, rs.opt_state)
         updates = rs.updates + active.astype(jnp.int32)
         target = periodic_copy(params_, rs.target_params, updates, config.target_every)
-        target = jax.tree.map(lambda a, b: jnp.where(active, a, b), target, rs.target_params)
+        target = where_tree(active, target, rs.target_params)
         rs = rs.replace(params=params_, opt_state=opt_state, target_params=target,
                         updates=updates)
         return rs, (loss * active, active.astype(jnp.float32))
 
-    def iteration(rs: RunnerState, _):
-        key, k_step, k_upd = jax.random.split(rs.key, 3)
-        rs = rs.replace(key=key)
-        epsilon = eps_fn(rs.env_steps)
-        rs, info, stats = env_step(rs, k_step, epsilon)
-        rs, (losses, active) = jax.lax.scan(
-            update, rs, jax.random.split(k_upd, config.updates_per_step))
-        stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
-                 "invalid_dispatch": jnp.sum(info["invalid_dispatch"]),
-                 "epsilon": epsilon}
-        return rs, stats
-
-    @jax.jit
-    def train_chunk(rs: RunnerState):
-        rs, st = jax.lax.scan(iteration, rs, None, length=config.steps_per_chunk)
-        metrics = {
-            **chunk_episode_metrics(st),
-            "loss": jnp.sum(st["loss_sum"]) / jnp.maximum(jnp.sum(st["loss_n"]), 1),
-            "invalid_dispatch": jnp.sum(st["invalid_dispatch"]),
-            "epsilon": st["epsilon"][-1],
-            "buffer_ready": replay.num_ready(rs.buffer),
-        }
-        rs = rs.replace(chunk=rs.chunk + 1)
-        return rs, metrics
-
-    return train_chunk
+    return make_chunk_loop(
+        make_env_step(config, env, params), update, config.epsilon_schedule(),
+        steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
+        invalid_key="invalid_dispatch",
+        final_metrics=lambda rs: {"buffer_ready": replay.num_ready(rs.buffer)})
 
 
 # ---------------------------------------------------------------------------

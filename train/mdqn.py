@@ -31,21 +31,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from damdjax import runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, pair
-from damdjax.rollout import chunk_episode_metrics, reset_finished
+from damdjax.rollout import make_chunk_loop, reset_finished
 from damdjax.policies import (
     SCHEDULERS_FILE, init_schedulers, load_schedulers, mdqn_schedule_rule, resolve_dispatcher,
     save_schedulers, scheduler_network)
 from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
     make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
-from damdjax.targets import periodic_copy
+from damdjax.targets import periodic_copy, where_tree
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
@@ -108,10 +107,6 @@ class RunnerState:
     chunk: jax.Array
 
 
-def _optimizer(config: MDQNConfig):
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
-
-
 def init_runner(config: MDQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerState:
     key = jax.random.PRNGKey(config.seed)
     key, k_net, k_env = jax.random.split(key, 3)
@@ -126,7 +121,7 @@ def init_runner(config: MDQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerSt
     minus = jnp.full((e, m), -1, jnp.int32)
     return RunnerState(
         params=q_params, target_params=q_params,
-        opt_state=init_agents_opt(_optimizer(config), q_params, config.share_params),
+        opt_state=init_agents_opt(config.optimizer(), q_params, config.share_params),
         pools=init_pools(one, config.buffer_capacity, m), env_state=env_state, obs=obs,
         prev_idx=minus, prev_stamp=minus, team_sum=jnp.zeros((e, m), jnp.float32), key=key,
         env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
@@ -198,10 +193,7 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
 def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
     """A jitted `(runner_state) -> (runner_state, metrics)` of `steps_per_chunk` scan steps."""
     net = scheduler_network(config.hidden)
-    eps_fn = optax.linear_schedule(config.eps_start, config.eps_end,
-                                   max(config.eps_decay_steps, 1))
-    env_step = make_env_step(config, env, params)
-    agents_update = make_agents_update(net, _optimizer(config), config.gamma,
+    agents_update = make_agents_update(net, config.optimizer(), config.gamma,
                                        config.share_params)
 
     def update(rs: RunnerState, key):
@@ -212,37 +204,18 @@ def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
         active = jnp.any(valid)
         updates = rs.updates + active.astype(jnp.int32)
         target = periodic_copy(params_, rs.target_params, updates, config.target_every)
-        target = jax.tree.map(lambda a, b: jnp.where(active, a, b), target, rs.target_params)
+        target = where_tree(active, target, rs.target_params)
         has = jnp.any(valid, axis=-1)
         mean_loss = jnp.sum(jnp.where(has, loss, 0.0)) / jnp.maximum(jnp.sum(has), 1)
         rs = rs.replace(params=params_, opt_state=opt_state, target_params=target,
                         updates=updates)
         return rs, (mean_loss * active, active.astype(jnp.float32))
 
-    def iteration(rs: RunnerState, _):
-        key, k_step, k_upd = jax.random.split(rs.key, 3)
-        rs = rs.replace(key=key)
-        epsilon = eps_fn(rs.env_steps)
-        rs, info, stats = env_step(rs, k_step, epsilon)
-        rs, (losses, active) = jax.lax.scan(
-            update, rs, jax.random.split(k_upd, config.updates_per_step))
-        stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
-                 "invalid_picks": jnp.sum(info["invalid_picks"]), "epsilon": epsilon}
-        return rs, stats
-
-    @jax.jit
-    def train_chunk(rs: RunnerState):
-        rs, st = jax.lax.scan(iteration, rs, None, length=config.steps_per_chunk)
-        metrics = {
-            **chunk_episode_metrics(st),
-            "loss": jnp.sum(st["loss_sum"]) / jnp.maximum(jnp.sum(st["loss_n"]), 1),
-            "invalid_picks": jnp.sum(st["invalid_picks"]),
-            "epsilon": st["epsilon"][-1],
-            "pool_ready_min": jnp.min(pools_ready(rs.pools)),
-        }
-        return rs.replace(chunk=rs.chunk + 1), metrics
-
-    return train_chunk
+    return make_chunk_loop(
+        make_env_step(config, env, params), update, config.epsilon_schedule(),
+        steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
+        invalid_key="invalid_picks",
+        final_metrics=lambda rs: {"pool_ready_min": jnp.min(pools_ready(rs.pools))})
 
 
 # ---------------------------------------------------------------------------
