@@ -3,6 +3,8 @@
     inst_keys, play_keys = held_out_keys(seed, episodes)
     per = {name: play_generated(policy, config, params, inst_keys, play_keys)
            for name, policy in policies.items()}       # metric -> [episodes] float64
+    per |= play_generated_pairs(ALL_PAIRS, config, params, inst_keys, play_keys)
+    per["bound"] = bound_generated(config, params, inst_keys)  # the contention-free bound
     table = paired_summary(per, reference="dqn")         # means, CIs, reference - others
     print(format_paired(table))
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from damdjax.heuristics import Policy
+from damdjax.bound import bound_metrics
+from damdjax.heuristics import ALL_PAIRS, Policy
 from damdjax.io import json_number
 from damdjax.metrics import episode_metrics, mean_ci95
-from damdjax.rollout import play_batch
+from damdjax.rollout import play_batch, play_pairs
 from envs.config import EnvConfig, EnvParams
 from envs.generator import generate
 
@@ -49,13 +52,58 @@ def play_generated(policy: Policy, config: EnvConfig, params: EnvParams, inst_ke
     return {k: np.asarray(metrics[k], np.float64) for k in PAIRED_METRICS}
 
 
+def _generate_batch(config: EnvConfig, params: EnvParams, inst_keys: jax.Array):
+    return jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
+
+
+def play_generated_pairs(names, config: EnvConfig, params: EnvParams, inst_keys: jax.Array,
+                         play_keys: jax.Array) -> dict[str, dict[str, np.ndarray]]:
+    """Heuristic pairs by name (`rollout.play_pairs`: one compilation per dispatch rule) on
+    generated instances; name -> per-episode metrics [E] (float64), as `play_generated`."""
+    states = play_pairs(names, play_keys, _generate_batch(config, params, inst_keys),
+                        config.queue_capacity, params.tau, params.miss_penalty)
+    metrics = jax.jit(jax.vmap(episode_metrics))
+    return {name: {k: np.asarray(v, np.float64) for k, v in metrics(st).items()
+                   if k in PAIRED_METRICS} for name, st in states.items()}
+
+
+def bound_generated(config: EnvConfig, params: EnvParams, inst_keys: jax.Array
+                    ) -> dict[str, np.ndarray]:
+    """The contention-free bound's per-episode metrics [E] (float64) on generated instances."""
+    bounds = jax.jit(jax.vmap(bound_metrics))(_generate_batch(config, params, inst_keys))
+    return {k: np.asarray(bounds[k], np.float64) for k in PAIRED_METRICS}
+
+
+def best_pair(per: dict[str, dict[str, np.ndarray]], names) -> str:
+    """The name among `names` with the smallest mean response time in `per` (first wins ties)."""
+    return min(names, key=lambda n: float(np.mean(per[n]["avg_response_time"])))
+
+
 def evaluate_paired(policies: dict[str, Policy], config: EnvConfig, params: EnvParams,
-                    seed: int, episodes: int, reference: str) -> dict:
-    """Play every policy on the held-out episodes of `seed`; `paired_summary` vs `reference`."""
+                    seed: int, episodes: int, reference: str, heuristics=(), keep=None,
+                    bound: bool = True) -> dict:
+    """Play every policy, and every heuristic pair named in `heuristics` (one compilation
+    per dispatch rule), on the held-out episodes of `seed`; `paired_summary` vs `reference`.
+
+    With `keep` (pair names), the summary shows only those pairs and the best of
+    `heuristics` (smallest mean response time; its name in `"best_heuristic"`), and
+    lists every pair's means under `"heuristics"`. The contention-free `bound` row is
+    added unless `bound` is False.
+    """
     inst_keys, play_keys = held_out_keys(seed, episodes)
     per = {name: play_generated(policy, config, params, inst_keys, play_keys)
            for name, policy in policies.items()}
-    return paired_summary(per, reference=reference)
+    pairs = play_generated_pairs(heuristics, config, params, inst_keys, play_keys) if heuristics else {}
+    extra = {}
+    if keep is not None and pairs:
+        best = best_pair(pairs, list(pairs))
+        extra = {"best_heuristic": best,
+                 "heuristics": {n: {k: _ci(v) for k, v in m.items()} for n, m in pairs.items()}}
+        pairs = {n: pairs[n] for n in dict.fromkeys([*keep, best])}
+    per.update(pairs)
+    if bound:
+        per["bound"] = bound_generated(config, params, inst_keys)
+    return {**paired_summary(per, reference=reference), **extra}
 
 
 def _ci(values) -> dict:

@@ -1,6 +1,8 @@
-"""The paper's dispatch and scheduling heuristics as jittable policies.
+"""Dispatch and scheduling heuristics as jittable policies: the paper's (nearest,
+random, least load; FCFS, SJF, SDF) and the HEFT family's (earliest finish time;
+critical path, least laxity).
 
-Exact definitions in docs/model.md ("Heuristics"). Each works on the exact
+Exact definitions in docs/model.md ("Heuristics", "Strong baselines"). Each works on the exact
 environment state, inside `jit`, `vmap` and `lax.scan`:
 
 * a dispatch rule `(key, state) -> server [] int32`;
@@ -16,7 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from envs.dynamics import dispatch_feasible, eligible_slots, least_load
+from envs.dynamics import dispatch_feasible, eligible_slots, head_task, least_load, take
 from envs.state import Action, EnvState
 
 DispatchRule = Callable[[jax.Array, EnvState], jax.Array]
@@ -52,6 +54,77 @@ def random_uniform(u: jax.Array, feasible: jax.Array) -> jax.Array:
 def random_server(key: jax.Array, state: EnvState) -> jax.Array:
     """A feasible server uniformly at random (`u = uniform(key)`, see random_uniform)."""
     return random_uniform(jax.random.uniform(key), dispatch_feasible(state))
+
+
+def slot_finish_estimates(state: EnvState) -> jax.Array:
+    """Finish time of every task [N]: exact once started, estimated for slot holders.
+
+    Every server plays its slot holders (dispatched, not started) in increasing task
+    index after its running task, each as soon as it has arrived, its predecessors'
+    results are available and the previous one is done (docs/model.md, "EFT
+    dispatch"). The estimates are relaxed together until nothing changes; each is final
+    once its predecessors' and its queue predecessor's are. +inf for tasks not
+    dispatched.
+    """
+    inst = state.instance
+    q = state.queue                                            # [M, Q]
+    n = state.server.shape[0]
+    holder = q >= 0
+    # The slot holder of the same server with the next lower task index (-1: none).
+    below = holder[:, None, :] & (q[:, None, :] < q[:, :, None])          # [M, Q, Q]
+    prev = jnp.max(jnp.where(below, q[:, None, :], -1), axis=2)           # [M, Q]
+    free = take(state.finish, state.running, state.time)                  # [M]
+    rows = jnp.arange(q.shape[0])[:, None]                                # [M, 1]
+    arrive = take(state.arrive, q, jnp.inf)
+    run_time = take(inst.work, q, 0.0) / inst.cpu[:, None]
+    preds = inst.preds[jnp.clip(q, 0)]                                    # [M, Q, P]
+    pred_srv = take(state.server, preds, 0)
+    k_pred = inst.k[jnp.clip(pred_srv, 0)]
+    at = jnp.where(holder, q, n)
+
+    def relax(carry):
+        finish, _ = carry
+        fp = take(finish, preds, -jnp.inf)
+        avail = jnp.where(pred_srv == rows[..., None], fp, (fp + k_pred) + inst.k[rows][..., None])
+        ready = jnp.max(jnp.where(preds >= 0, avail, -jnp.inf), axis=2)   # [M, Q]
+        after = jnp.where(prev >= 0, finish[jnp.clip(prev, 0)], free[:, None])
+        est = jnp.maximum(jnp.maximum(arrive, ready), after) + run_time
+        new = finish.at[at].set(est, mode="drop")
+        return new, jnp.any(new != finish)
+
+    finish, _ = jax.lax.while_loop(lambda c: c[1], relax, (state.finish, jnp.ones((), bool)))
+    return finish
+
+
+def eft_estimate(state: EnvState) -> jax.Array:
+    """[M] estimated time the head task's result would be back at the AP per server (time).
+
+    `E[n] = (max(upload, inputs at n, n's backlog) + work / cpu[n]) + k[n]` with the
+    slot holders' finishes from :func:`slot_finish_estimates` (docs/model.md, "EFT
+    dispatch"). Meaningful on feasible servers only.
+    """
+    inst = state.instance
+    h, _ = head_task(state)
+    finish = slot_finish_estimates(state)
+    servers = jnp.arange(inst.cpu.shape[0])
+    upload = (state.time + inst.k) + inst.size[h] / inst.bw                 # [M]
+    preds = inst.preds[h]                                                  # [P]
+    fp = take(finish, preds, -jnp.inf)
+    m = take(state.server, preds, 0)
+    avail = jnp.where(m[None, :] == servers[:, None], fp[None, :],
+                      (fp[None, :] + inst.k[jnp.clip(m, 0)][None, :]) + inst.k[:, None])
+    ready = jnp.max(jnp.where(preds[None, :] >= 0, avail, -jnp.inf), axis=1)  # [M]
+    last = jnp.max(state.queue, axis=1)                                    # [M] (-1: none)
+    backlog = jnp.where(last >= 0, finish[jnp.clip(last, 0)],
+                        take(state.finish, state.running, state.time))
+    start = jnp.maximum(jnp.maximum(upload, ready), backlog)
+    return (start + inst.work[h] / inst.cpu) + inst.k
+
+
+def earliest_finish(key: jax.Array, state: EnvState) -> jax.Array:
+    """Feasible server where the head task's result is estimated back first (EFT)."""
+    del key
+    return _argmin_masked(eft_estimate(state), dispatch_feasible(state))
 
 
 def _pick_by(score: jax.Array, state: EnvState) -> jax.Array:
@@ -90,13 +163,32 @@ def sdf(key: jax.Array, state: EnvState) -> jax.Array:
     return _pick_by(_queued(state.instance.deadline, state), state)
 
 
+def critical_path(key: jax.Array, state: EnvState) -> jax.Array:
+    """Highest upward rank (`Instance.rank`: the longest mean path to the job's exit)."""
+    del key
+    return _pick_by(_queued(-state.instance.rank, state), state)
+
+
+def least_laxity(key: jax.Array, state: EnvState) -> jax.Array:
+    """Smallest laxity `(deadline - now) - work / cpu`."""
+    del key
+    inst = state.instance
+    laxity = ((_queued(inst.deadline, state) - state.time)
+              - _queued(inst.work, state) / inst.cpu[:, None])
+    return _pick_by(laxity, state)
+
+
 DISPATCH_RULES: dict[str, DispatchRule] = {
-    "nearest": nearest, "random": random_server, "least_load": least_loaded}
-SCHEDULE_RULES: dict[str, ScheduleRule] = {"fcfs": fcfs, "sjf": sjf, "sdf": sdf}
-_DISPATCH_LETTER = {"N": "nearest", "R": "random", "L": "least_load"}
-_SCHEDULE_LETTER = {"F": "fcfs", "S": "sjf", "D": "sdf"}
+    "nearest": nearest, "random": random_server, "least_load": least_loaded,
+    "eft": earliest_finish}
+SCHEDULE_RULES: dict[str, ScheduleRule] = {
+    "fcfs": fcfs, "sjf": sjf, "sdf": sdf, "cp": critical_path, "llf": least_laxity}
+DISPATCH_LETTERS = {"N": "nearest", "R": "random", "L": "least_load", "E": "eft"}
+SCHEDULE_LETTERS = {"F": "fcfs", "S": "sjf", "D": "sdf", "C": "cp", "X": "llf"}
 # The paper's pairs; any letter pair (e.g. NS, LF) is accepted by `pair_from_name`.
 PAPER_PAIRS = {"NF": ("nearest", "fcfs"), "RS": ("random", "sjf"), "LS": ("least_load", "sdf")}
+# Every dispatch letter with every scheduling letter: NF, NS, ..., EX (dispatch-major).
+ALL_PAIRS = tuple(d + s for d in DISPATCH_LETTERS for s in SCHEDULE_LETTERS)
 
 
 def pair(dispatch: DispatchRule, schedule: ScheduleRule) -> Policy:
@@ -114,14 +206,15 @@ def pair_names(name: str) -> tuple[str, str]:
         d, s = (part.strip().lower().replace("-", "_") for part in name.split("+", 1))
     elif upper in PAPER_PAIRS:
         return PAPER_PAIRS[upper]
-    elif len(upper) == 2 and upper[0] in _DISPATCH_LETTER and upper[1] in _SCHEDULE_LETTER:
-        d, s = _DISPATCH_LETTER[upper[0]], _SCHEDULE_LETTER[upper[1]]
+    elif len(upper) == 2 and upper[0] in DISPATCH_LETTERS and upper[1] in SCHEDULE_LETTERS:
+        d, s = DISPATCH_LETTERS[upper[0]], SCHEDULE_LETTERS[upper[1]]
     else:
         d = s = None
     if d not in DISPATCH_RULES or s not in SCHEDULE_RULES:
         raise ValueError(
-            f"unknown method {name!r}: use two letters, dispatch N(earest)/R(andom)/L(east load) "
-            f"then schedule F(CFS)/S(JF)/D (SDF), e.g. NF, RS, LS, or 'nearest+fcfs'")
+            f"unknown method {name!r}: use two letters, dispatch N(earest)/R(andom)/L(east load)/"
+            f"E(FT) then schedule F(CFS)/S(JF)/D (SDF)/C(ritical path)/X (least laxity), e.g. "
+            f"NF, RS, LS, EC, or 'eft+cp'")
     return d, s
 
 

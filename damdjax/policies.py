@@ -157,12 +157,12 @@ def _canonical(name: str) -> str:
 
 
 def resolve_dispatcher(name: str) -> DispatchRule:
-    """`nearest`, `random`, `least-load` (or `least_load`), or a trained dispatcher's run
+    """`nearest`, `random`, `least-load` (or `least_load`), `eft`, or a trained dispatcher's run
     directory / policy file (greedy). ValueError naming `name` otherwise."""
     if _canonical(name) in DISPATCH_RULES:
         return DISPATCH_RULES[_canonical(name)]
     if not os.path.exists(name):
-        raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load nor an "
+        raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load, eft nor an "
                          "existing run directory or policy file")
     net, params, meta = load_dispatcher(name)
     return dqn_dispatch_rule(net, params, meta["time_scale"])
@@ -173,6 +173,6 @@ def resolve_scheduler(name: str) -> ScheduleRule:
     if _canonical(name) in SCHEDULE_RULES:
         return SCHEDULE_RULES[_canonical(name)]
     if not os.path.exists(name):
-        raise ValueError(f"scheduler {name!r} is neither fcfs, sjf, sdf nor an existing run "
+        raise ValueError(f"scheduler {name!r} is neither fcfs, sjf, sdf, cp, llf nor an existing run "
                          "directory or policy file")
     return load_schedule_rule(name)

@@ -7,11 +7,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, Policy, pair_names
 from damdjax.metrics import episode_metrics
 from envs.dynamics import reset_to_instance, transition
 from envs.instance import Instance
-from envs.state import EnvState
-from damdjax.heuristics import Policy
+from envs.state import Action, EnvState
 
 
 def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_capacity: int,
@@ -46,6 +46,44 @@ def play_batch(policy: Policy, keys: jax.Array, instances: Instance, queue_capac
     """
     return jax.vmap(lambda k, inst: run_from_instance(
         k, inst, policy, queue_capacity, tau, miss_penalty)[0])(keys, instances)
+
+
+def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
+               tau=10.0, miss_penalty=1.0) -> dict[str, EnvState]:
+    """Final states [B] of `instances` played by every heuristic pair in `names`.
+
+    The same as `play_batch(pair_from_name(name), ...)` for each name (the same keys
+    and key splits, so the same decisions; times agree to float rounding, as XLA may
+    fuse the two programs differently), with one compilation per dispatch rule: the
+    pairs that share it run as one vmapped batch, the scheduling rule chosen per
+    episode.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        d, s = pair_names(name)
+        groups.setdefault(d, []).append((name, s))
+    count = keys.shape[0]
+    out = {}
+    for d, members in groups.items():
+        rules = [SCHEDULE_RULES[s] for _, s in members]
+        sid = jnp.repeat(jnp.arange(len(rules)), count)
+
+        def policy(key, state, which, dispatch=DISPATCH_RULES[d], rules=rules):
+            k_d, k_s = jax.random.split(key)  # as heuristics.pair
+            picks = jnp.stack([rule(k_s, state) for rule in rules])[which]
+            return Action(dispatch=dispatch(k_d, state), picks=picks)
+
+        @jax.jit
+        def run(keys, instances, sid, policy=policy, reps=len(rules)):
+            tile = lambda x: jnp.concatenate([x] * reps)
+            return jax.vmap(lambda k, inst, w: run_from_instance(
+                k, inst, lambda kk, st: policy(kk, st, w), queue_capacity, tau,
+                miss_penalty)[0])(tile(keys), jax.tree.map(tile, instances), sid)
+
+        states = run(keys, instances, sid)
+        for j, (name, _) in enumerate(members):
+            out[name] = jax.tree.map(lambda x: x[j * count:(j + 1) * count], states)
+    return {name: out[name] for name in names}
 
 
 def select_envs(done: jax.Array, new, old):

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.config import EnvConfig, EnvParams
-from envs.instance import Instance, successor_window
+from envs.instance import Instance, successor_window, upward_rank
 
 SIZE_QUANTUM = 1.0 / 64.0
 
@@ -128,9 +128,10 @@ def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
     k_ref = jnp.sum(k * real) / count
     ef = critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, config.j_max)
     deadline = jnp.where(task_mask, arrival + params.slack * (ef + k_ref), jnp.inf)
+    succ = successor_window(preds, config.succ_window)
     return Instance(
         cpu=cpu, bw=bw, mem=mem, k=k, server_mask=server_mask,
         size=size, work=work, arrival=arrival, deadline=deadline,
-        preds=preds, succ=successor_window(preds, config.succ_window),
-        task_mask=task_mask, job=job,
+        preds=preds, succ=succ, task_mask=task_mask, job=job,
+        rank=upward_rank(work, cpu, k, server_mask, succ),
     )

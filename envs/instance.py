@@ -24,6 +24,8 @@ class Instance:
     +inf for padding), `deadline` [N] absolute time, `preds` [N, P] global
     indices padded with -1, `succ` [N, W] bool (`succ[i, d]`: task `i+1+d` has
     `i` as a predecessor), `task_mask` [N], `job` [N] (-1 for padding).
+    Derived once per instance: `rank` [N] time, HEFT's upward rank
+    (:func:`upward_rank`, used by the critical-path scheduling rule).
     """
 
     cpu: jax.Array
@@ -39,6 +41,7 @@ class Instance:
     succ: jax.Array
     task_mask: jax.Array
     job: jax.Array
+    rank: jax.Array
 
     @property
     def num_task_slots(self) -> int:
@@ -64,6 +67,41 @@ def successor_window(preds: jax.Array, window: int) -> jax.Array:
     return hit & (later < n)
 
 
+def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.Array,
+                succ: jax.Array) -> jax.Array:
+    """HEFT's upward rank of every task [N] (time; docs/model.md, "Critical path").
+
+    `rank[i] = wbar[i] + max over successors s of (cbar + rank[s])`, with `wbar[i]` the
+    mean of `work[i] / cpu[n]` over the real servers and `cbar = 2 * mean(k)` the mean
+    relay delay between two distinct real servers (0 with one server). The sums run left
+    to right in server order, as the reference simulator's. Relaxed until nothing changes
+    (each rank is final once its successors' are), so any DAG depth is exact.
+
+    Args: work [N], cpu/k/server_mask [M], succ [N, W] bool (successor window).
+    """
+    n, w = succ.shape
+    count = jnp.sum(server_mask).astype(work.dtype)
+    proc = jnp.zeros_like(work)
+    k_sum = jnp.zeros((), work.dtype)
+    for m in range(cpu.shape[0]):  # static, left to right
+        proc = proc + jnp.where(server_mask[m], work / cpu[m], 0.0)
+        k_sum = k_sum + jnp.where(server_mask[m], k[m], 0.0)
+    wbar = proc / count
+    cbar = jnp.where(count > 1, 2.0 * (k_sum / count), 0.0)
+    later = jnp.clip(jnp.arange(n)[:, None] + 1 + jnp.arange(w)[None, :], 0, n - 1)  # [N, W]
+    has_succ = jnp.any(succ, axis=1)
+
+    def relax(carry):
+        rank, _, it = carry
+        best = jnp.max(jnp.where(succ, cbar + rank[later], -jnp.inf), axis=1)
+        new = jnp.where(has_succ, wbar + best, wbar)
+        return new, jnp.any(new != rank), it + 1
+
+    rank, _, _ = jax.lax.while_loop(lambda c: c[1] & (c[2] <= n), relax,
+                                    (wbar, jnp.ones((), bool), 0))
+    return rank
+
+
 def max_pred_gap(preds: np.ndarray) -> int:
     """Largest `i - p` over edges `p -> i` (at least 1): the window `W` a file needs."""
     preds = np.asarray(preds)
@@ -83,18 +121,21 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
     window = window or max_pred_gap(arrays["preds"])
     preds = jnp.asarray(arrays["preds"], jnp.int32)
     f = lambda name: jnp.asarray(arrays[name], dtype)
+    succ = successor_window(preds, window)
+    server_mask = jnp.asarray(arrays["server_mask"], bool)
     return Instance(
-        cpu=f("cpu"), bw=f("bw"), mem=f("mem"), k=f("k"),
-        server_mask=jnp.asarray(arrays["server_mask"], bool),
+        cpu=f("cpu"), bw=f("bw"), mem=f("mem"), k=f("k"), server_mask=server_mask,
         size=f("size"), work=f("work"), arrival=f("arrival"), deadline=f("deadline"),
-        preds=preds, succ=successor_window(preds, window),
+        preds=preds, succ=succ,
         task_mask=jnp.asarray(arrays["task_mask"], bool),
         job=jnp.asarray(arrays["job"], jnp.int32),
+        rank=upward_rank(f("work"), f("cpu"), f("k"), server_mask, succ),
     )
 
 
 def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
-    """The inverse of :func:`instance_from_arrays` (numpy, successor window dropped)."""
+    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor window and
+    rank are dropped)."""
     out = {name: np.asarray(getattr(instance, name)) for name in (
         "cpu", "bw", "mem", "k", "server_mask", "size", "work", "arrival", "deadline",
         "preds", "task_mask", "job")}

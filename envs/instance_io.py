@@ -5,16 +5,40 @@ Plain Python and numpy only (no JAX): both the reference simulator
 
 File format (MODEL.md, "Instance files")::
 
-    {"servers": [{"cpu": 1, "bw": 10, "mem": 100, "k": 0.5}, ...],
-     "jobs": [{"arrival": 0,
-               "tasks": [{"size": 2, "work": 2, "deadline": 10, "preds": []},
+    {"name": "trace-2024-05", "meta": {"source": "cluster A"},      (optional)
+     "servers": [{"cpu": 1, "bw": 10, "mem": 100, "k": 0.5}, ...],
+     "jobs": [{"arrival": 0, "name": "etl-17",                       (optional)
+               "tasks": [{"size": 2, "work": 2, "deadline": 10},
                          {"size": 4, "deadline": 12, "preds": [0]}, ...]},
               ...]}
+
+Required keys: `servers` and `jobs` (top level), `cpu`, `bw`, `mem`, `k`
+(server), `arrival` and `tasks` (job), `size` and `deadline` (task).
+Optional: `work` (defaults to `size`) and `preds` (defaults to no
+predecessors; a present `preds` must be a list) on a task; `name` (a string)
+and `meta` (any JSON value: object, list, string, number, boolean or null;
+no NaN or infinity) on the top-level object, a server, a job and a task.
+Any other key is an error (a misspelt key is never silently ignored).
 
 Units: `cpu` work units per time unit, `bw` data units per time unit, `mem`
 and `size` data units, `work` work units (defaults to `size`), `k`,
 `arrival` and `deadline` time units (`deadline` absolute). `preds` are
 *positions inside the same job* (0-based, in file order).
+
+`name` and `meta` are free-form labels (say, where a converted real trace
+came from). The simulators ignore them: they are kept in the specs (the
+`name` / `meta` fields of :class:`InstanceSpec`, :class:`ServerSpec`,
+:class:`JobSpec`, :class:`TaskSpec`, None when absent), written back by
+:func:`instance_to_json` / :func:`save_instance` (omitted when None), and
+take no part in :func:`flat_tasks`, :func:`servers_list` or
+:func:`padded_arrays`, so :func:`spec_from_arrays` cannot recover them.
+`meta` is kept as a fresh copy in plain JSON form (lists, dicts, str, int,
+float, bool, None; a tuple given to :func:`parse_instance` becomes a list);
+`"meta": null` is the same as no `meta`, while `"name": null` is an error.
+
+Writing: :func:`instance_to_json` always writes `work` and `preds` (`[]` for
+a task without predecessors), so load -> save -> load gives an equal spec
+and a saved file without names or meta is also valid for older readers.
 
 Ordering decision. An :class:`InstanceSpec` is kept exactly in file order
 (jobs as listed, tasks of a job as listed), so it round-trips with the file.
@@ -37,12 +61,13 @@ server, and the offending value.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import json
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -72,8 +97,10 @@ __all__ = [
 _SERVER_KEYS = ("cpu", "bw", "mem", "k")
 _JOB_KEYS = ("arrival", "tasks")
 _TASK_KEYS = ("size", "work", "deadline", "preds")
-_TASK_REQUIRED = ("size", "deadline", "preds")
+_TASK_REQUIRED = ("size", "deadline")
 _TOP_KEYS = ("servers", "jobs")
+# Optional free-form labels allowed on every level (ignored by the simulators).
+_LABEL_KEYS = ("name", "meta")
 
 
 class InstanceError(ValueError):
@@ -93,33 +120,47 @@ class ServerSpec:
     bw: float
     mem: float
     k: float
+    name: str | None = None
+    meta: Any = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: `size` data, `work` work units, `deadline` absolute time,
-    `preds` positions (in file order) of its predecessors inside its job."""
+    `preds` positions (in file order) of its predecessors inside its job.
+    `name` / `meta`: optional free-form labels (ignored by the simulators)."""
 
     size: float
     work: float
     deadline: float
     preds: tuple[int, ...]
+    name: str | None = None
+    meta: Any = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job: `arrival` time at the AP and its tasks, in file order."""
+    """One job: `arrival` time at the AP and its tasks, in file order.
+    `name` / `meta`: optional free-form labels (ignored by the simulators)."""
 
     arrival: float
     tasks: tuple[TaskSpec, ...]
+    name: str | None = None
+    meta: Any = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """A whole instance in file order: servers and jobs (nondecreasing arrival)."""
+    """A whole instance in file order: servers and jobs (nondecreasing arrival).
+    `name` / `meta`: optional free-form labels (ignored by the simulators).
+
+    `name` and `meta` take part in `==` (so a round trip keeps them) but not in
+    `hash` (`meta` may hold lists and dicts)."""
 
     servers: tuple[ServerSpec, ...]
     jobs: tuple[JobSpec, ...]
+    name: str | None = None
+    meta: Any = field(default=None, hash=False)
 
     @property
     def num_servers(self) -> int:
@@ -169,20 +210,81 @@ def _positive(value: Any, where: str, key: str) -> float:
 
 
 def _object(value: Any, where: str, keys: Sequence[str], required: Sequence[str]) -> Mapping:
-    """Check that `value` is a mapping with all `required` keys and no key outside `keys`."""
+    """Check that `value` is a mapping with all `required` keys and no key
+    outside `keys` and the optional labels `name`, `meta`."""
     if not isinstance(value, Mapping):
         raise InstanceError(
             f"{where}: must be an object with keys {', '.join(keys)}, got {_type_name(value)}")
-    unknown = [key for key in value if key not in keys]
+    allowed = tuple(keys) + _LABEL_KEYS
+    unknown = [key for key in value if key not in allowed]
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise InstanceError(
             f"{where}: unknown key{plural} {', '.join(_show(u) for u in unknown)} "
-            f"(allowed: {', '.join(keys)})")
+            f"(allowed: {', '.join(allowed)})")
     for key in required:
         if key not in value:
             raise InstanceError(f"{where}: missing required key {key!r}")
     return value
+
+
+def _json_value(value: Any, where: str, at: str) -> Any:
+    """A fresh plain-JSON copy of `value` (dict, list, str, int, float, bool, None).
+
+    Refuses NaN and infinities, non-string object keys and anything that JSON
+    cannot hold, naming the place inside `meta` (`at`).
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        try:
+            x = float(value)
+        except (OverflowError, ValueError, TypeError):
+            x = math.inf
+        if not math.isfinite(x):
+            raise InstanceError(
+                f"{where}: meta must be plain JSON, got {_show(value)} at {at} "
+                f"(NaN and infinities are not JSON)")
+        return x
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InstanceError(
+                    f"{where}: meta must be plain JSON, got the non-string key "
+                    f"{_show(key)} at {at}")
+            out[key] = _json_value(item, where, f"{at}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, where, f"{at}[{i}]") for i, item in enumerate(value)]
+    raise InstanceError(
+        f"{where}: meta must be plain JSON, got {type(value).__name__} {_show(value)} at {at}")
+
+
+def _labels(obj: Mapping, where: str) -> dict[str, Any]:
+    """The optional `name` (a string) and `meta` (plain JSON) of `obj`, None when absent."""
+    name = obj.get("name")
+    if "name" in obj and not isinstance(name, str):
+        raise InstanceError(f"{where}: name must be a string, got {_show(name)}")
+    meta = None
+    if "meta" in obj:
+        try:
+            meta = _json_value(obj["meta"], where, "meta")
+        except RecursionError:
+            raise InstanceError(f"{where}: meta is nested too deeply") from None
+    return {"name": name, "meta": meta}
+
+
+def _label_fields(spec: Any) -> dict[str, Any]:
+    """`name` / `meta` of a spec as JSON keys, each omitted when None."""
+    out: dict[str, Any] = {}
+    if spec.name is not None:
+        out["name"] = spec.name
+    if spec.meta is not None:
+        out["meta"] = copy.deepcopy(spec.meta)
+    return out
 
 
 def _list(value: Any, where: str, what: str) -> list:
@@ -242,7 +344,7 @@ def _parse_server(n: int, raw: Any) -> ServerSpec:
     where = f"server {n}"
     obj = _object(raw, where, _SERVER_KEYS, _SERVER_KEYS)
     vals = {key: _positive(obj[key], where, key) for key in _SERVER_KEYS}
-    return ServerSpec(**vals)
+    return ServerSpec(**vals, **_labels(obj, where))
 
 
 def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> TaskSpec:
@@ -255,8 +357,9 @@ def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> Tas
         raise InstanceError(
             f"{where}: size {size!r} exceeds every server's memory (largest is "
             f"{max_mem!r}); it could never be dispatched")
+    labels = _labels(obj, where)
     preds: list[int] = []
-    for raw_p in _list(obj["preds"], where, "preds"):
+    for raw_p in _list(obj["preds"], where, "preds") if "preds" in obj else []:
         if isinstance(raw_p, bool) or not isinstance(raw_p, numbers.Integral):
             raise InstanceError(
                 f"{where}: predecessor {_show(raw_p)} is not an integer position in the job")
@@ -270,12 +373,13 @@ def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> Tas
         if p in preds:
             raise InstanceError(f"{where}: predecessor {p} is listed twice")
         preds.append(p)
-    return TaskSpec(size=size, work=work, deadline=deadline, preds=tuple(preds))
+    return TaskSpec(size=size, work=work, deadline=deadline, preds=tuple(preds), **labels)
 
 
 def _parse_job(j: int, raw: Any, max_mem: float) -> JobSpec:
     where = f"job {j}"
     obj = _object(raw, where, _JOB_KEYS, _JOB_KEYS)
+    labels = _labels(obj, where)
     arrival = _finite(obj["arrival"], where, "arrival")
     if arrival < 0.0:
         raise InstanceError(f"{where}: arrival must be >= 0, got {arrival!r}")
@@ -292,7 +396,7 @@ def _parse_job(j: int, raw: Any, max_mem: float) -> JobSpec:
             f"{where}: predecessors form a cycle: "
             + " -> ".join(f"task {c}" for c in cycle)
             + " (each task is a predecessor of the next)")
-    return JobSpec(arrival=arrival, tasks=tasks)
+    return JobSpec(arrival=arrival, tasks=tasks, **labels)
 
 
 def parse_instance(obj: Any) -> InstanceSpec:
@@ -303,6 +407,7 @@ def parse_instance(obj: Any) -> InstanceSpec:
             positions), and the offending value.
     """
     top = _object(obj, "instance", _TOP_KEYS, _TOP_KEYS)
+    labels = _labels(top, "instance")
     raw_servers = _list(top["servers"], "instance", "'servers'")
     if not raw_servers:
         raise InstanceError("instance: 'servers' is empty (at least one server is needed)")
@@ -318,20 +423,42 @@ def parse_instance(obj: Any) -> InstanceSpec:
                 f"job {j}: arrives at {jobs[j].arrival!r}, before job {j - 1} "
                 f"(arrives at {jobs[j - 1].arrival!r}); jobs must be listed in "
                 f"nondecreasing arrival order")
-    return InstanceSpec(servers=servers, jobs=jobs)
+    return InstanceSpec(servers=servers, jobs=jobs, **labels)
 
 
 def instance_to_json(spec: InstanceSpec) -> dict:
-    """The JSON object of `spec` (file order; `work` always written)."""
-    return {
-        "servers": [{"cpu": s.cpu, "bw": s.bw, "mem": s.mem, "k": s.k} for s in spec.servers],
-        "jobs": [
-            {"arrival": job.arrival,
-             "tasks": [{"size": t.size, "work": t.work, "deadline": t.deadline,
-                        "preds": list(t.preds)} for t in job.tasks]}
-            for job in spec.jobs
-        ],
-    }
+    """The JSON object of `spec` (file order).
+
+    `work` and `preds` are always written (`"preds": []` for a task without
+    predecessors); `name` and `meta` are written where they are not None
+    (`name` first, `meta` after the level's own keys).
+    """
+    def server(s: ServerSpec) -> dict:
+        out = {"name": s.name} if s.name is not None else {}
+        out.update(cpu=s.cpu, bw=s.bw, mem=s.mem, k=s.k)
+        if s.meta is not None:
+            out["meta"] = copy.deepcopy(s.meta)
+        return out
+
+    def task_(t: TaskSpec) -> dict:
+        out = {"name": t.name} if t.name is not None else {}
+        out.update(size=t.size, work=t.work, deadline=t.deadline, preds=list(t.preds))
+        if t.meta is not None:
+            out["meta"] = copy.deepcopy(t.meta)
+        return out
+
+    def job_(job: JobSpec) -> dict:
+        out = {"name": job.name} if job.name is not None else {}
+        out["arrival"] = job.arrival
+        if job.meta is not None:
+            out["meta"] = copy.deepcopy(job.meta)
+        out["tasks"] = [task_(t) for t in job.tasks]
+        return out
+
+    top = _label_fields(spec)
+    top["servers"] = [server(s) for s in spec.servers]
+    top["jobs"] = [job_(job) for job in spec.jobs]
+    return top
 
 
 # --------------------------------------------------------------------------
@@ -377,14 +504,24 @@ def load_instance(path: str | os.PathLike) -> InstanceSpec:
 
 
 def _dumps(obj: dict) -> str:
-    """JSON text with one server or task per line (valid JSON, easy to edit)."""
+    """JSON text with one server or task per line (valid JSON, easy to edit).
+
+    The top-level and each job's `name` / `meta` go on the line that opens
+    them; a `meta` stays on one line however large it is.
+    """
     d = lambda x: json.dumps(x, allow_nan=False)  # noqa: E731
-    lines = ['{"servers": [']
+
+    def head(o: Mapping, skip: str) -> str:
+        """`"key": value, ` for every key of `o` but `skip` (in `o`'s order)."""
+        return "".join(f"{d(k)}: {d(v)}, " for k, v in o.items() if k != skip)
+
+    top = {k: v for k, v in obj.items() if k != "jobs"}
+    lines = [f'{{{head(top, "servers")}"servers": [']
     lines += [f"  {d(s)}," for s in obj["servers"]]
     lines[-1] = lines[-1][:-1]
     lines.append('], "jobs": [')
     for j, job in enumerate(obj["jobs"]):
-        lines.append(f'  {{"arrival": {d(job["arrival"])}, "tasks": [')
+        lines.append(f'  {{{head(job, "tasks")}"tasks": [')
         lines += [f"    {d(t)}," for t in job["tasks"]]
         lines[-1] = lines[-1][:-1]
         lines.append("  ]}" + ("," if j < len(obj["jobs"]) - 1 else ""))
@@ -547,7 +684,9 @@ def spec_from_arrays(arrays: Mapping[str, Any]) -> InstanceSpec:
     mask is absent). Tasks of a job must be contiguous with one arrival time;
     `preds` (global indices, -1 padding) become positions inside the job. If
     `pos` is present the tasks of each job are put back in that file order,
-    else they keep the arrays' order.
+    else they keep the arrays' order. The arrays hold no `name` or `meta`, so
+    the spec has None on every level (it equals the original spec only if
+    that had no names or meta).
 
     Raises:
         InstanceError: for arrays that do not describe a valid instance.

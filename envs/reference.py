@@ -6,8 +6,8 @@ imports nothing from the rest of the project, so that it stays independent of
 the code it checks.
 
 It runs one episode with a dispatch heuristic (``nearest``, ``random``,
-``least_load``) and a scheduling heuristic (``fcfs``, ``sjf``, ``sdf``), epoch
-by epoch, exactly as docs/model.md defines a ``step``:
+``least_load``, ``eft``) and a scheduling heuristic (``fcfs``, ``sjf``, ``sdf``,
+``cp``, ``llf``), epoch by epoch, exactly as docs/model.md defines a ``step``:
 
 * the clock stands at an *epoch* ``t`` (a time at which some decision is
   needed, every event at ``t`` already handled: completions, job arrivals,
@@ -35,6 +35,28 @@ them the same way:
   ``m == n``, else ``(finish[p] + k[m]) + k[n]``
 * ``mem_free[n] -= size[i]`` at dispatch, ``mem_free[n] += size[i]`` at the
   completion of ``i`` (incremental, in event order).
+
+The HEFT-family rules (docs/model.md, "Strong baselines"), in the same spirit:
+
+* ``eft`` dispatch: the slot holders (dispatched, not started) are played on
+  paper per server in increasing task index from ``free[m]`` (the running
+  task's finish, or ``t``): ``S[p] = max(arrive[p], R_m[p], prev)``,
+  ``F[p] = S[p] + work[p] / cpu[m]``, estimates computed in increasing global
+  task index; then ``A = (t + k[n]) + size[h] / bw[n]``, ``B`` the ``F`` of
+  ``n``'s highest-index slot holder (or ``free[n]``),
+  ``E[n] = (max(A, R_n[h], B) + work[h] / cpu[n]) + k[n]``; the smallest
+  ``E`` wins, ties to the lowest server index.
+* ``cp`` scheduling: the largest ``upward_rank`` first (ties to the lowest
+  task index), ``rank[i] = wbar[i] + max_s (cbar + rank[s])`` with
+  ``wbar[i] = (work[i]/cpu[0] + work[i]/cpu[1] + ...) / M`` and
+  ``cbar = 2.0 * ((k[0] + k[1] + ...) / M)`` (``0.0`` when ``M == 1``).
+* ``llf`` scheduling: the smallest laxity ``(deadline[i] - t) - work[i] / cpu[n]``
+  first (ties to the lowest task index).
+
+``contention_free_bound`` gives every task's ``bound_done`` of docs/model.md
+("The contention-free bound"), a lower bound on its ``done`` under every
+method, and ``bound_response`` the episode's mean ``bound_done - arrival``.
+Every sum in these runs left to right, in server or task index order.
 """
 
 from __future__ import annotations
@@ -51,10 +73,13 @@ __all__ = [
     "ReferenceResult",
     "simulate",
     "compute_metrics",
+    "upward_rank",
+    "contention_free_bound",
+    "bound_response",
 ]
 
-DISPATCHERS: tuple[str, ...] = ("nearest", "random", "least_load")
-SCHEDULERS: tuple[str, ...] = ("fcfs", "sjf", "sdf")
+DISPATCHERS: tuple[str, ...] = ("nearest", "random", "least_load", "eft")
+SCHEDULERS: tuple[str, ...] = ("fcfs", "sjf", "sdf", "cp", "llf")
 
 _INF = math.inf
 
@@ -283,14 +308,135 @@ def _uniform_source(
 
 def _schedule_key(
     schedule: str, i: int, n: int, tasks: list[_Task], servers: list[_Server],
-    arrive: list[float],
+    arrive: list[float], t: float, rank: list[float] | None,
 ) -> tuple[float, int]:
-    """Sort key of queued task ``i`` on server ``n``; the smallest is picked."""
+    """Sort key of queued task ``i`` on server ``n`` at epoch ``t``; the smallest
+    is picked (``rank`` is the instance's upward rank, needed by ``cp`` only)."""
     if schedule == "fcfs":
         return (arrive[i], i)
     if schedule == "sjf":
         return (tasks[i].work / servers[n].cpu, i)
-    return (tasks[i].deadline, i)  # sdf
+    if schedule == "sdf":
+        return (tasks[i].deadline, i)
+    if schedule == "cp":
+        assert rank is not None
+        return (-rank[i], i)  # largest rank first; negation is exact
+    # llf: laxity, evaluated in the order docs/model.md writes it
+    return ((tasks[i].deadline - t) - tasks[i].work / servers[n].cpu, i)
+
+
+def _sum_left_to_right(values: Iterable[float]) -> float:
+    """``(v[0] + v[1]) + v[2] ...`` (``builtins.sum`` may compensate on new Pythons)."""
+    acc: float | None = None
+    for v in values:
+        acc = v if acc is None else acc + v
+    if acc is None:
+        raise ValueError("nothing to sum")
+    return acc
+
+
+def _upward_rank(servers: list[_Server], tasks: list[_Task]) -> list[float]:
+    """HEFT's ``rank_u`` of validated records (docs/model.md, ``cp``)."""
+    m = len(servers)
+    if m > 1:
+        cbar = 2.0 * (_sum_left_to_right(s.k for s in servers) / m)
+    else:
+        cbar = 0.0  # one server: nothing is ever relayed
+    succs: list[list[int]] = [[] for _ in tasks]
+    for i, tsk in enumerate(tasks):
+        for p in tsk.preds:
+            succs[p].append(i)
+    rank = [0.0] * len(tasks)
+    for i in range(len(tasks) - 1, -1, -1):  # successors have larger indices
+        w = tasks[i].work
+        wbar = _sum_left_to_right(w / s.cpu for s in servers) / m
+        if succs[i]:
+            tail = -_INF
+            for s_ in succs[i]:
+                c = cbar + rank[s_]
+                if c > tail:
+                    tail = c
+            rank[i] = wbar + tail
+        else:
+            rank[i] = wbar
+    return rank
+
+
+def _bound_done(servers: list[_Server], tasks: list[_Task]) -> list[float]:
+    """``bound_done`` of validated records (docs/model.md, contention-free bound)."""
+    n_srv = len(servers)
+    f: list[list[float]] = []  # f[i][n]
+    out: list[float] = []
+    for tsk in tasks:
+        row: list[float] = []
+        for n, sv in enumerate(servers):
+            up = (tsk.arrival + sv.k) + tsk.size / sv.bw
+            ready = -_INF
+            for p in tsk.preds:
+                best = _INF
+                for m in range(n_srv):
+                    fp = f[p][m]
+                    a = fp if m == n else (fp + servers[m].k) + sv.k
+                    if a < best:
+                        best = a
+                if best > ready:
+                    ready = best
+            row.append(max(up, ready) + tsk.work / sv.cpu)
+        f.append(row)
+        bd = _INF
+        for n, sv in enumerate(servers):
+            d = row[n] + sv.k
+            if d < bd:
+                bd = d
+        out.append(bd)
+    return out
+
+
+def upward_rank(
+    servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
+) -> list[float]:
+    """HEFT's upward rank of every task (time units), as ``cp`` uses it.
+
+    ``rank[i] = wbar[i] + max over successors s of (cbar + rank[s])`` (just
+    ``wbar[i]`` without successors), where
+    ``wbar[i] = (work[i]/cpu[0] + work[i]/cpu[1] + ...) / M`` and
+    ``cbar = 2.0 * ((k[0] + k[1] + ...) / M)``, or ``0.0`` with one server;
+    sums left to right in server order. Inputs as for ``simulate`` (validated
+    the same way).
+    """
+    srv = _validate_servers(servers)
+    return _upward_rank(srv, _validate_tasks(tasks, srv))
+
+
+def contention_free_bound(
+    servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
+) -> list[float]:
+    """``bound_done[i]`` of every task (time units): docs/model.md's bound.
+
+    In task index order, for every server ``n``:
+    ``up[i, n] = (arrival[i] + k[n]) + size[i] / bw[n]``;
+    ``R[i, n]`` = max over predecessors ``p`` of the min over servers ``m`` of
+    ``f[p, m]`` if ``m == n`` else ``(f[p, m] + k[m]) + k[n]`` (``-inf``
+    without predecessors); ``f[i, n] = max(up[i, n], R[i, n]) + work[i] / cpu[n]``;
+    and ``bound_done[i] = min over n of (f[i, n] + k[n])``. Every ``simulate``
+    run has ``done[i] >= bound_done[i]``. Inputs as for ``simulate`` (validated
+    the same way).
+    """
+    srv = _validate_servers(servers)
+    return _bound_done(srv, _validate_tasks(tasks, srv))
+
+
+def bound_response(
+    servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
+) -> float:
+    """The episode's mean bound response (time units):
+    ``((bound_done[0] - arrival[0]) + (bound_done[1] - arrival[1]) + ...) / N``,
+    summed left to right in task order (the ``bound`` row of ``eval.compare``
+    averages this over episodes). Inputs as for ``simulate``."""
+    srv = _validate_servers(servers)
+    tk = _validate_tasks(tasks, srv)
+    bd = _bound_done(srv, tk)
+    return _sum_left_to_right(bd[i] - tk[i].arrival for i in range(len(tk))) / len(tk)
 
 
 # --------------------------------------------------------------------------
@@ -318,8 +464,11 @@ def simulate(
             units), ``preds`` (global indices, each smaller than the task's) and
             ``job`` (int; jobs contiguous, in nondecreasing arrival order).
         queue_capacity: ``Q >= 1`` queue slots per server.
-        dispatch: ``"nearest"``, ``"random"`` or ``"least_load"``.
-        schedule: ``"fcfs"``, ``"sjf"`` or ``"sdf"``.
+        dispatch: ``"nearest"``, ``"random"``, ``"least_load"`` or ``"eft"``
+            (earliest estimated result time, docs/model.md).
+        schedule: ``"fcfs"``, ``"sjf"``, ``"sdf"``, ``"cp"`` (highest upward
+            rank first, see ``upward_rank``) or ``"llf"`` (least laxity
+            ``(deadline - t) - work / cpu`` first).
         uniforms: for ``random``, the numbers ``u`` in [0, 1) to use, one per
             dispatch decision; if None, ``random.Random(seed).random()``.
         seed: seed of the fallback generator for ``random``.
@@ -344,6 +493,7 @@ def simulate(
     srv = _validate_servers(servers)
     tk = _validate_tasks(tasks, srv)
     draw = _uniform_source(uniforms, seed) if dispatch == "random" else None
+    rank = _upward_rank(srv, tk) if schedule == "cp" else None
 
     n_tasks, n_srv = len(tk), len(srv)
     cpu = [s.cpu for s in srv]
@@ -400,11 +550,50 @@ def simulate(
             q += tk[i].work
         return (rem + q) / cpu[n]
 
+    def inputs_at(i: int, n: int, f_of: Callable[[int], float]) -> float:
+        """``R_n[i]`` of EFT: inputs of ``i`` available on ``n`` (``-inf`` if none)."""
+        ready = -_INF
+        for p in tk[i].preds:
+            m = server[p]
+            fp = f_of(p)
+            avail = fp if m == n else (fp + kk[m]) + kk[n]
+            if avail > ready:
+                ready = avail
+        return ready
+
+    def eft_choice(feasible: list[int], t: float) -> int:
+        """Smallest estimated result time ``E[n]`` of the head task (docs/model.md)."""
+        h = head
+        est: dict[int, float] = {}  # F of the slot holders, on paper
+
+        def f_of(p: int) -> float:
+            return finish[p] if start[p] != _INF else est[p]
+
+        # free[m], then F of m's latest slot holder played so far (prev / B).
+        last = [t if running[m] is None else finish[running[m]] for m in range(n_srv)]
+        holders = sorted(i for m in range(n_srv) for i in queued[m])
+        for p in holders:  # increasing global index: predecessors come first
+            m = server[p]
+            s_p = max(arrive[p], inputs_at(p, m, f_of), last[m])
+            f_p = s_p + tk[p].work / cpu[m]
+            est[p] = f_p
+            last[m] = f_p
+        best_n, best_e = -1, _INF
+        for n in feasible:  # increasing server index: strict < keeps the lowest
+            a = (t + kk[n]) + tk[h].size / srv[n].bw
+            s_h = max(a, inputs_at(h, n, f_of), last[n])
+            e = (s_h + tk[h].work / cpu[n]) + kk[n]
+            if best_n < 0 or e < best_e:
+                best_n, best_e = n, e
+        return best_n
+
     def choose_server(feasible: list[int], t: float) -> int:
         if dispatch == "nearest":
             return min(feasible, key=lambda n: (kk[n], n))
         if dispatch == "least_load":
             return min(feasible, key=lambda n: (least_load(n, t), n))
+        if dispatch == "eft":
+            return eft_choice(feasible, t)
         assert draw is not None
         u = draw()
         c = len(feasible)
@@ -477,7 +666,8 @@ def simulate(
 
         # ---- 2. every server that needs a pick starts one eligible task ----
         for n, elig in picks:
-            i = min(elig, key=lambda j: _schedule_key(schedule, j, n, tk, srv, arrive))
+            i = min(elig, key=lambda j: _schedule_key(
+                schedule, j, n, tk, srv, arrive, t, rank))
             queued[n].remove(i)
             running[n] = i
             start[i] = t

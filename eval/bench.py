@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--method", default="LS",
-        help="heuristic pair: two letters, dispatch N(earest)/R(andom)/L(east load) then "
-             "schedule F(CFS)/S(JF)/D (SDF), e.g. NF, RS, LS, or 'nearest+fcfs' "
-             "(default: LS = least_load + sdf)")
+        help="heuristic pair: two letters, dispatch N(earest)/R(andom)/L(east load)/E(FT) "
+             "then schedule F(CFS)/S(JF)/D (SDF)/C(ritical path)/X (least laxity), e.g. NF, "
+             "RS, LS, EC, or 'nearest+fcfs' (default: LS = least_load + sdf)")
     parser.add_argument(
         "--batch-sizes", type=int_list, default=None, metavar="B1,B2,...",
         help="comma-separated batch sizes, each >= 1 "

@@ -3,13 +3,15 @@
     python -m eval.compare                                  # generated instances
     python -m eval.compare --num-tasks 200 --density 3 --num-servers 8 --episodes 300
     python -m eval.compare --instance examples/worked_example.json --out result.json
-    python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L, same scheduler
-    python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS
+    python -m eval.compare --methods all                    # every heuristic pair
+    python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L/E, same scheduler
+    python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS, EC, best
 
 Every method runs on the same instances (the same keys), so differences are
 paired. Generated instances are the held-out ones of --seed
 (damdjax.evaluation.held_out_keys), which training never draws. The table
-gives means with 95% confidence intervals over episodes, and, when a trained
+gives means with 95% confidence intervals over episodes, the contention-free
+`bound` (no method can beat it: docs/model.md), and, when a trained
 method is compared, its paired differences from every other method;
 `--out` writes the numbers as JSON (and, for a single instance, the per-task
 schedule of each method in file order: jobs in file order, tasks in job order).
@@ -30,13 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damdjax.bound import bound_metrics
 from damdjax.cli import SETTING_FIELDS
-from damdjax.evaluation import format_paired, held_out_keys, paired_summary
-from damdjax.heuristics import Policy, pair, pair_from_name, pair_names
+from damdjax.evaluation import best_pair, format_paired, held_out_keys, paired_summary
+from damdjax.heuristics import ALL_PAIRS, SCHEDULE_LETTERS, Policy, pair, pair_names
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import resolve_dispatcher, resolve_scheduler
-from damdjax.rollout import play_batch
+from damdjax.rollout import play_batch, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.generator import generate
@@ -44,8 +47,9 @@ from envs.instance import instance_from_spec
 from envs.instance_io import InstanceError, global_index, load_instance
 from envs.state import done_time
 
-DEFAULT_METHODS = "NF,RS,LS"
-_LETTER = {"fcfs": "F", "sjf": "S", "sdf": "D"}
+DEFAULT_METHODS = "NF,RS,LS,EC"
+DAMD_METHODS = "NF,RS,LS,EC,best"
+_LETTER = {name: letter for letter, name in SCHEDULE_LETTERS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,14 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
                    help="comma-separated heuristic methods: two letters, dispatch N(earest)/"
-                        "R(andom)/L(east load) then schedule F(CFS)/S(JF)/D (SDF) (default "
-                        f"{DEFAULT_METHODS}; with --dispatcher-checkpoint, the three dispatch "
-                        "heuristics with the DQN's scheduler)")
+                        "R(andom)/L(east load)/E(FT) then schedule F(CFS)/S(JF)/D (SDF)/"
+                        "C(ritical path)/X (least laxity); 'all' for every pair, 'best' for "
+                        "the pair with the smallest mean response time on these episodes "
+                        f"(default {DEFAULT_METHODS}; with --dispatcher-checkpoint, the four "
+                        "dispatch heuristics with the DQN's scheduler; with --damd-run, "
+                        f"{DAMD_METHODS})")
     p.add_argument("--dispatcher-checkpoint", metavar="PATH",
                    help="add the method DQN: a trained dispatcher (a train.dqn run directory "
                         "or its dispatcher.msgpack), greedy, with --scheduler")
     p.add_argument("--scheduler", default=None,
-                   help="the DQN method's scheduler: fcfs, sjf, sdf or a train.mdqn run "
+                   help="the DQN method's scheduler: fcfs, sjf, sdf, cp, llf or a train.mdqn run "
                         "directory (default: the one the dispatcher was trained with)")
     p.add_argument("--damd-run", metavar="PATH",
                    help="add the method DAMD: a train.damd run directory (its dispatcher and "
@@ -103,17 +110,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.methods is None:
         sched = args.learned.pop("_scheduler", None)
-        args.methods = (",".join(l + _LETTER[sched] for l in "NRL") if sched in _LETTER
-                        else DEFAULT_METHODS)
+        args.methods = (",".join(l + _LETTER[sched] for l in "NRLE") if sched in _LETTER
+                        else DAMD_METHODS if "DAMD" in args.learned else DEFAULT_METHODS)
     args.learned.pop("_scheduler", None)
     try:
-        args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
-        if not args.method_list:
-            raise ValueError("--methods is empty")
-        for m in args.method_list:
-            pair_names(m)
-        if len(set(args.method_list)) != len(args.method_list):
-            raise ValueError(f"--methods lists a method twice: {args.methods}")
+        args.method_list = method_list(args.methods)
     except ValueError as e:
         parser.error(str(e))
     if args.episodes is not None and args.episodes < 1:
@@ -130,6 +131,27 @@ def parse_args(argv=None) -> argparse.Namespace:
             if not v > 0 or not np.isfinite(v):
                 parser.error(f"--{name} must be a finite number > 0, got {v}")
     return args
+
+
+def method_list(text: str) -> list[str]:
+    """`--methods` as a list of pair names and `best`; `all` expands to every pair.
+
+    ValueError naming a bad or repeated name."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError("--methods is empty")
+    out = []
+    for m in names:
+        if m.lower() == "all":
+            out.extend(ALL_PAIRS)
+        elif m.lower() == "best":
+            out.append("best")
+        else:
+            d, s = pair_names(m)
+            out.append(m.upper() if "+" not in m else m)
+    if len(set(out)) != len(out):
+        raise ValueError(f"--methods lists a method twice: {text}")
+    return out
 
 
 def _run_config(path: str) -> dict:
@@ -185,6 +207,18 @@ def summarize(states) -> dict:
         out[name] = mean
         out[name + "_ci95"] = half
     out["_per_episode"] = {name: np.asarray(metrics[name]) for name in
+                           ("avg_response_time", "deadline_miss_rate")}
+    return out
+
+
+def summarize_bound(instances) -> dict:
+    """The contention-free bound's response time and miss rate over a batch of instances,
+    in `summarize`'s format (lower bounds on every method's, episode by episode)."""
+    bounds = jax.jit(jax.vmap(bound_metrics))(instances)
+    out = {"episodes": int(bounds["avg_response_time"].shape[0]), "truncated": 0}
+    for name in ("avg_response_time", "deadline_miss_rate"):
+        out[name], out[name + "_ci95"] = mean_ci95(np.asarray(bounds[name]))
+    out["_per_episode"] = {name: np.asarray(bounds[name], np.float64) for name in
                            ("avg_response_time", "deadline_miss_rate")}
     return out
 
@@ -252,23 +286,45 @@ def _compare(args: argparse.Namespace) -> dict:
         play_keys = held_out_keys(args.seed, episodes)[1]
     q = args.queue_capacity or q_default
     setting.update(queue_capacity=q, episodes=episodes, seed=args.seed)
-    policies = {**args.learned, **{m: pair_from_name(m) for m in args.method_list}}
-    print(f"comparing {', '.join(policies)} on {episodes} episode(s): {setting}", flush=True)
-    results = {}
-    for method, policy in policies.items():
-        t0 = time.perf_counter()
-        states = run_batch(policy, play_keys, instances, q, params)
-        results[method] = summarize(states)
-        results[method]["seconds"] = time.perf_counter() - t0
-        if spec is not None:
-            results[method].update(schedule_in_file_order(states, spec))
+    wants_best = "best" in args.method_list
+    named = [m for m in args.method_list if m != "best"]
+    heuristics = list(dict.fromkeys([*named, *(ALL_PAIRS if wants_best else ())]))
+    print(f"comparing {', '.join([*args.learned, *args.method_list])} on {episodes} "
+          f"episode(s): {setting}", flush=True)
+    states = {}
+    for method, policy in args.learned.items():
+        states[method] = run_batch(policy, play_keys, instances, q, params)
+    t0 = time.perf_counter()
+    pair_states = play_pairs(heuristics, play_keys, instances, q, params.tau, params.miss_penalty)
+    pair_seconds = time.perf_counter() - t0
+    pair_results = {name: summarize(st) for name, st in pair_states.items()}
+    best = None
+    if wants_best:
+        best = best_pair({n: r["_per_episode"] for n, r in pair_results.items()}, ALL_PAIRS)
+        print(f"best heuristic pair on these episodes (smallest mean response time, of "
+              f"{len(ALL_PAIRS)}): {best}")
+    shown = list(dict.fromkeys([*named, *([best] if best else [])]))
+    states.update({name: pair_states[name] for name in shown})
+    results = {**{m: summarize(states[m]) for m in args.learned},
+               **{name: pair_results[name] for name in shown}}
+    if spec is not None:
+        for method, st in states.items():
+            results[method].update(schedule_in_file_order(st, spec))
+    results["bound"] = summarize_bound(instances)
     print(format_table(results))
     for name, r in results.items():
         if r["truncated"]:
             print(f"warning: {name}: {r['truncated']} episode(s) hit the step cap", file=sys.stderr)
     out = {"setting": setting,
            "methods": {name: {k: json_number(v) for k, v in r.items() if not k.startswith("_")}
-                       for name, r in results.items()}}
+                       for name, r in results.items()},
+           "heuristic_seconds": pair_seconds}
+    if wants_best:
+        out["best_heuristic"] = best
+        out["heuristics"] = {name: {k: json_number(r[k]) for k in
+                                    ("avg_response_time", "avg_response_time_ci95",
+                                     "deadline_miss_rate", "deadline_miss_rate_ci95")}
+                             for name, r in pair_results.items() if name in ALL_PAIRS}
     if args.learned and episodes > 1:
         per = {name: r["_per_episode"] for name, r in results.items()}
         for ref in args.learned:
@@ -278,7 +334,8 @@ def _compare(args: argparse.Namespace) -> dict:
     if args.out:
         write_json_atomic(out, args.out)
         print(f"wrote {args.out}")
-    return {"setting": setting, "methods": results, "paired": out.get("paired", {})}
+    return {"setting": setting, "methods": results, "paired": out.get("paired", {}),
+            "best_heuristic": best}
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_generated_instances_pair_methods_on_the_same_instances(tmp_path, capsys
     text = capsys.readouterr().out
     assert "NF" in text and "±" in text
     data = json.loads(out.read_text())
-    assert set(data["methods"]) == {"NF", "LS", "LF"}
+    assert set(data["methods"]) == {"NF", "LS", "LF", "bound"}
     for r in data["methods"].values():
         assert r["episodes"] == 8 and r["truncated"] == 0
         assert 0.0 <= r["deadline_miss_rate"] <= 1.0 and r["avg_response_time"] > 0
@@ -44,6 +44,43 @@ def test_generated_instances_pair_methods_on_the_same_instances(tmp_path, capsys
                           "--methods", "LS"])
     assert again["methods"]["LS"]["avg_response_time"] == result["methods"]["LS"][
         "avg_response_time"]
+
+
+def test_every_pair_and_the_best_one_and_the_bound(tmp_path):
+    """`--methods all,best`: every pair (grouped by dispatch rule into one batch each)
+    gives exactly what playing that pair alone gives; `best` is the pair with the
+    smallest mean response time; the bound is below every method on every episode."""
+    import jax
+    import numpy as np
+    from damdjax.evaluation import held_out_keys
+    from damdjax.heuristics import ALL_PAIRS, pair_from_name
+    from envs.config import EnvConfig, EnvParams
+    from envs.generator import generate
+
+    out = tmp_path / "all.json"
+    res = compare.main(["--num-tasks", "20", "--num-servers", "3", "--episodes", "8",
+                        "--methods", "all,best", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert list(data["methods"]) == [*ALL_PAIRS, "bound"]
+    means = {n: data["methods"][n]["avg_response_time"] for n in ALL_PAIRS}
+    assert data["best_heuristic"] == min(ALL_PAIRS, key=means.get)
+    assert set(data["heuristics"]) == set(ALL_PAIRS)
+    bound = res["methods"]["bound"]["_per_episode"]
+    for name in ALL_PAIRS:
+        per = res["methods"][name]["_per_episode"]
+        assert (per["avg_response_time"] >= bound["avg_response_time"]).all(), name
+        assert (per["deadline_miss_rate"] >= bound["deadline_miss_rate"]).all(), name
+    # Alone, with its own compilation, a pair plays the same episodes (times agree to
+    # float32 rounding: XLA may fuse the two programs differently).
+    params = EnvParams(num_tasks=20, num_servers=3)
+    config = EnvConfig(n_max=20, m_max=3)
+    inst_keys, play_keys = held_out_keys(0, 8)
+    instances = jax.vmap(lambda k: generate(k, config, params))(inst_keys)
+    alone = compare.run_batch(pair_from_name("RX"), play_keys, instances,
+                              config.queue_capacity, params)
+    np.testing.assert_allclose(compare.summarize(alone)["_per_episode"]["avg_response_time"],
+                               res["methods"]["RX"]["_per_episode"]["avg_response_time"],
+                               rtol=1e-6)
 
 
 def test_slack_moves_deadlines_only():
@@ -61,6 +98,8 @@ def test_slack_moves_deadlines_only():
     (["--methods", "XX"], "unknown method 'XX'"),
     (["--methods", ""], "--methods is empty"),
     (["--methods", "NF,NF"], "lists a method twice"),
+    (["--methods", "all,EC"], "lists a method twice"),
+    (["--methods", "EZ"], "unknown method 'EZ'"),
     (["--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["--queue-capacity", "0"], "--queue-capacity must be >= 1, got 0"),
     (["--num-tasks", "0"], "--num-tasks must be >= 1, got 0"),

@@ -4,7 +4,10 @@ Both simulators follow docs/model.md and evaluate its formulas in the same
 order, so in float64 they must agree on every task's server (exactly), its
 arrival at the server, start, finish and result time (to 1e-9), the number of
 steps (epochs), the episode metrics, and the summed team reward, which is
-`-(sum of response times)/tau - penalty * misses`.
+`-(sum of response times)/tau - penalty * misses`. Every pair of the paper's and
+the HEFT family's rules runs (4 dispatch x 5 scheduling rules). The contention-free
+bound is checked too: the JAX bound equals the reference's, and no task of any
+pair ever has its result back before its bound. So are the instances' upward ranks.
 
 The JAX side runs whole batches at once: one jitted, vmapped
 `damdjax.rollout.run_from_instance` per queue capacity, with the heuristic
@@ -24,21 +27,22 @@ import numpy as np
 import pytest
 
 from damdjax import heuristics as H
+from damdjax.bound import bound_done
 from damdjax.metrics import episode_metrics
 from damdjax.rollout import run_from_instance
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, dispatch_needed, reset_to_instance, transition
 from envs.generator import generate
 from envs.instance import instance_from_arrays, instance_to_arrays, successor_window
-from envs.reference import simulate
+from envs.reference import contention_free_bound, simulate, upward_rank
 from envs.state import Action
 
 TAU = 7.0  # not the defaults, so a confusion of constants shows
 PENALTY = 2.5
-DISPATCHES = ("nearest", "least_load", "random")
-SCHEDULES = ("fcfs", "sjf", "sdf")
+DISPATCHES = ("nearest", "least_load", "random", "eft")
+SCHEDULES = ("fcfs", "sjf", "sdf", "cp", "llf")
 # Every combination; among them the paper's NF, RS (random+sjf) and LS
-# (least_load+sdf), and NS (nearest+sjf), LF (least_load+fcfs).
+# (least_load+sdf), and NS (nearest+sjf), LF (least_load+fcfs), EC (eft+cp).
 PAIRS = tuple(f"{d}+{s}" for d in DISPATCHES for s in SCHEDULES)
 TOL = 1e-9
 
@@ -49,7 +53,7 @@ CONFIG = EnvConfig()
 N_MAX, M_MAX, P_MAX, W = CONFIG.n_max, CONFIG.m_max, CONFIG.p_max, 24
 Q_DEFAULT = CONFIG.queue_capacity
 SMALL_PARAMS = EnvParams(num_tasks=40, num_servers=5)
-CHUNK = 144  # episodes per call of the compiled batch (16 instances x 9 pairs)
+CHUNK = 160  # episodes per call of the compiled batch (8 instances x 20 pairs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,8 +81,8 @@ def batched_run(queue_capacity: int):
     def one(key, instance, pid):
         def policy(k, state):
             k_d, k_s = jax.random.split(k)  # as heuristics.pair
-            dispatch = jnp.stack([rule(k_d, state) for rule in dispatch_rules])[pid // 3]
-            picks = jnp.stack([rule(k_s, state) for rule in schedule_rules])[pid % 3]
+            dispatch = jnp.stack([rule(k_d, state) for rule in dispatch_rules])[pid // len(SCHEDULES)]
+            picks = jnp.stack([rule(k_s, state) for rule in schedule_rules])[pid % len(SCHEDULES)]
             return Action(dispatch=dispatch, picks=picks)
 
         state, total = run_from_instance(key, instance, policy, queue_capacity, TAU, PENALTY)
@@ -209,6 +213,15 @@ def check_batch(label, instances, queue_capacity, pairs=PAIRS, seed=0):
         parts.append(jax.device_get((*run(*part), uniforms_of(part[0]))))
     state, total, metrics, us = jax.tree_util.tree_map(lambda *x: np.concatenate(x), *parts)
     arrays = instance_to_arrays(instances)
+    bounds = np.asarray(jax.jit(jax.vmap(bound_done))(instances))
+    ranks = np.asarray(instances.rank)
+    for b in range(count):
+        servers, tasks = reference_inputs(arrays, b)
+        n = len(tasks)
+        np.testing.assert_allclose(bounds[b, :n], contention_free_bound(servers, tasks),
+                                   rtol=0, atol=TOL, err_msg=f"{label} #{b}: bound")
+        np.testing.assert_allclose(ranks[b, :n], upward_rank(servers, tasks), rtol=0, atol=TOL,
+                                   err_msg=f"{label} #{b}: upward rank")
     results = {}
     for j, pair in enumerate(pairs):
         dispatch, schedule = H.pair_names(pair)
@@ -224,6 +237,9 @@ def check_batch(label, instances, queue_capacity, pairs=PAIRS, seed=0):
                            schedule=schedule, uniforms=uniforms)
             assert_same(f"{label} #{b} {pair} Q={queue_capacity}", state, row, total,
                         metrics, ref)
+            below = np.asarray(ref.done) < bounds[b, :len(tasks)] - TOL
+            assert not below.any(), (
+                f"{label} #{b} {pair}: task {int(np.flatnonzero(below)[0])} beats the bound")
             results[b, pair] = (ref, tasks)
     return results
 
@@ -240,7 +256,7 @@ def waited_at_ap(results):
 
 
 def test_named_pairs_are_covered():
-    for name in ("NF", "RS", "LS", "NS", "LF"):
+    for name in ("NF", "RS", "LS", "NS", "LF", "EC", "EX", "LC"):
         assert "+".join(H.pair_names(name)) in PAIRS
 
 
@@ -416,7 +432,7 @@ def test_simultaneous_bursts():
 @functools.lru_cache(maxsize=None)
 def random_step():
     def one(state, u, sid):
-        picks = jnp.stack([rule(None, state) for rule in (H.fcfs, H.sjf, H.sdf)])[sid]
+        picks = jnp.stack([H.SCHEDULE_RULES[name](None, state) for name in SCHEDULES])[sid]
         needed = dispatch_needed(state) & ~state.done
         server = H.random_uniform(u, dispatch_feasible(state))
         state, reward, _ = transition(state, Action(dispatch=server, picks=picks),
@@ -437,7 +453,7 @@ def test_random_pairs_python_loop():
     instances = stack([jax.tree_util.tree_map(lambda x: x[b], batch)
                        for batch in (tight, loose) for b in range(12)])
     count = 24
-    sids = jnp.asarray(np.arange(count) % 3, jnp.int32)
+    sids = jnp.asarray(np.arange(count) % len(SCHEDULES), jnp.int32)
     state = batched_reset(queue_capacity)(instances)
     step = random_step()
     key = jax.random.PRNGKey(22)
@@ -460,8 +476,9 @@ def test_random_pairs_python_loop():
         servers, tasks = reference_inputs(arrays, b)
         assert len(uniforms[b]) == len(tasks)  # one draw per dispatch
         ref = simulate(servers, tasks, queue_capacity=queue_capacity, dispatch="random",
-                       schedule=SCHEDULES[b % 3], uniforms=uniforms[b])
-        assert_same(f"python-loop random #{b} R{'FSD'[b % 3]}", state, b, total, metrics, ref)
+                       schedule=SCHEDULES[b % len(SCHEDULES)], uniforms=uniforms[b])
+        assert_same(f"python-loop random #{b} {SCHEDULES[b % len(SCHEDULES)]}", state, b,
+                    total, metrics, ref)
         # The random choices do matter: nearest-first would place tasks differently.
         if b == 0:
             nearest = simulate(servers, tasks, queue_capacity=queue_capacity,

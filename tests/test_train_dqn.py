@@ -57,8 +57,8 @@ def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys, assert_same_che
     assert all(r["invalid_dispatch"] == 0 for r in rows)  # masking: agent never infeasible
     assert rows[-1]["updates"] > 0 and np.isfinite(rows[-1]["loss"])
     ev = json.load(open(a / "eval.json"))
-    assert set(ev["methods"]) == {"dqn", "nearest", "random", "least_load"}
-    assert set(ev["differences"]) == {"nearest", "random", "least_load"}
+    assert set(ev["methods"]) == {"dqn", "nearest", "random", "least_load", "eft", "bound"}
+    assert set(ev["differences"]) == {"nearest", "random", "least_load", "eft", "bound"}
 
     # A second run into the same directory refuses.
     with pytest.raises(SystemExit) as exc:
@@ -140,15 +140,15 @@ def test_compare_evaluates_the_checkpoint_like_training_did(tiny_run, tmp_path):
     res = compare.main(["--dispatcher-checkpoint", str(tiny_run / "a"), "--seed", "3",
                         "--episodes", "4", "--out", str(out)])
     data = json.loads(out.read_text())
-    assert set(data["methods"]) == {"DQN", "NF", "RF", "LF"}
+    assert set(data["methods"]) == {"DQN", "NF", "RF", "LF", "EF", "bound"}
     assert data["setting"]["num_tasks"] == 12 and data["setting"]["num_servers"] == 3
     assert data["setting"]["slack"] == 1.5          # the run's, not the default
     for mine, theirs in (("DQN", "dqn"), ("NF", "nearest"), ("RF", "random"),
-                         ("LF", "least_load")):
+                         ("LF", "least_load"), ("EF", "eft"), ("bound", "bound")):
         for k in ("avg_response_time", "deadline_miss_rate"):
             assert data["methods"][mine][k] == pytest.approx(
                 ev["methods"][theirs][k]["mean"], rel=1e-6), (mine, k)
-    assert set(res["paired"]["DQN"]["differences"]) == {"NF", "RF", "LF"}
+    assert set(res["paired"]["DQN"]["differences"]) == {"NF", "RF", "LF", "EF", "bound"}
     # A damaged policy file is a one-line error naming it.
     bad = tmp_path / "dispatcher.msgpack"
     bad.write_bytes(b"not msgpack at all")

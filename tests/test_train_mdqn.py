@@ -62,7 +62,7 @@ def test_tiny_run_masks_and_resume(tmp_path, assert_same_checkpoint):
     assert all(r["invalid_picks"] == 0 for r in rows)  # masks: never an ineligible slot
     assert rows[-1]["updates"] > 0 and np.isfinite(rows[-1]["loss"])
     ev = json.load(open(tmp_path / "a" / "eval.json"))
-    assert set(ev["methods"]) == {"mdqn", "fcfs", "sjf", "sdf"}
+    assert set(ev["methods"]) == {"mdqn", "fcfs", "sjf", "sdf", "cp", "llf", "bound"}
     # 1 chunk + resume for 1 more == 2 chunks, bitwise.
     assert mdqn.main(["--run-dir", rd, "--name", "b", "--num-chunks", "1",
                       "--eval-episodes", "0", *TINY]) == 0
@@ -146,9 +146,14 @@ def test_tiny_damd_end_to_end_and_through_compare(tmp_path):
     assert (root / info["dispatcher"] / "dispatcher.msgpack").exists()
     assert (root / info["schedulers"] / "schedulers.msgpack").exists()
     ev = json.load(open(root / "eval.json"))
-    assert set(ev["methods"]) == {"DAMD", "NF", "RS", "LS"}
+    best = ev["best_heuristic"]
+    heuristics = {n: m["avg_response_time"]["mean"] for n, m in ev["heuristics"].items()}
+    assert len(heuristics) == 20 and best == min(heuristics, key=heuristics.get)
+    shown = {"NF", "RS", "LS", "EC", best}
+    assert set(ev["methods"]) == {"DAMD", "bound"} | shown
     res = compare.main(["--damd-run", str(root), "--episodes", "6", "--seed", "2"])
-    for name in ("DAMD", "NF", "RS", "LS"):
+    assert res["best_heuristic"] == best
+    for name in ("DAMD", "bound", *shown):
         for k in ("avg_response_time", "deadline_miss_rate"):
             assert res["methods"][name][k] == pytest.approx(ev["methods"][name][k]["mean"],
                                                             rel=1e-6), (name, k)

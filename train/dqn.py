@@ -65,7 +65,7 @@ class DQNConfig(TrainerConfigMixin):
     slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
     queue_capacity: int = EnvConfig.queue_capacity
     tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
-    scheduler: str = "fcfs"            # fcfs | sjf | sdf | a train.mdqn run directory
+    scheduler: str = "fcfs"            # fcfs | sjf | sdf | cp | llf | a train.mdqn run directory
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
     # rollout
     num_envs: int = 256
@@ -241,7 +241,8 @@ def make_train_chunk(config: DQNConfig, env: EdgeEnv, params: EnvParams):
 # ---------------------------------------------------------------------------
 
 def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
-    """Greedy DQN dispatcher vs nearest / random / least_load, paired on held-out instances.
+    """Greedy DQN dispatcher vs nearest / random / least_load / eft, paired on held-out
+    instances, with the contention-free bound.
 
     All with the run's scheduler; returns `damdjax.evaluation.paired_summary` (reference
     "dqn") plus the scheduler's name.
@@ -249,7 +250,7 @@ def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
     env_config, params = config.env_config(), config.env_params()
     schedule = resolve_scheduler(config.scheduler)
     rules = {"dqn": dqn_dispatch_rule(_network(config), q_params, params.time_scale),
-             **{name: DISPATCH_RULES[name] for name in ("nearest", "random", "least_load")}}
+             **DISPATCH_RULES}
     policies = {name: pair(rule, schedule) for name, rule in rules.items()}
     return {"scheduler": config.scheduler,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn")}
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(p, d, decision="dispatch decision", name="dqn")
     a = p.add_argument
     a("--scheduler", default=d.scheduler, help="how servers schedule their queues: fcfs, sjf, "
-      "sdf, or a train.mdqn run directory (its trained schedulers, frozen) (default %(default)s)")
+      "sdf, cp, llf, or a train.mdqn run directory (its trained schedulers, frozen) (default %(default)s)")
     a("--reward", default=d.reward, help="dispatcher reward: response = exp(-T_i/tau) of the "
       "dispatched task (the paper's), or sojourn = the schedulers' team reward between this "
       "dispatch and the next (default %(default)s)")

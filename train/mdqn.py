@@ -64,7 +64,7 @@ class MDQNConfig(TrainerConfigMixin):
     slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
     queue_capacity: int = EnvConfig.queue_capacity
     tau: float = EnvParams.tau                    # team reward time constant (EnvParams.tau)
-    dispatcher: str = "least-load"     # nearest | random | least-load | a train.dqn run
+    dispatcher: str = "least-load"     # nearest | random | least-load | eft | a train.dqn run
     # agents
     share_params: bool = False
     epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
@@ -223,8 +223,9 @@ def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
 # ---------------------------------------------------------------------------
 
 def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
-    """Greedy MDQN schedulers vs FCFS / SJF / SDF under the run's dispatcher, paired on
-    held-out instances; `damdjax.evaluation.paired_summary` (reference "mdqn")."""
+    """Greedy MDQN schedulers vs FCFS / SJF / SDF / CP / LLF under the run's dispatcher,
+    paired on held-out instances, with the contention-free bound;
+    `damdjax.evaluation.paired_summary` (reference "mdqn")."""
     env_config, params = config.env_config(), config.env_params()
     dispatch = resolve_dispatcher(config.dispatcher)
     rules = {"mdqn": mdqn_schedule_rule(scheduler_network(config.hidden), q_params,
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(p, d, decision="decision of an agent", name="mdqn")
     a = p.add_argument
     a("--dispatcher", default=d.dispatcher, help="the frozen dispatcher: nearest, random, "
-      "least-load, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
+      "least-load, eft, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
     a("--share-params", action="store_true",
       help="one Q-network shared by all servers (default: one network per server)")
     a("--epochs", choices=EPOCHS, default=d.epochs,
