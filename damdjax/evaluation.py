@@ -143,15 +143,17 @@ def format_paired(summary: dict, title: str = "") -> str:
         half = d["ci95"]
         return f"{d['mean']:.4f}" + ("" if half is None else f" ± {half:.4f}")
 
-    lines = [title] if title else []
-    lines.append(f"{'method':<16}{'avg response time':>26}{'deadline-miss rate':>26}")
-    for name, m in summary["methods"].items():
-        lines.append(f"{name:<16}{cell(m['avg_response_time']):>26}"
-                     f"{cell(m['deadline_miss_rate']):>26}")
     ref = summary["reference"]
+    w = max([16, *(len(f"{ref} - {name}") for name in [*summary["methods"],
+                                                        *summary["differences"]])])
+    lines = [title] if title else []
+    lines.append(f"{'method':<{w}}{'avg response time':>26}{'deadline-miss rate':>26}")
+    for name, m in summary["methods"].items():
+        lines.append(f"{name:<{w}}{cell(m['avg_response_time']):>26}"
+                     f"{cell(m['deadline_miss_rate']):>26}")
     for name, m in summary["differences"].items():
         marks = ["*" if m[k]["excludes_zero"] else " " for k in PAIRED_METRICS]
-        lines.append(f"{(ref + ' - ' + name):<16}{cell(m['avg_response_time']) + marks[0]:>26}"
+        lines.append(f"{(ref + ' - ' + name):<{w}}{cell(m['avg_response_time']) + marks[0]:>26}"
                      f"{cell(m['deadline_miss_rate']) + marks[1]:>26}")
     if summary["differences"]:
         lines.append(f"paired over {summary['episodes']} episodes; * = the 95% CI of the "

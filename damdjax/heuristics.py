@@ -187,8 +187,22 @@ DISPATCH_LETTERS = {"N": "nearest", "R": "random", "L": "least_load", "E": "eft"
 SCHEDULE_LETTERS = {"F": "fcfs", "S": "sjf", "D": "sdf", "C": "cp", "X": "llf"}
 # The paper's pairs; any letter pair (e.g. NS, LF) is accepted by `pair_from_name`.
 PAPER_PAIRS = {"NF": ("nearest", "fcfs"), "RS": ("random", "sjf"), "LS": ("least_load", "sdf")}
-# Every dispatch letter with every scheduling letter: NF, NS, ..., EX (dispatch-major).
-ALL_PAIRS = tuple(d + s for d in DISPATCH_LETTERS for s in SCHEDULE_LETTERS)
+
+
+def pair_label(dispatch: str, schedule: str) -> str:
+    """The canonical name of a pair of rule names: its paper name (NF, RS, LS), else its
+    two letters (e.g. EC), else, where those letters name a paper pair of other rules
+    (LeastLoad + SJF: `LS` is the paper's LeastLoad + SDF), `dispatch+schedule`."""
+    for name, rules in PAPER_PAIRS.items():
+        if rules == (dispatch, schedule):
+            return name
+    letters = ({r: l for l, r in DISPATCH_LETTERS.items()}[dispatch]
+               + {r: l for l, r in SCHEDULE_LETTERS.items()}[schedule])
+    return f"{dispatch}+{schedule}" if letters in PAPER_PAIRS else letters
+
+
+# Every dispatch rule with every scheduling rule, by canonical name (dispatch-major).
+ALL_PAIRS = tuple(pair_label(d, s) for d in DISPATCH_RULES for s in SCHEDULE_RULES)
 
 
 def pair(dispatch: DispatchRule, schedule: ScheduleRule) -> Policy:

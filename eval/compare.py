@@ -35,7 +35,8 @@ import numpy as np
 from damdjax.bound import bound_metrics
 from damdjax.cli import SETTING_FIELDS
 from damdjax.evaluation import best_pair, format_paired, held_out_keys, paired_summary
-from damdjax.heuristics import ALL_PAIRS, SCHEDULE_LETTERS, Policy, pair, pair_names
+from damdjax.heuristics import (
+    ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import resolve_dispatcher, resolve_scheduler
@@ -49,7 +50,6 @@ from envs.state import done_time
 
 DEFAULT_METHODS = "NF,RS,LS,EC"
 DAMD_METHODS = "NF,RS,LS,EC,best"
-_LETTER = {name: letter for letter, name in SCHEDULE_LETTERS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.methods is None:
         sched = args.learned.pop("_scheduler", None)
-        args.methods = (",".join(l + _LETTER[sched] for l in "NRLE") if sched in _LETTER
+        args.methods = (",".join(pair_label(d, sched) for d in DISPATCH_RULES)
+                        if sched in SCHEDULE_RULES
                         else DAMD_METHODS if "DAMD" in args.learned else DEFAULT_METHODS)
     args.learned.pop("_scheduler", None)
     try:
@@ -134,9 +135,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def method_list(text: str) -> list[str]:
-    """`--methods` as a list of pair names and `best`; `all` expands to every pair.
+    """`--methods` as a list of canonical pair names (`heuristics.pair_label`: `LD` is
+    shown as the paper's `LS`) and `best`; `all` expands to every pair.
 
-    ValueError naming a bad or repeated name."""
+    ValueError naming a bad or repeated method."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
         raise ValueError("--methods is empty")
@@ -147,8 +149,7 @@ def method_list(text: str) -> list[str]:
         elif m.lower() == "best":
             out.append("best")
         else:
-            d, s = pair_names(m)
-            out.append(m.upper() if "+" not in m else m)
+            out.append(pair_label(*pair_names(m)))
     if len(set(out)) != len(out):
         raise ValueError(f"--methods lists a method twice: {text}")
     return out
@@ -236,12 +237,13 @@ def schedule_in_file_order(state, spec) -> dict:
 
 def format_table(results: dict) -> str:
     """A plain-text table: method, avg response time ± CI, miss rate ± CI."""
-    lines = [f"{'method':<8} {'avg response time':>24} {'deadline-miss rate':>24} {'episodes':>9}"]
+    w = max([8, *(len(name) for name in results)])
+    lines = [f"{'method':<{w}} {'avg response time':>24} {'deadline-miss rate':>24} {'episodes':>9}"]
     for name, r in results.items():
         def cell(key):
             half = r[key + "_ci95"]
             return f"{r[key]:.4f}" + ("" if np.isnan(half) else f" ± {half:.4f}")
-        lines.append(f"{name:<8} {cell('avg_response_time'):>24} "
+        lines.append(f"{name:<{w}} {cell('avg_response_time'):>24} "
                      f"{cell('deadline_miss_rate'):>24} {r['episodes']:>9}")
     return "\n".join(lines)
 

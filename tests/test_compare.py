@@ -99,6 +99,7 @@ def test_slack_moves_deadlines_only():
     (["--methods", ""], "--methods is empty"),
     (["--methods", "NF,NF"], "lists a method twice"),
     (["--methods", "all,EC"], "lists a method twice"),
+    (["--methods", "LS,LD"], "lists a method twice"),  # LD is the paper's LS
     (["--methods", "EZ"], "unknown method 'EZ'"),
     (["--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["--queue-capacity", "0"], "--queue-capacity must be >= 1, got 0"),
