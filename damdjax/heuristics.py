@@ -83,16 +83,19 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
     at = jnp.where(holder, q, n)
 
     def relax(carry):
-        finish, _ = carry
+        finish, _, it = carry
         fp = take(finish, preds, -jnp.inf)
         avail = jnp.where(pred_srv == rows[..., None], fp, (fp + k_pred) + inst.k[rows][..., None])
         ready = jnp.max(jnp.where(preds >= 0, avail, -jnp.inf), axis=2)   # [M, Q]
         after = jnp.where(prev >= 0, finish[jnp.clip(prev, 0)], free[:, None])
         est = jnp.maximum(jnp.maximum(arrive, ready), after) + run_time
         new = finish.at[at].set(est, mode="drop")
-        return new, jnp.any(new != finish)
+        return new, jnp.any(new != finish), it + 1
 
-    finish, _ = jax.lax.while_loop(lambda c: c[1], relax, (state.finish, jnp.ones((), bool)))
+    # At most one round per slot holder (plus one to see nothing change): a guard that
+    # keeps a NaN in the input from looping forever.
+    finish, _, _ = jax.lax.while_loop(lambda c: c[1] & (c[2] <= q.size), relax,
+                                      (state.finish, jnp.ones((), bool), 0))
     return finish
 
 

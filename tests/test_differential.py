@@ -258,6 +258,12 @@ def waited_at_ap(results):
 def test_named_pairs_are_covered():
     for name in ("NF", "RS", "LS", "NS", "LF", "EC", "EX", "LC"):
         assert "+".join(H.pair_names(name)) in PAIRS
+    # Every pair has one canonical name that names it back; the paper's LS is
+    # LeastLoad + SDF, so LeastLoad + SJF is not "LS".
+    assert sorted("+".join(H.pair_names(n)) for n in H.ALL_PAIRS) == sorted(PAIRS)
+    assert H.pair_names("LS") == ("least_load", "sdf") == H.pair_names("LD")
+    assert H.pair_label("least_load", "sjf") == "least_load+sjf"
+    assert H.pair_label("least_load", "sdf") == "LS" and H.pair_label("eft", "cp") == "EC"
 
 
 def test_default_settings():
