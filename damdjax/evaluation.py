@@ -5,6 +5,7 @@
            for name, policy in policies.items()}       # metric -> [episodes] float64
     per |= play_generated_pairs(ALL_PAIRS, config, params, inst_keys, play_keys)
     per["bound"] = bound_generated(config, params, inst_keys)  # the contention-free bound
+    many = play_generated_members(member_fn, members, config, inst_keys, play_keys)  # [K, E]
     table = paired_summary(per, reference="dqn")         # means, CIs, reference - others
     print(format_paired(table))
 
@@ -15,6 +16,8 @@ instances from `split` chains of `PRNGKey(seed)` and never fold in EVAL_FOLD.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import numpy as np
 
@@ -23,6 +26,7 @@ from damdjax.heuristics import ALL_PAIRS, Policy
 from damdjax.io import json_number
 from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.rollout import play_batch, play_pairs
+from damdjax.sharding import to_host
 from envs.config import EnvConfig, EnvParams
 from envs.generator import generate
 
@@ -50,6 +54,32 @@ def play_generated(policy: Policy, config: EnvConfig, params: EnvParams, inst_ke
 
     metrics = run(inst_keys, play_keys)
     return {k: np.asarray(metrics[k], np.float64) for k in PAIRED_METRICS}
+
+
+def play_generated_members(member_fn: Callable, members, config: EnvConfig,
+                           inst_keys: jax.Array, play_keys: jax.Array, sharding=None
+                           ) -> dict[str, np.ndarray]:
+    """Many trained policies at once: per-episode metrics [K, E] (float64).
+
+    `members`: a pytree with leaves [K, ...] (e.g. each member's parameters and
+    `Hyper`); `member_fn(member) -> (policy, env params)` builds one member's policy and
+    setting from its slice (traced). Every member plays the same keys (`inst_keys`,
+    `play_keys` [E]), as `play_generated` does for one policy: one compiled program,
+    `vmap` over members (sharded over devices by `sharding`, where given, as the members
+    are).
+    """
+    def one(member):
+        policy, params = member_fn(member)
+        instances = jax.vmap(lambda k: generate(k, config, params))(inst_keys)
+        states = play_batch(policy, play_keys, instances, config.queue_capacity, params.tau,
+                            params.miss_penalty)
+        metrics = jax.vmap(episode_metrics)(states)
+        return {k: metrics[k] for k in PAIRED_METRICS}
+
+    run = (jax.jit(jax.vmap(one)) if sharding is None else
+           jax.jit(jax.vmap(one), in_shardings=(sharding,), out_shardings=sharding))
+    out = to_host(run(members))
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
 def _generate_batch(config: EnvConfig, params: EnvParams, inst_keys: jax.Array):

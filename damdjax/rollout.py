@@ -93,12 +93,16 @@ def select_envs(done: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state):
+def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
+                   axis_name: str | None = None):
     """Training loops' auto-reset: fresh episodes where `done` [E], metrics of the ended ones.
 
     Returns `(obs, state, stats)` with `stats` = `episodes`, `response_sum`,
     `miss_sum` (sums over the ended episodes). Skipped by `lax.cond` when no
-    episode ended (the common case): same result, less work.
+    episode ended (the common case): same result, less work. Under `jax.vmap(...,
+    axis_name=axis_name)` (a sweep's members) the skip is decided over the whole axis (no
+    episode ended in any member): a predicate that differs between members would turn
+    the `cond` into a `select` that resets every env at every step.
     """
     def finish(operand):
         obs, state = operand
@@ -114,7 +118,10 @@ def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state):
         zero = jnp.zeros((), jnp.float32)
         return (*operand, {"episodes": zero, "response_sum": zero, "miss_sum": zero})
 
-    return jax.lax.cond(jnp.any(done), finish, keep, (obs, state))
+    any_done = jnp.any(done)
+    if axis_name is not None:
+        any_done = jax.lax.psum(any_done.astype(jnp.int32), axis_name) > 0
+    return jax.lax.cond(any_done, finish, keep, (obs, state))
 
 
 def chunk_episode_metrics(stats) -> dict:
@@ -126,33 +133,33 @@ def chunk_episode_metrics(stats) -> dict:
             "deadline_miss_rate": jnp.sum(stats["miss_sum"]) / jnp.maximum(n, 1)}
 
 
-def make_chunk_loop(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
-                    steps_per_chunk: int, updates_per_step: int, invalid_key: str,
-                    final_metrics: Callable[[Any], dict]) -> Callable:
-    """The trainers' compiled chunk: a jitted `(runner) -> (runner, metrics)`.
+def make_chunk(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
+               steps_per_chunk: int, updates_per_step: int, invalid_key: str,
+               final_metrics: Callable[[Any], dict]) -> Callable:
+    """The trainers' chunk: a pure, jittable `(runner, hyper) -> (runner, metrics)`.
 
     One `lax.scan` of `steps_per_chunk` iterations; each takes one vmapped env step,
-    `env_step(runner, key, epsilon) -> (runner, info, stats)` at
-    `epsilon = epsilon_fn(runner.env_steps)`, then `updates_per_step` gradient steps,
-    `update(runner, key) -> (runner, (loss [], active []))` (active 0/1: it had data).
-    `runner` is a pytree with fields `key`, `env_steps` and `chunk`. Metrics: the
-    ended episodes' means (`chunk_episode_metrics`), mean loss over active updates,
-    the sum of `info[invalid_key]`, the last epsilon, and `final_metrics(runner)`.
+    `env_step(runner, key, epsilon, hyper) -> (runner, info, stats)` at
+    `epsilon = epsilon_fn(runner.env_steps, hyper)`, then `updates_per_step` gradient
+    steps, `update(runner, key, hyper) -> (runner, (loss [], active []))` (active 0/1: it
+    had data). `runner` is a pytree with fields `key`, `env_steps` and `chunk`; `hyper`
+    any pytree (the run's traced scalars, `damdjax.hyper.Hyper`). Metrics (scalars): the
+    ended episodes' means (`chunk_episode_metrics`), mean loss over active updates, the
+    sum of `info[invalid_key]`, the last epsilon, and `final_metrics(runner)`.
     """
 
-    def iteration(rs, _):
-        key, k_step, k_upd = jax.random.split(rs.key, 3)
-        rs = rs.replace(key=key)
-        epsilon = epsilon_fn(rs.env_steps)
-        rs, info, stats = env_step(rs, k_step, epsilon)
-        rs, (losses, active) = jax.lax.scan(update, rs,
-                                            jax.random.split(k_upd, updates_per_step))
-        stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
-                 invalid_key: jnp.sum(info[invalid_key]), "epsilon": epsilon}
-        return rs, stats
+    def chunk(rs, hyper):
+        def iteration(rs, _):
+            key, k_step, k_upd = jax.random.split(rs.key, 3)
+            rs = rs.replace(key=key)
+            epsilon = epsilon_fn(rs.env_steps, hyper)
+            rs, info, stats = env_step(rs, k_step, epsilon, hyper)
+            rs, (losses, active) = jax.lax.scan(lambda r, k: update(r, k, hyper), rs,
+                                                jax.random.split(k_upd, updates_per_step))
+            stats = {**stats, "loss_sum": jnp.sum(losses), "loss_n": jnp.sum(active),
+                     invalid_key: jnp.sum(info[invalid_key]), "epsilon": epsilon}
+            return rs, stats
 
-    @jax.jit
-    def train_chunk(rs):
         rs, st = jax.lax.scan(iteration, rs, None, length=steps_per_chunk)
         metrics = {
             **chunk_episode_metrics(st),
@@ -163,4 +170,17 @@ def make_chunk_loop(env_step: Callable, update: Callable, epsilon_fn: Callable, 
         }
         return rs.replace(chunk=rs.chunk + 1), metrics
 
-    return train_chunk
+    return chunk
+
+
+def make_chunk_loop(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
+                    steps_per_chunk: int, updates_per_step: int, invalid_key: str,
+                    final_metrics: Callable[[Any], dict]) -> Callable:
+    """`make_chunk` for a trainer without traced hyperparameters: a jitted
+    `(runner) -> (runner, metrics)`; `env_step(runner, key, epsilon)`,
+    `update(runner, key)`, `epsilon_fn(env_steps)`."""
+    chunk = make_chunk(lambda rs, k, eps, _: env_step(rs, k, eps),
+                       lambda rs, k, _: update(rs, k), lambda t, _: epsilon_fn(t),
+                       steps_per_chunk=steps_per_chunk, updates_per_step=updates_per_step,
+                       invalid_key=invalid_key, final_metrics=final_metrics)
+    return jax.jit(lambda rs: chunk(rs, None))

@@ -20,11 +20,10 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-import jax
-
 from damdjax.checkpoint import load_tree, save_tree
 from damdjax.cli import check_counts
 from damdjax.io import write_bytes_atomic, write_json_atomic
+from damdjax.sharding import to_host
 from envs.env import EdgeEnv
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -50,14 +49,17 @@ def run_paths(run_dir: str) -> dict[str, str]:
 
 
 def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
-             config_from_args: Callable[[], Any], config_from_json: Callable[[dict], Any]
-             ) -> tuple[Any, str]:
+             config_from_args: Callable[[], Any], config_from_json: Callable[[dict], Any],
+             resume_flags: frozenset = RESUME_FLAGS, writer: bool = True) -> tuple[Any, str]:
     """Check the run flags and prepare `RUN_DIR/NAME`; returns `(config, run_dir)`.
 
     New run: `config_from_args()` (which may `parser.error`), then the folder is
     created (refused if it exists, unless --overwrite). --resume: the stored
-    config.json (a dataclass) with --num-chunks and --eval-episodes applied where
-    given; any other flag is refused rather than silently ignored.
+    config.json (a dataclass with `num_chunks` and `eval_episodes` fields, or an object
+    with a `with_counts(num_chunks=, eval_episodes=)` method) with --num-chunks and
+    --eval-episodes applied where given; any flag outside `resume_flags` is refused
+    rather than silently ignored. With `writer` False (not the first process of a
+    multi-host run) nothing is created or written.
     """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         parser.error(f"--name must be a plain folder name, got {args.name!r}")
@@ -66,11 +68,13 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     if args.resume:
         if args.overwrite:
             parser.error("--resume and --overwrite exclude each other")
-        others = explicit_flags(build_parser, argv) - RESUME_FLAGS
+        others = explicit_flags(build_parser, argv) - resume_flags
         if others:
             flags = ", ".join("--" + d.replace("_", "-") for d in sorted(others))
+            allowed = ", ".join("--" + d.replace("_", "-") for d in sorted(
+                resume_flags - {"name", "run_dir", "resume"}))
             parser.error(f"--resume continues the stored configuration; it takes only "
-                         f"--num-chunks and --eval-episodes, not {flags}")
+                         f"{allowed}, not {flags}")
         if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
             parser.error(f"--resume: no checkpoint in {run_dir}")
         try:
@@ -78,16 +82,20 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 cfg = config_from_json(json.load(f))
         except (ValueError, TypeError, KeyError) as err:
             parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
-        cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("num_chunks",
-                                          "eval_episodes") if getattr(args, k) is not None})
+        counts = {k: getattr(args, k) for k in ("num_chunks", "eval_episodes")
+                  if getattr(args, k) is not None}
+        cfg = (cfg.with_counts(**counts) if hasattr(cfg, "with_counts")
+               else dataclasses.replace(cfg, **counts))
     else:
         cfg = config_from_args()
-        if os.path.exists(run_dir):
-            if not args.overwrite:
-                parser.error(f"run directory {run_dir} exists: pass --overwrite or --resume")
-            shutil.rmtree(run_dir)
-        os.makedirs(run_dir)
-    write_json_atomic(cfg.to_json(), paths["config"])
+        if writer:  # (the other processes of a multi-host run may see it made already)
+            if os.path.exists(run_dir):
+                if not args.overwrite:
+                    parser.error(f"run directory {run_dir} exists: pass --overwrite or --resume")
+                shutil.rmtree(run_dir)
+            os.makedirs(run_dir)
+    if writer:
+        write_json_atomic(cfg.to_json(), paths["config"])
     return cfg, run_dir
 
 
@@ -155,46 +163,75 @@ def _sigint_deferred(prefix: str):
         signal.signal(signal.SIGINT, previous)
 
 
+def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Callable[[Any], int],
+               run_dir: str, save: Callable[[Any], None],
+               rows: Callable[[Any, dict, float], list[dict]],
+               progress: Callable[[list[dict]], str], header: str, label: str = "",
+               writer: bool = True) -> tuple[Any, bool]:
+    """Run `train_chunk` until `chunks_done(rs) == num_chunks`; returns `(rs, interrupted)`.
+
+    Before: metrics rows past the state's chunk are dropped (a resume) and `header` is
+    printed. After each chunk: `rows(rs, metrics on the host, seconds)`, `save(rs)` (the
+    checkpoint, atomic, and any policy file), then the rows appended to metrics.jsonl
+    and `progress(rows)` printed. Ctrl-C stops the loop once the current chunk is fully
+    recorded and returns it with `interrupted=True` (a second Ctrl-C aborts at once; the
+    checkpoint is still a complete chunk, being written atomically). With `writer`
+    False (a process other than the first of a multi-host run) the loop writes no log;
+    `save` is called on every process (it may gather) and writes only where it should.
+    """
+    paths = run_paths(run_dir)
+    if writer:
+        _trim_log(paths["metrics"], chunks_done(rs))
+    prefix = f"[{label}] " if label else ""
+    print(prefix + header, flush=True)
+    with _sigint_deferred(prefix) as flag:
+        while chunks_done(rs) < num_chunks and not flag["stop"]:
+            t0 = time.perf_counter()
+            rs, m = train_chunk(rs)
+            m = to_host(m)
+            dt = time.perf_counter() - t0
+            new_rows = rows(rs, m, dt)
+            save(rs)
+            if writer:
+                with open(paths["metrics"], "a") as log:
+                    log.write("".join(json.dumps(row) + "\n" for row in new_rows))
+            print(prefix + progress(new_rows), flush=True)
+    if flag["stop"]:
+        print(f"{prefix}interrupted: {paths['checkpoint']} holds chunk {chunks_done(rs)}; "
+              f"continue with --resume", flush=True)
+    return rs, flag["stop"]
+
+
 def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chunk: int,
                run_dir: str, save_extra: Callable[[Any], None] | None = None,
                label: str = "") -> tuple[Any, bool]:
-    """Run `train_chunk` until `rs.chunk == num_chunks`; returns `(rs, interrupted)`.
+    """One run's `chunk_loop`: the checkpoint of `rs`, `save_extra(rs)` (e.g. the policy
+    file), one metrics row and progress line per chunk.
 
-    After each chunk: the checkpoint (atomic), `save_extra(rs)` (e.g. the
-    policy file), then the metrics row and a progress line. Ctrl-C stops the
-    loop once the current chunk is fully recorded and returns it with
-    `interrupted=True` (a second Ctrl-C aborts at once; the checkpoint is
-    still a complete chunk, being written atomically).
     `rs` needs `chunk`, `env_steps` and `updates` scalars; the chunk's metrics
     need `episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`, `epsilon`.
     """
-    paths = run_paths(run_dir)
-    _trim_log(paths["metrics"], int(rs.chunk))
-    prefix = f"[{label}] " if label else ""
-    print(f"{prefix}run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
-          f"from chunk {int(rs.chunk)}", flush=True)
-    with _sigint_deferred(prefix) as flag:
-        while int(rs.chunk) < num_chunks and not flag["stop"]:
-            t0 = time.perf_counter()
-            rs, m = train_chunk(rs)
-            m = jax.device_get(m)
-            dt = time.perf_counter() - t0
-            save_tree(rs, paths["checkpoint"])
-            if save_extra is not None:
-                save_extra(rs)
-            row = {"chunk": int(rs.chunk), "env_steps": int(rs.env_steps),
-                   "updates": int(rs.updates), "seconds": dt,
-                   "env_steps_per_s": env_steps_per_chunk / dt,
-                   **{k: float(v) for k, v in m.items()}}
-            if row["episodes"] == 0:  # no episode ended in this chunk: nothing to average
-                row["avg_response_time"] = row["deadline_miss_rate"] = None
-            with open(paths["metrics"], "a") as log:
-                log.write(json.dumps(row) + "\n")
-            print(prefix + progress_line(row), flush=True)
-    if flag["stop"]:
-        print(f"{prefix}interrupted: {paths['checkpoint']} holds chunk {int(rs.chunk)}; "
-              f"continue with --resume", flush=True)
-    return rs, flag["stop"]
+    checkpoint = run_paths(run_dir)["checkpoint"]
+
+    def save(rs):
+        save_tree(rs, checkpoint)
+        if save_extra is not None:
+            save_extra(rs)
+
+    def rows(rs, m, dt):
+        row = {"chunk": int(rs.chunk), "env_steps": int(rs.env_steps),
+               "updates": int(rs.updates), "seconds": dt,
+               "env_steps_per_s": env_steps_per_chunk / dt,
+               **{k: float(v) for k, v in m.items()}}
+        if row["episodes"] == 0:  # no episode ended in this chunk: nothing to average
+            row["avg_response_time"] = row["deadline_miss_rate"] = None
+        return [row]
+
+    return chunk_loop(
+        train_chunk, rs, num_chunks=num_chunks, chunks_done=lambda r: int(r.chunk),
+        run_dir=run_dir, save=save, rows=rows, progress=lambda rs_: progress_line(rs_[0]),
+        header=f"run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
+               f"from chunk {int(rs.chunk)}", label=label)
 
 
 def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable

@@ -3,6 +3,7 @@
     target = td_targets(q_next_target, mask_next, reward, terminal, gamma)     # [B]
     loss = td_loss(q, action, target, valid)                                    # []
     target_params = periodic_copy(params, target_params, step, every)   # or polyak(...)
+    target_params = periodic_polyak(params, target_params, step, every, rate)  # both
 
 Invalid next actions never enter the max (`masked_max`); a next state with no
 valid action bootstraps 0, like a terminal one.
@@ -72,3 +73,12 @@ def periodic_copy(params, target, step, every):
 def polyak(params, target, rate):
     """Soft target update `rate * params + (1 - rate) * target`."""
     return optax.incremental_update(params, target, rate)
+
+
+def periodic_polyak(params, target, step, every, rate):
+    """Every `every` steps (`step % every == 0`) the soft update `rate * params + (1 - rate)
+    * target`, else `target`. `rate` [] may be traced; where it is 1 the result is
+    `params` itself (bitwise `periodic_copy`)."""
+    mixed = jax.tree.map(lambda p, t: jnp.where(rate >= 1, p, rate * p + (1 - rate) * t),
+                         params, target)
+    return periodic_copy(mixed, target, step, every)

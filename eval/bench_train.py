@@ -2,17 +2,19 @@
 
     PYTHONPATH=. python -m eval.bench_train                               # 256, 1024, 4096 envs
     PYTHONPATH=. python -m eval.bench_train --num-envs 64 --out t.json    # one size, to JSON
+    PYTHONPATH=. python -m eval.bench_train --sweep                       # K = 1, 4, 16 members
 
 For each `--num-envs` E the trainer's config is its default except `num_envs=E`,
 `learning_starts=0` (every timed chunk does its gradient updates),
 `buffer_capacity=max(default or --buffer-capacity, E)` and the sizes given by
-flags. Its jitted `train_chunk` (train/<trainer>.py: `make_train_chunk`) runs
+flags. Its jitted chunk (train/<trainer>.py: `make_train(config).chunk`, or
+`make_train_chunk` for a trainer not yet written as a function of `Hyper`) runs
 `steps_per_chunk` vmapped env steps of E envs, each followed by
 `updates_per_step` gradient updates on a replay batch of `batch_size`
 transitions (the batch does not grow with E).
 
 Timed on its own first: the ahead-of-time compile
-(`train_chunk.lower(runner_state).compile()`); then one untimed warm-up chunk
+(`chunk.lower(runner_state, ...).compile()`); then one untimed warm-up chunk
 and `--repeats` timed chunks, each ended by `jax.block_until_ready`. Chunks are
 consecutive (the runner state carries on, as in a real run). The median wall
 time gives:
@@ -24,12 +26,19 @@ time gives:
   actually applied in each timed chunk);
 * vmapped steps/s: `steps_per_chunk` per second.
 
+--sweep (dqn): for each K of --members, K runs (seeds 0..K-1) as one sweep
+(train.sweep's program: vmapped over members, sharded over every device)
+against the same K runs one after another (`bench_sweep`): total env steps/s
+over members and each mode's measured wall time, compiles included
+(--num-envs defaults to 256 here).
+
 Trainers are listed in TRAINERS (name -> module, config class) and imported
-lazily; a trainer module must provide `init_runner(config, env, params)` and
-`make_train_chunk(config, env, params)`, and its config class the fields
-`num_envs`, `learning_starts`, `buffer_capacity`, `steps_per_chunk`,
-`updates_per_step`, `batch_size`, `num_tasks`, `num_servers` and the methods
-`env_config()` / `env_params()` (or the module a `make_env(config) -> (env, params)`).
+lazily; a trainer module must provide `make_train(config)` (or
+`init_runner(config, env, params)` and `make_train_chunk(config, env, params)`),
+and its config class the fields `num_envs`, `learning_starts`,
+`buffer_capacity`, `steps_per_chunk`, `updates_per_step`, `batch_size`,
+`num_tasks`, `num_servers` and the methods `env_config()` / `env_params()` (or
+the module a `make_env(config) -> (env, params)`).
 """
 from __future__ import annotations
 
@@ -44,7 +53,10 @@ from types import ModuleType
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
+from damdjax.hyper import Hyper, stack
+from damdjax.sharding import member_mesh, pad_members, padded_members, put_members
 from envs.config import check_params
 from envs.env import EdgeEnv
 from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
@@ -56,6 +68,9 @@ TRAINERS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_TRAINER = "dqn"
 DEFAULT_NUM_ENVS = (256, 1024, 4096)
+SWEEP_NUM_ENVS = (256,)
+DEFAULT_MEMBERS = (1, 4, 16)
+SWEEP_TRAINERS = ("dqn",)
 DEFAULT_REPEATS = 3
 
 
@@ -96,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer", default=DEFAULT_TRAINER, metavar="NAME",
         help=f"trainer to measure: {', '.join(TRAINERS)} (default: {DEFAULT_TRAINER})")
     parser.add_argument(
-        "--num-envs", type=int_list, default=DEFAULT_NUM_ENVS, metavar="E1,E2,...",
+        "--num-envs", type=int_list, default=None, metavar="E1,E2,...",
         help="comma-separated numbers of parallel envs, each >= 1 "
              f"(default: {','.join(map(str, DEFAULT_NUM_ENVS))})")
     parser.add_argument(
@@ -119,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--buffer-capacity", type=int, default=None,
         help="replay buffer entries, >= 1; raised to the number of envs where smaller "
              "(default: the trainer config's)")
+    parser.add_argument(
+        "--sweep", action="store_true",
+        help="compare K members in one sweep (train.sweep: vmapped, sharded over every "
+             "device) with the same K runs one after another, for each K of --members "
+             f"(trainers: {', '.join(SWEEP_TRAINERS)}; --num-envs defaults to "
+             f"{','.join(map(str, SWEEP_NUM_ENVS))})")
+    parser.add_argument(
+        "--members", type=int_list, default=DEFAULT_MEMBERS, metavar="K1,K2,...",
+        help="with --sweep: comma-separated member counts, each >= 1 "
+             f"(default: {','.join(map(str, DEFAULT_MEMBERS))})")
     parser.add_argument(
         "--out", default=None, metavar="FILE.json",
         help="also write every number (and the machine) to this JSON file (atomic write)")
@@ -146,6 +171,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.num_envs is None:
+        args.num_envs = SWEEP_NUM_ENVS if args.sweep else DEFAULT_NUM_ENVS
+    if args.sweep and args.trainer not in SWEEP_TRAINERS:
+        parser.error(f"--sweep measures {', '.join(SWEEP_TRAINERS)} only, not "
+                     f"--trainer {args.trainer}")
+    bad = [k for k in args.members if k <= 0]
+    if bad:
+        parser.error(f"--members must all be >= 1, got {bad[0]}")
     bad = [e for e in args.num_envs if e <= 0]
     if bad:
         parser.error(f"--num-envs must all be >= 1, got {bad[0]}")
@@ -183,23 +216,25 @@ def make_env(module: ModuleType, config: Any):
     return EdgeEnv(config.env_config()), config.env_params()
 
 
-def compile_chunk(train_chunk, runner_state):
-    """`(compiled, seconds)`: ahead-of-time `train_chunk.lower(runner_state).compile()`, timed."""
+def compile_chunk(train_chunk, *args):
+    """`(compiled, seconds)`: ahead-of-time `train_chunk.lower(*args).compile()`, timed."""
     t0 = time.perf_counter()
-    compiled = train_chunk.lower(runner_state).compile()
+    compiled = train_chunk.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
 def _updates(runner_state) -> int | None:
-    """Gradient updates applied so far (None where the runner state does not count them)."""
+    """Gradient updates applied so far, summed over a sweep's members (None where the
+    runner state does not count them)."""
     updates = getattr(runner_state, "updates", None)
-    return None if updates is None else int(updates)
+    return None if updates is None else int(np.sum(np.asarray(updates)))
 
 
 def time_chunks(compiled, runner_state, repeats: int):
     """Wall and CPU seconds and applied updates of `repeats` consecutive chunks (after a warm-up).
 
-    Returns `(wall seconds list, process CPU seconds list, updates applied list or None)`.
+    `compiled(runner_state) -> (runner_state, metrics)`. Returns `(wall seconds list,
+    process CPU seconds list, updates applied list or None)`.
     """
     runner_state, _ = jax.block_until_ready(compiled(runner_state))  # warm-up
     seconds, cpu_seconds, applied = [], [], []
@@ -214,21 +249,36 @@ def time_chunks(compiled, runner_state, repeats: int):
     return seconds, cpu_seconds, applied if len(applied) == repeats else None
 
 
-def init_state(module: ModuleType, config: Any, env, params):
-    """`(runner state, seconds)`: the trainer's `init_runner`, jitted (op-by-op it takes far
-    longer than compiling it) and timed, compile included."""
+def init_state(init, *args):
+    """`(runner state, seconds)`: `init(*args)` (a jitted init: op-by-op it takes far longer
+    than compiling it), timed, compile included."""
     t0 = time.perf_counter()
-    state = jax.block_until_ready(jax.jit(lambda p: module.init_runner(config, env, p))(params))
+    state = jax.block_until_ready(init(*args))
     return state, time.perf_counter() - t0
+
+
+def chunk_pieces(module: ModuleType, config: Any):
+    """`(runner state, init seconds, jitted chunk, its extra arguments)` of one run.
+
+    A trainer with `make_train` (training as a function of a key and `Hyper`): its jitted
+    init at `PRNGKey(config.seed)` and chunk `(runner, hyper)`; otherwise the module's
+    `init_runner` and `make_train_chunk(config, env, params)` `(runner)`.
+    """
+    if hasattr(module, "make_train"):
+        fns, hyper = module.make_train(config), Hyper.from_config(config)
+        state, init_s = init_state(jax.jit(fns.init), jax.random.PRNGKey(config.seed), hyper)
+        return state, init_s, jax.jit(fns.chunk), (hyper,)
+    env, params = make_env(module, config)
+    state, init_s = init_state(jax.jit(lambda p: module.init_runner(config, env, p)), params)
+    return state, init_s, module.make_train_chunk(config, env, params), ()
 
 
 def bench_config(module: ModuleType, config: Any, repeats: int) -> dict:
     """Compile and time one trainer config; the row of the results table (a dict)."""
-    env, params = make_env(module, config)
-    runner_state, init_s = init_state(module, config, env, params)
-    train_chunk = module.make_train_chunk(config, env, params)
-    compiled, compile_s = compile_chunk(train_chunk, runner_state)
-    seconds, cpu_seconds, applied = time_chunks(compiled, runner_state, repeats)
+    runner_state, init_s, train_chunk, extra = chunk_pieces(module, config)
+    compiled, compile_s = compile_chunk(train_chunk, runner_state, *extra)
+    seconds, cpu_seconds, applied = time_chunks(lambda rs: compiled(rs, *extra), runner_state,
+                                                repeats)
     median = statistics.median(seconds)
     steps = config.steps_per_chunk
     updates = steps * config.updates_per_step
@@ -251,6 +301,59 @@ def bench_config(module: ModuleType, config: Any, repeats: int) -> dict:
         "updates_per_s": updates / median,
         "vmapped_steps_per_s": steps / median,
     }
+
+
+def bench_sweep(config: Any, members: int, repeats: int) -> list[dict]:
+    """K members in one sweep vs the same K runs one after another, one config (dqn).
+
+    Sweep: `train.sweep.sweep_program` (init and chunk vmapped over K members with seeds
+    0..K-1, sharded over every device): its init (jitted, compile included), the chunk
+    compiled ahead of time, one warm-up chunk, then `repeats` timed chunks. One after
+    another: the single run's jitted init and chunk (compiled once: the seed and the
+    values are traced), then for each member its init, a warm-up chunk and `repeats`
+    timed chunks. Both modes do the same work; `wall_s` is each mode's measured wall
+    time from the start to its last chunk, compiles included.
+    `wall_separate_processes_s` (one after another only, derived) is K times one run's
+    compiles and chunks, as if every run were its own process. Returns the two rows.
+    """
+    from train import dqn, sweep  # noqa: PLC0415 (the sweep registry: dqn only for now)
+
+    steps = config.steps_per_chunk * config.num_envs
+    t_start = time.perf_counter()
+    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(members)])
+    mesh = member_mesh()
+    count = padded_members(members, mesh)
+    init, chunk, shard = sweep.sweep_program(dqn.program_config(config),
+                                             tuple(mesh.devices.flat))
+    hyper = put_members(pad_members(stack([Hyper.from_config(config)] * members), count), shard)
+    state, init_s = init_state(init, put_members(pad_members(keys, count), shard), hyper)
+    compiled, compile_s = compile_chunk(chunk, state, hyper)
+    seconds, _, _ = time_chunks(lambda rs: compiled(rs, hyper), state, repeats)
+    median = statistics.median(seconds)
+    rows = [{"mode": "sweep", "members": members, "padded_members": count,
+             "devices": int(mesh.devices.size), "num_envs": config.num_envs, "init_s": init_s,
+             "compile_s": compile_s, "times_s": seconds, "median_chunk_s": median,
+             "env_steps_per_s": members * steps / median,
+             "wall_s": time.perf_counter() - t_start}]
+
+    t_start = time.perf_counter()
+    fns, single = dqn.make_train(config), Hyper.from_config(config)
+    init1 = jax.jit(fns.init)
+    seconds, compile_s, init_s, inits = [], None, None, []
+    for s in range(members):
+        state, dt = init_state(init1, jax.random.PRNGKey(s), single)
+        inits.append(dt)
+        if compile_s is None:
+            compiled, compile_s = compile_chunk(jax.jit(fns.chunk), state, single)
+        seconds += time_chunks(lambda rs: compiled(rs, single), state, repeats)[0]
+    median = statistics.median(seconds)
+    rows.append({"mode": "sequential", "members": members, "padded_members": members,
+                 "devices": 1, "num_envs": config.num_envs, "init_s": inits[0],
+                 "compile_s": compile_s, "times_s": seconds, "median_chunk_s": median,
+                 "env_steps_per_s": steps / median, "wall_s": time.perf_counter() - t_start,
+                 "wall_separate_processes_s": members * (inits[0] + compile_s
+                                                         + (repeats + 1) * median)})
+    return rows
 
 
 # --------------------------------------------------------------------------
@@ -286,6 +389,8 @@ def _config_json(config: Any) -> dict:
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Every measurement of one run, as a JSON-ready dict."""
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if args.sweep:
+        return run_sweep_benchmark(args, load_at_start)
     rows = []
     for config in args.configs:
         row = bench_config(args.module, config, args.repeats)
@@ -324,6 +429,72 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
 
 
+def sweep_table(rows: list[dict]) -> str:
+    """The --sweep results as a markdown table (sweep and one-after-another rows per K)."""
+    head = ("| members | num envs | mode | devices | compile s | median chunk s | "
+            "env steps/s | wall s | sweep speed-up |")
+    lines = [head, "|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for sweep_row, seq_row in zip(rows[::2], rows[1::2]):
+        for row in (sweep_row, seq_row):
+            speed = (_fmt(seq_row["wall_s"] / sweep_row["wall_s"]) + "x"
+                     if row is sweep_row else "")
+            lines.append("| " + " | ".join([
+                str(row["members"]), str(row["num_envs"]), row["mode"], str(row["devices"]),
+                _fmt(row["compile_s"]), _fmt(row["median_chunk_s"]),
+                _fmt(row["env_steps_per_s"]), _fmt(row["wall_s"]), speed]) + " |")
+    return "\n".join(lines)
+
+
+def run_sweep_benchmark(args: argparse.Namespace, load_at_start) -> dict:
+    """--sweep: `bench_sweep` for every --num-envs config and --members count."""
+    rows = []
+    for config in args.configs:
+        for k in args.members:
+            pair = bench_sweep(config, k, args.repeats)
+            for row in pair:
+                print(f"num_envs {config.num_envs}, {k} members, {row['mode']}: compile "
+                      f"{row['compile_s']:.2f} s, median chunk {row['median_chunk_s']:.4f} s, "
+                      f"{row['env_steps_per_s']:,.0f} env steps/s, wall {row['wall_s']:.2f} s",
+                      file=sys.stderr, flush=True)
+            rows += pair
+    first = args.configs[0]
+    return {
+        "command": "python -m eval.bench_train " + " ".join(args.argv),
+        "trainer": args.trainer,
+        "mode": "sweep",
+        "repeats": args.repeats,
+        "members": list(args.members),
+        "steps_per_chunk": first.steps_per_chunk,
+        "updates_per_step": first.updates_per_step,
+        "batch_size": first.batch_size,
+        "num_tasks": first.num_tasks,
+        "num_servers": first.num_servers,
+        "definitions": {
+            "sweep": "the K members (seeds 0..K-1) as one program: train.sweep.sweep_program "
+                     "(vmap over members, member axis sharded over every device); "
+                     "chunk.lower(...).compile() timed apart, one warm-up chunk, then "
+                     "`repeats` timed chunks",
+            "sequential": "the same K runs one after another in one process: the single "
+                          "run's jitted chunk, compiled once (seed and values are traced); "
+                          "per run its init, a warm-up chunk and `repeats` timed chunks",
+            "env_steps_per_s": "env steps of all members per second: K * steps_per_chunk * "
+                               "num_envs / median_chunk_s (sweep), steps_per_chunk * num_envs "
+                               "/ median_chunk_s (sequential)",
+            "wall_s": "measured wall time of the mode from its start to its last chunk: "
+                      "compiles, inits, a warm-up chunk and `repeats` timed chunks for "
+                      "every member (the same work in both modes)",
+            "wall_separate_processes_s": "sequential only: K * (init_s + compile_s + "
+                                         "(repeats + 1) * median_chunk_s), as if each run "
+                                         "were its own process with its own compiles "
+                                         "(derived)",
+        },
+        "configs": [_config_json(c) for c in args.configs],
+        "machine": {**device_info(), **machine_info(),
+                    "load_average_1_5_15min_at_start": load_at_start},
+        "results": rows,
+    }
+
+
 # --------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------
@@ -345,6 +516,18 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"learning_starts: 0", flush=True)
     payload = run_benchmark(args)
     print()
+    if args.sweep:
+        print(sweep_table(payload["results"]))
+        print()
+        print("sweep: K members as one vmapped program (sharded over every device); "
+              "sequential: the same K runs one after another (one compile); median chunk s: "
+              "per chunk of all K members (sweep) or of one run (sequential); env steps/s: all "
+              "members; wall s: measured, compiles, inits and every chunk of every member "
+              "(a warm-up and --repeats timed chunks each); speed-up: sequential wall / "
+              "sweep wall.")
+        print()
+        print_machine_and_write(payload, args.out)
+        return 0
     print(markdown_table(payload["results"]))
     print()
     print("compile s: train_chunk.lower(...).compile(), timed apart; median chunk s: median wall "

@@ -1,4 +1,9 @@
-"""Train the DQN dispatcher (PureJaxRL style: one jitted chunk of `lax.scan` steps).
+"""Train the DQN dispatcher (PureJaxRL style: training is a function of a key and `Hyper`).
+
+`make_train(config)` gives the pure, jittable pieces `init(key, hyper)`,
+`chunk(runner, hyper)` and `train(key, hyper)` (damdjax.hyper.Hyper: every scalar
+that can vary without recompiling); the command below and `python -m train.sweep`
+(many runs, vmapped, in one program) are host loops around them.
 
     python -m train.dqn --name try1                         # runs/try1/
     python -m train.dqn --name try1 --resume --num-chunks 40  # continue to 40 chunks in all
@@ -28,8 +33,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,13 +45,14 @@ from flax import struct
 from damdjax import replay, runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import DISPATCH_RULES, pair
-from damdjax.rollout import make_chunk_loop, reset_finished
+from damdjax.heuristics import DISPATCH_RULES, Policy, pair
+from damdjax.hyper import FIELDS as HYPER_FIELDS, SETTING_FIELDS as HYPER_SETTING, Hyper
+from damdjax.rollout import make_chunk, reset_finished
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
-from damdjax.targets import periodic_copy, td_loss, td_targets, where_tree
+from damdjax.targets import periodic_polyak, td_loss, td_targets, where_tree
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
@@ -116,36 +123,15 @@ def _network(config: DQNConfig) -> DispatchQNetwork:
     return dispatcher_network(config.hidden)
 
 
-def init_runner(config: DQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerState:
-    key = jax.random.PRNGKey(config.seed)
-    key, k_net, k_env = jax.random.split(key, 3)
-    e, n = config.num_envs, env.config.n_max
-    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, e), params)
-    view0 = jax.tree.map(lambda x: x[0], dispatch_inputs(obs))
-    if config.init_dispatcher:
-        q_params = load_dispatcher(config.init_dispatcher)[1]
-    else:
-        q_params = init_dispatcher(_network(config), k_net)
-    opt_state = config.optimizer().init(q_params)
-    buffer = replay.init(view0, config.buffer_capacity)
-    minus = lambda shape: jnp.full(shape, -1, jnp.int32)
-    return RunnerState(
-        params=q_params, target_params=q_params, opt_state=opt_state, buffer=buffer,
-        env_state=env_state, obs=obs, table_idx=minus((e, n)), table_stamp=minus((e, n)),
-        prev_idx=minus((e,)), prev_stamp=minus((e,)), sojourn=jnp.zeros((e,), jnp.float32),
-        key=key,
-        env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
-        chunk=jnp.zeros((), jnp.int32))
-
-
-def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
-    """(runner, key, epsilon) -> (runner, info, stats): one vmapped step with buffer writes."""
+def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None):
+    """(runner, key, epsilon, env params) -> (runner, info, stats): one vmapped step with
+    buffer writes (`axis_name`: see `make_train`)."""
     net = _network(config)
     schedule = resolve_scheduler(config.scheduler)
     e = config.num_envs
     sojourn = config.reward == "sojourn"
 
-    def env_step(rs: RunnerState, key, epsilon):
+    def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
         k_act, k_sched, k_reset = jax.random.split(key, 3)
         view = dispatch_inputs(rs.obs)
         needed = rs.obs.dispatch_needed
@@ -188,7 +174,8 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
             buf = replay.set_reward(buf, prev_idx, prev_stamp, acc, last)
         acc = jnp.where(done, 0.0, acc)
 
-        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state)
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state,
+                                               axis_name)
         table_idx = jnp.where(done[:, None], -1, table_idx)
         table_stamp = jnp.where(done[:, None], -1, table_stamp)
         prev_idx = jnp.where(done, -1, prev_idx)
@@ -202,43 +189,165 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     return env_step
 
 
-def make_train_chunk(config: DQNConfig, env: EdgeEnv, params: EnvParams):
-    """A jitted `(runner_state) -> (runner_state, metrics)` of `steps_per_chunk` scan steps."""
-    net = _network(config)
-    opt = config.optimizer()
+def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
+    """(runner, key, epsilon) -> (runner, info, stats): one vmapped env step at `params`
+    with its buffer writes (the step `make_train`'s chunk takes; for step-level tests)."""
+    step = _env_step_fn(config, env)
+    return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
-    def loss_fn(p, target_p, batch, valid):
+
+class TrainFns(NamedTuple):
+    """The training program of one config (`make_train`): pure, jittable, vmappable.
+
+    init(key, hyper) -> runner: a fresh `RunnerState` (key: a raw uint32 PRNG key [2];
+        the network, the first episodes and the rest of the run derive from it).
+    chunk(runner, hyper) -> (runner, metrics): `steps_per_chunk` vmapped env steps of
+        `num_envs` envs, each followed by `updates_per_step` gradient updates; metrics
+        are scalars (`episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`,
+        `invalid_dispatch`, `epsilon`, `buffer_ready`).
+    train(key, hyper) -> (runner, metrics): `init`, then `num_chunks` chunks
+        (`lax.scan`); metrics leaves [num_chunks].
+    """
+
+    init: Callable
+    chunk: Callable
+    train: Callable
+
+
+def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
+    """The DQN dispatcher's training program (PureJaxRL style).
+
+    `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
+    = m_max, `queue_capacity`), `hidden`, `buffer_capacity`, `batch_size`, `num_envs`,
+    `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`), `reward` and
+    `scheduler` (a trained scheduler's file is read here, once). Every scalar that may
+    vary between runs comes in `hyper` (`damdjax.hyper.Hyper`, traced): `jax.vmap` the
+    functions over a stacked `Hyper` and keys to train many runs in one program. Nothing
+    here reads `config.seed`, `config.init_dispatcher` or the config's hyperparameter
+    values (`Hyper.from_config(config)` gives those). `axis_name`: the name of the
+    `jax.vmap` axis the caller maps the pieces over (a sweep's members), where one is;
+    it lets the auto-reset skip steps where no episode ended in any member
+    (`damdjax.rollout.reset_finished`). The results are the same with or without it.
+    """
+    env = EdgeEnv(config.env_config())
+    net = _network(config)
+    env_step = _env_step_fn(config, env, axis_name)
+
+    def init(key, hyper: Hyper) -> RunnerState:
+        key, k_net, k_env = jax.random.split(key, 3)
+        e, n = config.num_envs, env.config.n_max
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_env, e), hyper.env_params())
+        view0 = jax.tree.map(lambda x: x[0], dispatch_inputs(obs))
+        q_params = init_dispatcher(net, k_net)
+        minus = lambda shape: jnp.full(shape, -1, jnp.int32)
+        return RunnerState(
+            params=q_params, target_params=q_params,
+            opt_state=hyper.optimizer().init(q_params),
+            buffer=replay.init(view0, config.buffer_capacity), env_state=env_state, obs=obs,
+            table_idx=minus((e, n)), table_stamp=minus((e, n)), prev_idx=minus((e,)),
+            prev_stamp=minus((e,)), sojourn=jnp.zeros((e,), jnp.float32), key=key,
+            env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
+            chunk=jnp.zeros((), jnp.int32))
+
+    def loss_fn(p, target_p, batch, valid, gamma):
         o, n = batch.obs, batch.next_obs
         q = net.apply(p, o.task, o.servers, o.server_mask)
         q_next = net.apply(target_p, n.task, n.servers, n.server_mask)
-        target = td_targets(q_next, n.mask, batch.reward, batch.terminal, config.gamma)
+        target = td_targets(q_next, n.mask, batch.reward, batch.terminal, gamma)
         return td_loss(q, batch.action, target, valid)
 
-    def update(rs: RunnerState, key):
+    def update(rs: RunnerState, key, hyper: Hyper):
         batch, valid = replay.sample(rs.buffer, key, config.batch_size)
-        loss, grads = jax.value_and_grad(loss_fn)(rs.params, rs.target_params, batch, valid)
-        upd, opt_state = opt.update(grads, rs.opt_state, rs.params)
+        loss, grads = jax.value_and_grad(loss_fn)(rs.params, rs.target_params, batch, valid,
+                                                  hyper.gamma)
+        upd, opt_state = hyper.optimizer().update(grads, rs.opt_state, rs.params)
         new_params = optax.apply_updates(rs.params, upd)
-        active = (rs.env_steps >= config.learning_starts) & jnp.any(valid)
+        active = (rs.env_steps >= hyper.learning_starts) & jnp.any(valid)
         params_ = where_tree(active, new_params, rs.params)
         opt_state = where_tree(active, opt_state, rs.opt_state)
         updates = rs.updates + active.astype(jnp.int32)
-        target = periodic_copy(params_, rs.target_params, updates, config.target_every)
+        target = periodic_polyak(params_, rs.target_params, updates, hyper.target_every,
+                                 hyper.polyak)
         target = where_tree(active, target, rs.target_params)
         rs = rs.replace(params=params_, opt_state=opt_state, target_params=target,
                         updates=updates)
         return rs, (loss * active, active.astype(jnp.float32))
 
-    return make_chunk_loop(
-        make_env_step(config, env, params), update, config.epsilon_schedule(),
+    chunk = make_chunk(
+        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env_params()), update,
+        lambda t, hyper: hyper.epsilon(t),
         steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
         invalid_key="invalid_dispatch",
         final_metrics=lambda rs: {"buffer_ready": replay.num_ready(rs.buffer)})
+
+    def train(key, hyper: Hyper):
+        rs = init(key, hyper)
+        return jax.lax.scan(lambda r, _: chunk(r, hyper), rs, None, length=config.num_chunks)
+
+    return TrainFns(init=init, chunk=chunk, train=train)
+
+
+def with_params(rs: RunnerState, q_params) -> RunnerState:
+    """`rs` starting from `q_params` (online and target; e.g. a loaded dispatcher's, for
+    --init-dispatcher). Only valid before the first update: Adam's fresh state is zeros
+    whatever the parameters."""
+    return rs.replace(params=q_params, target_params=q_params)
+
+
+# Config fields that do not change the compiled program (Hyper's values, the seed, run
+# length for chunks, evaluation size, the starting parameters' file). num_tasks and
+# num_servers stay: in a config they are also the padded sizes.
+_NOT_PROGRAM = {**{f: getattr(DQNConfig, f) for f in HYPER_FIELDS
+                   if hasattr(DQNConfig, f) and f not in ("num_tasks", "num_servers")},
+                "seed": 0, "eval_episodes": 0, "init_dispatcher": "", "num_chunks": 1}
+
+
+def program_config(config: DQNConfig) -> DQNConfig:
+    """`config` with every field that leaves `make_train(config).init` and `.chunk`
+    unchanged set to a fixed value: equal for two configs exactly when their init and
+    chunk programs are the same (a cache key)."""
+    return dataclasses.replace(config, **_NOT_PROGRAM)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(program: DQNConfig) -> tuple[Callable, Callable]:
+    fns = make_train(program)
+    return jax.jit(fns.init), jax.jit(fns.chunk)
+
+
+def jitted_pieces(config: DQNConfig) -> tuple[Callable, Callable]:
+    """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
+    config of the same program (any seed, hyperparameter values, run length): a resumed
+    run or a second seed compiles nothing new."""
+    return _jitted(program_config(config))
+
+
+def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
+                params: EnvParams | None = None) -> RunnerState:
+    """The runner a run of `config` starts from: `init(PRNGKey(config.seed), hyper)`
+    (`params`, where given, replaces the setting fields of `Hyper.from_config(config)`),
+    then the parameters of `config.init_dispatcher` where set (a file read). `env` is
+    unused (kept for callers of the step-level API)."""
+    del env
+    hyper = Hyper.from_config(config)
+    if params is not None:
+        hyper = hyper.replace(**{f: getattr(params, f) for f in HYPER_SETTING})
+    rs = jitted_pieces(config)[0](jax.random.PRNGKey(config.seed), hyper)
+    if config.init_dispatcher:
+        rs = with_params(rs, load_dispatcher(config.init_dispatcher)[1])
+    return rs
 
 
 # ---------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------
+
+def greedy_policy(config: DQNConfig, q_params, time_scale: float) -> Policy:
+    """The greedy DQN dispatcher with the config's scheduler (`q_params` may be traced)."""
+    return pair(dqn_dispatch_rule(_network(config), q_params, time_scale),
+                resolve_scheduler(config.scheduler))
+
 
 def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
     """Greedy DQN dispatcher vs nearest / random / least_load / eft, paired on held-out
@@ -249,9 +358,8 @@ def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
     """
     env_config, params = config.env_config(), config.env_params()
     schedule = resolve_scheduler(config.scheduler)
-    rules = {"dqn": dqn_dispatch_rule(_network(config), q_params, params.time_scale),
-             **DISPATCH_RULES}
-    policies = {name: pair(rule, schedule) for name, rule in rules.items()}
+    policies = {"dqn": greedy_policy(config, q_params, params.time_scale),
+                **{name: pair(rule, schedule) for name, rule in DISPATCH_RULES.items()}}
     return {"scheduler": config.scheduler,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn")}
 
@@ -265,20 +373,27 @@ def format_eval(ev: dict) -> str:
 # Flags and the host loop
 # ---------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) -> None:
+    """Every train.dqn flag but --help on `p` (`name`: the default run name; `init`:
+    whether --init-dispatcher is offered)."""
     d = DQNConfig()
-    p = argparse.ArgumentParser(prog="python -m train.dqn", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(p, d, decision="dispatch decision", name="dqn")
+    add_common_flags(p, d, decision="dispatch decision", name=name)
     a = p.add_argument
     a("--scheduler", default=d.scheduler, help="how servers schedule their queues: fcfs, sjf, "
       "sdf, cp, llf, or a train.mdqn run directory (its trained schedulers, frozen) (default %(default)s)")
     a("--reward", default=d.reward, help="dispatcher reward: response = exp(-T_i/tau) of the "
       "dispatched task (the paper's), or sojourn = the schedulers' team reward between this "
       "dispatch and the next (default %(default)s)")
-    a("--init-dispatcher", default=d.init_dispatcher, metavar="PATH",
-      help="start from the parameters of this dispatcher (a train.dqn run directory or "
-           "dispatcher.msgpack) instead of a fresh network (default: fresh)")
+    if init:
+        a("--init-dispatcher", default=d.init_dispatcher, metavar="PATH",
+          help="start from the parameters of this dispatcher (a train.dqn run directory or "
+               "dispatcher.msgpack) instead of a fresh network (default: fresh)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.dqn", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p)
     return p
 
 
@@ -291,7 +406,8 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
         p.error(f"--scheduler: {err}")
     if args.reward not in REWARDS:
         p.error(f"--reward must be one of {', '.join(REWARDS)}, got {args.reward!r}")
-    if args.init_dispatcher:
+    init = getattr(args, "init_dispatcher", "")
+    if init:
         try:
             meta = load_dispatcher(args.init_dispatcher)[2]
         except ValueError as err:
@@ -299,23 +415,32 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
         if tuple(meta["hidden"]) != kw["hidden"]:
             p.error(f"--init-dispatcher {args.init_dispatcher} has hidden widths "
                     f"{','.join(map(str, meta['hidden']))}: pass the same --hidden")
-    return DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward,
-                     init_dispatcher=args.init_dispatcher)
+    return DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init)
+
+
+def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
+    """The run's policy file `run_dir/dispatcher.msgpack` (what eval.compare
+    --dispatcher-checkpoint and train.mdqn --dispatcher load), atomically."""
+    save_dispatcher(f"{run_dir}/{DISPATCHER_FILE}", cfg.hidden, cfg.env_params().time_scale,
+                    q_params)
 
 
 def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
-    """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`."""
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
-    rs = init_runner(cfg, env, params)
+    """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`.
+
+    The host side of `make_train(cfg)`: `init_runner` (key `PRNGKey(cfg.seed)`, the
+    --init-dispatcher file), the checkpoint where resuming, then the jitted `chunk` at
+    `Hyper.from_config(cfg)` until `cfg.num_chunks` (`damdjax.runs.run_chunks`: checkpoint,
+    policy file and metrics row after each chunk, Ctrl-C between them).
+    """
+    rs = init_runner(cfg)
     if resume:
         rs = runs.restore_runner(rs, run_dir)
-    dispatcher_path = f"{run_dir}/{DISPATCHER_FILE}"
+    chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)
     return runs.run_chunks(
-        runs.cached_train_chunk(make_train_chunk, cfg), rs, num_chunks=cfg.num_chunks,
+        lambda r: chunk(r, hyper), rs, num_chunks=cfg.num_chunks,
         env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
-        save_extra=lambda r: save_dispatcher(dispatcher_path, cfg.hidden, params.time_scale,
-                                             r.params))
+        save_extra=lambda r: save_policy_file(run_dir, cfg, r.params))
 
 
 def main(argv=None) -> int:

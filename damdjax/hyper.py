@@ -1,0 +1,132 @@
+"""The scalars a training run may vary without recompiling: `Hyper`, a pytree.
+
+    hyper = Hyper.from_config(cfg)                     # a trainer config's values
+    hyper = hyper.replace(lr=1e-3, density=3.0)        # one run's values
+    check_hyper(hyper, cfg.env_config())               # ValueError naming a bad value
+    stacked = stack([h1, h2, h3])                      # leaves [3]: vmap over members
+
+A trainer's frozen config decides the compiled program's shape (array sizes,
+network widths, buffer size, number of envs and steps, reward kind,
+scheduler); `Hyper` holds every scalar the program reads as a traced value,
+so one compiled program serves any values (and `jax.vmap` over a stacked
+`Hyper` trains many runs at once). Units: `lr` per gradient step;
+`eps_decay_steps` and `learning_starts` in env steps; `target_every` in
+gradient updates; `tau` in time units; the setting fields as in
+`envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
+<= its `m_max`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from envs.config import EnvConfig, EnvParams, check_params
+
+
+@struct.dataclass
+class Hyper:
+    """Every scalar of a DQN-style training run that can vary without recompiling.
+
+    Leaves are Python scalars (one run; `jit` traces them, weakly typed) or
+    arrays with a leading member axis (`stack`).
+    """
+
+    lr: float = 5e-4                   # Adam learning rate
+    gamma: float = 0.9                 # discount per decision
+    eps_start: float = 1.0             # epsilon at env step 0
+    eps_end: float = 0.05              # epsilon after the decay
+    eps_decay_steps: int = 100_000     # env steps of the linear epsilon decay
+    target_every: int = 100            # gradient updates between target updates
+    polyak: float = 1.0                # target <- polyak*online + (1-polyak)*target (1: copy)
+    learning_starts: int = 5_000       # env steps before the first gradient update
+    max_grad_norm: float = 10.0        # global gradient-norm clip
+    tau: float = EnvParams.tau                    # reward time constant (time units)
+    miss_penalty: float = EnvParams.miss_penalty  # team-reward penalty per missed deadline
+    density: float = EnvParams.density            # tasks per time unit
+    slack: float = EnvParams.slack                # deadline slack
+    num_tasks: int = EnvParams.num_tasks          # real tasks per episode (<= n_max)
+    num_servers: int = EnvParams.num_servers      # real servers (<= m_max)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Hyper":
+        """The values of a trainer config (fields of the same names); a field the config
+        lacks (e.g. `polyak`, `miss_penalty`) takes `Hyper`'s default."""
+        return cls(**{f: getattr(cfg, f) for f in FIELDS if hasattr(cfg, f)})
+
+    def env_params(self) -> EnvParams:
+        """The generator and reward knobs as `EnvParams` (other knobs at their defaults)."""
+        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
+                         density=self.density, slack=self.slack, tau=self.tau,
+                         miss_penalty=self.miss_penalty)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam at `lr` after global-norm clipping at `max_grad_norm`, built from (possibly
+        traced) values: build it inside the traced function. Its state does not depend on
+        the values, so `init` may use any `Hyper`."""
+        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
+
+    def epsilon(self, env_steps):
+        """Epsilon at `env_steps` []: `eps_start` to `eps_end` linearly over
+        `eps_decay_steps` (at least 1), then `eps_end` (optax.linear_schedule's formula)."""
+        steps = jnp.maximum(self.eps_decay_steps, 1)
+        frac = 1 - jnp.clip(env_steps, 0, steps) / steps
+        return (self.eps_start - self.eps_end) * frac + self.eps_end
+
+    def values(self) -> dict:
+        """Field -> Python number (leaves must be scalars)."""
+        return {f: _python(getattr(self, f)) for f in FIELDS}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Hyper))
+INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "num_tasks",
+                        "num_servers"})
+SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
+
+
+def _python(x):
+    x = np.asarray(x)
+    return int(x) if x.dtype.kind in "iub" else float(x)
+
+
+def check_hyper(h: Hyper, config: EnvConfig) -> None:
+    """Raise ValueError naming the first bad value of `h` (concrete values; Python boundary).
+
+    `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
+    `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers where
+    INT_FIELDS; the setting as `envs.config.check_params` within `config`'s padding.
+    """
+    v = h.values()
+    for name in FIELDS:
+        if not math.isfinite(v[name]):
+            raise ValueError(f"{name} must be finite, got {v[name]}")
+        if name in INT_FIELDS and float(getattr(h, name)) != int(v[name]):
+            raise ValueError(f"{name} must be an integer, got {float(getattr(h, name)):g}")
+    for name in ("lr", "max_grad_norm", "eps_decay_steps", "target_every"):
+        if not v[name] > 0:
+            raise ValueError(f"{name} must be > 0, got {v[name]:g}")
+    for name in ("gamma", "eps_start", "eps_end"):
+        if not 0 <= v[name] <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {v[name]:g}")
+    if not 0 < v["polyak"] <= 1:
+        raise ValueError(f"polyak must be in (0, 1], got {v['polyak']:g}")
+    if v["learning_starts"] < 0:
+        raise ValueError(f"learning_starts must be >= 0, got {v['learning_starts']}")
+    check_params(config, h.env_params())
+
+
+def stack(hypers: list[Hyper]) -> Hyper:
+    """One `Hyper` with leaves [K] (int32 for INT_FIELDS, float32 otherwise) from K runs."""
+    def col(name):
+        dtype = np.int32 if name in INT_FIELDS else np.float32
+        return np.asarray([getattr(h, name) for h in hypers], dtype)
+    return Hyper(**{name: col(name) for name in FIELDS})
+
+
+def member(stacked: Hyper, i: int) -> Hyper:
+    """Member `i` of a stacked `Hyper`, as Python scalars."""
+    return Hyper(**{f: _python(np.asarray(getattr(stacked, f))[i]) for f in FIELDS})

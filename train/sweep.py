@@ -1,0 +1,355 @@
+"""Sweeps: many training runs as one compiled program, the members sharded over every device.
+
+    python -m train.sweep --trainer dqn --seeds 4 --grid lr=1e-4,5e-4,1e-3 gamma=0.9,0.99
+    python -m train.sweep --name sweep --resume --num-chunks 60     # continue to 60 chunks
+    python -m eval.compare --dispatcher-checkpoint runs/sweep/member-3
+
+Members are every point of the --grid (the cartesian product of its lists, over
+any field of damdjax.hyper.Hyper: lr, gamma, eps_start, eps_end,
+eps_decay_steps, target_every, polyak, learning_starts, max_grad_norm, tau,
+miss_penalty, density, slack, num_tasks, num_servers) times --seeds training
+seeds (--seed, --seed + 1, ...): member i is grid point i // K with seed
+--seed + i % K, and equals `python -m train.dqn --seed S` with the point's
+values as flags (same keys; to float rounding). The trainer's flags set the
+program's shape and every value the grid leaves alone; --num-tasks and
+--num-servers are also the padded maxima (grid values must not exceed them).
+
+One program: the trainer's `chunk(runner, hyper)` (train.dqn.make_train),
+`jax.vmap`ped over members and `jit`ted with the member axis sharded over every
+device (a 1-D `Mesh`, `NamedSharding`); members are padded (repeating the last)
+to a multiple of the device count. --distributed calls
+`jax.distributed.initialize()` first, so the same command runs across hosts
+under a cluster launcher (the first process writes the files).
+
+Writes runs/<name>/: config.json (trainer, seeds, grid and the trainer's
+config), metrics.jsonl (one line per chunk per member: member, seed, its
+hyper values, the chunk's metrics), checkpoint.msgpack (every member's runner
+state, atomic, after each chunk; --resume continues it exactly), and at the
+end member-<i>/ (dispatcher.msgpack and config.json, what eval.compare
+--dispatcher-checkpoint and train.mdqn --dispatcher take; member.json: its
+index, seed and hyper values) and eval.json: every member greedy on the
+held-out episodes of --seed (the same instances for all members: paired), the
+grid points ranked by mean response time with 95% CIs over seeds. Ctrl-C stops
+between chunks as train.dqn does.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import statistics
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from damdjax import runs
+from damdjax.checkpoint import save_tree
+from damdjax.cli import check_counts
+from damdjax.evaluation import held_out_keys, play_generated_members
+from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
+from damdjax.hyper import Hyper, stack
+from damdjax.io import json_number, write_json_atomic
+from damdjax.metrics import mean_ci95
+from damdjax.sharding import (
+    MEMBER_AXIS, member_mesh, member_sharding, pad_members, padded_members, put_members,
+    to_host)
+from train import dqn
+
+TRAINERS = ("dqn",)          # mdqn and damd: not yet
+MEMBER_DIR = "member-{}"
+RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One run of a sweep: its index, training seed, grid point and every value."""
+
+    index: int
+    seed: int
+    point: dict
+    hyper: Hyper
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep trains: `config` (the trainer's; its program, every value the grid
+    leaves alone, and the base seed) and the members: `grid` points x `seeds`."""
+
+    trainer: str
+    seeds: int
+    grid: tuple          # ((field, (v1, v2, ...)), ...), in the order given
+    config: Any          # dqn.DQNConfig
+
+    @property
+    def num_chunks(self) -> int:
+        return self.config.num_chunks
+
+    @property
+    def eval_episodes(self) -> int:
+        return self.config.eval_episodes
+
+    def with_counts(self, **counts) -> "SweepConfig":
+        """Run length / evaluation size changed (what --resume may change)."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, **counts))
+
+    def points(self) -> list[dict]:
+        return grid_points({f: list(v) for f, v in self.grid})
+
+    def members(self) -> list[Member]:
+        base = Hyper.from_config(self.config)
+        return [Member(p * self.seeds + s, self.config.seed + s, point, base.replace(**point))
+                for p, point in enumerate(self.points()) for s in range(self.seeds)]
+
+    def member_config(self, m: Member):
+        """The trainer config of member `m` alone (its seed and values; the fields the
+        config lacks, e.g. polyak, are in member.json)."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        values = {k: v for k, v in m.hyper.values().items() if k in names}
+        return dataclasses.replace(self.config, seed=m.seed, **values)
+
+    def to_json(self) -> dict:
+        return {"trainer": self.trainer, "seeds": self.seeds,
+                "grid": {f: list(v) for f, v in self.grid}, "config": self.config.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SweepConfig":
+        """ValueError/KeyError/TypeError where `d` is not a stored sweep config."""
+        if sorted(d) != ["config", "grid", "seeds", "trainer"]:
+            raise ValueError(f"not a sweep config (keys {sorted(d)})")
+        if d["trainer"] not in TRAINERS:
+            raise ValueError(f"unknown trainer {d['trainer']!r}")
+        return cls(trainer=d["trainer"], seeds=int(d["seeds"]),
+                   grid=tuple((f, tuple(v)) for f, v in d["grid"].items()),
+                   config=dqn.DQNConfig.from_json(d["config"]))
+
+
+# ---------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--trainer", default="dqn", help=f"the trainer swept: {', '.join(TRAINERS)} "
+      "(mdqn and damd: not yet) (default %(default)s)")
+    a("--seeds", type=int, default=1,
+      help="training seeds per grid point: --seed, --seed + 1, ... (default %(default)s)")
+    a("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
+      help="values of Hyper fields to sweep, e.g. lr=1e-4,1e-3 gamma=0.9,0.99 (members: "
+           "every combination x --seeds)")
+    a("--distributed", action="store_true",
+      help="call jax.distributed.initialize() first (one process per host under a cluster "
+           "launcher; the member axis spans every host's devices)")
+    dqn.add_flags(p, name="sweep", init=False)
+    return p
+
+
+def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
+    """The sweep from checked flags: one-line errors (exit 2) before anything compiles."""
+    if args.trainer not in TRAINERS:
+        p.error(f"--trainer must be one of {', '.join(TRAINERS)}, got {args.trainer!r}")
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    cfg = dqn.config_from_args(p, args)
+    try:
+        grid = parse_grid(args.grid)
+        check_grid(grid, Hyper.from_config(cfg), cfg.env_config())
+    except ValueError as err:
+        p.error(str(err))
+    return SweepConfig(trainer=args.trainer, seeds=args.seeds,
+                       grid=tuple((f, tuple(v)) for f, v in grid.items()), config=cfg)
+
+
+# ---------------------------------------------------------------------------
+# The program and the host loop
+# ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def sweep_program(program: Any, devices: tuple):
+    """`(init, chunk, sharding)`: `make_train(program)`'s init and chunk vmapped over
+    members and jitted with the member axis sharded over `devices` (cached: a resume in
+    the same process compiles nothing new).
+
+    init(keys [K, 2], hyper [K]) -> runner [K]; chunk(runner [K], hyper [K]) ->
+    (runner [K], metrics [K] with the runner's `env_steps`, `updates` and `chunk`). The
+    vmap axis is named MEMBER_AXIS: an env step where no member's episode ended skips
+    the auto-reset for all (one all-reduce of a flag across devices per env step).
+    """
+    fns = dqn.make_train(program, axis_name=MEMBER_AXIS)
+    shard = member_sharding(member_mesh(list(devices)))
+
+    def chunk(rs, hyper):
+        rs, m = fns.chunk(rs, hyper)
+        return rs, {**m, "env_steps": rs.env_steps, "updates": rs.updates, "chunk": rs.chunk}
+
+    donate = () if devices[0].platform == "cpu" else (0,)  # (CPU cannot donate buffers)
+    init = jax.jit(jax.vmap(fns.init, axis_name=MEMBER_AXIS), in_shardings=(shard, shard),
+                   out_shardings=shard)
+    chunk = jax.jit(jax.vmap(chunk, axis_name=MEMBER_AXIS), in_shardings=(shard, shard),
+                    out_shardings=(shard, shard), donate_argnums=donate)
+    return init, chunk, shard
+
+
+def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_chunk: int
+                ) -> list[dict]:
+    """One metrics row per member (not padding) from a chunk's metrics [K'] on the host."""
+    rows = []
+    for mem in members:
+        i = mem.index
+        row = {"chunk": int(m["chunk"][i]), "member": i, "seed": mem.seed,
+               "hyper": mem.hyper.values(), "env_steps": int(m["env_steps"][i]),
+               "updates": int(m["updates"][i]), "seconds": seconds,
+               "env_steps_per_s": env_steps_per_chunk / seconds,
+               **{k: float(v[i]) for k, v in m.items()
+                  if k not in ("chunk", "env_steps", "updates")}}
+        if row["episodes"] == 0:
+            row["avg_response_time"] = row["deadline_miss_rate"] = None
+        rows.append(row)
+    return rows
+
+
+def _median_best(rows: list[dict], key: str) -> str:
+    vals = [(r[key], r["member"]) for r in rows if r[key] is not None]
+    if not vals:
+        return "-"
+    best = min(vals)
+    return f"{statistics.median(v for v, _ in vals):.3f} best {best[0]:.3f} (member {best[1]})"
+
+
+def progress_line(rows: list[dict], num_chunks: int) -> str:
+    """A chunk's line: total env steps/s over members, median and best response time and
+    miss rate, median loss."""
+    total = sum(r["env_steps"] for r in rows)
+    rate = sum(r["env_steps_per_s"] for r in rows)
+    return (f"chunk {rows[0]['chunk']:>4}/{num_chunks}  members {len(rows)}  env steps "
+            f"{total:>11}  {rate:>9.0f}/s  resp median {_median_best(rows, 'avg_response_time')}"
+            f"  miss median {_median_best(rows, 'deadline_miss_rate')}  loss median "
+            f"{statistics.median(r['loss'] for r in rows):.4f}  eps {rows[0]['epsilon']:.3f}")
+
+
+def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
+          ) -> tuple[Any, list[Member], Any, bool]:
+    """Run (or continue) every member's chunks; `(runner [K'], members, hyper [K'],
+    interrupted)` with K' >= K members (padding last)."""
+    cfg = scfg.config
+    members = scfg.members()
+    mesh = member_mesh()
+    count = padded_members(len(members), mesh)
+    init, chunk, shard = sweep_program(dqn.program_config(cfg), tuple(mesh.devices.flat))
+    hyper = put_members(pad_members(stack([m.hyper for m in members]), count), shard)
+    keys = np.stack([np.asarray(jax.random.PRNGKey(m.seed)) for m in members])
+    rs = init(put_members(pad_members(keys, count), shard), hyper)
+    if resume:  # the checkpoint holds the real members only (any device count resumes it)
+        real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
+        rs = put_members(pad_members(runs.restore_runner(real, run_dir), count), shard)
+    done = {"chunks": int(to_host(rs.chunk)[0])}
+    checkpoint = runs.run_paths(run_dir)["checkpoint"]
+    steps = cfg.steps_per_chunk * cfg.num_envs
+
+    def rows(rs_, m, seconds):
+        out = member_rows(members, m, seconds, steps)
+        done["chunks"] = out[0]["chunk"]
+        return out
+
+    def save(rs_):
+        host = to_host(rs_)
+        if writer:
+            save_tree(jax.tree.map(lambda x: x[:len(members)], host), checkpoint)
+
+    pad = f" (+{count - len(members)} padding)" if count > len(members) else ""
+    rs, interrupted = runs.chunk_loop(
+        lambda r: chunk(r, hyper), rs, num_chunks=cfg.num_chunks,
+        chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
+        progress=lambda r: progress_line(r, cfg.num_chunks), writer=writer,
+        header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
+               f"device(s), {cfg.num_chunks} chunks x {steps} env steps each, from chunk "
+               f"{done['chunks']}")
+    return rs, members, hyper, interrupted
+
+
+# ---------------------------------------------------------------------------
+# The end: policy files and the held-out evaluation
+# ---------------------------------------------------------------------------
+
+def save_members(scfg: SweepConfig, run_dir: str, members: list[Member], params) -> None:
+    """member-<i>/: dispatcher.msgpack, config.json (the member's trainer config) and
+    member.json (index, seed, grid point, every hyper value). `params`: host [K', ...]."""
+    for m in members:
+        folder = os.path.join(run_dir, MEMBER_DIR.format(m.index))
+        os.makedirs(folder, exist_ok=True)
+        mcfg = scfg.member_config(m)
+        dqn.save_policy_file(folder, mcfg, jax.tree.map(lambda x: x[m.index], params))
+        write_json_atomic(mcfg.to_json(), os.path.join(folder, runs.CONFIG))
+        write_json_atomic({"member": m.index, "seed": m.seed, "point": m.point,
+                           "hyper": m.hyper.values()}, os.path.join(folder, "member.json"))
+
+
+def evaluate(scfg: SweepConfig, members: list[Member], params, hyper, shard) -> dict:
+    """Every member's greedy policy on the held-out episodes of the sweep's seed (the same
+    instances for all members, each at its own setting within the padding), and the
+    grid points ranked by mean response time with 95% CIs over seeds."""
+    cfg = scfg.config
+    time_scale = cfg.env_params().time_scale
+    inst_keys, play_keys = held_out_keys(cfg.seed, cfg.eval_episodes)
+    per = play_generated_members(
+        lambda mem: (dqn.greedy_policy(cfg, mem[0], time_scale), mem[1].env_params()),
+        (params, hyper), cfg.env_config(), inst_keys, play_keys, sharding=shard)
+    per_member = []
+    for m in members:
+        row = {"member": m.index, "seed": m.seed, "point": m.point, "hyper": m.hyper.values()}
+        for k, v in per.items():
+            mean, half = mean_ci95(v[m.index])
+            row[k] = {"mean": json_number(mean), "ci95": json_number(half)}
+        per_member.append(row)
+    means = [{k: r[k]["mean"] for k in per} for r in per_member]
+    return {"trainer": scfg.trainer, "episodes": cfg.eval_episodes, "seed": cfg.seed,
+            "grid": {f: list(v) for f, v in scfg.grid}, "seeds": scfg.seeds,
+            "ranking": rank_points(means, scfg.points(), scfg.seeds), "members": per_member}
+
+
+def finish(scfg: SweepConfig, run_dir: str, rs, members: list[Member], hyper,
+           writer: bool = True) -> dict | None:
+    """Policy files of every member, then (eval_episodes > 0) eval.json and the table."""
+    params_host = to_host(rs.params)
+    if writer:
+        save_members(scfg, run_dir, members, params_host)
+    if scfg.eval_episodes <= 0:
+        return None
+    ev = evaluate(scfg, members, rs.params, hyper, sharding_of(rs))
+    if writer:
+        write_json_atomic(ev, os.path.join(run_dir, "eval.json"))
+    print(format_ranking(ev["ranking"], f"held-out evaluation: {ev['episodes']} episodes of "
+                         f"seed {ev['seed']}, every member on the same instances; mean ± 95% "
+                         f"CI over {scfg.seeds} seed(s)"), flush=True)
+    return ev
+
+
+def sharding_of(tree):
+    """The sharding of a pytree's first leaf (a sweep state's member sharding)."""
+    return jax.tree.leaves(tree)[0].sharding
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_counts(p, args)
+    if args.distributed:
+        jax.distributed.initialize()
+    writer = jax.process_index() == 0
+    scfg, run_dir = runs.open_run(p, build_parser, args, argv,
+                                  config_from_args=lambda: config_from_args(p, args),
+                                  config_from_json=SweepConfig.from_json,
+                                  resume_flags=RESUME_FLAGS, writer=writer)
+    rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer)
+    if interrupted:
+        return 130
+    finish(scfg, run_dir, rs, members, hyper, writer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
