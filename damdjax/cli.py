@@ -12,8 +12,6 @@ import argparse
 import dataclasses
 import math
 
-import optax
-
 from envs.config import EnvConfig, EnvParams, check_params
 
 # The environment setting a run is trained and evaluated at (trainer config fields, run
@@ -45,14 +43,6 @@ class TrainerConfigMixin:
 
     def env_params(self) -> EnvParams:
         return setting_params(self.setting())
-
-    def optimizer(self) -> optax.GradientTransformation:
-        """Adam at `lr` after global-norm clipping at `max_grad_norm`."""
-        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
-
-    def epsilon_schedule(self):
-        """Epsilon of env step t: `eps_start` to `eps_end` linearly over `eps_decay_steps`."""
-        return optax.linear_schedule(self.eps_start, self.eps_end, max(self.eps_decay_steps, 1))
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

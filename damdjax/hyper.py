@@ -53,10 +53,14 @@ class Hyper:
     num_servers: int = EnvParams.num_servers      # real servers (<= m_max)
 
     @classmethod
-    def from_config(cls, cfg) -> "Hyper":
+    def from_config(cls, cfg, params: EnvParams | None = None) -> "Hyper":
         """The values of a trainer config (fields of the same names); a field the config
-        lacks (e.g. `polyak`, `miss_penalty`) takes `Hyper`'s default."""
-        return cls(**{f: getattr(cfg, f) for f in FIELDS if hasattr(cfg, f)})
+        lacks (e.g. `polyak`, `miss_penalty`) takes `Hyper`'s default. `params`, where
+        given, replaces the setting fields (SETTING_FIELDS)."""
+        h = cls(**{f: getattr(cfg, f) for f in FIELDS if hasattr(cfg, f)})
+        if params is not None:
+            h = h.replace(**{f: getattr(params, f) for f in SETTING_FIELDS})
+        return h
 
     def env_params(self) -> EnvParams:
         """The generator and reward knobs as `EnvParams` (other knobs at their defaults)."""
@@ -86,6 +90,22 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Hyper))
 INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "num_tasks",
                         "num_servers"})
 SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
+
+
+# Hyper fields that a trainer config also reads as the padded sizes (n_max, m_max).
+PADDED_FIELDS = ("num_tasks", "num_servers")
+
+
+def program_of(config, **run_values):
+    """`config` (a trainer's frozen config dataclass) with every field that leaves its
+    `make_train(config).init` and `.chunk` unchanged set to a fixed value: the `Hyper`
+    fields it holds at its class's defaults (but PADDED_FIELDS, which also size the
+    program), and `run_values`, the fields only the host reads (seed, run length,
+    evaluation size, a starting-parameters file). Two configs have the same program
+    exactly when their `program_of` are equal (a cache key)."""
+    cls = type(config)
+    fixed = {f: getattr(cls, f) for f in FIELDS if hasattr(cls, f) and f not in PADDED_FIELDS}
+    return dataclasses.replace(config, **fixed, **run_values)
 
 
 def _python(x):

@@ -2,7 +2,7 @@
 training loops' vmapped rollout pieces (auto-reset, chunk metrics, the compiled chunk)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -173,14 +173,35 @@ def make_chunk(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
     return chunk
 
 
-def make_chunk_loop(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
-                    steps_per_chunk: int, updates_per_step: int, invalid_key: str,
-                    final_metrics: Callable[[Any], dict]) -> Callable:
-    """`make_chunk` for a trainer without traced hyperparameters: a jitted
-    `(runner) -> (runner, metrics)`; `env_step(runner, key, epsilon)`,
-    `update(runner, key)`, `epsilon_fn(env_steps)`."""
-    chunk = make_chunk(lambda rs, k, eps, _: env_step(rs, k, eps),
-                       lambda rs, k, _: update(rs, k), lambda t, _: epsilon_fn(t),
-                       steps_per_chunk=steps_per_chunk, updates_per_step=updates_per_step,
-                       invalid_key=invalid_key, final_metrics=final_metrics)
-    return jax.jit(lambda rs: chunk(rs, None))
+class TrainFns(NamedTuple):
+    """A trainer's training program (`train.<trainer>.make_train(config)`): pure, jittable,
+    vmappable over members (keys and a stacked `damdjax.hyper.Hyper`).
+
+    init(key, hyper) -> runner: a fresh runner state (key: a raw uint32 PRNG key [2];
+        the networks, the first episodes and the rest of the run derive from it; no
+        file is read).
+    chunk(runner, hyper) -> (runner, metrics): one chunk (`make_chunk`); metrics are
+        scalars.
+    train(key, hyper) -> (runner, metrics): `init`, then `num_chunks` chunks
+        (`lax.scan`); metrics leaves [num_chunks].
+    """
+
+    init: Callable
+    chunk: Callable
+    train: Callable
+
+
+def train_fns(init: Callable, chunk: Callable, num_chunks: int) -> TrainFns:
+    """`TrainFns` of a trainer's `init` and `chunk`, `train` being `num_chunks` chunks."""
+    def train(key, hyper):
+        rs = init(key, hyper)
+        return jax.lax.scan(lambda r, _: chunk(r, hyper), rs, None, length=num_chunks)
+
+    return TrainFns(init=init, chunk=chunk, train=train)
+
+
+def with_params(rs, params):
+    """Runner `rs` (fields `params`, `target_params`) starting from `params`, online and
+    target (a loaded policy's, for --init-dispatcher / --init-schedulers). Only valid
+    before the first update: Adam's fresh state is zeros whatever the parameters."""
+    return rs.replace(params=params, target_params=params)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -20,11 +21,12 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+import jax
+
 from damdjax.checkpoint import load_tree, save_tree
 from damdjax.cli import check_counts
 from damdjax.io import write_bytes_atomic, write_json_atomic
 from damdjax.sharding import to_host
-from envs.env import EdgeEnv
 
 CHECKPOINT = "checkpoint.msgpack"
 CONFIG = "config.json"
@@ -99,17 +101,14 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     return cfg, run_dir
 
 
-_CHUNK_CACHE: dict = {}
-
-
-def cached_train_chunk(make_train_chunk: Callable, cfg):
-    """`make_train_chunk(cfg, env, params)` (jitted), reused within a process: a resumed run
-    in the same process (e.g. in tests) then compiles once. Run length and evaluation size
-    (`num_chunks`, `eval_episodes`) do not change the chunk and are not part of the key."""
-    key = (make_train_chunk, dataclasses.replace(cfg, num_chunks=1, eval_episodes=0))
-    if key not in _CHUNK_CACHE:
-        _CHUNK_CACHE[key] = make_train_chunk(cfg, EdgeEnv(cfg.env_config()), cfg.env_params())
-    return _CHUNK_CACHE[key]
+@functools.lru_cache(maxsize=8)
+def jitted_train(make_train: Callable, program) -> tuple[Callable, Callable]:
+    """`(jit(init), jit(chunk))` of `make_train(program)` (`program`: a trainer's
+    `program_config`), shared within a process by every config of the same program (any
+    seed, hyperparameter values, run length): a resumed run or a second seed compiles
+    nothing new."""
+    fns = make_train(program)
+    return jax.jit(fns.init), jax.jit(fns.chunk)
 
 
 def restore_runner(template, run_dir: str):
@@ -232,6 +231,21 @@ def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chun
         run_dir=run_dir, save=save, rows=rows, progress=lambda rs_: progress_line(rs_[0]),
         header=f"run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
                f"from chunk {int(rs.chunk)}", label=label)
+
+
+def train_single(cfg, run_dir: str, resume: bool, label: str, *, runner, chunk: Callable,
+                 save_policy_file: Callable) -> tuple[Any, bool]:
+    """A trainer's single run (the host side of its `make_train(cfg)`): from `runner` (its
+    initial state) or, with `resume`, the checkpoint in `run_dir`, `chunk(runner) ->
+    (runner, metrics)` (jitted, at the run's `Hyper`) until `cfg.num_chunks`
+    (`run_chunks`: checkpoint, `save_policy_file(run_dir, cfg, params)` and a metrics row
+    after each chunk, Ctrl-C between them). Returns `(runner, interrupted)`."""
+    if resume:
+        runner = restore_runner(runner, run_dir)
+    return run_chunks(
+        chunk, runner, num_chunks=cfg.num_chunks,
+        env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
+        save_extra=lambda r: save_policy_file(run_dir, cfg, r.params))
 
 
 def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable

@@ -239,6 +239,9 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
 
     An agent (or, shared, the whole step) with no valid row leaves its params
     and optimizer state unchanged.
+
+    `optimizer` and `gamma` may hold traced values (e.g. `Hyper.optimizer()` and
+    `Hyper.gamma` inside a jitted, vmapped trainer): call this inside the traced function.
     """
 
     def agent_loss(p, tp, batch: Transition, valid):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from damdjax.checkpoint import read_state_dict
-from damdjax.policies import load_dispatcher
+from damdjax.policies import load_dispatcher, load_schedulers
 from train import dqn, mdqn, sweep
 
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
@@ -46,8 +46,8 @@ def rows_of(path):
     return [json.loads(line) for line in open(path)]
 
 
-def assert_rows_match(got: dict, want: dict, exact_floats: bool = False):
-    for k in EXACT:
+def assert_rows_match(got: dict, want: dict, exact_floats: bool = False, exact=EXACT):
+    for k in exact:
         assert got[k] == want[k], k
     for k in CLOSE:
         if want[k] is None or exact_floats:
@@ -198,7 +198,8 @@ def test_resume_equals_straight_run(straight, tmp_path, assert_same_checkpoint):
     (["--grid", "target_every=2.5"], "'2.5' is not an integer"),
     (["--grid", "polyak=0"], "polyak must be in (0, 1]"),
     (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--trainer", "mdqn"], "--trainer must be one of dqn"),
+    (["--trainer", "ppo"], "--trainer must be one of dqn, mdqn, got 'ppo'"),
+    (["--trainer", "mdqn", "--dispatcher", "fastest"], "--dispatcher: dispatcher 'fastest'"),
 ])
 def test_bad_grid_specs_one_line_before_compiling(flags, named, tmp_path, capsys, monkeypatch):
     def boom(*args, **kwargs):
@@ -230,3 +231,52 @@ def test_train_is_init_then_num_chunks_chunks_and_vmaps_over_members():
     assert {k: v.shape for k, v in metrics.items()} == {
         k: (3, 5) for k in ("episodes", "avg_response_time", "deadline_miss_rate", "loss",
                             "invalid_dispatch", "epsilon", "buffer_ready")}
+
+
+MDQN_TINY = ["--num-envs", "4", "--num-tasks", "6", "--num-servers", "2", "--steps-per-chunk",
+             "8", "--buffer-capacity", "64", "--batch-size", "8", "--learning-starts", "8",
+             "--eps-decay-steps", "40", "--hidden", "8", "--target-every", "3", "--seed", "5",
+             "--dispatcher", "eft"]
+MDQN_EXACT = ("chunk", "env_steps", "updates", "episodes", "invalid_picks", "pool_ready_min")
+
+
+def test_mdqn_members_equal_single_runs_and_load_as_schedulers(tmp_path):
+    """A 2-point lr grid of MDQN schedulers (per-agent networks and Adam states): member 1
+    equals train.mdqn alone at its lr (rows; parameters to float rounding; one single run
+    only, as each is its own compile), every member's folder holds its schedulers
+    (train.dqn --scheduler takes it), and both are evaluated greedy under the run's
+    dispatcher."""
+    rd = str(tmp_path)
+    assert sweep.main(["--trainer", "mdqn", "--run-dir", rd, "--name", "m", "--num-chunks", "2",
+                       "--eval-episodes", "2", "--grid", "lr=5e-4,3e-3", *MDQN_TINY]) == 0
+    root = tmp_path / "m"
+    rows = rows_of(root / "metrics.jsonl")
+    assert [(r["chunk"], r["member"]) for r in rows] == [(c, i) for c in (1, 2) for i in range(2)]
+    assert rows[-1]["updates"] > 0
+    state = read_state_dict(root / "checkpoint.msgpack")
+    first = np.asarray(params_of(state)[0])     # [member, agent, ...]: the lr matters
+    assert first.shape[:2] == (2, 2) and np.max(np.abs(first[0] - first[1])) > 1e-4
+    assert mdqn.main(["--run-dir", rd, "--name", "r1", "--num-chunks", "2", "--eval-episodes",
+                      "0", *MDQN_TINY, "--lr", "3e-3"]) == 0
+    mine = [r for r in rows if r["member"] == 1]
+    for got, want in zip(mine, rows_of(tmp_path / "r1" / "metrics.jsonl"), strict=True):
+        assert_rows_match(got, want, exact=MDQN_EXACT)
+    single = read_state_dict(tmp_path / "r1" / dqn.CHECKPOINT)
+    for a, b in zip(params_of(state), params_of(single), strict=True):
+        np.testing.assert_allclose(np.asarray(a)[1], b, rtol=1e-5, atol=1e-6)
+    for i, lr in enumerate((5e-4, 3e-3)):
+        assert all(r["seed"] == 5 and r["hyper"]["lr"] == lr for r in rows if r["member"] == i)
+        member = root / f"member-{i}"
+        _, params, meta = load_schedulers(member)
+        assert (meta["num_agents"], meta["share"]) == (2, False)
+        for a, b in zip(params_of(state), jax.tree_util.tree_leaves(params)):
+            np.testing.assert_array_equal(np.asarray(a)[i], b)
+        cfg = json.load(open(member / "config.json"))
+        assert (cfg["lr"], cfg["dispatcher"], cfg["num_servers"]) == (lr, "eft", 2)
+    p = dqn.build_parser()
+    cfg = dqn.config_from_args(p, p.parse_args(["--scheduler", str(root / "member-1"),
+                                                "--num-tasks", "6", "--num-servers", "2"]))
+    assert cfg.scheduler.endswith("member-1")
+    ev = json.load(open(root / "eval.json"))
+    assert (ev["trainer"], ev["episodes"], len(ev["members"])) == ("mdqn", 2, 2)
+    assert [r["rank"] for r in ev["ranking"]] == [1, 2]

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +45,8 @@ from damdjax import replay, runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, pair
-from damdjax.hyper import FIELDS as HYPER_FIELDS, SETTING_FIELDS as HYPER_SETTING, Hyper
-from damdjax.rollout import make_chunk, reset_finished
+from damdjax.hyper import Hyper, program_of
+from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
@@ -196,24 +195,6 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
 
-class TrainFns(NamedTuple):
-    """The training program of one config (`make_train`): pure, jittable, vmappable.
-
-    init(key, hyper) -> runner: a fresh `RunnerState` (key: a raw uint32 PRNG key [2];
-        the network, the first episodes and the rest of the run derive from it).
-    chunk(runner, hyper) -> (runner, metrics): `steps_per_chunk` vmapped env steps of
-        `num_envs` envs, each followed by `updates_per_step` gradient updates; metrics
-        are scalars (`episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`,
-        `invalid_dispatch`, `epsilon`, `buffer_ready`).
-    train(key, hyper) -> (runner, metrics): `init`, then `num_chunks` chunks
-        (`lax.scan`); metrics leaves [num_chunks].
-    """
-
-    init: Callable
-    chunk: Callable
-    train: Callable
-
-
 def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
     """The DQN dispatcher's training program (PureJaxRL style).
 
@@ -228,6 +209,10 @@ def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
     `jax.vmap` axis the caller maps the pieces over (a sweep's members), where one is;
     it lets the auto-reset skip steps where no episode ended in any member
     (`damdjax.rollout.reset_finished`). The results are the same with or without it.
+
+    `chunk`: `steps_per_chunk` vmapped env steps of `num_envs` envs, each followed by
+    `updates_per_step` gradient updates; its metrics: `episodes`, `avg_response_time`,
+    `deadline_miss_rate`, `loss`, `invalid_dispatch`, `epsilon`, `buffer_ready`.
     """
     env = EdgeEnv(config.env_config())
     net = _network(config)
@@ -281,46 +266,20 @@ def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
         invalid_key="invalid_dispatch",
         final_metrics=lambda rs: {"buffer_ready": replay.num_ready(rs.buffer)})
 
-    def train(key, hyper: Hyper):
-        rs = init(key, hyper)
-        return jax.lax.scan(lambda r, _: chunk(r, hyper), rs, None, length=config.num_chunks)
-
-    return TrainFns(init=init, chunk=chunk, train=train)
-
-
-def with_params(rs: RunnerState, q_params) -> RunnerState:
-    """`rs` starting from `q_params` (online and target; e.g. a loaded dispatcher's, for
-    --init-dispatcher). Only valid before the first update: Adam's fresh state is zeros
-    whatever the parameters."""
-    return rs.replace(params=q_params, target_params=q_params)
-
-
-# Config fields that do not change the compiled program (Hyper's values, the seed, run
-# length for chunks, evaluation size, the starting parameters' file). num_tasks and
-# num_servers stay: in a config they are also the padded sizes.
-_NOT_PROGRAM = {**{f: getattr(DQNConfig, f) for f in HYPER_FIELDS
-                   if hasattr(DQNConfig, f) and f not in ("num_tasks", "num_servers")},
-                "seed": 0, "eval_episodes": 0, "init_dispatcher": "", "num_chunks": 1}
+    return train_fns(init, chunk, config.num_chunks)
 
 
 def program_config(config: DQNConfig) -> DQNConfig:
     """`config` with every field that leaves `make_train(config).init` and `.chunk`
-    unchanged set to a fixed value: equal for two configs exactly when their init and
-    chunk programs are the same (a cache key)."""
-    return dataclasses.replace(config, **_NOT_PROGRAM)
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted(program: DQNConfig) -> tuple[Callable, Callable]:
-    fns = make_train(program)
-    return jax.jit(fns.init), jax.jit(fns.chunk)
+    unchanged set to a fixed value (`damdjax.hyper.program_of`): equal for two configs
+    exactly when their init and chunk programs are the same (a cache key)."""
+    return program_of(config, seed=0, eval_episodes=0, init_dispatcher="", num_chunks=1)
 
 
 def jitted_pieces(config: DQNConfig) -> tuple[Callable, Callable]:
     """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
-    config of the same program (any seed, hyperparameter values, run length): a resumed
-    run or a second seed compiles nothing new."""
-    return _jitted(program_config(config))
+    config of the same program (`damdjax.runs.jitted_train`)."""
+    return runs.jitted_train(make_train, program_config(config))
 
 
 def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
@@ -330,9 +289,7 @@ def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
     then the parameters of `config.init_dispatcher` where set (a file read). `env` is
     unused (kept for callers of the step-level API)."""
     del env
-    hyper = Hyper.from_config(config)
-    if params is not None:
-        hyper = hyper.replace(**{f: getattr(params, f) for f in HYPER_SETTING})
+    hyper = Hyper.from_config(config, params)
     rs = jitted_pieces(config)[0](jax.random.PRNGKey(config.seed), hyper)
     if config.init_dispatcher:
         rs = with_params(rs, load_dispatcher(config.init_dispatcher)[1])
@@ -433,14 +390,9 @@ def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[
     `Hyper.from_config(cfg)` until `cfg.num_chunks` (`damdjax.runs.run_chunks`: checkpoint,
     policy file and metrics row after each chunk, Ctrl-C between them).
     """
-    rs = init_runner(cfg)
-    if resume:
-        rs = runs.restore_runner(rs, run_dir)
     chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)
-    return runs.run_chunks(
-        lambda r: chunk(r, hyper), rs, num_chunks=cfg.num_chunks,
-        env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
-        save_extra=lambda r: save_policy_file(run_dir, cfg, r.params))
+    return runs.train_single(cfg, run_dir, resume, label, runner=init_runner(cfg),
+                             chunk=lambda r: chunk(r, hyper), save_policy_file=save_policy_file)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,10 @@
 """Train the MDQN schedulers: one DQN agent per edge server (the paper's Algorithm 2).
 
+Training is a function of a key and `Hyper` (PureJaxRL style, as train.dqn):
+`make_train(config)` gives the pure, jittable `init(key, hyper)`,
+`chunk(runner, hyper)` and `train(key, hyper)`; the command below and
+`python -m train.sweep --trainer mdqn` are host loops around them.
+
     python -m train.mdqn --dispatcher least-load --name m1        # runs/m1/
     python -m train.mdqn --dispatcher runs/dqn --name m2           # under a trained dispatcher
     python -m train.mdqn --share-params ...                        # one network for all servers
@@ -26,8 +31,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,15 +42,16 @@ from flax import struct
 from damdjax import runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import SCHEDULE_RULES, pair
-from damdjax.rollout import make_chunk_loop, reset_finished
+from damdjax.heuristics import SCHEDULE_RULES, Policy, pair
+from damdjax.hyper import Hyper, program_of
+from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
 from damdjax.policies import (
     SCHEDULERS_FILE, init_schedulers, load_schedulers, mdqn_schedule_rule, resolve_dispatcher,
     save_schedulers, scheduler_network)
 from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
     make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
-from damdjax.targets import periodic_copy, where_tree
+from damdjax.targets import periodic_polyak, where_tree
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
@@ -107,27 +114,6 @@ class RunnerState:
     chunk: jax.Array
 
 
-def init_runner(config: MDQNConfig, env: EdgeEnv, params: EnvParams) -> RunnerState:
-    key = jax.random.PRNGKey(config.seed)
-    key, k_net, k_env = jax.random.split(key, 3)
-    e, m = config.num_envs, env.config.m_max
-    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, e), params)
-    one = jax.tree.map(lambda x: x[0, 0], agent_axis(scheduler_inputs(obs)))  # one agent
-    net = scheduler_network(config.hidden)
-    if config.init_schedulers:
-        q_params = load_schedulers(config.init_schedulers)[1]
-    else:
-        q_params = init_schedulers(net, k_net, m, config.share_params)
-    minus = jnp.full((e, m), -1, jnp.int32)
-    return RunnerState(
-        params=q_params, target_params=q_params,
-        opt_state=init_agents_opt(config.optimizer(), q_params, config.share_params),
-        pools=init_pools(one, config.buffer_capacity, m), env_state=env_state, obs=obs,
-        prev_idx=minus, prev_stamp=minus, team_sum=jnp.zeros((e, m), jnp.float32), key=key,
-        env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
-        chunk=jnp.zeros((), jnp.int32))
-
-
 def decision_epochs(view, epochs: str) -> jax.Array:
     """[E, M] bool: the agents whose pick now is a stored decision epoch.
 
@@ -141,14 +127,20 @@ def decision_epochs(view, epochs: str) -> jax.Array:
     raise ValueError(f"epochs must be one of {EPOCHS}, got {epochs!r}")
 
 
-def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
-    """(runner, key, epsilon) -> (runner, info, stats): one vmapped step with pool writes."""
-    net = scheduler_network(config.hidden)
+def _network(config: MDQNConfig):
+    return scheduler_network(config.hidden)
+
+
+def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None):
+    """(runner, key, epsilon, env params) -> (runner, info, stats): one vmapped step with
+    pool writes (`axis_name`: see `make_train`). The dispatcher's file, if
+    `config.dispatcher` names one, is read here, once."""
+    net = _network(config)
     dispatch = resolve_dispatcher(config.dispatcher)
-    e = config.num_envs
+    e, m = config.num_envs, env.config.m_max
     share = config.share_params
 
-    def env_step(rs: RunnerState, key, epsilon):
+    def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
         k_act, k_disp, k_reset = jax.random.split(key, 3)
         view = scheduler_inputs(rs.obs)                      # leaves [E, M, ...]
         agent_obs = agents_first(agent_axis(view))           # leaves [M, E, ...]
@@ -162,8 +154,7 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
         # Each agent deciding now closes its previous transition: next state = now.
         closing = deciding & (rs.prev_idx >= 0)
         pools = pools_complete(rs.pools, rs.prev_idx.T, rs.prev_stamp.T, agent_obs,
-                               rs.team_sum.T, jnp.zeros((config.num_servers, e), bool),
-                               closing.T)
+                               rs.team_sum.T, jnp.zeros((m, e), bool), closing.T)
         team_sum = jnp.where(deciding, 0.0, rs.team_sum)
         pools, idx, stamp = pools_add(pools, agent_obs, picks.T, deciding.T)
         prev_idx = jnp.where(deciding, idx.T, rs.prev_idx)
@@ -175,9 +166,10 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
         # Episode end: every open transition is terminal (its next obs is never used).
         last = done[:, None] & (prev_idx >= 0)
         pools = pools_complete(pools, prev_idx.T, prev_stamp.T, agent_obs, team_sum.T,
-                               jnp.ones((config.num_servers, e), bool), last.T)
+                               jnp.ones((m, e), bool), last.T)
 
-        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state)
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state,
+                                               axis_name)
         reset = done[:, None]
         rs = rs.replace(pools=pools, env_state=env_state, obs=obs,
                         prev_idx=jnp.where(reset, -1, prev_idx),
@@ -190,20 +182,69 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
     return env_step
 
 
-def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
-    """A jitted `(runner_state) -> (runner_state, metrics)` of `steps_per_chunk` scan steps."""
-    net = scheduler_network(config.hidden)
-    agents_update = make_agents_update(net, config.optimizer(), config.gamma,
-                                       config.share_params)
+def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
+    """(runner, key, epsilon) -> (runner, info, stats): one vmapped env step at `params`
+    with its pool writes (the step `make_train`'s chunk takes; for step-level tests)."""
+    step = _env_step_fn(config, env)
+    return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
-    def update(rs: RunnerState, key):
+
+def make_train(config: MDQNConfig, axis_name: str | None = None) -> TrainFns:
+    """The MDQN schedulers' training program (PureJaxRL style, as `train.dqn.make_train`).
+
+    `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
+    = m_max = the number of agents, `queue_capacity`), `hidden`, `share_params`,
+    `epochs`, `buffer_capacity` and `batch_size` (per agent), `num_envs`,
+    `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`) and `dispatcher`
+    (a trained dispatcher's file is read here, once; it stays frozen). Every scalar that
+    may vary between runs comes in `hyper` (`damdjax.hyper.Hyper`, traced), and every
+    field of `Hyper` applies: `lr` and `max_grad_norm` (each agent's own Adam and
+    clipping, or the shared network's: `damdjax.schedulers.make_agents_update`), `gamma`
+    (per decision of an agent), the epsilon schedule (in env steps), `learning_starts`
+    (env steps), `target_every` (gradient steps in which some agent learned) and `polyak`
+    (all agents' targets at once), and the setting (`tau` and `miss_penalty` of the team
+    reward, `density`, `slack`, `num_tasks`, `num_servers` <= the padding). Nothing here
+    reads `config.seed`, `config.init_schedulers` or the config's hyperparameter values
+    (`Hyper.from_config(config)` gives those). `axis_name`: as in `train.dqn.make_train`.
+
+    `chunk`: `steps_per_chunk` vmapped env steps of `num_envs` envs, each followed by
+    `updates_per_step` gradient steps of every agent; its metrics: `episodes`,
+    `avg_response_time`, `deadline_miss_rate`, `loss` (mean over the agents that
+    learned), `invalid_picks`, `epsilon`, `pool_ready_min` (the emptiest pool's ready
+    entries).
+    """
+    env = EdgeEnv(config.env_config())
+    net = _network(config)
+    env_step = _env_step_fn(config, env, axis_name)
+    share = config.share_params
+
+    def init(key, hyper: Hyper) -> RunnerState:
+        key, k_net, k_env = jax.random.split(key, 3)
+        e, m = config.num_envs, env.config.m_max
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_env, e), hyper.env_params())
+        one = jax.tree.map(lambda x: x[0, 0], agent_axis(scheduler_inputs(obs)))  # one agent
+        q_params = init_schedulers(net, k_net, m, share)
+        minus = jnp.full((e, m), -1, jnp.int32)
+        return RunnerState(
+            params=q_params, target_params=q_params,
+            opt_state=init_agents_opt(hyper.optimizer(), q_params, share),
+            pools=init_pools(one, config.buffer_capacity, m), env_state=env_state, obs=obs,
+            prev_idx=minus, prev_stamp=minus, team_sum=jnp.zeros((e, m), jnp.float32),
+            key=key, env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
+            chunk=jnp.zeros((), jnp.int32))
+
+    def update(rs: RunnerState, key, hyper: Hyper):
+        # Built here, from the traced values (the optimizer's state does not depend on them).
+        agents_update = make_agents_update(net, hyper.optimizer(), hyper.gamma, share)
         batch, valid = pools_sample(rs.pools, key, config.batch_size)
-        valid = valid & (rs.env_steps >= config.learning_starts)
+        valid = valid & (rs.env_steps >= hyper.learning_starts)
         params_, opt_state, loss = agents_update(rs.params, rs.target_params, rs.opt_state,
                                                  batch, valid)
         active = jnp.any(valid)
         updates = rs.updates + active.astype(jnp.int32)
-        target = periodic_copy(params_, rs.target_params, updates, config.target_every)
+        target = periodic_polyak(params_, rs.target_params, updates, hyper.target_every,
+                                 hyper.polyak)
         target = where_tree(active, target, rs.target_params)
         has = jnp.any(valid, axis=-1)
         mean_loss = jnp.sum(jnp.where(has, loss, 0.0)) / jnp.maximum(jnp.sum(has), 1)
@@ -211,16 +252,79 @@ def make_train_chunk(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
                         updates=updates)
         return rs, (mean_loss * active, active.astype(jnp.float32))
 
-    return make_chunk_loop(
-        make_env_step(config, env, params), update, config.epsilon_schedule(),
+    chunk = make_chunk(
+        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env_params()), update,
+        lambda t, hyper: hyper.epsilon(t),
         steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
         invalid_key="invalid_picks",
         final_metrics=lambda rs: {"pool_ready_min": jnp.min(pools_ready(rs.pools))})
+
+    return train_fns(init, chunk, config.num_chunks)
+
+
+def program_config(config: MDQNConfig) -> MDQNConfig:
+    """`config` with every field that leaves `make_train(config).init` and `.chunk`
+    unchanged set to a fixed value (`damdjax.hyper.program_of`): equal for two configs
+    exactly when their init and chunk programs are the same (a cache key)."""
+    return program_of(config, seed=0, eval_episodes=0, init_schedulers="", num_chunks=1)
+
+
+def jitted_pieces(config: MDQNConfig) -> tuple[Callable, Callable]:
+    """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
+    config of the same program (`damdjax.runs.jitted_train`): one compile for any seed
+    and values (traced; equal to a single run's `init_runner` and `fixed_chunk` to float
+    rounding, as a sweep member is)."""
+    return runs.jitted_train(make_train, program_config(config))
+
+
+def init_runner(config: MDQNConfig, env: EdgeEnv | None = None,
+                params: EnvParams | None = None) -> RunnerState:
+    """The runner a run of `config` starts from: `make_train(config).init(PRNGKey(
+    config.seed), hyper)` at `hyper = Hyper.from_config(config, params)` (`params`, where
+    given, replaces the setting fields), op by op, then the parameters of
+    `config.init_schedulers` where set (a file read). `env` is unused (kept for callers of
+    the step-level API). Op by op, not `jitted_pieces`: a single run keeps its results
+    bitwise (see `train`)."""
+    del env
+    rs = make_train(config).init(jax.random.PRNGKey(config.seed),
+                                 Hyper.from_config(config, params))
+    if config.init_schedulers:
+        rs = with_params(rs, load_schedulers(config.init_schedulers)[1])
+    return rs
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_chunk(config: MDQNConfig) -> Callable:
+    hyper = Hyper.from_config(config)
+    chunk = make_train(config).chunk
+    return jax.jit(lambda rs: chunk(rs, hyper))
+
+
+def fixed_chunk(config: MDQNConfig) -> Callable:
+    """`jit` of `make_train(config).chunk` at `Hyper.from_config(config)` bound as constants:
+    `(runner) -> (runner, metrics)`, shared within a process by the configs that differ
+    only in run length, evaluation size or starting file (a resume compiles nothing new).
+
+    What a single run takes (`train`): its values are the run's only ones, and bound as
+    constants they compile as before `make_train` existed (XLA folds them, e.g. a
+    division by a constant becomes a multiplication by its reciprocal), so a run's
+    checkpoint is bitwise what it was. A sweep member (traced values) equals the run to
+    float rounding.
+    """
+    return _fixed_chunk(dataclasses.replace(config, num_chunks=1, eval_episodes=0,
+                                            init_schedulers=""))
 
 
 # ---------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------
+
+def greedy_policy(config: MDQNConfig, q_params, time_scale: float) -> Policy:
+    """The greedy MDQN schedulers under the config's (frozen) dispatcher (`q_params` may
+    be traced; per-agent parameters [M, ...] for the padded `num_servers`)."""
+    return pair(resolve_dispatcher(config.dispatcher),
+                mdqn_schedule_rule(_network(config), q_params, config.share_params, time_scale))
+
 
 def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
     """Greedy MDQN schedulers vs FCFS / SJF / SDF / CP / LLF under the run's dispatcher,
@@ -228,10 +332,8 @@ def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
     `damdjax.evaluation.paired_summary` (reference "mdqn")."""
     env_config, params = config.env_config(), config.env_params()
     dispatch = resolve_dispatcher(config.dispatcher)
-    rules = {"mdqn": mdqn_schedule_rule(scheduler_network(config.hidden), q_params,
-                                        config.share_params, params.time_scale),
-             **SCHEDULE_RULES}
-    policies = {name: pair(dispatch, rule) for name, rule in rules.items()}
+    policies = {"mdqn": greedy_policy(config, q_params, params.time_scale),
+                **{name: pair(dispatch, rule) for name, rule in SCHEDULE_RULES.items()}}
     return {"dispatcher": config.dispatcher,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "mdqn")}
 
@@ -245,11 +347,11 @@ def format_eval(ev: dict) -> str:
 # Flags and the host loop
 # ---------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def add_flags(p: argparse.ArgumentParser, name: str = "mdqn", init: bool = True) -> None:
+    """Every train.mdqn flag but --help on `p` (`name`: the default run name; `init`:
+    whether --init-schedulers is offered)."""
     d = MDQNConfig()
-    p = argparse.ArgumentParser(prog="python -m train.mdqn", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(p, d, decision="decision of an agent", name="mdqn")
+    add_common_flags(p, d, decision="decision of an agent", name=name)
     a = p.add_argument
     a("--dispatcher", default=d.dispatcher, help="the frozen dispatcher: nearest, random, "
       "least-load, eft, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
@@ -258,9 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--epochs", choices=EPOCHS, default=d.epochs,
       help="an agent's decision epochs (its stored transitions): choice = picks among >= 2 "
            "eligible tasks, all = every pick (default %(default)s)")
-    a("--init-schedulers", default=d.init_schedulers, metavar="PATH",
-      help="start from these schedulers' parameters (a train.mdqn run directory or "
-           "schedulers.msgpack) instead of fresh networks (default: fresh)")
+    if init:
+        a("--init-schedulers", default=d.init_schedulers, metavar="PATH",
+          help="start from these schedulers' parameters (a train.mdqn run directory or "
+               "schedulers.msgpack) instead of fresh networks (default: fresh)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.mdqn", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p)
     return p
 
 
@@ -271,34 +380,40 @@ def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
         resolve_dispatcher(args.dispatcher)
     except ValueError as err:
         p.error(f"--dispatcher: {err}")
-    if args.init_schedulers:
+    init = getattr(args, "init_schedulers", "")
+    if init:
         try:
-            meta = load_schedulers(args.init_schedulers)[2]
+            meta = load_schedulers(init)[2]
         except ValueError as err:
             p.error(f"--init-schedulers: {err}")
         want = {"hidden": list(kw["hidden"]), "share": args.share_params,
                 "num_agents": kw["num_servers"]}
         have = {k: meta[k] for k in want}
         if have != want:
-            p.error(f"--init-schedulers {args.init_schedulers} holds {have}, this run needs "
-                    f"{want}")
+            p.error(f"--init-schedulers {init} holds {have}, this run needs {want}")
     return MDQNConfig(**kw, dispatcher=args.dispatcher, share_params=args.share_params,
-                      epochs=args.epochs, init_schedulers=args.init_schedulers)
+                      epochs=args.epochs, init_schedulers=init)
+
+
+def save_policy_file(run_dir: str, cfg: MDQNConfig, q_params) -> None:
+    """The run's policy file `run_dir/schedulers.msgpack` (what eval.compare --scheduler and
+    train.dqn --scheduler load), atomically. Its agent count is that of `q_params` (the
+    padded `num_servers`; a sweep member's config may hold a smaller real count); shared
+    parameters record `cfg.num_servers`."""
+    agents = cfg.num_servers if cfg.share_params else jax.tree.leaves(q_params)[0].shape[0]
+    save_schedulers(f"{run_dir}/{SCHEDULERS_FILE}", cfg.hidden, cfg.share_params, agents,
+                    cfg.env_params().time_scale, q_params)
 
 
 def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
-    """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`."""
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
-    rs = init_runner(cfg, env, params)
-    if resume:
-        rs = runs.restore_runner(rs, run_dir)
-    path = f"{run_dir}/{SCHEDULERS_FILE}"
-    return runs.run_chunks(
-        runs.cached_train_chunk(make_train_chunk, cfg), rs, num_chunks=cfg.num_chunks,
-        env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
-        save_extra=lambda r: save_schedulers(path, cfg.hidden, cfg.share_params,
-                                             cfg.num_servers, params.time_scale, r.params))
+    """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`.
+
+    The host side of `make_train(cfg)` (`damdjax.runs.train_single`): `init_runner` (key
+    `PRNGKey(cfg.seed)`, the --init-schedulers file), the checkpoint where resuming, then
+    `fixed_chunk(cfg)` (the chunk at `Hyper.from_config(cfg)`) until `cfg.num_chunks`.
+    """
+    return runs.train_single(cfg, run_dir, resume, label, runner=init_runner(cfg),
+                             chunk=fixed_chunk(cfg), save_policy_file=save_policy_file)
 
 
 def main(argv=None) -> int:

@@ -3,18 +3,23 @@
     python -m train.sweep --trainer dqn --seeds 4 --grid lr=1e-4,5e-4,1e-3 gamma=0.9,0.99
     python -m train.sweep --name sweep --resume --num-chunks 60     # continue to 60 chunks
     python -m eval.compare --dispatcher-checkpoint runs/sweep/member-3
+    python -m train.sweep --trainer mdqn --dispatcher runs/dqn --seeds 4 --name ms
+    python -m train.dqn --scheduler runs/ms/member-2                 # a member's schedulers
 
-Members are every point of the --grid (the cartesian product of its lists, over
-any field of damdjax.hyper.Hyper: lr, gamma, eps_start, eps_end,
-eps_decay_steps, target_every, polyak, learning_starts, max_grad_norm, tau,
-miss_penalty, density, slack, num_tasks, num_servers) times --seeds training
-seeds (--seed, --seed + 1, ...): member i is grid point i // K with seed
---seed + i % K, and equals `python -m train.dqn --seed S` with the point's
-values as flags (same keys; to float rounding). The trainer's flags set the
-program's shape and every value the grid leaves alone; --num-tasks and
---num-servers are also the padded maxima (grid values must not exceed them).
+--trainer picks the trainer swept (TRAINERS: dqn, the DQN dispatcher; mdqn,
+the MDQN schedulers under a frozen --dispatcher); its flags follow it (`python
+-m train.sweep --trainer mdqn --help` lists them). Members are every point of
+the --grid (the cartesian product of its lists, over any field of
+damdjax.hyper.Hyper: lr, gamma, eps_start, eps_end, eps_decay_steps,
+target_every, polyak, learning_starts, max_grad_norm, tau, miss_penalty,
+density, slack, num_tasks, num_servers) times --seeds training seeds (--seed,
+--seed + 1, ...): member i is grid point i // K with seed --seed + i % K, and
+equals `python -m train.<trainer> --seed S` with the point's values as flags
+(same keys; to float rounding). The trainer's flags set the program's shape and
+every value the grid leaves alone; --num-tasks and --num-servers are also the
+padded maxima (grid values must not exceed them).
 
-One program: the trainer's `chunk(runner, hyper)` (train.dqn.make_train),
+One program: the trainer's `chunk(runner, hyper)` (train.<trainer>.make_train),
 `jax.vmap`ped over members and `jit`ted with the member axis sharded over every
 device (a 1-D `Mesh`, `NamedSharding`); members are padded (repeating the last)
 to a multiple of the device count. --distributed calls
@@ -25,12 +30,14 @@ Writes runs/<name>/: config.json (trainer, seeds, grid and the trainer's
 config), metrics.jsonl (one line per chunk per member: member, seed, its
 hyper values, the chunk's metrics), checkpoint.msgpack (every member's runner
 state, atomic, after each chunk; --resume continues it exactly), and at the
-end member-<i>/ (dispatcher.msgpack and config.json, what eval.compare
---dispatcher-checkpoint and train.mdqn --dispatcher take; member.json: its
-index, seed and hyper values) and eval.json: every member greedy on the
-held-out episodes of --seed (the same instances for all members: paired), the
-grid points ranked by mean response time with 95% CIs over seeds. Ctrl-C stops
-between chunks as train.dqn does.
+end member-<i>/ (the trainer's policy file and config.json: dqn's
+dispatcher.msgpack, what eval.compare --dispatcher-checkpoint and train.mdqn
+--dispatcher take; mdqn's schedulers.msgpack, what train.dqn --scheduler and
+eval.compare --scheduler take; member.json: its index, seed and hyper values)
+and eval.json: every member greedy on the held-out episodes of --seed (the
+same instances for all members: paired; mdqn members under the run's
+dispatcher), the grid points ranked by mean response time with 95% CIs over
+seeds. Ctrl-C stops between chunks as the single-run trainers do.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ import functools
 import os
 import statistics
 import sys
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -56,11 +63,42 @@ from damdjax.metrics import mean_ci95
 from damdjax.sharding import (
     MEMBER_AXIS, member_mesh, member_sharding, pad_members, padded_members, put_members,
     to_host)
-from train import dqn
+from train import dqn, mdqn
 
-TRAINERS = ("dqn",)          # mdqn and damd: not yet
 MEMBER_DIR = "member-{}"
 RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed"}
+
+
+class Trainer(NamedTuple):
+    """What the sweep needs of a trainer module (train.dqn, train.mdqn): its config class
+    and `make_train(config, axis_name)`, `program_config(config)`, `add_flags(parser,
+    name, init)`, `config_from_args(parser, args)`, `greedy_policy(config, params,
+    time_scale)` and `save_policy_file(run_dir, config, params)`."""
+
+    config_class: type
+    make_train: Callable
+    program_config: Callable
+    add_flags: Callable
+    config_from_args: Callable
+    greedy_policy: Callable
+    save_policy_file: Callable
+
+
+def _trainer(module, config_class: type) -> Trainer:
+    return Trainer(config_class, *(getattr(module, f) for f in Trainer._fields[1:]))
+
+
+# name -> trainer (damd: not yet)
+TRAINERS = {"dqn": _trainer(dqn, dqn.DQNConfig), "mdqn": _trainer(mdqn, mdqn.MDQNConfig)}
+DEFAULT_TRAINER = "dqn"
+
+
+def trainer_of(config) -> Trainer:
+    """The trainer whose config class `config` is an instance of."""
+    for t in TRAINERS.values():
+        if isinstance(config, t.config_class):
+            return t
+    raise TypeError(f"no trainer takes a {type(config).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +119,7 @@ class SweepConfig:
     trainer: str
     seeds: int
     grid: tuple          # ((field, (v1, v2, ...)), ...), in the order given
-    config: Any          # dqn.DQNConfig
+    config: Any          # the trainer's config (TRAINERS[trainer].config_class)
 
     @property
     def num_chunks(self) -> int:
@@ -123,19 +161,28 @@ class SweepConfig:
             raise ValueError(f"unknown trainer {d['trainer']!r}")
         return cls(trainer=d["trainer"], seeds=int(d["seeds"]),
                    grid=tuple((f, tuple(v)) for f, v in d["grid"].items()),
-                   config=dqn.DQNConfig.from_json(d["config"]))
+                   config=TRAINERS[d["trainer"]].config_class.from_json(d["config"]))
 
 
 # ---------------------------------------------------------------------------
 # Flags
 # ---------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def trainer_flag(argv) -> str:
+    """The --trainer of `argv` (default DEFAULT_TRAINER): it decides the other flags."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--trainer", default=DEFAULT_TRAINER)
+    return pre.parse_known_args(argv)[0].trainer
+
+
+def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
+    """The sweep's flags and `trainer`'s (an unknown name: DEFAULT_TRAINER's, refused later
+    by `config_from_args`)."""
     p = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--trainer", default="dqn", help=f"the trainer swept: {', '.join(TRAINERS)} "
-      "(mdqn and damd: not yet) (default %(default)s)")
+    a("--trainer", default=DEFAULT_TRAINER, help=f"the trainer swept: {', '.join(TRAINERS)}; "
+      "the flags after --distributed are its own (damd: not yet) (default %(default)s)")
     a("--seeds", type=int, default=1,
       help="training seeds per grid point: --seed, --seed + 1, ... (default %(default)s)")
     a("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
@@ -144,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--distributed", action="store_true",
       help="call jax.distributed.initialize() first (one process per host under a cluster "
            "launcher; the member axis spans every host's devices)")
-    dqn.add_flags(p, name="sweep", init=False)
+    TRAINERS.get(trainer, TRAINERS[DEFAULT_TRAINER]).add_flags(p, name="sweep", init=False)
     return p
 
 
@@ -154,7 +201,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
         p.error(f"--trainer must be one of {', '.join(TRAINERS)}, got {args.trainer!r}")
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
-    cfg = dqn.config_from_args(p, args)
+    cfg = TRAINERS[args.trainer].config_from_args(p, args)
     try:
         grid = parse_grid(args.grid)
         check_grid(grid, Hyper.from_config(cfg), cfg.env_config())
@@ -170,16 +217,17 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
 
 @functools.lru_cache(maxsize=4)
 def sweep_program(program: Any, devices: tuple):
-    """`(init, chunk, sharding)`: `make_train(program)`'s init and chunk vmapped over
-    members and jitted with the member axis sharded over `devices` (cached: a resume in
-    the same process compiles nothing new).
+    """`(init, chunk, sharding)`: `make_train(program)`'s init and chunk (the trainer of
+    `program`'s config class, `trainer_of`) vmapped over members and jitted with the
+    member axis sharded over `devices` (cached: a resume in the same process compiles
+    nothing new).
 
     init(keys [K, 2], hyper [K]) -> runner [K]; chunk(runner [K], hyper [K]) ->
     (runner [K], metrics [K] with the runner's `env_steps`, `updates` and `chunk`). The
     vmap axis is named MEMBER_AXIS: an env step where no member's episode ended skips
     the auto-reset for all (one all-reduce of a flag across devices per env step).
     """
-    fns = dqn.make_train(program, axis_name=MEMBER_AXIS)
+    fns = trainer_of(program).make_train(program, axis_name=MEMBER_AXIS)
     shard = member_sharding(member_mesh(list(devices)))
 
     def chunk(rs, hyper):
@@ -239,7 +287,8 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
     members = scfg.members()
     mesh = member_mesh()
     count = padded_members(len(members), mesh)
-    init, chunk, shard = sweep_program(dqn.program_config(cfg), tuple(mesh.devices.flat))
+    init, chunk, shard = sweep_program(TRAINERS[scfg.trainer].program_config(cfg),
+                                       tuple(mesh.devices.flat))
     hyper = put_members(pad_members(stack([m.hyper for m in members]), count), shard)
     keys = np.stack([np.asarray(jax.random.PRNGKey(m.seed)) for m in members])
     rs = init(put_members(pad_members(keys, count), shard), hyper)
@@ -276,13 +325,15 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
 # ---------------------------------------------------------------------------
 
 def save_members(scfg: SweepConfig, run_dir: str, members: list[Member], params) -> None:
-    """member-<i>/: dispatcher.msgpack, config.json (the member's trainer config) and
-    member.json (index, seed, grid point, every hyper value). `params`: host [K', ...]."""
+    """member-<i>/: the trainer's policy file (dispatcher.msgpack, schedulers.msgpack),
+    config.json (the member's trainer config) and member.json (index, seed, grid point,
+    every hyper value). `params`: host [K', ...]."""
     for m in members:
         folder = os.path.join(run_dir, MEMBER_DIR.format(m.index))
         os.makedirs(folder, exist_ok=True)
         mcfg = scfg.member_config(m)
-        dqn.save_policy_file(folder, mcfg, jax.tree.map(lambda x: x[m.index], params))
+        TRAINERS[scfg.trainer].save_policy_file(folder, mcfg,
+                                                jax.tree.map(lambda x: x[m.index], params))
         write_json_atomic(mcfg.to_json(), os.path.join(folder, runs.CONFIG))
         write_json_atomic({"member": m.index, "seed": m.seed, "point": m.point,
                            "hyper": m.hyper.values()}, os.path.join(folder, "member.json"))
@@ -293,10 +344,10 @@ def evaluate(scfg: SweepConfig, members: list[Member], params, hyper, shard) -> 
     instances for all members, each at its own setting within the padding), and the
     grid points ranked by mean response time with 95% CIs over seeds."""
     cfg = scfg.config
-    time_scale = cfg.env_params().time_scale
+    time_scale, greedy = cfg.env_params().time_scale, TRAINERS[scfg.trainer].greedy_policy
     inst_keys, play_keys = held_out_keys(cfg.seed, cfg.eval_episodes)
     per = play_generated_members(
-        lambda mem: (dqn.greedy_policy(cfg, mem[0], time_scale), mem[1].env_params()),
+        lambda mem: (greedy(cfg, mem[0], time_scale), mem[1].env_params()),
         (params, hyper), cfg.env_config(), inst_keys, play_keys, sharding=shard)
     per_member = []
     for m in members:
@@ -334,13 +385,14 @@ def sharding_of(tree):
 
 
 def main(argv=None) -> int:
-    p = build_parser()
+    trainer = trainer_flag(argv)
+    p = build_parser(trainer)
     args = p.parse_args(argv)
     check_counts(p, args)
     if args.distributed:
         jax.distributed.initialize()
     writer = jax.process_index() == 0
-    scfg, run_dir = runs.open_run(p, build_parser, args, argv,
+    scfg, run_dir = runs.open_run(p, lambda: build_parser(trainer), args, argv,
                                   config_from_args=lambda: config_from_args(p, args),
                                   config_from_json=SweepConfig.from_json,
                                   resume_flags=RESUME_FLAGS, writer=writer)
