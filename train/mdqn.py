@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 from typing import Any, Callable
 
@@ -272,47 +271,22 @@ def program_config(config: MDQNConfig) -> MDQNConfig:
 def jitted_pieces(config: MDQNConfig) -> tuple[Callable, Callable]:
     """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
     config of the same program (`damdjax.runs.jitted_train`): one compile for any seed
-    and values (traced; equal to a single run's `init_runner` and `fixed_chunk` to float
-    rounding, as a sweep member is)."""
+    and values (traced)."""
     return runs.jitted_train(make_train, program_config(config))
 
 
 def init_runner(config: MDQNConfig, env: EdgeEnv | None = None,
                 params: EnvParams | None = None) -> RunnerState:
-    """The runner a run of `config` starts from: `make_train(config).init(PRNGKey(
-    config.seed), hyper)` at `hyper = Hyper.from_config(config, params)` (`params`, where
-    given, replaces the setting fields), op by op, then the parameters of
-    `config.init_schedulers` where set (a file read). `env` is unused (kept for callers of
-    the step-level API). Op by op, not `jitted_pieces`: a single run keeps its results
-    bitwise (see `train`)."""
+    """The runner a run of `config` starts from: `init(PRNGKey(config.seed), hyper)` at
+    `hyper = Hyper.from_config(config, params)` (`params`, where given, replaces the
+    setting fields), then the parameters of `config.init_schedulers` where set (a file
+    read). `env` is unused (kept for callers of the step-level API)."""
     del env
-    rs = make_train(config).init(jax.random.PRNGKey(config.seed),
-                                 Hyper.from_config(config, params))
+    rs = jitted_pieces(config)[0](jax.random.PRNGKey(config.seed),
+                                  Hyper.from_config(config, params))
     if config.init_schedulers:
         rs = with_params(rs, load_schedulers(config.init_schedulers)[1])
     return rs
-
-
-@functools.lru_cache(maxsize=8)
-def _fixed_chunk(config: MDQNConfig) -> Callable:
-    hyper = Hyper.from_config(config)
-    chunk = make_train(config).chunk
-    return jax.jit(lambda rs: chunk(rs, hyper))
-
-
-def fixed_chunk(config: MDQNConfig) -> Callable:
-    """`jit` of `make_train(config).chunk` at `Hyper.from_config(config)` bound as constants:
-    `(runner) -> (runner, metrics)`, shared within a process by the configs that differ
-    only in run length, evaluation size or starting file (a resume compiles nothing new).
-
-    What a single run takes (`train`): its values are the run's only ones, and bound as
-    constants they compile as before `make_train` existed (XLA folds them, e.g. a
-    division by a constant becomes a multiplication by its reciprocal), so a run's
-    checkpoint is bitwise what it was. A sweep member (traced values) equals the run to
-    float rounding.
-    """
-    return _fixed_chunk(dataclasses.replace(config, num_chunks=1, eval_episodes=0,
-                                            init_schedulers=""))
 
 
 # ---------------------------------------------------------------------------
@@ -410,10 +384,11 @@ def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple
 
     The host side of `make_train(cfg)` (`damdjax.runs.train_single`): `init_runner` (key
     `PRNGKey(cfg.seed)`, the --init-schedulers file), the checkpoint where resuming, then
-    `fixed_chunk(cfg)` (the chunk at `Hyper.from_config(cfg)`) until `cfg.num_chunks`.
+    the jitted `chunk` at `Hyper.from_config(cfg)` until `cfg.num_chunks`.
     """
+    chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)
     return runs.train_single(cfg, run_dir, resume, label, runner=init_runner(cfg),
-                             chunk=fixed_chunk(cfg), save_policy_file=save_policy_file)
+                             chunk=lambda r: chunk(r, hyper), save_policy_file=save_policy_file)
 
 
 def main(argv=None) -> int:
