@@ -1,10 +1,11 @@
 """Paired evaluation of named policies on held-out generated instances.
 
     inst_keys, play_keys = held_out_keys(seed, episodes)
-    per = {name: play_generated(policy, config, params, inst_keys, play_keys)
-           for name, policy in policies.items()}       # metric -> [episodes] float64
-    per |= play_generated_pairs(ALL_PAIRS, config, params, inst_keys, play_keys)
-    per["bound"] = bound_generated(config, params, inst_keys)  # the contention-free bound
+    instances = generate_held_out(config, params, inst_keys)   # leaves [E, ...]
+    per = play_named(policies, params, instances, play_keys, config.queue_capacity)
+    # name -> metric -> [E] float64 (every policy in one compiled program)
+    per |= play_named_pairs(ALL_PAIRS, params, instances, play_keys, config.queue_capacity)
+    per["bound"] = bound_of(instances)                  # the contention-free bound
     many = play_generated_members(member_fn, members, config, inst_keys, play_keys)  # [K, E]
     table = paired_summary(per, reference="dqn")         # means, CIs, reference - others
     print(format_paired(table))
@@ -25,7 +26,7 @@ from damdjax.bound import bound_metrics
 from damdjax.heuristics import ALL_PAIRS, Policy
 from damdjax.io import json_number
 from damdjax.metrics import episode_metrics, mean_ci95
-from damdjax.rollout import play_batch, play_pairs
+from damdjax.rollout import play_batch, play_pairs, play_policies
 from damdjax.sharding import to_host
 from envs.config import EnvConfig, EnvParams
 from envs.generator import generate
@@ -41,19 +42,24 @@ def held_out_keys(seed: int, episodes: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.split(k_inst, episodes), jax.random.split(k_play, episodes)
 
 
-def play_generated(policy: Policy, config: EnvConfig, params: EnvParams, inst_keys: jax.Array,
-                   play_keys: jax.Array) -> dict[str, np.ndarray]:
-    """Generate an instance per key and play it with `policy`; per-episode metrics [E] (float64)."""
+def generate_held_out(config: EnvConfig, params: EnvParams, inst_keys: jax.Array):
+    """The instances of `inst_keys` [E] (leaves [E, ...]), generated once for every method."""
+    return jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
 
-    @jax.jit
-    def run(ik, pk):
-        instances = jax.vmap(lambda k: generate(k, config, params))(ik)
-        states = play_batch(policy, pk, instances, config.queue_capacity, params.tau,
-                            params.miss_penalty)
-        return jax.vmap(episode_metrics)(states)
 
-    metrics = run(inst_keys, play_keys)
-    return {k: np.asarray(metrics[k], np.float64) for k in PAIRED_METRICS}
+def _metrics(states) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, np.float64) for k, v in states.items() if k in PAIRED_METRICS}
+
+
+def play_named(policies: dict[str, Policy], params: EnvParams, instances, play_keys: jax.Array,
+               queue_capacity: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every policy on `instances` [E] with `play_keys` [E], as one compiled program
+    (`rollout.play_policies`); name -> per-episode metrics [E] (float64)."""
+    names = list(policies)
+    run = jax.jit(lambda k, inst: [jax.vmap(episode_metrics)(st) for st in play_policies(
+        [policies[n] for n in names], k, inst, queue_capacity, params.tau,
+        params.miss_penalty)])
+    return {n: _metrics(m) for n, m in zip(names, run(play_keys, instances))}
 
 
 def play_generated_members(member_fn: Callable, members, config: EnvConfig,
@@ -64,7 +70,7 @@ def play_generated_members(member_fn: Callable, members, config: EnvConfig,
     `members`: a pytree with leaves [K, ...] (e.g. each member's parameters and
     `Hyper`); `member_fn(member) -> (policy, env params)` builds one member's policy and
     setting from its slice (traced). Every member plays the same keys (`inst_keys`,
-    `play_keys` [E]), as `play_generated` does for one policy: one compiled program,
+    `play_keys` [E]), as `play_named` does for named policies: one compiled program,
     `vmap` over members (sharded over devices by `sharding`, where given, as the members
     are).
     """
@@ -82,26 +88,19 @@ def play_generated_members(member_fn: Callable, members, config: EnvConfig,
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
-def _generate_batch(config: EnvConfig, params: EnvParams, inst_keys: jax.Array):
-    return jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
-
-
-def play_generated_pairs(names, config: EnvConfig, params: EnvParams, inst_keys: jax.Array,
-                         play_keys: jax.Array) -> dict[str, dict[str, np.ndarray]]:
+def play_named_pairs(names, params: EnvParams, instances, play_keys: jax.Array,
+                     queue_capacity: int) -> dict[str, dict[str, np.ndarray]]:
     """Heuristic pairs by name (`rollout.play_pairs`: one compilation per dispatch rule) on
-    generated instances; name -> per-episode metrics [E] (float64), as `play_generated`."""
-    states = play_pairs(names, play_keys, _generate_batch(config, params, inst_keys),
-                        config.queue_capacity, params.tau, params.miss_penalty)
+    `instances` [E]; name -> per-episode metrics [E] (float64), as `play_named`."""
+    states = play_pairs(names, play_keys, instances, queue_capacity, params.tau,
+                        params.miss_penalty)
     metrics = jax.jit(jax.vmap(episode_metrics))
-    return {name: {k: np.asarray(v, np.float64) for k, v in metrics(st).items()
-                   if k in PAIRED_METRICS} for name, st in states.items()}
+    return {name: _metrics(metrics(st)) for name, st in states.items()}
 
 
-def bound_generated(config: EnvConfig, params: EnvParams, inst_keys: jax.Array
-                    ) -> dict[str, np.ndarray]:
-    """The contention-free bound's per-episode metrics [E] (float64) on generated instances."""
-    bounds = jax.jit(jax.vmap(bound_metrics))(_generate_batch(config, params, inst_keys))
-    return {k: np.asarray(bounds[k], np.float64) for k in PAIRED_METRICS}
+def bound_of(instances) -> dict[str, np.ndarray]:
+    """The contention-free bound's per-episode metrics [E] (float64) of `instances` [E]."""
+    return _metrics(jax.jit(jax.vmap(bound_metrics))(instances))
 
 
 def best_pair(per: dict[str, dict[str, np.ndarray]], names) -> str:
@@ -121,9 +120,10 @@ def evaluate_paired(policies: dict[str, Policy], config: EnvConfig, params: EnvP
     added unless `bound` is False.
     """
     inst_keys, play_keys = held_out_keys(seed, episodes)
-    per = {name: play_generated(policy, config, params, inst_keys, play_keys)
-           for name, policy in policies.items()}
-    pairs = play_generated_pairs(heuristics, config, params, inst_keys, play_keys) if heuristics else {}
+    instances = generate_held_out(config, params, inst_keys)
+    q = config.queue_capacity
+    per = play_named(policies, params, instances, play_keys, q)
+    pairs = play_named_pairs(heuristics, params, instances, play_keys, q) if heuristics else {}
     extra = {}
     if keep is not None and pairs:
         best = best_pair(pairs, list(pairs))
@@ -132,7 +132,7 @@ def evaluate_paired(policies: dict[str, Policy], config: EnvConfig, params: EnvP
         pairs = {n: pairs[n] for n in dict.fromkeys([*keep, best])}
     per.update(pairs)
     if bound:
-        per["bound"] = bound_generated(config, params, inst_keys)
+        per["bound"] = bound_of(instances)
     return {**paired_summary(per, reference=reference), **extra}
 
 

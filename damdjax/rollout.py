@@ -48,6 +48,40 @@ def play_batch(policy: Policy, keys: jax.Array, instances: Instance, queue_capac
         k, inst, policy, queue_capacity, tau, miss_penalty)[0])(keys, instances)
 
 
+def play_selected(policy: Callable, reps: int, keys: jax.Array, instances: Instance,
+                  queue_capacity: int, tau=10.0, miss_penalty=1.0) -> list[EnvState]:
+    """`reps` variants of one policy on the same episodes, as one vmapped batch.
+
+    `policy(key, state, which)` acts as variant `which` ([] int32, traced). Returns the
+    final states [B] of `instances` (leaves [B, ...]) under each variant, in order;
+    every variant sees the same keys [B] as `play_batch` would give it alone. Jittable.
+    """
+    count = keys.shape[0]
+    tile = lambda x: jnp.concatenate([x] * reps)
+    which = jnp.repeat(jnp.arange(reps, dtype=jnp.int32), count)
+    states = jax.vmap(lambda k, inst, w: run_from_instance(
+        k, inst, lambda kk, st: policy(kk, st, w), queue_capacity, tau, miss_penalty)[0])(
+        tile(keys), jax.tree.map(tile, instances), which)
+    return [jax.tree.map(lambda x: x[j * count:(j + 1) * count], states) for j in range(reps)]
+
+
+def play_policies(policies, keys: jax.Array, instances: Instance, queue_capacity: int,
+                  tau=10.0, miss_penalty=1.0) -> list[EnvState]:
+    """Final states [B] of `instances` under each of `policies` (a sequence), compiled as
+    one program: the same as `play_batch` per policy (the same keys, so the same
+    decisions; times agree to float rounding, as XLA may fuse the programs differently).
+    Each step computes every policy's action and each episode takes its own policy's: one
+    compilation instead of one per policy, for P times the policy work. Jittable."""
+    policies = list(policies)
+
+    def policy(key, state, which):
+        actions = [p(key, state) for p in policies]
+        return jax.tree.map(lambda *xs: jnp.stack(xs)[which], *actions)
+
+    return play_selected(policy, len(policies), keys, instances, queue_capacity, tau,
+                         miss_penalty)
+
+
 def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
                tau=10.0, miss_penalty=1.0) -> dict[str, EnvState]:
     """Final states [B] of `instances` played by every heuristic pair in `names`.
@@ -55,34 +89,25 @@ def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
     The same as `play_batch(pair_from_name(name), ...)` for each name (the same keys
     and key splits, so the same decisions; times agree to float rounding, as XLA may
     fuse the two programs differently), with one compilation per dispatch rule: the
-    pairs that share it run as one vmapped batch, the scheduling rule chosen per
-    episode.
+    pairs that share it run as one vmapped batch (`play_selected`), the dispatch rule
+    computed once per step and the scheduling rule chosen per episode.
     """
     groups: dict[str, list[tuple[str, str]]] = {}
     for name in names:
         d, s = pair_names(name)
         groups.setdefault(d, []).append((name, s))
-    count = keys.shape[0]
     out = {}
     for d, members in groups.items():
         rules = [SCHEDULE_RULES[s] for _, s in members]
-        sid = jnp.repeat(jnp.arange(len(rules)), count)
 
         def policy(key, state, which, dispatch=DISPATCH_RULES[d], rules=rules):
             k_d, k_s = jax.random.split(key)  # as heuristics.pair
             picks = jnp.stack([rule(k_s, state) for rule in rules])[which]
             return Action(dispatch=dispatch(k_d, state), picks=picks)
 
-        @jax.jit
-        def run(keys, instances, sid, policy=policy, reps=len(rules)):
-            tile = lambda x: jnp.concatenate([x] * reps)
-            return jax.vmap(lambda k, inst, w: run_from_instance(
-                k, inst, lambda kk, st: policy(kk, st, w), queue_capacity, tau,
-                miss_penalty)[0])(tile(keys), jax.tree.map(tile, instances), sid)
-
-        states = run(keys, instances, sid)
-        for j, (name, _) in enumerate(members):
-            out[name] = jax.tree.map(lambda x: x[j * count:(j + 1) * count], states)
+        run = jax.jit(lambda k, inst, policy=policy, reps=len(rules): play_selected(
+            policy, reps, k, inst, queue_capacity, tau, miss_penalty))
+        out.update(zip([name for name, _ in members], run(keys, instances)))
     return {name: out[name] for name in names}
 
 

@@ -200,7 +200,8 @@ def advance(state: EnvState) -> EnvState:
     """Move the clock to the next epoch, applying completions up to it.
 
     When no decision will ever be needed again the clock goes to the last
-    result's return and the episode is done (truncated if tasks were left).
+    result's return and the episode is done: a termination, also when tasks were
+    left that no server can ever run (`state.unstarted_tasks` counts them).
     """
     inst = state.instance
     t_next = next_epoch_time(state)
@@ -219,7 +220,6 @@ def advance(state: EnvState) -> EnvState:
         mem_free=jnp.where(empty, jnp.where(inst.server_mask, inst.mem, 0.0), mem_free),
         running=jnp.where(completes, -1, run),
         done=final,
-        truncated=final & ~all_started,
     )
 
 

@@ -36,7 +36,9 @@ class EnvState:
     `succ_remote` (dispatched successors on another server).
     Per server [M]: `running` (task id or -1), `mem_free`; `queue` [M, Q] task
     ids holding a slot (in transit or waiting), -1 for a free slot.
-    Scalars: `time`, `step`, `head` (next task to dispatch), `done`, `truncated`.
+    Scalars: `time`, `step`, `head` (next task to dispatch), `done` (the episode is
+    over), `truncated` (it was ended by the step cap, a time limit: the TD target
+    bootstraps; every other end is a termination, see docs/model.md).
     """
 
     instance: Instance
@@ -62,6 +64,13 @@ def done_time(state: EnvState) -> jax.Array:
     """Time each task's result reaches the AP, `finish + k[server]` [N] (+inf if not started)."""
     k = state.instance.k[jnp.clip(state.server, 0)]
     return state.finish + k
+
+
+def unstarted_tasks(state: EnvState) -> jax.Array:
+    """Real tasks not started [] (int32); at an episode's end, the tasks it stranded (a
+    task no server can ever run: too large for every memory)."""
+    inst = state.instance
+    return jnp.sum(inst.task_mask & ~jnp.isfinite(state.start)).astype(jnp.int32)
 
 
 def initial_state(instance: Instance, queue_capacity: int) -> EnvState:

@@ -51,6 +51,7 @@ from envs import reference
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_to_arrays
+from envs.state import unstarted_tasks
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 DEFAULT_REPEATS = 5
@@ -159,7 +160,8 @@ def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
     """A jittable `(keys [B], params) -> per-episode counts`: generate, then play to the end.
 
     Returns a dict of [B] arrays: `steps` (final `state.step`), `decisions`
-    (dispatched plus started real tasks), `tasks` (real tasks) and `truncated`.
+    (dispatched plus started real tasks), `tasks` (real tasks), `truncated` (the step cap
+    ended it) and `stranded` (real tasks never started).
     """
     def one(key, params):
         k_gen, k_play = jax.random.split(key)
@@ -170,7 +172,8 @@ def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
         dispatched = jnp.sum(real & (state.server >= 0))
         started = jnp.sum(real & jnp.isfinite(state.start))
         return {"steps": state.step, "decisions": dispatched + started,
-                "tasks": jnp.sum(real), "truncated": state.truncated}
+                "tasks": jnp.sum(real), "truncated": state.truncated,
+                "stranded": unstarted_tasks(state)}
 
     return jax.vmap(one, in_axes=(0, None))
 
@@ -200,8 +203,9 @@ def time_calls(compiled, seed: int, batch: int, params: EnvParams, repeats: int)
         counts = {name: np.asarray(v) for name, v in out.items()}
         if first is None:
             first = counts
-        if counts["truncated"].any():
-            raise RuntimeError(f"batch {batch}, repeat {r}: an episode was truncated")
+        if counts["truncated"].any() or counts["stranded"].any():
+            raise RuntimeError(f"batch {batch}, repeat {r}: an episode was truncated or "
+                               "left tasks that never started")
     return seconds, cpu_seconds, first
 
 

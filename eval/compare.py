@@ -46,7 +46,7 @@ from envs.config import EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_from_spec
 from envs.instance_io import InstanceError, global_index, load_instance
-from envs.state import done_time
+from envs.state import done_time, unstarted_tasks
 
 DEFAULT_METHODS = "NF,RS,LS,EC"
 DAMD_METHODS = "NF,RS,LS,EC,best"
@@ -202,7 +202,8 @@ def summarize(states) -> dict:
     """Means and 95% CI half-widths of the metrics over a batch of final states."""
     metrics = jax.vmap(episode_metrics)(states)
     out = {"episodes": int(states.step.shape[0]),
-           "truncated": int(np.sum(np.asarray(states.truncated)))}
+           "truncated": int(np.sum(np.asarray(states.truncated))),
+           "stranded": int(np.sum(np.asarray(jax.vmap(unstarted_tasks)(states)) > 0))}
     for name in METRIC_NAMES:
         mean, half = mean_ci95(np.asarray(metrics[name]))
         out[name] = mean
@@ -216,7 +217,7 @@ def summarize_bound(instances) -> dict:
     """The contention-free bound's response time and miss rate over a batch of instances,
     in `summarize`'s format (lower bounds on every method's, episode by episode)."""
     bounds = jax.jit(jax.vmap(bound_metrics))(instances)
-    out = {"episodes": int(bounds["avg_response_time"].shape[0]), "truncated": 0}
+    out = {"episodes": int(bounds["avg_response_time"].shape[0]), "truncated": 0, "stranded": 0}
     for name in ("avg_response_time", "deadline_miss_rate"):
         out[name], out[name + "_ci95"] = mean_ci95(np.asarray(bounds[name]))
     out["_per_episode"] = {name: np.asarray(bounds[name], np.float64) for name in
@@ -317,6 +318,9 @@ def _compare(args: argparse.Namespace) -> dict:
     for name, r in results.items():
         if r["truncated"]:
             print(f"warning: {name}: {r['truncated']} episode(s) hit the step cap", file=sys.stderr)
+        if r["stranded"]:
+            print(f"warning: {name}: {r['stranded']} episode(s) ended with tasks that no "
+                  "server can run (counted as missed, infinite response time)", file=sys.stderr)
     out = {"setting": setting,
            "methods": {name: {k: json_number(v) for k, v in r.items() if not k.startswith("_")}
                        for name, r in results.items()},

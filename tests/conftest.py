@@ -1,12 +1,22 @@
-"""Fixtures shared by the trainer tests, and one compilation cache for the session.
+"""Fixtures shared by the trainer tests, and how the suite compiles.
 
-The suite compiles the same XLA programs many times: in separate test functions
-(fresh closures of the same program) and in the subprocesses of the CLI tests.
-JAX's persistent compilation cache makes every compilation after the first a
-file read. The cache directory is DAMDJAX_TEST_JAX_CACHE where set, else a
-fresh temporary directory for this session (so a run never depends on an
-earlier one); subprocesses inherit it through JAX_COMPILATION_CACHE_DIR.
-Results do not change: the cache key is the program and the compiler's flags.
+Most of the suite's time is XLA compiling small programs, so:
+- One compilation cache for the session: the suite compiles the same programs
+  many times (in separate test functions, as fresh closures of the same
+  program, and in the subprocesses of the CLI tests); JAX's persistent cache
+  makes every compilation after the first a file read. The directory is
+  DAMDJAX_TEST_JAX_CACHE where set, else a fresh temporary directory (so a run
+  never depends on an earlier one); subprocesses inherit it through
+  JAX_COMPILATION_CACHE_DIR. The cache key is the program and the compiler's
+  flags, so results do not change.
+- XLA's cheapest compiles (`jax_disable_most_optimizations`; subprocesses get it
+  through JAX_DISABLE_MOST_OPTIMIZATIONS): about half the compile time. The
+  tests compare computations with each other (JAX against the reference, jit
+  against no jit, resumed against straight, sweep members against single runs)
+  and check learning on tiny runs; none times the compiled code. XLA on CPU
+  does not reassociate floats at any level, so the values are the ones the
+  optimizing compiler gives to float rounding. DAMDJAX_TEST_OPTIMIZED=1 runs the
+  suite with the optimizing compiler, as users run the code.
 """
 import os
 import shutil
@@ -25,6 +35,9 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 
-import jax
 import pytest
 
 from eval import bench_train
@@ -13,23 +12,7 @@ TINY = ["--num-envs", "4,8", "--steps-per-chunk", "2", "--repeats", "1", "--num-
         "--num-servers", "2", "--batch-size", "8", "--buffer-capacity", "64"]
 
 
-@pytest.fixture
-def cheap_compiles():
-    """XLA's cheapest compiles for the duration of a test (about half the compile time).
-
-    The test checks the benchmark's bookkeeping, not its speed; the functions it
-    compiles (a fresh train_chunk and init per config) are not shared with other tests.
-    """
-    name = "jax_disable_most_optimizations"
-    old = jax.config.values[name]
-    jax.config.update(name, True)
-    try:
-        yield
-    finally:
-        jax.config.update(name, old)
-
-
-def test_tiny_run_writes_one_consistent_row_per_num_envs(tmp_path, capsys, cheap_compiles):
+def test_tiny_run_writes_one_consistent_row_per_num_envs(tmp_path, capsys):
     out = tmp_path / "bench_train.json"
     assert bench_train.main([*TINY, "--out", str(out)]) == 0
     data = json.loads(out.read_text())

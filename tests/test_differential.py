@@ -182,6 +182,7 @@ def assert_same(where, state, b, total, metrics, ref):
     assert int(state.step[b]) == ref.num_steps, (
         f"{where}: {int(state.step[b])} steps in JAX, {ref.num_steps} in the reference")
     assert bool(state.done[b]) and not bool(state.truncated[b]), f"{where}: not cleanly done"
+    assert not np.isinf(np.asarray(state.start[b])[:n]).any(), f"{where}: a task never started"
     assert float(state.time[b]) == pytest.approx(ref.end_time, rel=TOL, abs=TOL), where
     for name, value in ref.metrics.items():
         assert float(metrics[name][b]) == pytest.approx(value, rel=TOL, abs=TOL), (

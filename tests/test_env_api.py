@@ -25,7 +25,7 @@ from envs.env import EdgeEnv
 from envs.generator import generate
 from envs.instance import instance_from_arrays, successor_window
 from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
-from envs.state import Action, done_time
+from envs.state import Action, done_time, unstarted_tasks
 
 CONFIG = EnvConfig(n_max=16, m_max=4, p_max=4, queue_capacity=3, j_max=4)
 ENV = EdgeEnv(CONFIG)
@@ -397,17 +397,35 @@ def test_result_at_an_epoch_is_credited_once():
     assert newly[1][0] and np.sum(responses, axis=0)[0] == 3.0
 
 
-def test_truncation_is_reported():
-    """A task larger than every server's memory: the episode ends truncated, not silently."""
+def test_a_stranded_task_ends_the_episode_as_a_termination_and_is_counted():
+    """A task larger than every server's memory: no decision can ever run it, so the
+    episode terminates (not truncated: nothing is left to bootstrap from) and
+    `unstarted_tasks` reports the stranded task."""
     inst = small_instance()
     inst = inst.replace(size=inst.size.at[3].set(500.0))
     obs, state = reset_to_jit(inst, PARAMS)
+    assert int(unstarted_tasks(state)) == 4
     for server in (1, 1, 1):
         obs, state, _, done, info = step_jit(None, state, act(server), PARAMS)
     while not bool(state.done):
         obs, state, _, done, info = step_jit(None, state, act(0, (0, 2)), PARAMS)
-    assert bool(state.truncated) and bool(info["truncated"])
+    assert not bool(state.truncated) and not bool(info["truncated"])
+    assert int(unstarted_tasks(state)) == 1
     assert int(state.server[3]) == -1 and int(state.step) <= 2 * 4 + 2
+
+
+def test_the_step_cap_truncates():
+    """The step that reaches the cap (2 N_max + 2) ends an unfinished episode with `done`
+    and `truncated` (a time limit); the step before it does not."""
+    inst = small_instance()
+    obs, state = reset_to_jit(inst, PARAMS)
+    cap = 2 * inst.size.shape[0] + 2
+    early = state.replace(step=jnp.asarray(cap - 2, jnp.int32))
+    _, s1, _, done1, info1 = step_jit(None, early, act(1), PARAMS)
+    assert not bool(done1) and not bool(info1["truncated"])
+    _, s2, _, done2, info2 = step_jit(None, s1, act(1), PARAMS)
+    assert bool(done2) and bool(s2.truncated) and bool(info2["truncated"])
+    assert int(unstarted_tasks(s2)) > 0
 
 
 # ---------------------------------------------------------------------------
@@ -478,7 +496,7 @@ def test_generator_task_always_fits_some_server():
     FAILS at the time of writing (generator bug): sizes are rounded to the
     nearest multiple of 1/64, so a draw just below size_high = 4.01 becomes
     4.015625 > 4.01, larger than every server's memory. The episode then ends
-    at reset with `truncated` and tasks never run.
+    at reset with its tasks stranded, never run.
     """
     config = EnvConfig()
     params = EnvParams(num_tasks=10, num_servers=3, size_low=4.0, size_high=4.01,
@@ -492,7 +510,7 @@ def test_generator_task_always_fits_some_server():
         f"{int(too_big.sum())} of {size.size} generated tasks (sizes "
         f"{sorted(set(size[too_big].tolist()))}) exceed every server's memory "
         f"{sorted(set(mem.ravel().tolist()))} (size_high={params.size_high}): such a "
-        f"task can never be dispatched and its episode ends truncated")
+        f"task can never be dispatched and its episode ends with it stranded")
 
 
 # ---------------------------------------------------------------------------

@@ -27,21 +27,6 @@ EXACT = ("chunk", "env_steps", "updates", "episodes", "invalid_dispatch", "buffe
 CLOSE = ("loss", "epsilon", "avg_response_time", "deadline_miss_rate")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cheap_compiles():
-    """XLA's cheapest compiles for this module (about half the time; the subprocess gets
-    the same through JAX_DISABLE_MOST_OPTIMIZATIONS). The tests compare programs with each
-    other (vmapped vs single, 4 devices vs 1, resumed vs straight), which holds at any
-    optimisation level; the speed of the compiled code is not under test here."""
-    name = "jax_disable_most_optimizations"
-    old = jax.config.values[name]
-    jax.config.update(name, True)
-    try:
-        yield
-    finally:
-        jax.config.update(name, old)
-
-
 def rows_of(path):
     return [json.loads(line) for line in open(path)]
 
@@ -74,8 +59,7 @@ def four_devices(tmp_path_factory):
     code = ("import sys, jax; from train import sweep; assert len(jax.devices()) == 4; "
             f"sys.exit(max(sweep.main(a) for a in {argv_lists!r}))")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     yield proc, Path(rd)

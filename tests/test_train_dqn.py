@@ -195,7 +195,9 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_in_a_new_process(
 
 def test_sojourn_reward_is_the_team_reward_between_dispatches():
     """--reward sojourn: each entry's reward is the sum of the env's team rewards from its
-    dispatch step up to (not including) the env's next dispatch step, or to the episode end."""
+    dispatch step up to (not including) the env's next dispatch step, or to the episode end
+    (terminal, except where the step cap truncated the episode: forced on env 0 at step
+    20, that entry bootstraps)."""
     cfg = dqn.DQNConfig(num_envs=4, num_tasks=6, num_servers=2, buffer_capacity=4096,
                         hidden=(8,), seed=2, reward="sojourn")
     env = EdgeEnv(cfg.env_config())
@@ -205,8 +207,13 @@ def test_sojourn_reward_is_the_team_reward_between_dispatches():
     key = jax.random.PRNGKey(4)
     dispatches = {e: [] for e in range(cfg.num_envs)}   # (slot, step) per env, in order
     team = {e: [] for e in range(cfg.num_envs)}         # (step, reward, done)
+    truncated = set()                                   # (env, step) the cap ended
+    cap = 2 * cfg.num_tasks + 2
     for t in range(60):
         key, k = jax.random.split(key)
+        if t == 20:  # env 0's next step reaches the step cap
+            st = rs.env_state
+            rs = rs.replace(env_state=st.replace(step=st.step.at[0].set(cap - 1)))
         needed = np.asarray(rs.obs.dispatch_needed)
         writes = int(rs.buffer.writes)
         rs, info, _ = step(rs, k, 0.5)
@@ -216,18 +223,25 @@ def test_sojourn_reward_is_the_team_reward_between_dispatches():
                 dispatches[e].append(((writes + rank) % cfg.buffer_capacity, t))
                 rank += 1
             team[e].append((t, float(info["team_reward"][e]), bool(info["done"][e])))
+            if bool(info["truncated"][e]):
+                truncated.add((e, t))
     reward = np.asarray(rs.buffer.reward)
     has = np.asarray(rs.buffer.has_reward) & np.asarray(rs.buffer.has_next)
-    checked = 0
+    terminal = np.asarray(rs.buffer.terminal)
+    assert truncated == {(0, 20)}
+    checked = capped_checked = 0
     for e in range(cfg.num_envs):
         ends = [t for t, _, d in team[e] if d]
         for j, (slot, t0) in enumerate(dispatches[e]):
             end_ep = min([t for t in ends if t >= t0], default=None)
             nxt = dispatches[e][j + 1][1] if j + 1 < len(dispatches[e]) else None
             if end_ep is not None and (nxt is None or nxt > end_ep):
-                stop = end_ep + 1        # terminal: through the episode's last step
+                stop = end_ep + 1        # through the episode's last step
+                assert bool(terminal[slot]) == ((e, end_ep) not in truncated)
+                capped_checked += (e, end_ep) in truncated
             elif nxt is not None:
                 stop = nxt
+                assert not terminal[slot]
             else:
                 assert not has[slot]     # still open
                 continue
@@ -235,7 +249,7 @@ def test_sojourn_reward_is_the_team_reward_between_dispatches():
             assert has[slot]
             np.testing.assert_allclose(reward[slot], expect, rtol=1e-5, atol=1e-5)
             checked += 1
-    assert checked > 20 and any(d for e in team for _, _, d in team[e])
+    assert checked > 20 and capped_checked == 1 and any(d for e in team for _, _, d in team[e])
 
 
 def test_tiny_training_beats_random_dispatch(tmp_path):

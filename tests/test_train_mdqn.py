@@ -77,7 +77,9 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
     """Agent n's pool holds exactly its decision epochs (the steps where server n picked:
     all of them, or those with >= 2 eligible tasks), in order, with its own view and
     pick; a closed entry's reward is the team reward summed from that epoch to the
-    agent's next decision epoch (or through the episode's end, terminal)."""
+    agent's next decision epoch (or through the episode's end: terminal, except where
+    the step cap truncated the episode, forced here from step 20 on an env with an open
+    transition)."""
     cfg = mdqn.MDQNConfig(num_envs=3, num_tasks=8, num_servers=3, buffer_capacity=4096,
                           hidden=(8,), seed=1, share_params=share, dispatcher="nearest",
                           epochs=epochs)
@@ -90,8 +92,17 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
     decisions = {n: [] for n in range(m)}       # (env, step, slots view, pick) in write order
     team = np.zeros((0, e))
     dones = np.zeros((0, e), bool)
+    truncs = np.zeros((0, e), bool)
+    cap = 2 * cfg.num_tasks + 2
+    capped_at = capped_env = None
     for t in range(50):
         key, k = jax.random.split(key)
+        open_envs = np.flatnonzero(np.asarray(rs.prev_idx >= 0).any(axis=1))
+        if capped_at is None and t >= 20 and open_envs.size:
+            # the last env with an open transition: its next step reaches the step cap
+            capped_at, capped_env = t, int(open_envs[-1])
+            st = rs.env_state
+            rs = rs.replace(env_state=st.replace(step=st.step.at[capped_env].set(cap - 1)))
         slots = np.asarray(rs.obs.slots)
         needed = np.asarray(rs.obs.pick_needed & rs.obs.server_mask)  # [E, M]
         if epochs == "choice":
@@ -105,9 +116,10 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
                     decisions[n].append((env_i, t, slots[env_i, n], picks[env_i, n]))
         team = np.vstack([team, np.asarray(info["team_reward"])[None]])
         dones = np.vstack([dones, np.asarray(info["done"])[None]])
-    assert dones.any()
+        truncs = np.vstack([truncs, np.asarray(info["truncated"])[None]])
+    assert dones.any() and truncs[capped_at, capped_env] and truncs.sum() == 1
     pools = rs.pools
-    checked = 0
+    checked = capped = 0
     for n in range(m):
         mine = decisions[n]
         assert int(pools.writes[n]) == len(mine) > 0
@@ -120,7 +132,8 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
             nxt_t = nxt[0] if nxt else None
             ready = bool(pools.has_reward[n, j]) and bool(pools.has_next[n, j])
             if end is not None and (nxt_t is None or nxt_t > end):
-                stop, terminal = end + 1, True
+                stop, terminal = end + 1, not truncs[end, env_i]
+                capped += bool(truncs[end, env_i])
             elif nxt_t is not None:
                 stop, terminal = nxt_t, False
             else:
@@ -130,7 +143,7 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
             np.testing.assert_allclose(float(pools.reward[n, j]), team[t0:stop, env_i].sum(),
                                        rtol=1e-5, atol=1e-5)
             checked += 1
-    assert checked > (10 if epochs == "all" else 3)
+    assert checked > (10 if epochs == "all" else 3) and capped >= 1
 
 
 def test_tiny_damd_end_to_end_and_through_compare(tmp_path):

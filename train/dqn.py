@@ -13,7 +13,8 @@ The dispatcher acts epsilon-greedily on the Q-network's view of the head task
 where a dispatch is needed; every server schedules its queue with
 --scheduler: a heuristic, or trained MDQN schedulers (a train.mdqn run
 directory, frozen). A transition's next state is the env's next dispatch
-decision (terminal at the episode's end). Rewards (--reward):
+decision, or the episode's end: terminal, unless the step cap truncated the
+episode (then it bootstraps from the capped state). Rewards (--reward):
   response  the paper's: exp(-T_i / tau) for the decision that dispatched task
             i, credited to that transition when i completes;
   sojourn   the schedulers' team reward of MODEL.md (minus the time unfinished
@@ -166,9 +167,12 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None):
             reward = jnp.exp(-info["response_time"] / params.tau)
             buf = replay.set_reward(buf, table_idx.ravel(), table_stamp.ravel(), reward.ravel(),
                                     info["newly_done"].ravel())
-        # Episode end: the last dispatch is terminal.
+        # Episode end: the last dispatch's transition ends here. Terminated: terminal.
+        # Truncated by the step cap: it bootstraps from the state the cap stopped
+        # (docs/model.md, "Termination and truncation"); `obs` is that state's, pre-reset.
         last = done & (prev_idx >= 0)
-        buf = replay.set_next(buf, prev_idx, prev_stamp, view, jnp.ones((e,), bool), last)
+        buf = replay.set_next(buf, prev_idx, prev_stamp, dispatch_inputs(obs),
+                              ~info["truncated"], last)
         if sojourn:
             buf = replay.set_reward(buf, prev_idx, prev_stamp, acc, last)
         acc = jnp.where(done, 0.0, acc)

@@ -17,10 +17,11 @@ of the other servers (damdjax.schedulers). It acts epsilon-greedily where it
 must pick (idle, with an eligible task) and stores a transition only for its
 decision epochs: every pick (--epochs choice: only picks among >= 2 eligible
 tasks); the transition's next state is the agent's next decision epoch (or the
-episode's end, terminal) and its reward the team reward of MODEL.md (minus the
-time unfinished tasks spend in the system, over tau, minus the miss penalty),
-summed over the env steps in between: the same signal for every agent. The
-dispatcher is frozen (--dispatcher).
+episode's end: terminal unless the step cap truncated the episode) and its
+reward the team reward of MODEL.md (minus the time unfinished tasks spend in
+the system, over tau, minus the miss penalty), summed over the env steps in
+between: the same signal for every agent. The dispatcher is frozen
+(--dispatcher).
 
 Run directory, checkpoint, --resume, Ctrl-C and progress as train.dqn;
 schedulers.msgpack is the policy file (what eval.compare and train.dqn
@@ -162,10 +163,14 @@ def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None)
         obs, env_state, team, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
             k_act, rs.env_state, action, params)
         team_sum = team_sum + team[:, None].astype(team_sum.dtype)
-        # Episode end: every open transition is terminal (its next obs is never used).
+        # Episode end: every open transition ends here. Terminated: terminal. Truncated
+        # by the step cap: they bootstrap from the state the cap stopped (docs/model.md,
+        # "Termination and truncation"); `obs` is that state's, pre-reset.
         last = done[:, None] & (prev_idx >= 0)
-        pools = pools_complete(pools, prev_idx.T, prev_stamp.T, agent_obs, team_sum.T,
-                               jnp.ones((m, e), bool), last.T)
+        end_obs = agents_first(agent_axis(scheduler_inputs(obs)))
+        terminal = jnp.broadcast_to(~info["truncated"], (m, e))
+        pools = pools_complete(pools, prev_idx.T, prev_stamp.T, end_obs, team_sum.T,
+                               terminal, last.T)
 
         obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state,
                                                axis_name)
