@@ -20,8 +20,8 @@ run: $(STAMP)  ## the main job: train the DQN dispatcher on 4096 vmapped envs
 compare: $(STAMP)  ## the paper's heuristics side by side
 	$(VENV)/bin/python -m eval.compare $(ARGS)
 
-test: $(STAMP)  ## the test suite
-	$(VENV)/bin/python -m pytest -q
+test: $(STAMP)  ## the test suite, as two workers (a test file stays in one: tests/conftest.py)
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m eval.bench $(ARGS)

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.heuristics import ALL_PAIRS, Policy
+from damdjax.heuristics import Policy
 from damdjax.io import json_number
 from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.rollout import play_batch, play_pairs, play_policies

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+
 import jax
 import jax.numpy as jnp
 
 from damdjax.checkpoint import read_state_dict, restore, save_tree
-from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, ScheduleRule
+from damdjax.cli import SETTING_FIELDS
+from damdjax.heuristics import (
+    DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, greedy_action
 from damdjax.schedulers import (
     AgentObs, SlotQNetwork, agent_axis, agents_greedy, agents_q, init_agent_params,
@@ -176,3 +179,28 @@ def resolve_scheduler(name: str) -> ScheduleRule:
         raise ValueError(f"scheduler {name!r} is neither fcfs, sjf, sdf, cp, llf nor an existing run "
                          "directory or policy file")
     return load_schedule_rule(name)
+
+
+DAMD_FILE = "damd.json"   # a train.damd run's index: its final stages and setting
+
+
+def load_damd(path: str) -> tuple[Policy, dict]:
+    """`(DAMD policy (greedy dispatcher + greedy schedulers), setting)` of a train.damd run.
+
+    ValueError naming the path if it is not a finished DAMD run.
+    """
+    file = os.path.join(path, DAMD_FILE)
+    if not os.path.exists(file):
+        raise ValueError(f"{path}: not a train.damd run (no {DAMD_FILE})")
+    with open(file) as f:
+        info = json.load(f)
+    try:
+        dispatcher = resolve_dispatcher(os.path.join(path, info["dispatcher"]))
+        schedulers = resolve_scheduler(os.path.join(path, info["schedulers"]))
+        setting = info["setting"]
+    except KeyError as err:
+        raise ValueError(f"{file}: missing {err}") from None
+    if sorted(setting) != sorted(SETTING_FIELDS):
+        raise ValueError(f"{file}: the setting must have the fields {list(SETTING_FIELDS)}, "
+                         f"got {sorted(setting)}")
+    return pair(dispatcher, schedulers), setting

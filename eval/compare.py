@@ -39,7 +39,7 @@ from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
-from damdjax.policies import resolve_dispatcher, resolve_scheduler
+from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_batch, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
 from envs.config import EnvConfig, EnvParams, check_params
@@ -185,7 +185,6 @@ def learned_methods(args) -> tuple[dict[str, Policy], dict]:
     elif args.scheduler:
         raise ValueError("--scheduler goes with --dispatcher-checkpoint")
     if args.damd_run:
-        from train.damd import load_damd  # noqa: PLC0415 (train.damd imports this module's peers)
         learned["DAMD"], damd_cfg = load_damd(args.damd_run)
         setting = setting or _setting_of(damd_cfg)
     return learned, setting

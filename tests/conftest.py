@@ -6,7 +6,9 @@ Most of the suite's time is XLA compiling small programs, so:
   program, and in the subprocesses of the CLI tests); JAX's persistent cache
   makes every compilation after the first a file read. The directory is
   DAMDJAX_TEST_JAX_CACHE where set, else a fresh temporary directory (so a run
-  never depends on an earlier one); subprocesses inherit it through
+  never depends on an earlier one) shared by pytest-xdist's workers (the suite
+  runs as two, `-n 2 --dist loadfile`: a test file stays in one worker, so its
+  module fixtures are made once); subprocesses inherit it through
   JAX_COMPILATION_CACHE_DIR. The cache key is the program and the compiler's
   flags, so results do not change.
 - XLA's cheapest compiles (`jax_disable_most_optimizations`; subprocesses get it
@@ -28,7 +30,10 @@ import pytest
 
 from damdjax.checkpoint import read_state_dict
 
-_CACHE = os.environ.get("DAMDJAX_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="damdjax-jax-cache-")
+_OWNED = not os.environ.get("DAMDJAX_TEST_JAX_CACHE")  # made here: removed at the end
+if _OWNED:  # pytest-xdist's workers inherit it from the controlling process
+    os.environ["DAMDJAX_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="damdjax-jax-cache-")
+_CACHE = os.environ["DAMDJAX_TEST_JAX_CACHE"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
@@ -41,7 +46,7 @@ if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not os.environ.get("DAMDJAX_TEST_JAX_CACHE"):
+    if _OWNED and not os.environ.get("PYTEST_XDIST_WORKER"):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 

@@ -38,13 +38,12 @@ import time
 from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive, check_setting,
                          parse_hidden, setting_config, setting_params)
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import ALL_PAIRS, Policy, pair
+from damdjax.heuristics import ALL_PAIRS
 from damdjax.io import write_json_atomic
-from damdjax.policies import resolve_dispatcher, resolve_scheduler
+from damdjax.policies import DAMD_FILE, load_damd
 from damdjax.runs import CONFIG, write_evaluation
 from train import dqn, mdqn
 
-DAMD_FILE = "damd.json"
 BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
 
 
@@ -71,28 +70,6 @@ def stage_configs(args) -> dict[str, object]:
             hidden=args.mdqn_hidden, gamma=args.mdqn_gamma, share_params=args.share_params,
             dispatcher=f"{root}/r{r}-dispatcher", init_schedulers="" if r == 1 else prev_s)
     return out
-
-
-def load_damd(path: str) -> tuple[Policy, dict]:
-    """`(DAMD policy (greedy dispatcher + greedy schedulers), setting)` of a train.damd run.
-
-    ValueError naming the path if it is not a finished DAMD run.
-    """
-    file = os.path.join(path, DAMD_FILE)
-    if not os.path.exists(file):
-        raise ValueError(f"{path}: not a train.damd run (no {DAMD_FILE})")
-    with open(file) as f:
-        info = json.load(f)
-    try:
-        dispatcher = resolve_dispatcher(os.path.join(path, info["dispatcher"]))
-        schedulers = resolve_scheduler(os.path.join(path, info["schedulers"]))
-        setting = info["setting"]
-    except KeyError as err:
-        raise ValueError(f"{file}: missing {err}") from None
-    if sorted(setting) != sorted(SETTING_FIELDS):
-        raise ValueError(f"{file}: the setting must have the fields {list(SETTING_FIELDS)}, "
-                         f"got {sorted(setting)}")
-    return pair(dispatcher, schedulers), setting
 
 
 def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
