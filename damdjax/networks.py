@@ -1,4 +1,4 @@
-"""The dispatcher's Q-network and masked action selection.
+"""The Q-networks (the dispatcher's and the schedulers') and masked action selection.
 
 `DispatchQNetwork` scores every server with the *same* MLP applied to that
 server's features, the head task's features and (optionally) a masked mean of
@@ -12,6 +12,14 @@ store a `DispatchView`:
     params = net.init(key, view.task, view.servers, view.server_mask)
     q = net.apply(params, view.task, view.servers, view.server_mask)   # [M]
     a = epsilon_greedy(key, q, view.mask, epsilon)                      # [] int32
+
+`SlotQNetwork` is the MDQN schedulers' per-slot counterpart: one MLP scores
+every slot of a server's queue from that slot, the server's own state and a
+summary of the other servers (one agent's inputs, `schedulers.AgentObs`);
+stacking it over agents and the pools are `damdjax.schedulers`:
+
+    net = SlotQNetwork(hidden=(64, 64))
+    q = net.apply(params, slots, own, others, mask)                     # [Q]
 
 Everything broadcasts over leading batch axes `...` and works under
 `jit`, `vmap` and `lax.scan`. Exploration schedules: `optax.linear_schedule`.
@@ -56,6 +64,18 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return total / jnp.maximum(jnp.sum(w, axis=-2), 1).astype(total.dtype)
 
 
+def _mlp_head(x: jax.Array, hidden: Sequence[int],
+              activation: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """`hidden` Dense layers with `activation`, then a linear scalar head: [...] from x [..., F].
+
+    Call it inside a module's `nn.compact` method: the layers are that module's
+    (`Dense_0`, `Dense_1`, ...), as if written there.
+    """
+    for width in hidden:
+        x = activation(nn.Dense(width)(x))
+    return nn.Dense(1)(x)[..., 0]
+
+
 class DispatchQNetwork(nn.Module):
     """Per-server MLP: Q [..., M] from task [..., F_t] and servers [..., M, F_s].
 
@@ -79,10 +99,34 @@ class DispatchQNetwork(nn.Module):
         if self.pool:
             pooled = masked_mean(servers, server_mask)[..., None, :]
             parts.append(jnp.broadcast_to(pooled, rows + pooled.shape[-1:]))
-        x = jnp.concatenate(parts, axis=-1)
-        for width in self.hidden:
-            x = self.activation(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
+        return _mlp_head(jnp.concatenate(parts, axis=-1), self.hidden, self.activation)
+
+
+class SlotQNetwork(nn.Module):
+    """Per-slot MLP: Q [..., Q] from slots [..., Q, F_q], own [..., F_o], others [..., F_o].
+
+    Input of slot s: `slots[s] ++ own ++ others ++ mean(slots over mask)` (the
+    last part only if `pool`), the same weights for every slot (so any queue
+    size works). `mask` [..., Q] (default all slots) only affects the pooled
+    summary; masking of actions is `masked_q` / `greedy_action`'s job.
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    pool: bool = True
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, slots: jax.Array, own: jax.Array, others: jax.Array,
+                 mask: jax.Array | None = None) -> jax.Array:
+        rows = slots.shape[:-1]                                           # [..., Q]
+        parts = [slots, jnp.broadcast_to(own[..., None, :], rows + own.shape[-1:]),
+                 jnp.broadcast_to(others[..., None, :], rows + others.shape[-1:])]
+        if self.pool:
+            if mask is None:
+                mask = jnp.ones(rows, bool)
+            pooled = masked_mean(slots, mask)[..., None, :]
+            parts.append(jnp.broadcast_to(pooled, rows + pooled.shape[-1:]))
+        return _mlp_head(jnp.concatenate(parts, axis=-1), self.hidden, self.activation)
 
 
 def masked_q(q: jax.Array, mask: jax.Array) -> jax.Array:

@@ -23,10 +23,9 @@ from damdjax.checkpoint import read_state_dict, restore, save_tree
 from damdjax.cli import SETTING_FIELDS
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
-from damdjax.networks import DispatchQNetwork, dispatch_inputs, greedy_action
+from damdjax.networks import DispatchQNetwork, SlotQNetwork, dispatch_inputs, greedy_action
 from damdjax.schedulers import (
-    AgentObs, SlotQNetwork, agent_axis, agents_greedy, agents_q, init_agent_params,
-    scheduler_inputs)
+    AgentObs, agent_axis, agents_greedy, agents_q, init_agent_params, scheduler_inputs)
 from envs.observation import (
     OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES, observe)
 

@@ -3,11 +3,13 @@
 Every server `n` has its own agent (its own parameters, optimizer state and
 experience pool, all stacked on a leading agent axis `M`), or all agents share
 one network (`share=True`). An agent sees its queue's slots, its own state and
-a summary of the other real servers (`SchedView`):
+a summary of the other real servers (`SchedView`). The agent's network,
+`SlotQNetwork`, lives in `damdjax.networks`; this module stacks it over agents
+and holds the pools, the updates and the acting:
 
     view = scheduler_inputs(obs)                    # leaves [E, M, ...] for E envs
     agent_obs = agents_first(agent_axis(view))      # leaves [M, E, ...]: agent axis first
-    net = SlotQNetwork(hidden=(64, 64))
+    net = networks.SlotQNetwork(hidden=(64, 64))
     params = init_agent_params(net, key, one_agent_obs, M, share)      # leaves [M, ...]
     q = agents_q(net, params, agent_obs, share)      # [M, E, Q]
     picks = agents_act(key, jnp.swapaxes(q, 0, 1), view.mask, view.needed, epsilon)  # [E, M]
@@ -27,7 +29,7 @@ of the matching `damdjax.replay` function.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -98,38 +100,8 @@ def agents_first(x):
 
 
 # ---------------------------------------------------------------------------
-# Network and per-agent parameters
+# Per-agent parameters and Q-values
 # ---------------------------------------------------------------------------
-
-class SlotQNetwork(nn.Module):
-    """Per-slot MLP: Q [..., Q] from slots [..., Q, F_q], own [..., F_o], others [..., F_o].
-
-    Input of slot s: `slots[s] ++ own ++ others ++ mean(slots over mask)` (the
-    last part only if `pool`), the same weights for every slot (so any queue
-    size works). `mask` [..., Q] (default all slots) only affects the pooled
-    summary; masking of actions is `networks.masked_q` / `greedy_action`'s job.
-    """
-
-    hidden: Sequence[int] = (64, 64)
-    pool: bool = True
-    activation: Callable[[jax.Array], jax.Array] = nn.relu
-
-    @nn.compact
-    def __call__(self, slots: jax.Array, own: jax.Array, others: jax.Array,
-                 mask: jax.Array | None = None) -> jax.Array:
-        rows = slots.shape[:-1]                                           # [..., Q]
-        parts = [slots, jnp.broadcast_to(own[..., None, :], rows + own.shape[-1:]),
-                 jnp.broadcast_to(others[..., None, :], rows + others.shape[-1:])]
-        if self.pool:
-            if mask is None:
-                mask = jnp.ones(rows, bool)
-            pooled = masked_mean(slots, mask)[..., None, :]
-            parts.append(jnp.broadcast_to(pooled, rows + pooled.shape[-1:]))
-        x = jnp.concatenate(parts, axis=-1)
-        for width in self.hidden:
-            x = self.activation(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
-
 
 def init_agent_params(net: nn.Module, key: jax.Array, example: AgentObs, num_agents: int,
                       share: bool):

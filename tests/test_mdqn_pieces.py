@@ -1,4 +1,5 @@
-"""Tests of the MDQN schedulers' pieces (damdjax.schedulers) against loops and numpy."""
+"""Tests of the MDQN schedulers' pieces (damdjax.schedulers and their network,
+damdjax.networks.SlotQNetwork) against loops and numpy."""
 from __future__ import annotations
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 from damdjax import replay
 from damdjax import schedulers as S
 from damdjax.heuristics import pair_from_name
+from damdjax.networks import SlotQNetwork
 from damdjax.schedulers import AgentObs
 from damdjax.targets import td_loss, td_targets
 from envs.config import EnvConfig, EnvParams
@@ -122,7 +124,7 @@ def test_others_with_one_real_server_is_zero():
 # Network and per-agent parameters
 # ---------------------------------------------------------------------------
 
-NET = S.SlotQNetwork(hidden=(16, 16))
+NET = SlotQNetwork(hidden=(16, 16))
 init_params = jax.jit(S.init_agent_params, static_argnums=(0, 3, 4))   # (net, key, ex, M, share)
 
 
@@ -190,7 +192,7 @@ def test_slot_network_shared_over_slots_and_mask_only_pools():
     junk[:, 2] += 100.0
     assert not np.allclose(np.asarray(NET.apply(params, junk, own, others, mask))[:, 0], q[:, 0])
     # without pooling the mask is irrelevant
-    flat = S.SlotQNetwork(hidden=(8,), pool=False)
+    flat = SlotQNetwork(hidden=(8,), pool=False)
     pf = flat.init(jax.random.PRNGKey(0), slots, own, others, None)
     np.testing.assert_array_equal(flat.apply(pf, slots, own, others, mask),
                                   flat.apply(pf, slots, own, others, None))
