@@ -7,8 +7,7 @@
 For each `--num-envs` E the trainer's config is its default except `num_envs=E`,
 `learning_starts=0` (every timed chunk does its gradient updates),
 `buffer_capacity=max(default or --buffer-capacity, E)` and the sizes given by
-flags. Its jitted chunk (train/<trainer>.py: `make_train(config).chunk`, or
-`make_train_chunk` for a trainer not yet written as a function of `Hyper`) runs
+flags. Its jitted chunk (train/<trainer>.py: `make_train(config).chunk`) runs
 `steps_per_chunk` vmapped env steps of E envs, each followed by
 `updates_per_step` gradient updates on a replay batch of `batch_size`
 transitions (the batch does not grow with E).
@@ -26,19 +25,18 @@ time gives:
   actually applied in each timed chunk);
 * vmapped steps/s: `steps_per_chunk` per second.
 
---sweep (dqn): for each K of --members, K runs (seeds 0..K-1) as one sweep
+--sweep: for each K of --members, K runs (seeds 0..K-1) as one sweep
 (train.sweep's program: vmapped over members, sharded over every device)
 against the same K runs one after another (`bench_sweep`): total env steps/s
 over members and each mode's measured wall time, compiles included
 (--num-envs defaults to 256 here).
 
 Trainers are listed in TRAINERS (name -> module, config class) and imported
-lazily; a trainer module must provide `make_train(config)` (or
-`init_runner(config, env, params)` and `make_train_chunk(config, env, params)`),
-and its config class the fields `num_envs`, `learning_starts`,
-`buffer_capacity`, `steps_per_chunk`, `updates_per_step`, `batch_size`,
-`num_tasks`, `num_servers` and the methods `env_config()` / `env_params()` (or
-the module a `make_env(config) -> (env, params)`).
+lazily; a trainer module must provide `make_train(config)` and
+`program_config(config)`, and its config class the fields `num_envs`,
+`learning_starts`, `buffer_capacity`, `steps_per_chunk`, `updates_per_step`,
+`batch_size`, `num_tasks`, `num_servers` and the methods `env_config()` /
+`env_params()`.
 """
 from __future__ import annotations
 
@@ -58,7 +56,6 @@ import numpy as np
 from damdjax.hyper import Hyper, stack
 from damdjax.sharding import member_mesh, pad_members, padded_members, put_members
 from envs.config import check_params
-from envs.env import EdgeEnv
 from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
 
 # name -> (module path, config class name). Add a trainer with one line here.
@@ -70,7 +67,6 @@ DEFAULT_TRAINER = "dqn"
 DEFAULT_NUM_ENVS = (256, 1024, 4096)
 SWEEP_NUM_ENVS = (256,)
 DEFAULT_MEMBERS = (1, 4, 16)
-SWEEP_TRAINERS = ("dqn",)
 DEFAULT_REPEATS = 3
 
 
@@ -138,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep", action="store_true",
         help="compare K members in one sweep (train.sweep: vmapped, sharded over every "
              "device) with the same K runs one after another, for each K of --members "
-             f"(trainers: {', '.join(SWEEP_TRAINERS)}; --num-envs defaults to "
-             f"{','.join(map(str, SWEEP_NUM_ENVS))})")
+             f"(--num-envs defaults to {','.join(map(str, SWEEP_NUM_ENVS))})")
     parser.add_argument(
         "--members", type=int_list, default=DEFAULT_MEMBERS, metavar="K1,K2,...",
         help="with --sweep: comma-separated member counts, each >= 1 "
@@ -173,9 +168,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_envs is None:
         args.num_envs = SWEEP_NUM_ENVS if args.sweep else DEFAULT_NUM_ENVS
-    if args.sweep and args.trainer not in SWEEP_TRAINERS:
-        parser.error(f"--sweep measures {', '.join(SWEEP_TRAINERS)} only, not "
-                     f"--trainer {args.trainer}")
     bad = [k for k in args.members if k <= 0]
     if bad:
         parser.error(f"--members must all be >= 1, got {bad[0]}")
@@ -196,24 +188,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         elif value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     args.configs = make_configs(args.config_cls, args)
-    if not hasattr(args.module, "make_env"):
-        try:
-            check_params(args.configs[0].env_config(), args.configs[0].env_params())
-        except ValueError as err:
-            parser.error(str(err))
+    try:
+        check_params(args.configs[0].env_config(), args.configs[0].env_params())
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
 # --------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------
-
-
-def make_env(module: ModuleType, config: Any):
-    """`(env, env params)` of a trainer config (the module's `make_env` if it has one)."""
-    if hasattr(module, "make_env"):
-        return module.make_env(config)
-    return EdgeEnv(config.env_config()), config.env_params()
 
 
 def compile_chunk(train_chunk, *args):
@@ -258,19 +242,12 @@ def init_state(init, *args):
 
 
 def chunk_pieces(module: ModuleType, config: Any):
-    """`(runner state, init seconds, jitted chunk, its extra arguments)` of one run.
-
-    A trainer with `make_train` (training as a function of a key and `Hyper`): its jitted
-    init at `PRNGKey(config.seed)` and chunk `(runner, hyper)`; otherwise the module's
-    `init_runner` and `make_train_chunk(config, env, params)` `(runner)`.
-    """
-    if hasattr(module, "make_train"):
-        fns, hyper = module.make_train(config), Hyper.from_config(config)
-        state, init_s = init_state(jax.jit(fns.init), jax.random.PRNGKey(config.seed), hyper)
-        return state, init_s, jax.jit(fns.chunk), (hyper,)
-    env, params = make_env(module, config)
-    state, init_s = init_state(jax.jit(lambda p: module.init_runner(config, env, p)), params)
-    return state, init_s, module.make_train_chunk(config, env, params), ()
+    """`(runner state, init seconds, jitted chunk, its extra arguments)` of one run: the
+    trainer's `make_train(config)`, its jitted init at `PRNGKey(config.seed)` and chunk
+    `(runner, hyper)` at `Hyper.from_config(config)`."""
+    fns, hyper = module.make_train(config), Hyper.from_config(config)
+    state, init_s = init_state(jax.jit(fns.init), jax.random.PRNGKey(config.seed), hyper)
+    return state, init_s, jax.jit(fns.chunk), (hyper,)
 
 
 def bench_config(module: ModuleType, config: Any, repeats: int) -> dict:
@@ -303,8 +280,9 @@ def bench_config(module: ModuleType, config: Any, repeats: int) -> dict:
     }
 
 
-def bench_sweep(config: Any, members: int, repeats: int) -> list[dict]:
-    """K members in one sweep vs the same K runs one after another, one config (dqn).
+def bench_sweep(module: ModuleType, config: Any, members: int, repeats: int) -> list[dict]:
+    """K members in one sweep vs the same K runs one after another, one config of the
+    trainer `module`.
 
     Sweep: `train.sweep.sweep_program` (init and chunk vmapped over K members with seeds
     0..K-1, sharded over every device): its init (jitted, compile included), the chunk
@@ -316,14 +294,14 @@ def bench_sweep(config: Any, members: int, repeats: int) -> list[dict]:
     `wall_separate_processes_s` (one after another only, derived) is K times one run's
     compiles and chunks, as if every run were its own process. Returns the two rows.
     """
-    from train import dqn, sweep  # noqa: PLC0415 (the sweep registry: dqn only for now)
+    from train import sweep  # noqa: PLC0415 (imports every trainer; only --sweep needs it)
 
     steps = config.steps_per_chunk * config.num_envs
     t_start = time.perf_counter()
     keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(members)])
     mesh = member_mesh()
     count = padded_members(members, mesh)
-    init, chunk, shard = sweep.sweep_program(dqn.program_config(config),
+    init, chunk, shard = sweep.sweep_program(module.program_config(config),
                                              tuple(mesh.devices.flat))
     hyper = put_members(pad_members(stack([Hyper.from_config(config)] * members), count), shard)
     state, init_s = init_state(init, put_members(pad_members(keys, count), shard), hyper)
@@ -337,7 +315,7 @@ def bench_sweep(config: Any, members: int, repeats: int) -> list[dict]:
              "wall_s": time.perf_counter() - t_start}]
 
     t_start = time.perf_counter()
-    fns, single = dqn.make_train(config), Hyper.from_config(config)
+    fns, single = module.make_train(config), Hyper.from_config(config)
     init1 = jax.jit(fns.init)
     seconds, compile_s, init_s, inits = [], None, None, []
     for s in range(members):
@@ -414,7 +392,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "num_servers": first.num_servers,
         "compile_time_method": "train_chunk.lower(runner_state).compile(), timed apart; "
                                "then one untimed warm-up chunk; timed chunks are consecutive "
-                               "(init_s: the jitted init_runner, compile included, not part "
+                               "(init_s: the jitted init, compile included, not part "
                                "of compile_s)",
         "definitions": {
             "env_steps_per_s": "steps_per_chunk * num_envs / median_s",
@@ -450,7 +428,7 @@ def run_sweep_benchmark(args: argparse.Namespace, load_at_start) -> dict:
     rows = []
     for config in args.configs:
         for k in args.members:
-            pair = bench_sweep(config, k, args.repeats)
+            pair = bench_sweep(args.module, config, k, args.repeats)
             for row in pair:
                 print(f"num_envs {config.num_envs}, {k} members, {row['mode']}: compile "
                       f"{row['compile_s']:.2f} s, median chunk {row['median_chunk_s']:.4f} s, "

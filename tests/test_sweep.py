@@ -1,9 +1,11 @@
-"""train.sweep: members equal single runs, 4 devices equal 1, resume is exact, bad grids."""
+"""train.sweep: members equal single runs, 4 devices equal 1, Ctrl-C and resume are exact,
+bad grids."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -149,10 +151,27 @@ def test_sharded_over_4_devices_equals_1_device(straight, four_devices):
     assert read_state_dict(tmp_path / "p4" / "checkpoint.msgpack")["chunk"].shape == (3,)
 
 
-def test_resume_equals_straight_run(straight, tmp_path, assert_same_checkpoint):
+def test_ctrl_c_then_resume_equals_straight_run(straight, tmp_path, assert_same_checkpoint,
+                                                monkeypatch, capsys):
+    """Ctrl-C during the first chunk: that chunk is recorded, exit 130; --resume then
+    ends bitwise where the straight run ends."""
     rd = str(tmp_path)
-    assert sweep.main(["--run-dir", rd, "--name", "r", "--num-chunks", "1",
-                       "--eval-episodes", "0", *GRID, *TINY]) == 0
+    program = sweep.sweep_program
+
+    def ctrl_c_in_the_first_chunk(*args):
+        init, chunk, shard = program(*args)
+
+        def chunk_with_ctrl_c(rs, hyper):
+            os.kill(os.getpid(), signal.SIGINT)
+            return chunk(rs, hyper)
+        return init, chunk_with_ctrl_c, shard
+
+    monkeypatch.setattr(sweep, "sweep_program", ctrl_c_in_the_first_chunk)
+    assert sweep.main(["--run-dir", rd, "--name", "r", "--num-chunks", "2",
+                       "--eval-episodes", "0", *GRID, *TINY]) == 130
+    monkeypatch.undo()
+    assert "interrupted" in capsys.readouterr().out
+    assert int(read_state_dict(tmp_path / "r" / "checkpoint.msgpack")["chunk"][0]) == 1
     assert sweep.main(["--run-dir", rd, "--name", "r", "--resume", "--num-chunks", "2",
                        "--eval-episodes", "0"]) == 0
     assert_same_checkpoint(tmp_path / "r" / "checkpoint.msgpack", straight / "checkpoint.msgpack")
