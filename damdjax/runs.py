@@ -201,36 +201,17 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
     return rs, flag["stop"]
 
 
-def run_chunks(train_chunk: Callable, rs, *, num_chunks: int, env_steps_per_chunk: int,
-               run_dir: str, save_extra: Callable[[Any], None] | None = None,
-               label: str = "") -> tuple[Any, bool]:
-    """One run's `chunk_loop`: the checkpoint of `rs`, `save_extra(rs)` (e.g. the policy
-    file), one metrics row and progress line per chunk.
-
-    `rs` needs `chunk`, `env_steps` and `updates` scalars; the chunk's metrics
-    need `episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`, `epsilon`.
-    """
-    checkpoint = run_paths(run_dir)["checkpoint"]
-
-    def save(rs):
-        save_tree(rs, checkpoint)
-        if save_extra is not None:
-            save_extra(rs)
-
-    def rows(rs, m, dt):
-        row = {"chunk": int(rs.chunk), "env_steps": int(rs.env_steps),
-               "updates": int(rs.updates), "seconds": dt,
-               "env_steps_per_s": env_steps_per_chunk / dt,
-               **{k: float(v) for k, v in m.items()}}
-        if row["episodes"] == 0:  # no episode ended in this chunk: nothing to average
-            row["avg_response_time"] = row["deadline_miss_rate"] = None
-        return [row]
-
-    return chunk_loop(
-        train_chunk, rs, num_chunks=num_chunks, chunks_done=lambda r: int(r.chunk),
-        run_dir=run_dir, save=save, rows=rows, progress=lambda rs_: progress_line(rs_[0]),
-        header=f"run {run_dir}: {num_chunks} chunks x {env_steps_per_chunk} env steps, "
-               f"from chunk {int(rs.chunk)}", label=label)
+def metrics_row(chunk: int, env_steps: int, updates: int, seconds: float,
+                env_steps_per_chunk: int, metrics: dict) -> dict:
+    """One run's metrics.jsonl row for a chunk: its counters, timing and `metrics` (scalars
+    on the host: `episodes`, `avg_response_time`, `deadline_miss_rate`, ...), the two
+    episode means None where no episode ended in the chunk (nothing to average)."""
+    row = {"chunk": chunk, "env_steps": env_steps, "updates": updates, "seconds": seconds,
+           "env_steps_per_s": env_steps_per_chunk / seconds,
+           **{k: float(v) for k, v in metrics.items()}}
+    if row["episodes"] == 0:
+        row["avg_response_time"] = row["deadline_miss_rate"] = None
+    return row
 
 
 def train_single(cfg, run_dir: str, resume: bool, label: str, *, runner, chunk: Callable,
@@ -238,14 +219,30 @@ def train_single(cfg, run_dir: str, resume: bool, label: str, *, runner, chunk: 
     """A trainer's single run (the host side of its `make_train(cfg)`): from `runner` (its
     initial state) or, with `resume`, the checkpoint in `run_dir`, `chunk(runner) ->
     (runner, metrics)` (jitted, at the run's `Hyper`) until `cfg.num_chunks`
-    (`run_chunks`: checkpoint, `save_policy_file(run_dir, cfg, params)` and a metrics row
-    after each chunk, Ctrl-C between them). Returns `(runner, interrupted)`."""
+    (`chunk_loop`: after each chunk the checkpoint, `save_policy_file(run_dir, cfg,
+    params)`, one metrics row and a progress line; Ctrl-C between chunks). Returns
+    `(runner, interrupted)`.
+
+    `runner` needs `chunk`, `env_steps` and `updates` scalars; the chunk's metrics
+    need `episodes`, `avg_response_time`, `deadline_miss_rate`, `loss`, `epsilon`.
+    """
     if resume:
         runner = restore_runner(runner, run_dir)
-    return run_chunks(
-        chunk, runner, num_chunks=cfg.num_chunks,
-        env_steps_per_chunk=cfg.steps_per_chunk * cfg.num_envs, run_dir=run_dir, label=label,
-        save_extra=lambda r: save_policy_file(run_dir, cfg, r.params))
+    checkpoint = run_paths(run_dir)["checkpoint"]
+    steps = cfg.steps_per_chunk * cfg.num_envs
+
+    def save(rs):
+        save_tree(rs, checkpoint)
+        save_policy_file(run_dir, cfg, rs.params)
+
+    def rows(rs, m, dt):
+        return [metrics_row(int(rs.chunk), int(rs.env_steps), int(rs.updates), dt, steps, m)]
+
+    return chunk_loop(
+        chunk, runner, num_chunks=cfg.num_chunks, chunks_done=lambda r: int(r.chunk),
+        run_dir=run_dir, save=save, rows=rows, progress=lambda rs_: progress_line(rs_[0]),
+        header=f"run {run_dir}: {cfg.num_chunks} chunks x {steps} env steps, "
+               f"from chunk {int(runner.chunk)}", label=label)
 
 
 def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable

@@ -53,8 +53,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from damdjax.hyper import Hyper, stack
-from damdjax.sharding import member_mesh, pad_members, padded_members, put_members
+from damdjax.hyper import Hyper
+from damdjax.sharding import member_mesh, padded_members
 from envs.config import check_params
 from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
 
@@ -298,13 +298,13 @@ def bench_sweep(module: ModuleType, config: Any, members: int, repeats: int) -> 
 
     steps = config.steps_per_chunk * config.num_envs
     t_start = time.perf_counter()
-    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(members)])
     mesh = member_mesh()
     count = padded_members(members, mesh)
     init, chunk, shard = sweep.sweep_program(module.program_config(config),
                                              tuple(mesh.devices.flat))
-    hyper = put_members(pad_members(stack([Hyper.from_config(config)] * members), count), shard)
-    state, init_s = init_state(init, put_members(pad_members(keys, count), shard), hyper)
+    keys, hyper = sweep.member_inputs(list(range(members)),
+                                      [Hyper.from_config(config)] * members, count, shard)
+    state, init_s = init_state(init, keys, hyper)
     compiled, compile_s = compile_chunk(chunk, state, hyper)
     seconds, _, _ = time_chunks(lambda rs: compiled(rs, hyper), state, repeats)
     median = statistics.median(seconds)

@@ -391,7 +391,7 @@ def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[
 
     The host side of `make_train(cfg)`: `init_runner` (key `PRNGKey(cfg.seed)`, the
     --init-dispatcher file), the checkpoint where resuming, then the jitted `chunk` at
-    `Hyper.from_config(cfg)` until `cfg.num_chunks` (`damdjax.runs.run_chunks`: checkpoint,
+    `Hyper.from_config(cfg)` until `cfg.num_chunks` (`damdjax.runs.train_single`: checkpoint,
     policy file and metrics row after each chunk, Ctrl-C between them).
     """
     chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)

@@ -242,22 +242,23 @@ def sweep_program(program: Any, devices: tuple):
     return init, chunk, shard
 
 
+def member_inputs(seeds: list[int], hypers: list[Hyper], count: int, shard):
+    """`(keys [count, 2], hyper [count])` of K members on their devices: `PRNGKey(seed)`
+    and `stack(hypers)`, padded to `count` by repeating the last member (`sharding`)."""
+    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in seeds])
+    return (put_members(pad_members(keys, count), shard),
+            put_members(pad_members(stack(hypers), count), shard))
+
+
 def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_chunk: int
                 ) -> list[dict]:
     """One metrics row per member (not padding) from a chunk's metrics [K'] on the host."""
-    rows = []
-    for mem in members:
-        i = mem.index
-        row = {"chunk": int(m["chunk"][i]), "member": i, "seed": mem.seed,
-               "hyper": mem.hyper.values(), "env_steps": int(m["env_steps"][i]),
-               "updates": int(m["updates"][i]), "seconds": seconds,
-               "env_steps_per_s": env_steps_per_chunk / seconds,
-               **{k: float(v[i]) for k, v in m.items()
-                  if k not in ("chunk", "env_steps", "updates")}}
-        if row["episodes"] == 0:
-            row["avg_response_time"] = row["deadline_miss_rate"] = None
-        rows.append(row)
-    return rows
+    return [{"member": mem.index, "seed": mem.seed, "hyper": mem.hyper.values(),
+             **runs.metrics_row(int(m["chunk"][mem.index]), int(m["env_steps"][mem.index]),
+                                int(m["updates"][mem.index]), seconds, env_steps_per_chunk,
+                                {k: v[mem.index] for k, v in m.items()
+                                 if k not in ("chunk", "env_steps", "updates")})}
+            for mem in members]
 
 
 def _median_best(rows: list[dict], key: str) -> str:
@@ -289,9 +290,9 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
     count = padded_members(len(members), mesh)
     init, chunk, shard = sweep_program(TRAINERS[scfg.trainer].program_config(cfg),
                                        tuple(mesh.devices.flat))
-    hyper = put_members(pad_members(stack([m.hyper for m in members]), count), shard)
-    keys = np.stack([np.asarray(jax.random.PRNGKey(m.seed)) for m in members])
-    rs = init(put_members(pad_members(keys, count), shard), hyper)
+    keys, hyper = member_inputs([m.seed for m in members], [m.hyper for m in members],
+                                count, shard)
+    rs = init(keys, hyper)
     if resume:  # the checkpoint holds the real members only (any device count resumes it)
         real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
         rs = put_members(pad_members(runs.restore_runner(real, run_dir), count), shard)
