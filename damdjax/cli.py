@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import math
 
+from damdjax.hyper import Hyper
 from envs.config import EnvConfig, EnvParams, check_params
 
 # The environment setting a run is trained and evaluated at (trainer config fields, run
@@ -37,6 +38,21 @@ class TrainerConfigMixin:
 
     def setting(self) -> dict:
         return {k: getattr(self, k) for k in SETTING_FIELDS}
+
+    def hyper(self) -> Hyper:
+        """The run's traced values (`Hyper.from_config`)."""
+        return Hyper.from_config(self)
+
+    def with_hyper(self, hyper: Hyper, seed: int):
+        """This config at `hyper`'s values (the fields it has of them; e.g. `polyak` it
+        lacks) and `seed`: a sweep member's config."""
+        names = {f.name for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, seed=seed, **{k: v for k, v in hyper.values().items()
+                                                       if k in names})
+
+    def stage_plan(self) -> list[tuple[str, int, int]]:
+        """`[(stage name, chunks, env steps per chunk)]`: one stage (see train.damd)."""
+        return [("train", self.num_chunks, self.steps_per_chunk * self.num_envs)]
 
     def env_config(self) -> EnvConfig:
         return setting_config(self.setting())
@@ -162,7 +178,7 @@ def parse_hidden(p: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
 def check_counts(p: argparse.ArgumentParser, args) -> None:
     """--num-chunks >= 1 and --eval-episodes >= 0 where given (also with --resume)."""
     for name, low in (("num_chunks", 1), ("eval_episodes", 0)):
-        v = getattr(args, name)
+        v = getattr(args, name, None)
         if v is not None and v < low:
             p.error(f"{_flag(name)} must be >= {low}, got {v}")
 

@@ -1,6 +1,7 @@
 """Sweep grids over `Hyper` fields: parsing, checking, members, and the ranked table.
 
     grid = parse_grid(["lr=1e-4,1e-3", "gamma=0.9,0.99"])   # {"lr": [...], "gamma": [...]}
+    grid = parse_grid(["mdqn_gamma=0.5,0.9"], PipelineHyper)  # train.damd's fields
     check_grid(grid, base_hyper, env_config)                 # ValueError naming a bad value
     points = grid_points(grid)                               # cartesian product, in order
     table = rank_points(per_member, members)                 # by held-out response time
@@ -16,7 +17,7 @@ import math
 
 import numpy as np
 
-from damdjax.hyper import FIELDS, INT_FIELDS, Hyper, check_hyper
+from damdjax.hyper import Hyper, check_hyper
 from damdjax.io import json_number
 from damdjax.metrics import mean_ci95
 from envs.config import EnvConfig
@@ -24,38 +25,40 @@ from envs.config import EnvConfig
 RANK_METRICS = ("avg_response_time", "deadline_miss_rate")
 
 
-def _number(field: str, text: str):
-    """`text` as the field's type (int for INT_FIELDS: "1e4" is 10000), else ValueError."""
+def _number(field: str, text: str, is_int: bool):
+    """`text` as the field's type (an integer field: "1e4" is 10000), else ValueError."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"--grid {field}: {text!r} is not a number") from None
     if not math.isfinite(value):
         raise ValueError(f"--grid {field}: {text!r} is not a finite number")
-    if field in INT_FIELDS:
+    if is_int:
         if value != int(value):
             raise ValueError(f"--grid {field}: {text!r} is not an integer")
         return int(value)
     return value
 
 
-def parse_grid(specs) -> dict[str, list]:
-    """`["field=v1,v2", ...]` -> `{field: [v1, v2]}` (in the given order); ValueError for an
-    unknown field, a field given twice, an empty list or value, or a non-number."""
+def parse_grid(specs, hyper_class: type = Hyper) -> dict[str, list]:
+    """`["field=v1,v2", ...]` -> `{field: [v1, v2]}` (in the given order) over the fields of
+    `hyper_class` (`Hyper`, or `damdjax.hyper.PipelineHyper` for train.damd); ValueError
+    for an unknown field, a field given twice, an empty list or value, or a non-number."""
+    fields = hyper_class.field_names()
     grid: dict[str, list] = {}
     for spec in specs:
         field, eq, text = spec.partition("=")
         field = field.strip().replace("-", "_")
         if not eq:
             raise ValueError(f"--grid takes field=v1,v2,...; got {spec!r}")
-        if field not in FIELDS:
-            raise ValueError(f"--grid: unknown field {field!r} (fields: {', '.join(FIELDS)})")
+        if field not in fields:
+            raise ValueError(f"--grid: unknown field {field!r} (fields: {', '.join(fields)})")
         if field in grid:
             raise ValueError(f"--grid: {field} is given twice")
         items = [t.strip() for t in text.split(",")]
         if not text.strip() or any(not t for t in items):
             raise ValueError(f"--grid {field}: empty value list or empty value in {spec!r}")
-        values = [_number(field, t) for t in items]
+        values = [_number(field, t, hyper_class.is_int_field(field)) for t in items]
         if len(set(values)) != len(values):
             raise ValueError(f"--grid {field}: a value is listed twice in {spec!r}")
         grid[field] = values
@@ -69,18 +72,19 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(fields, combo)) for combo in itertools.product(*grid.values())]
 
 
-def check_grid(grid: dict[str, list], base: Hyper, config: EnvConfig) -> None:
+def check_grid(grid: dict[str, list], base, config: EnvConfig) -> None:
     """ValueError naming the first value `damdjax.hyper.check_hyper` refuses: each value
-    alone on `base`, then each grid point (`config`: the padded sizes)."""
+    alone on `base` (a `Hyper` or `PipelineHyper`), then each grid point (`config`: the
+    padded sizes)."""
     for field, values in grid.items():
         for v in values:
             try:
-                check_hyper(base.replace(**{field: v}), config)
+                check_hyper(base.with_values(**{field: v}), config)
             except ValueError as err:
                 raise ValueError(f"--grid {field}={v}: {err}") from None
     for point in grid_points(grid):
         try:
-            check_hyper(base.replace(**point), config)
+            check_hyper(base.with_values(**point), config)
         except ValueError as err:
             where = " ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"--grid point {where}: {err}") from None

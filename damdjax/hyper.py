@@ -4,6 +4,7 @@
     hyper = hyper.replace(lr=1e-3, density=3.0)        # one run's values
     check_hyper(hyper, cfg.env_config())               # ValueError naming a bad value
     stacked = stack([h1, h2, h3])                      # leaves [3]: vmap over members
+    pair = PipelineHyper(dispatcher=h1, schedulers=h2) # train.damd: one Hyper per stage kind
 
 A trainer's frozen config decides the compiled program's shape (array sizes,
 network widths, buffer size, number of envs and steps, reward kind,
@@ -85,6 +86,19 @@ class Hyper:
         """Field -> Python number (leaves must be scalars)."""
         return {f: _python(getattr(self, f)) for f in FIELDS}
 
+    # The sweep's view of a hyper pytree (shared with PipelineHyper): flat field names.
+    @staticmethod
+    def field_names() -> tuple[str, ...]:
+        return FIELDS
+
+    @staticmethod
+    def is_int_field(name: str) -> bool:
+        return name in INT_FIELDS
+
+    def with_values(self, **values) -> "Hyper":
+        """These fields replaced (names of `field_names()`)."""
+        return self.replace(**values)
+
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Hyper))
 INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "num_tasks",
@@ -113,13 +127,23 @@ def _python(x):
     return int(x) if x.dtype.kind in "iub" else float(x)
 
 
-def check_hyper(h: Hyper, config: EnvConfig) -> None:
-    """Raise ValueError naming the first bad value of `h` (concrete values; Python boundary).
+def check_hyper(h, config: EnvConfig) -> None:
+    """Raise ValueError naming the first bad value of `h` (concrete values; Python boundary;
+    a `PipelineHyper`: each stage kind's, named with its prefix).
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
     `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers where
     INT_FIELDS; the setting as `envs.config.check_params` within `config`'s padding.
     """
+    if isinstance(h, PipelineHyper):
+        for prefix, part in ((DISPATCHER_PREFIX, h.dispatcher), (SCHEDULERS_PREFIX, h.schedulers)):
+            try:
+                check_hyper(part, config)
+            except ValueError as err:
+                msg = str(err)
+                name = msg.split(" ", 1)[0]
+                raise ValueError(prefix + msg if name in LEARNING_FIELDS else msg) from None
+        return
     v = h.values()
     for name in FIELDS:
         if not math.isfinite(v[name]):
@@ -139,14 +163,84 @@ def check_hyper(h: Hyper, config: EnvConfig) -> None:
     check_params(config, h.env_params())
 
 
-def stack(hypers: list[Hyper]) -> Hyper:
-    """One `Hyper` with leaves [K] (int32 for INT_FIELDS, float32 otherwise) from K runs."""
+def stack(hypers: list):
+    """One `Hyper` (or `PipelineHyper`) with leaves [K] (int32 for INT_FIELDS, float32
+    otherwise) from K runs."""
+    if isinstance(hypers[0], PipelineHyper):
+        return PipelineHyper(dispatcher=stack([h.dispatcher for h in hypers]),
+                             schedulers=stack([h.schedulers for h in hypers]))
+
     def col(name):
         dtype = np.int32 if name in INT_FIELDS else np.float32
         return np.asarray([getattr(h, name) for h in hypers], dtype)
     return Hyper(**{name: col(name) for name in FIELDS})
 
 
-def member(stacked: Hyper, i: int) -> Hyper:
-    """Member `i` of a stacked `Hyper`, as Python scalars."""
+def member(stacked, i: int):
+    """Member `i` of a stacked `Hyper` (or `PipelineHyper`), as Python scalars."""
+    if isinstance(stacked, PipelineHyper):
+        return PipelineHyper(dispatcher=member(stacked.dispatcher, i),
+                             schedulers=member(stacked.schedulers, i))
     return Hyper(**{f: _python(np.asarray(getattr(stacked, f))[i]) for f in FIELDS})
+
+
+# ---------------------------------------------------------------------------
+# The DAMD pipeline's values: one Hyper for the dispatcher stages, one for the schedulers'
+# ---------------------------------------------------------------------------
+
+DISPATCHER_PREFIX, SCHEDULERS_PREFIX = "dqn_", "mdqn_"   # as train.damd's --dqn-* / --mdqn-*
+LEARNING_FIELDS = tuple(f for f in FIELDS if f not in SETTING_FIELDS)
+
+
+@struct.dataclass
+class PipelineHyper:
+    """The values of a dispatcher-then-schedulers pipeline (train.damd): `dispatcher` (its
+    DQN stages) and `schedulers` (its MDQN stages). Flat field names: the setting fields
+    (SETTING_FIELDS, one value for both: the same environment) and each learning field
+    twice, prefixed `dqn_` (dispatcher) and `mdqn_` (schedulers), e.g. `mdqn_gamma`."""
+
+    dispatcher: Hyper
+    schedulers: Hyper
+
+    @staticmethod
+    def field_names() -> tuple[str, ...]:
+        return PIPELINE_FIELDS
+
+    @staticmethod
+    def is_int_field(name: str) -> bool:
+        return _pipeline_field(name)[1] in INT_FIELDS
+
+    def with_values(self, **values) -> "PipelineHyper":
+        """These flat fields replaced (a setting field in both stage kinds' values)."""
+        d, s = {}, {}
+        for name, v in values.items():
+            part, field = _pipeline_field(name)
+            for which, out in (("dispatcher", d), ("schedulers", s)):
+                if part in (which, None):
+                    out[field] = v
+        return PipelineHyper(dispatcher=self.dispatcher.replace(**d),
+                             schedulers=self.schedulers.replace(**s))
+
+    def values(self) -> dict:
+        """Flat field -> Python number (the setting from `dispatcher`; both hold it)."""
+        d, s = self.dispatcher.values(), self.schedulers.values()
+        return {**{f: d[f] for f in SETTING_FIELDS},
+                **{DISPATCHER_PREFIX + f: d[f] for f in LEARNING_FIELDS},
+                **{SCHEDULERS_PREFIX + f: s[f] for f in LEARNING_FIELDS}}
+
+    def env_params(self) -> EnvParams:
+        return self.dispatcher.env_params()
+
+
+PIPELINE_FIELDS = (SETTING_FIELDS + tuple(DISPATCHER_PREFIX + f for f in LEARNING_FIELDS)
+                   + tuple(SCHEDULERS_PREFIX + f for f in LEARNING_FIELDS))
+
+
+def _pipeline_field(name: str) -> tuple[str | None, str]:
+    """`(stage kind or None for both, Hyper field)` of a flat PipelineHyper field name."""
+    if name in SETTING_FIELDS:
+        return None, name
+    for prefix, part in ((DISPATCHER_PREFIX, "dispatcher"), (SCHEDULERS_PREFIX, "schedulers")):
+        if name.startswith(prefix) and name[len(prefix):] in LEARNING_FIELDS:
+            return part, name[len(prefix):]
+    raise ValueError(f"unknown field {name!r} (fields: {', '.join(PIPELINE_FIELDS)})")

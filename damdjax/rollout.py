@@ -198,6 +198,15 @@ def make_chunk(env_step: Callable, update: Callable, epsilon_fn: Callable, *,
     return chunk
 
 
+class Stage(NamedTuple):
+    """One stage of a trainer's run (a single-stage trainer has one; train.damd one per
+    dispatcher or schedulers stage): `chunk(runner, hyper) -> (runner, metrics)`, and
+    `begin(runner, hyper) -> runner` (None: nothing) applied before its first chunk."""
+
+    chunk: Callable
+    begin: Callable | None = None
+
+
 class TrainFns(NamedTuple):
     """A trainer's training program (`train.<trainer>.make_train(config)`): pure, jittable,
     vmappable over members (keys and a stacked `damdjax.hyper.Hyper`).
@@ -205,24 +214,28 @@ class TrainFns(NamedTuple):
     init(key, hyper) -> runner: a fresh runner state (key: a raw uint32 PRNG key [2];
         the networks, the first episodes and the rest of the run derive from it; no
         file is read).
-    chunk(runner, hyper) -> (runner, metrics): one chunk (`make_chunk`); metrics are
-        scalars.
-    train(key, hyper) -> (runner, metrics): `init`, then `num_chunks` chunks
-        (`lax.scan`); metrics leaves [num_chunks].
+    chunk(runner, hyper) -> (runner, metrics): one chunk (`make_chunk`) of the first
+        stage; metrics are scalars.
+    train(key, hyper) -> (runner, metrics): `init`, then every stage's chunks
+        (`lax.scan`); metrics leaves [num_chunks] (train.damd: a list, one per stage).
+    stages: every `Stage` in order; the config says how many chunks each runs
+        (`stage_plan()`).
     """
 
     init: Callable
     chunk: Callable
     train: Callable
+    stages: tuple = ()
 
 
 def train_fns(init: Callable, chunk: Callable, num_chunks: int) -> TrainFns:
-    """`TrainFns` of a trainer's `init` and `chunk`, `train` being `num_chunks` chunks."""
+    """`TrainFns` of a single-stage trainer's `init` and `chunk`, `train` being
+    `num_chunks` chunks."""
     def train(key, hyper):
         rs = init(key, hyper)
         return jax.lax.scan(lambda r, _: chunk(r, hyper), rs, None, length=num_chunks)
 
-    return TrainFns(init=init, chunk=chunk, train=train)
+    return TrainFns(init=init, chunk=chunk, train=train, stages=(Stage(chunk),))
 
 
 def with_params(rs, params):

@@ -84,8 +84,8 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 cfg = config_from_json(json.load(f))
         except (ValueError, TypeError, KeyError) as err:
             parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
-        counts = {k: getattr(args, k) for k in ("num_chunks", "eval_episodes")
-                  if getattr(args, k) is not None}
+        counts = {k: getattr(args, k, None) for k in ("num_chunks", "eval_episodes")
+                  if getattr(args, k, None) is not None}
         cfg = (cfg.with_counts(**counts) if hasattr(cfg, "with_counts")
                else dataclasses.replace(cfg, **counts))
     else:

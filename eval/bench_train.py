@@ -300,8 +300,9 @@ def bench_sweep(module: ModuleType, config: Any, members: int, repeats: int) -> 
     t_start = time.perf_counter()
     mesh = member_mesh()
     count = padded_members(members, mesh)
-    init, chunk, shard = sweep.sweep_program(module.program_config(config),
-                                             tuple(mesh.devices.flat))
+    init, stages, shard = sweep.sweep_program(module.program_config(config),
+                                              tuple(mesh.devices.flat))
+    chunk = stages[0].chunk   # (dqn, mdqn: the only stage)
     keys, hyper = sweep.member_inputs(list(range(members)),
                                       [Hyper.from_config(config)] * members, count, shard)
     state, init_s = init_state(init, keys, hyper)

@@ -16,12 +16,15 @@ import pytest
 
 from damdjax.checkpoint import read_state_dict
 from damdjax.policies import load_dispatcher, load_schedulers
-from train import dqn, mdqn, sweep
+from train import damd, dqn, mdqn, sweep
 
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
         "--eps-decay-steps", "200", "--hidden", "16", "--target-every", "5", "--seed", "3",
         "--slack", "1.5"]
+DAMD_TINY = ["--num-tasks", "12", "--num-servers", "3", "--dqn-num-envs", "8", "--mdqn-num-envs",
+             "8", "--dqn-num-chunks", "1", "--mdqn-num-chunks", "1", "--dqn-hidden", "16",
+             "--mdqn-hidden", "16"]
 GRID = ["--seeds", "2", "--grid", "lr=5e-4,2e-3"]
 # member i: (lr, seed): grid points outer, seeds inner
 MEMBERS = [(5e-4, 3), (5e-4, 4), (2e-3, 3), (2e-3, 4)]
@@ -159,12 +162,13 @@ def test_ctrl_c_then_resume_equals_straight_run(straight, tmp_path, assert_same_
     program = sweep.sweep_program
 
     def ctrl_c_in_the_first_chunk(*args):
-        init, chunk, shard = program(*args)
+        init, stages, shard = program(*args)
+        (stage,) = stages
 
         def chunk_with_ctrl_c(rs, hyper):
             os.kill(os.getpid(), signal.SIGINT)
-            return chunk(rs, hyper)
-        return init, chunk_with_ctrl_c, shard
+            return stage.chunk(rs, hyper)
+        return init, (stage._replace(chunk=chunk_with_ctrl_c),), shard
 
     monkeypatch.setattr(sweep, "sweep_program", ctrl_c_in_the_first_chunk)
     assert sweep.main(["--run-dir", rd, "--name", "r", "--num-chunks", "2",
@@ -201,7 +205,11 @@ def test_ctrl_c_then_resume_equals_straight_run(straight, tmp_path, assert_same_
     (["--grid", "target_every=2.5"], "'2.5' is not an integer"),
     (["--grid", "polyak=0"], "polyak must be in (0, 1]"),
     (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--trainer", "ppo"], "--trainer must be one of dqn, mdqn, got 'ppo'"),
+    (["--trainer", "ppo"], "--trainer must be one of dqn, mdqn, damd, got 'ppo'"),
+    (["--trainer", "damd", "--grid", "lr=1e-3"], "unknown field 'lr' (fields: num_tasks, "),
+    (["--trainer", "damd", "--grid", "mdqn_gamma=0.5,2"],
+     "--grid mdqn_gamma=2.0: mdqn_gamma must be in [0, 1]"),
+    (["--trainer", "damd", "--grid", "num_servers=4"], "m_max=3"),
     (["--trainer", "mdqn", "--dispatcher", "fastest"], "--dispatcher: dispatcher 'fastest'"),
 ])
 def test_bad_grid_specs_one_line_before_compiling(flags, named, tmp_path, capsys, monkeypatch):
@@ -210,8 +218,10 @@ def test_bad_grid_specs_one_line_before_compiling(flags, named, tmp_path, capsys
 
     monkeypatch.setattr(dqn, "make_train", boom)
     monkeypatch.setattr(sweep, "sweep_program", boom)
+    monkeypatch.setattr(damd, "make_train", boom)
+    tiny = DAMD_TINY if "damd" in flags else TINY
     with pytest.raises(SystemExit) as exc:
-        sweep.main(["--run-dir", str(tmp_path), "--name", "x", *TINY, *flags])
+        sweep.main(["--run-dir", str(tmp_path), "--name", "x", *tiny, *flags])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m train.sweep: error:")
@@ -234,6 +244,34 @@ def test_train_is_init_then_num_chunks_chunks_and_vmaps_over_members():
     assert {k: v.shape for k, v in metrics.items()} == {
         k: (3, 5) for k in ("episodes", "avg_response_time", "deadline_miss_rate", "loss",
                             "invalid_dispatch", "epsilon", "buffer_ready")}
+
+
+def test_damd_train_is_every_stage_and_vmaps_over_members():
+    """train.damd's `make_train(cfg).train(key, hyper)` for 2 rounds, vmapped over 2
+    members of a PipelineHyper grid: shapes only (traced, not compiled): one metrics dict
+    per stage with that stage's chunks, and both stage kinds' runners [2, ...]."""
+    from damdjax.hyper import PipelineHyper, stack
+    p = sweep.build_parser("damd")
+    args = p.parse_args(["--trainer", "damd", *DAMD_TINY, "--rounds", "2", "--dqn-num-chunks",
+                         "3", "--mdqn-num-chunks", "2"])
+    cfg = sweep.config_from_args(p, args).config
+    assert [(n, c) for n, c, _ in cfg.stage_plan()] == [
+        ("r1-dispatcher", 3), ("r1-schedulers", 2), ("r2-dispatcher", 3), ("r2-schedulers", 2)]
+    fns = damd.make_train(cfg)
+    assert [st.begin is None for st in fns.stages] == [True, True, False, False]
+    assert fns.stages[0].chunk is not fns.stages[2].chunk            # FCFS vs the schedulers
+    assert fns.stages[1].chunk is fns.stages[3].chunk                # one program, one compile
+    base = cfg.hyper()
+    assert isinstance(base, PipelineHyper) and base.schedulers.gamma == 0.5
+    members = [base.with_values(dqn_lr=lr, density=d) for lr, d in ((1e-4, 1.0), (1e-3, 2.0))]
+    assert members[1].schedulers.density == 2.0 and members[1].schedulers.lr == base.schedulers.lr
+    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(2)])
+    rs, metrics = jax.eval_shape(jax.vmap(fns.train), keys, jax.tree.map(np.asarray,
+                                                                          stack(members)))
+    assert rs.chunk.shape == (2,) and rs.dispatcher.obs.dispatch_needed.shape == (2, 8)
+    assert rs.schedulers.prev_idx.shape == (2, 8, 3)
+    assert [m["loss"].shape for m in metrics] == [(2, 3), (2, 2), (2, 3), (2, 2)]
+    assert "invalid_dispatch" in metrics[0] and "invalid_picks" in metrics[1]
 
 
 MDQN_TINY = ["--num-envs", "4", "--num-tasks", "6", "--num-servers", "2", "--steps-per-chunk",

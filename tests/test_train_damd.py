@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
-from damdjax.policies import DAMD_FILE
-from train import damd
+from damdjax.checkpoint import read_state_dict
+from damdjax.policies import DAMD_FILE, load_damd, load_dispatcher, load_schedulers
+from train import damd, sweep
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--mdqn-gamma", "2"], "--mdqn-gamma must be in [0, 1], got 2.0"),
+    (["--mdqn-gamma", "2"], "--mdqn-gamma must be in [0, 1], got 2"),
+    (["--dqn-lr", "0"], "--dqn-lr must be > 0, got 0"),
+    (["--mdqn-buffer-capacity", "4", "--mdqn-num-envs", "8"],
+     "--mdqn-buffer-capacity must be >= --mdqn-num-envs (8), got 4"),
     (["--slack", "0"], "--slack must be > 0, got 0.0"),
     (["--rounds", "0"], "--rounds must be >= 1, got 0")])
 def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys):
@@ -24,14 +30,20 @@ def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
-def test_tiny_damd_end_to_end_and_through_compare(tmp_path):
-    """Two stages, saved, evaluated; eval.compare --damd-run reproduces the DAMD row."""
+def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
+    """Two stages, saved, evaluated; eval.compare --damd-run reproduces the DAMD row; the
+    same pipeline as a member of `train.sweep --trainer damd` (both stages in one
+    program, the dispatcher's parameters traced into the schedulers' stage rather than
+    read from its file) ends with the same parameters, and its member folder loads as a
+    DAMD run."""
     from eval import compare
     rd = str(tmp_path)
-    assert damd.main(["--run-dir", rd, "--name", "d", "--num-tasks", "12", "--num-servers", "3",
-                      "--dqn-num-envs", "8", "--dqn-num-chunks", "1", "--mdqn-num-envs", "8",
-                      "--mdqn-num-chunks", "1", "--dqn-hidden", "16", "--mdqn-hidden", "16",
-                      "--eval-episodes", "6", "--seed", "2"]) == 0
+    tiny = ["--num-tasks", "12", "--num-servers", "3", "--seed", "2"] + [
+        flag for k in ("dqn", "mdqn") for flag in (
+            f"--{k}-num-envs", "8", f"--{k}-num-chunks", "1", f"--{k}-hidden", "16",
+            f"--{k}-steps-per-chunk", "40", f"--{k}-learning-starts", "80",
+            f"--{k}-buffer-capacity", "256", f"--{k}-batch-size", "16")]
+    assert damd.main(["--run-dir", rd, "--name", "d", "--eval-episodes", "6", *tiny]) == 0
     root = tmp_path / "d"
     info = json.load(open(root / DAMD_FILE))
     assert (root / info["dispatcher"] / "dispatcher.msgpack").exists()
@@ -55,3 +67,26 @@ def test_tiny_damd_end_to_end_and_through_compare(tmp_path):
     with pytest.raises(SystemExit) as exc:
         compare.main(["--damd-run", str(tmp_path / "nothing")])
     assert exc.value.code == 2
+    # The same pipeline as a one-member sweep.
+    assert sweep.main(["--trainer", "damd", "--run-dir", rd, "--name", "s", "--eval-episodes",
+                       "0", *tiny]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl")]
+    assert [(r["stage"], r["chunk"]) for r in rows] == [("r1-dispatcher", 1),
+                                                       ("r1-schedulers", 2)]
+    assert "invalid_dispatch" in rows[0] and "invalid_picks" in rows[1]
+    for row, stage in zip(rows, ("r1-dispatcher", "r1-schedulers")):
+        (want,) = [json.loads(line) for line in open(root / stage / "metrics.jsonl")]
+        assert want["updates"] > 0 and want["episodes"] > 0   # both stages learned
+        for k in ("episodes", "avg_response_time", "deadline_miss_rate", "loss"):
+            assert row[k] == pytest.approx(want[k], rel=1e-5), (stage, k)
+    state = read_state_dict(tmp_path / "s" / "checkpoint.msgpack")
+    member = tmp_path / "s" / "member-0"
+    for part, load in (("dispatcher", load_dispatcher), ("schedulers", load_schedulers)):
+        single = read_state_dict(root / f"r1-{part}" / "checkpoint.msgpack")
+        got = jax.tree_util.tree_leaves(state[part]["params"])
+        for a, b in zip(got, jax.tree_util.tree_leaves(single["params"]), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[0], b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(got, jax.tree_util.tree_leaves(load(member)[1]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a)[0], b)
+    _, setting = load_damd(member)
+    assert setting == json.load(open(root / DAMD_FILE))["setting"]

@@ -45,7 +45,7 @@ from flax import struct
 from damdjax import replay, runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import DISPATCH_RULES, Policy, pair
+from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
 from damdjax.hyper import Hyper, program_of
 from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
@@ -123,11 +123,13 @@ def _network(config: DQNConfig) -> DispatchQNetwork:
     return dispatcher_network(config.hidden)
 
 
-def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None):
+def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
+                 schedule: ScheduleRule | None = None):
     """(runner, key, epsilon, env params) -> (runner, info, stats): one vmapped step with
-    buffer writes (`axis_name`: see `make_train`)."""
+    buffer writes (`axis_name`, `schedule`: see `make_train`)."""
     net = _network(config)
-    schedule = resolve_scheduler(config.scheduler)
+    if schedule is None:
+        schedule = resolve_scheduler(config.scheduler)
     e = config.num_envs
     sojourn = config.reward == "sojourn"
 
@@ -199,7 +201,8 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
 
-def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
+def make_train(config: DQNConfig, axis_name: str | None = None,
+               schedule: ScheduleRule | None = None) -> TrainFns:
     """The DQN dispatcher's training program (PureJaxRL style).
 
     `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
@@ -213,6 +216,9 @@ def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
     `jax.vmap` axis the caller maps the pieces over (a sweep's members), where one is;
     it lets the auto-reset skip steps where no episode ended in any member
     (`damdjax.rollout.reset_finished`). The results are the same with or without it.
+    `schedule`, where given, replaces `config.scheduler` as the servers' rule; it may
+    close over traced values (train.damd's schedulers, trained in the same program), so
+    call `make_train` inside the traced function then.
 
     `chunk`: `steps_per_chunk` vmapped env steps of `num_envs` envs, each followed by
     `updates_per_step` gradient updates; its metrics: `episodes`, `avg_response_time`,
@@ -220,7 +226,7 @@ def make_train(config: DQNConfig, axis_name: str | None = None) -> TrainFns:
     """
     env = EdgeEnv(config.env_config())
     net = _network(config)
-    env_step = _env_step_fn(config, env, axis_name)
+    env_step = _env_step_fn(config, env, axis_name, schedule)
 
     def init(key, hyper: Hyper) -> RunnerState:
         key, k_net, k_env = jax.random.split(key, 3)

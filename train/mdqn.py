@@ -42,7 +42,7 @@ from flax import struct
 from damdjax import runs
 from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import SCHEDULE_RULES, Policy, pair
+from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
 from damdjax.hyper import Hyper, program_of
 from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
 from damdjax.policies import (
@@ -131,12 +131,14 @@ def _network(config: MDQNConfig):
     return scheduler_network(config.hidden)
 
 
-def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None):
+def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None,
+                 dispatch: DispatchRule | None = None):
     """(runner, key, epsilon, env params) -> (runner, info, stats): one vmapped step with
-    pool writes (`axis_name`: see `make_train`). The dispatcher's file, if
-    `config.dispatcher` names one, is read here, once."""
+    pool writes (`axis_name`, `dispatch`: see `make_train`). The dispatcher's file, if
+    `config.dispatcher` names one and `dispatch` is None, is read here, once."""
     net = _network(config)
-    dispatch = resolve_dispatcher(config.dispatcher)
+    if dispatch is None:
+        dispatch = resolve_dispatcher(config.dispatcher)
     e, m = config.num_envs, env.config.m_max
     share = config.share_params
 
@@ -193,7 +195,8 @@ def make_env_step(config: MDQNConfig, env: EdgeEnv, params: EnvParams):
     return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
 
-def make_train(config: MDQNConfig, axis_name: str | None = None) -> TrainFns:
+def make_train(config: MDQNConfig, axis_name: str | None = None,
+               dispatch: DispatchRule | None = None) -> TrainFns:
     """The MDQN schedulers' training program (PureJaxRL style, as `train.dqn.make_train`).
 
     `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
@@ -210,6 +213,9 @@ def make_train(config: MDQNConfig, axis_name: str | None = None) -> TrainFns:
     reward, `density`, `slack`, `num_tasks`, `num_servers` <= the padding). Nothing here
     reads `config.seed`, `config.init_schedulers` or the config's hyperparameter values
     (`Hyper.from_config(config)` gives those). `axis_name`: as in `train.dqn.make_train`.
+    `dispatch`, where given, replaces `config.dispatcher` as the frozen dispatcher; it may
+    close over traced values (train.damd's dispatcher, trained in the same program), so
+    call `make_train` inside the traced function then.
 
     `chunk`: `steps_per_chunk` vmapped env steps of `num_envs` envs, each followed by
     `updates_per_step` gradient steps of every agent; its metrics: `episodes`,
@@ -219,7 +225,7 @@ def make_train(config: MDQNConfig, axis_name: str | None = None) -> TrainFns:
     """
     env = EdgeEnv(config.env_config())
     net = _network(config)
-    env_step = _env_step_fn(config, env, axis_name)
+    env_step = _env_step_fn(config, env, axis_name, dispatch)
     share = config.share_params
 
     def init(key, hyper: Hyper) -> RunnerState:

@@ -7,15 +7,21 @@
     python -m train.dqn --scheduler runs/ms/member-2                 # a member's schedulers
 
 --trainer picks the trainer swept (TRAINERS: dqn, the DQN dispatcher; mdqn,
-the MDQN schedulers under a frozen --dispatcher); its flags follow it (`python
--m train.sweep --trainer mdqn --help` lists them). Members are every point of
-the --grid (the cartesian product of its lists, over any field of
+the MDQN schedulers under a frozen --dispatcher; damd, the whole DAMD pipeline,
+dispatcher then schedulers stages, in one program); its flags follow it
+(`python -m train.sweep --trainer damd --help` lists them). Members are every
+point of the --grid (the cartesian product of its lists, over any field of
 damdjax.hyper.Hyper: lr, gamma, eps_start, eps_end, eps_decay_steps,
 target_every, polyak, learning_starts, max_grad_norm, tau, miss_penalty,
-density, slack, num_tasks, num_servers) times --seeds training seeds (--seed,
---seed + 1, ...): member i is grid point i // K with seed --seed + i % K, and
-equals `python -m train.<trainer> --seed S` with the point's values as flags
-(same keys; to float rounding). The trainer's flags set the program's shape and
+density, slack, num_tasks, num_servers; damd: of damdjax.hyper.PipelineHyper,
+the setting fields and each learning field twice, dqn_lr for the dispatcher
+stages, mdqn_lr for the schedulers', ...) times --seeds training seeds
+(--seed, --seed + 1, ...): member i is grid point i // K with seed --seed + i %
+K, and equals `python -m train.<trainer> --seed S` with the point's values as
+flags (same keys; to float rounding).
+
+    python -m train.sweep --trainer damd --seeds 3 --grid density=1,2,3 mdqn_gamma=0.5,0.9
+    python -m eval.compare --damd-run runs/sweep/member-4 The trainer's flags set the program's shape and
 every value the grid leaves alone; --num-tasks and --num-servers are also the
 padded maxima (grid values must not exceed them).
 
@@ -28,12 +34,13 @@ under a cluster launcher (the first process writes the files).
 
 Writes runs/<name>/: config.json (trainer, seeds, grid and the trainer's
 config), metrics.jsonl (one line per chunk per member: member, seed, its
-hyper values, the chunk's metrics), checkpoint.msgpack (every member's runner
+hyper values, the chunk's metrics; damd: and the stage's name), checkpoint.msgpack (every member's runner
 state, atomic, after each chunk; --resume continues it exactly), and at the
 end member-<i>/ (the trainer's policy file and config.json: dqn's
 dispatcher.msgpack, what eval.compare --dispatcher-checkpoint and train.mdqn
 --dispatcher take; mdqn's schedulers.msgpack, what train.dqn --scheduler and
-eval.compare --scheduler take; member.json: its index, seed and hyper values)
+eval.compare --scheduler take; damd's both and damd.json, what eval.compare
+--damd-run takes; member.json: its index, seed and hyper values)
 and eval.json: every member greedy on the held-out episodes of --seed (the
 same instances for all members: paired; mdqn members under the run's
 dispatcher), the grid points ranked by mean response time with 95% CIs over
@@ -57,23 +64,27 @@ from damdjax.checkpoint import save_tree
 from damdjax.cli import check_counts
 from damdjax.evaluation import held_out_keys, play_generated_members
 from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
-from damdjax.hyper import Hyper, stack
+from damdjax.hyper import stack
 from damdjax.io import json_number, write_json_atomic
 from damdjax.metrics import mean_ci95
+from damdjax.rollout import Stage
 from damdjax.sharding import (
     MEMBER_AXIS, member_mesh, member_sharding, pad_members, padded_members, put_members,
     to_host)
-from train import dqn, mdqn
+from train import damd, dqn, mdqn
 
 MEMBER_DIR = "member-{}"
 RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed"}
 
 
 class Trainer(NamedTuple):
-    """What the sweep needs of a trainer module (train.dqn, train.mdqn): its config class
-    and `make_train(config, axis_name)`, `program_config(config)`, `add_flags(parser,
-    name, init)`, `config_from_args(parser, args)`, `greedy_policy(config, params,
-    time_scale)` and `save_policy_file(run_dir, config, params)`."""
+    """What the sweep needs of a trainer module (train.dqn, train.mdqn, train.damd): its
+    config class (with `hyper()`, `with_hyper(hyper, seed)`, `stage_plan()`, `seed`,
+    `num_chunks`, `eval_episodes`, `env_config()`, `env_params()`, `to_json()` and
+    `from_json`) and `make_train(config, axis_name)`, `program_config(config)`,
+    `add_flags(parser, name, init)`, `config_from_args(parser, args)`,
+    `greedy_policy(config, params, time_scale)` and `save_policy_file(run_dir, config,
+    params)`."""
 
     config_class: type
     make_train: Callable
@@ -88,8 +99,9 @@ def _trainer(module, config_class: type) -> Trainer:
     return Trainer(config_class, *(getattr(module, f) for f in Trainer._fields[1:]))
 
 
-# name -> trainer (damd: not yet)
-TRAINERS = {"dqn": _trainer(dqn, dqn.DQNConfig), "mdqn": _trainer(mdqn, mdqn.MDQNConfig)}
+# name -> trainer
+TRAINERS = {"dqn": _trainer(dqn, dqn.DQNConfig), "mdqn": _trainer(mdqn, mdqn.MDQNConfig),
+            "damd": _trainer(damd, damd.DAMDConfig)}
 DEFAULT_TRAINER = "dqn"
 
 
@@ -108,7 +120,7 @@ class Member:
     index: int
     seed: int
     point: dict
-    hyper: Hyper
+    hyper: Any           # Hyper (train.damd: PipelineHyper)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +149,14 @@ class SweepConfig:
         return grid_points({f: list(v) for f, v in self.grid})
 
     def members(self) -> list[Member]:
-        base = Hyper.from_config(self.config)
-        return [Member(p * self.seeds + s, self.config.seed + s, point, base.replace(**point))
+        base = self.config.hyper()
+        return [Member(p * self.seeds + s, self.config.seed + s, point, base.with_values(**point))
                 for p, point in enumerate(self.points()) for s in range(self.seeds)]
 
     def member_config(self, m: Member):
         """The trainer config of member `m` alone (its seed and values; the fields the
         config lacks, e.g. polyak, are in member.json)."""
-        names = {f.name for f in dataclasses.fields(self.config)}
-        values = {k: v for k, v in m.hyper.values().items() if k in names}
-        return dataclasses.replace(self.config, seed=m.seed, **values)
+        return self.config.with_hyper(m.hyper, m.seed)
 
     def to_json(self) -> dict:
         return {"trainer": self.trainer, "seeds": self.seeds,
@@ -182,7 +192,7 @@ def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--trainer", default=DEFAULT_TRAINER, help=f"the trainer swept: {', '.join(TRAINERS)}; "
-      "the flags after --distributed are its own (damd: not yet) (default %(default)s)")
+      "the flags after --distributed are its own (default %(default)s)")
     a("--seeds", type=int, default=1,
       help="training seeds per grid point: --seed, --seed + 1, ... (default %(default)s)")
     a("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
@@ -203,8 +213,9 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
     cfg = TRAINERS[args.trainer].config_from_args(p, args)
     try:
-        grid = parse_grid(args.grid)
-        check_grid(grid, Hyper.from_config(cfg), cfg.env_config())
+        base = cfg.hyper()
+        grid = parse_grid(args.grid, type(base))
+        check_grid(grid, base, cfg.env_config())
     except ValueError as err:
         p.error(str(err))
     return SweepConfig(trainer=args.trainer, seeds=args.seeds,
@@ -217,32 +228,60 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
 
 @functools.lru_cache(maxsize=4)
 def sweep_program(program: Any, devices: tuple):
-    """`(init, chunk, sharding)`: `make_train(program)`'s init and chunk (the trainer of
-    `program`'s config class, `trainer_of`) vmapped over members and jitted with the
-    member axis sharded over `devices` (cached: a resume in the same process compiles
-    nothing new).
+    """`(init, stages, sharding)`: `make_train(program)`'s init and each stage's begin and
+    chunk (the trainer of `program`'s config class, `trainer_of`) vmapped over members and
+    jitted with the member axis sharded over `devices` (cached: a resume in the same
+    process compiles nothing new; stages sharing a program share its compile).
 
-    init(keys [K, 2], hyper [K]) -> runner [K]; chunk(runner [K], hyper [K]) ->
-    (runner [K], metrics [K] with the runner's `env_steps`, `updates` and `chunk`). The
-    vmap axis is named MEMBER_AXIS: an env step where no member's episode ended skips
-    the auto-reset for all (one all-reduce of a flag across devices per env step).
+    init(keys [K, 2], hyper [K]) -> runner [K]; stages: `damdjax.rollout.Stage`s of
+    chunk(runner [K], hyper [K]) -> (runner [K], metrics [K] with the runner's
+    `env_steps`, `updates` and `chunk`) and begin(runner [K], hyper [K]) -> runner [K] or
+    None. The vmap axis is named MEMBER_AXIS: an env step where no member's episode
+    ended skips the auto-reset for all (one all-reduce of a flag across devices per env
+    step).
     """
     fns = trainer_of(program).make_train(program, axis_name=MEMBER_AXIS)
     shard = member_sharding(member_mesh(list(devices)))
-
-    def chunk(rs, hyper):
-        rs, m = fns.chunk(rs, hyper)
-        return rs, {**m, "env_steps": rs.env_steps, "updates": rs.updates, "chunk": rs.chunk}
-
     donate = () if devices[0].platform == "cpu" else (0,)  # (CPU cannot donate buffers)
-    init = jax.jit(jax.vmap(fns.init, axis_name=MEMBER_AXIS), in_shardings=(shard, shard),
-                   out_shardings=shard)
-    chunk = jax.jit(jax.vmap(chunk, axis_name=MEMBER_AXIS), in_shardings=(shard, shard),
-                    out_shardings=(shard, shard), donate_argnums=donate)
-    return init, chunk, shard
+
+    def counted(chunk):
+        def with_counters(rs, hyper):
+            rs, m = chunk(rs, hyper)
+            return rs, {**m, "env_steps": rs.env_steps, "updates": rs.updates,
+                        "chunk": rs.chunk}
+        return with_counters
+
+    def vmapped(fn):
+        return jax.vmap(fn, axis_name=MEMBER_AXIS)
+
+    jitted: dict[int, Any] = {}   # id(function) -> its jit: one compile per program
+
+    def jit_once(fn, wrap, out_shardings):
+        if fn is None:
+            return None
+        if id(fn) not in jitted:
+            jitted[id(fn)] = jax.jit(vmapped(wrap(fn)), in_shardings=(shard, shard),
+                                     out_shardings=out_shardings, donate_argnums=donate)
+        return jitted[id(fn)]
+
+    init = jax.jit(vmapped(fns.init), in_shardings=(shard, shard), out_shardings=shard)
+    stages = tuple(Stage(chunk=jit_once(st.chunk, counted, (shard, shard)),
+                         begin=jit_once(st.begin, lambda f: f, shard)) for st in fns.stages)
+    return init, stages, shard
 
 
-def member_inputs(seeds: list[int], hypers: list[Hyper], count: int, shard):
+def stage_at(plan: list[tuple[str, int, int]], chunks_done: int) -> tuple[int, bool]:
+    """`(stage index, whether it is the stage's first chunk)` of the next chunk after
+    `chunks_done` in `plan` (`config.stage_plan()`)."""
+    start = 0
+    for i, (_, n, _) in enumerate(plan):
+        if chunks_done < start + n:
+            return i, chunks_done == start
+        start += n
+    raise ValueError(f"chunk {chunks_done + 1} is past the plan's {start} chunks")
+
+
+def member_inputs(seeds: list[int], hypers: list, count: int, shard):
     """`(keys [count, 2], hyper [count])` of K members on their devices: `PRNGKey(seed)`
     and `stack(hypers)`, padded to `count` by repeating the last member (`sharding`)."""
     keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in seeds])
@@ -250,10 +289,12 @@ def member_inputs(seeds: list[int], hypers: list[Hyper], count: int, shard):
             put_members(pad_members(stack(hypers), count), shard))
 
 
-def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_chunk: int
-                ) -> list[dict]:
-    """One metrics row per member (not padding) from a chunk's metrics [K'] on the host."""
-    return [{"member": mem.index, "seed": mem.seed, "hyper": mem.hyper.values(),
+def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_chunk: int,
+                stage: str | None = None) -> list[dict]:
+    """One metrics row per member (not padding) from a chunk's metrics [K'] on the host
+    (`stage`: the stage's name, on each row, where the trainer has several)."""
+    extra = {} if stage is None else {"stage": stage}
+    return [{"member": mem.index, "seed": mem.seed, "hyper": mem.hyper.values(), **extra,
              **runs.metrics_row(int(m["chunk"][mem.index]), int(m["env_steps"][mem.index]),
                                 int(m["updates"][mem.index]), seconds, env_steps_per_chunk,
                                 {k: v[mem.index] for k, v in m.items()
@@ -288,8 +329,8 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
     members = scfg.members()
     mesh = member_mesh()
     count = padded_members(len(members), mesh)
-    init, chunk, shard = sweep_program(TRAINERS[scfg.trainer].program_config(cfg),
-                                       tuple(mesh.devices.flat))
+    init, stages, shard = sweep_program(TRAINERS[scfg.trainer].program_config(cfg),
+                                        tuple(mesh.devices.flat))
     keys, hyper = member_inputs([m.seed for m in members], [m.hyper for m in members],
                                 count, shard)
     rs = init(keys, hyper)
@@ -298,10 +339,19 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
         rs = put_members(pad_members(runs.restore_runner(real, run_dir), count), shard)
     done = {"chunks": int(to_host(rs.chunk)[0])}
     checkpoint = runs.run_paths(run_dir)["checkpoint"]
-    steps = cfg.steps_per_chunk * cfg.num_envs
+    plan = cfg.stage_plan()
+    named = len(plan) > 1
+
+    def chunk(rs_):
+        i, first = stage_at(plan, done["chunks"])
+        if first and stages[i].begin is not None:
+            rs_ = stages[i].begin(rs_, hyper)
+        done["stage"] = i
+        return stages[i].chunk(rs_, hyper)
 
     def rows(rs_, m, seconds):
-        out = member_rows(members, m, seconds, steps)
+        name, _, steps = plan[done["stage"]]
+        out = member_rows(members, m, seconds, steps, name if named else None)
         done["chunks"] = out[0]["chunk"]
         return out
 
@@ -310,14 +360,19 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
         if writer:
             save_tree(jax.tree.map(lambda x: x[:len(members)], host), checkpoint)
 
+    def progress(rows_):
+        line = progress_line(rows_, cfg.num_chunks)
+        return f"[{rows_[0]['stage']}] {line}" if named else line
+
     pad = f" (+{count - len(members)} padding)" if count > len(members) else ""
+    stages_text = ", ".join(f"{n} x {steps} env steps" + (f" ({name})" if named else "")
+                            for name, n, steps in plan)
     rs, interrupted = runs.chunk_loop(
-        lambda r: chunk(r, hyper), rs, num_chunks=cfg.num_chunks,
+        chunk, rs, num_chunks=cfg.num_chunks,
         chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
-        progress=lambda r: progress_line(r, cfg.num_chunks), writer=writer,
+        progress=progress, writer=writer,
         header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
-               f"device(s), {cfg.num_chunks} chunks x {steps} env steps each, from chunk "
-               f"{done['chunks']}")
+               f"device(s), chunks: {stages_text}, from chunk {done['chunks']}")
     return rs, members, hyper, interrupted
 
 
