@@ -29,7 +29,7 @@ import os
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,7 +40,7 @@ from envs.instance_io import (  # the private helpers: one cycle finder, one ser
 )
 
 __all__ = [
-    "ServerModel", "Defaults", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
+    "ServerModel", "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
     "read_wfcommons", "read_alibaba", "draw_servers", "read_servers", "critical_path",
     "poisson_arrivals", "trace_arrivals", "build_instance", "main",
 ]
@@ -434,8 +434,7 @@ def build_instance(jobs: Sequence[RawJob], arrivals: Sequence[float],
                                name=t.name, meta=t.meta) for t in job.tasks)
         spec = JobSpec(arrival=arrival, tasks=tasks, name=job.name, meta=job.meta)
         ef = critical_path(spec, cpu_ref, bw_ref, k_ref)
-        tasks = tuple(TaskSpec(size=t.size, work=t.work, deadline=arrival + slack * (e + k_ref),
-                               preds=t.preds, name=t.name, meta=t.meta)
+        tasks = tuple(replace(t, deadline=arrival + slack * (e + k_ref))
                       for t, e in zip(tasks, ef))
         out.append(JobSpec(arrival=arrival, tasks=tasks, name=job.name, meta=job.meta))
     return InstanceSpec(servers=tuple(servers), jobs=tuple(out), name=name, meta=meta)
