@@ -17,9 +17,7 @@ import pytest
 from envs import convert
 from envs.instance_io import load_instance, padded_arrays, save_instance
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.exists():  # a worktree beside /work/shared, or the main checkout
-    DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 WF = DATA / "wfcommons"
 FORKJOIN = WF / "helloworld-forkjoin-10-chameleon.json"
 ALIBABA = DATA / "alibaba-v2018-dags.csv"
