@@ -1,13 +1,20 @@
 """Tests of envs/convert.py: real WfCommons and Alibaba jobs -> instance files.
 
-Cheap by design: the real CSV is read once (module fixture), and the JAX env runs
-once (one compilation) on a converted WfCommons and a converted Alibaba instance
+The real data the tests read is committed under tests/data (tests/data/README.md: two
+WfCommons files, LGPL-3.0, and an excerpt of whole jobs of the Alibaba CSV), so a fresh
+clone tests the converter. One test, test_the_whole_shared_data, also reads the whole
+shipped data in ../shared/data beside the checkout and is skipped where it is absent.
+
+Cheap by design: the Alibaba excerpt is converted once (module fixture), and the JAX env
+runs once (one compilation) on a converted WfCommons and a converted Alibaba instance
 padded to one shape, against the reference simulator.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -17,12 +24,14 @@ import pytest
 from envs import convert
 from envs.instance_io import load_instance, padded_arrays, save_instance
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
+DATA = Path(__file__).resolve().parent / "data"  # committed: tests/data/README.md
 WF = DATA / "wfcommons"
 FORKJOIN = WF / "helloworld-forkjoin-10-chameleon.json"
-ALIBABA = DATA / "alibaba-v2018-dags.csv"
-pytestmark = pytest.mark.skipif(not FORKJOIN.exists() or not ALIBABA.exists(),
-                                reason=f"the real workloads are not in {DATA}")
+SRASEARCH = WF / "srasearch-chameleon-10a-001.json"
+ALIBABA = DATA / "alibaba-excerpt.csv"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
+SHARED_WF = SHARED / "wfcommons"
+SHARED_ALIBABA = SHARED / "alibaba-v2018-dags.csv"
 
 
 def run(argv, capsys):
@@ -68,13 +77,14 @@ def test_forkjoin_is_exactly_the_files_dag(tmp_path, capsys):
 
 def test_round_trip_and_deadlines_by_the_generators_rule(tmp_path, capsys):
     out = tmp_path / "wf.json"
-    spec, _ = run(["wfcommons", *sorted(WF.glob("*.json")), "--out", out, "--jobs", "9",
+    spec, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out", out, "--jobs", "9",
                    "--seed", "3", "--slack", "1.5"], capsys)
     loaded = load_instance(out)
     assert loaded == spec
     save_instance(loaded, tmp_path / "again.json")
     assert load_instance(tmp_path / "again.json") == spec
-    assert len(spec.jobs) == 9  # more than the six files: drawn with replacement
+    assert len(spec.jobs) == 9  # more than the two files: drawn with replacement
+    assert {job.name for job in spec.jobs} == {FORKJOIN.name, SRASEARCH.name}
     arrivals = [job.arrival for job in spec.jobs]
     assert arrivals[0] == 0.0 and arrivals == sorted(arrivals)
     # Deadlines: arrival + slack * (ef + k_ref), ef the generator's critical path (JAX).
@@ -101,8 +111,10 @@ def test_defaults_mirror_the_generators():
         assert getattr(convert.ServerModel(), f.name) == getattr(params, f.name), f.name
     for name in ("num_servers", "density", "slack"):
         assert getattr(convert.DEFAULTS, name) == getattr(params, name), name
-    # The default data unit fits every task of the six files into the smallest memory.
-    largest = max(t.data for p in WF.glob("*.json") for t in convert.read_wfcommons(p).tasks)
+    # The default data unit fits every task of the committed files into the smallest
+    # memory (all six shipped files: test_the_whole_shared_data).
+    largest = max(t.data for p in (FORKJOIN, SRASEARCH)
+                  for t in convert.read_wfcommons(p).tasks)
     assert largest / convert.DEFAULTS.wfcommons_data_unit <= params.mem_low
 
 
@@ -124,24 +136,53 @@ def test_servers_file_is_used_as_given(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------
-# Alibaba: the CLI end to end on the real CSV
+# Alibaba: the CLI end to end on the real CSV (the committed excerpt of whole jobs)
 # ---------------------------------------------------------------------------
+
+ALIBABA_ARGS = ["--jobs", "4", "--arrivals", "trace", "--num-servers", "3", "--seed", "7"]
+# The excerpt's real bad jobs (tests/data/README.md), in file order, with their reasons.
+ALIBABA_SKIPPED = [
+    "skipped job j_1: non-positive runtime: task M1 ran 0 s",
+    "skipped job j_78: non-positive runtime: task R2_1 ran 0 s",
+    "skipped job j_2205: truncated name: task R24_1_2_3_4_5_6_7_8_9_10_11_12_13_14_15_16_17_18_1"
+    " has 50 characters",
+    "skipped job j_3492: not terminated: task R2_1 is 'Running'",
+    "skipped job j_6868: not terminated: task R3_1_2 is 'Failed'",
+    "skipped job j_9485: truncated name: task M3_2_4_5_6_7_8_9_10_11_12_13_14_15_16_17_18_19_20_"
+    " has 50 characters",
+]
+
+
+def convert_alibaba(csv_path, out):
+    """main() on an Alibaba CSV with ALIBABA_ARGS: (spec, stderr lines)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        spec = convert.main(["alibaba", str(csv_path), "--out", str(out), *ALIBABA_ARGS])
+    return spec, err.getvalue().strip().splitlines()
 
 
 @pytest.fixture(scope="module")
 def alibaba_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("ali") / "ali.json"
-    spec = convert.main(["alibaba", str(ALIBABA), "--out", str(out), "--jobs", "4",
-                         "--arrivals", "trace", "--num-servers", "3", "--seed", "7"])
-    return out, spec
+    spec, err = convert_alibaba(ALIBABA, out)
+    return out, spec, err
 
 
 def test_cli_end_to_end_on_the_alibaba_csv(alibaba_file):
-    out, spec = alibaba_file
+    out, spec, err = alibaba_file
     loaded = load_instance(out)
     assert loaded == spec and len(loaded.jobs) == 4 and len(loaded.servers) == 3
-    assert loaded.meta["skipped"] == {"not terminated": 42, "truncated name": 197,
-                                      "non-positive runtime": 215}
+    assert loaded.meta["skipped"] == {"not terminated": 2, "truncated name": 2,
+                                      "non-positive runtime": 2}
+    skipped = [line for line in err if line.startswith("skipped job ")]
+    assert len(skipped) == len(ALIBABA_SKIPPED)  # in the CSV's file order
+    for line, want in zip(skipped, ALIBABA_SKIPPED):
+        assert line.startswith(want), (line, want)
+    assert ("skipped 6 of 36 jobs, not terminated 2, truncated name 2, non-positive runtime 2"
+            in err)
+    # The first four valid jobs by start time, a 119-task job among them.
+    assert [job.name for job in loaded.jobs] == ["j_1661", "j_2", "j_8781", "j_3623783"]
+    assert [len(job.tasks) for job in loaded.jobs] == [7, 2, 16, 119]
     arrivals = [job.arrival for job in loaded.jobs]
     assert arrivals[0] == 0.0 and arrivals == sorted(arrivals)
     # Trace arrivals: the jobs' own start times, shifted and in time units (5 s).
@@ -170,7 +211,7 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
     from envs.reference import simulate
     from test_differential import PENALTY, TAU, assert_same, reference_inputs
 
-    wf, _ = run(["wfcommons", FORKJOIN, WF / "srasearch-chameleon-10a-001.json", "--out",
+    wf, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out",
                  tmp_path / "wf.json", "--jobs", "3", "--seed", "1", "--num-servers", "3"],
                 capsys)
     specs = {"wfcommons": wf, "alibaba": alibaba_file[1]}
@@ -309,3 +350,67 @@ def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
     assert not (tmp_path / "o.json").exists()
+
+
+# ---------------------------------------------------------------------------
+# The whole shipped data in ../shared/data (absent on a fresh clone: skipped there)
+# ---------------------------------------------------------------------------
+
+
+def excerpt_jobs(valid: list[str], skips: list[convert.Skip], rows: dict[str, int]) -> list[str]:
+    """The rule that cut tests/data/alibaba-excerpt.csv (tests/data/README.md): the first 30
+    valid jobs by start time, then for each skip kind the 2 jobs with the fewest rows
+    (ties in file order)."""
+    names = valid[:30]
+    for reason in ("not terminated", "truncated name", "non-positive runtime"):
+        kind = sorted((s.job for s in skips if s.reason == reason), key=lambda j: rows[j])
+        names += kind[:2]
+    return names
+
+
+@pytest.mark.skipif(not SHARED_ALIBABA.exists() or not SHARED_WF.is_dir(),
+                    reason=f"the whole shipped data is not in {SHARED}")
+def test_the_whole_shared_data(alibaba_file, tmp_path, monkeypatch):
+    """Needs the whole shipped data in ../shared/data beside the checkout (all six WfCommons
+    files, the whole Alibaba CSV); skipped where it is absent, e.g. a fresh clone in CI.
+    Checks what only the whole data can show: the data unit's calibration on the largest
+    input, the skip counts docs/model.md reports, and that tests/data is a faithful cut."""
+    from envs.config import EnvParams
+
+    # The default data unit fits every task of the six files into the smallest memory.
+    six = sorted(SHARED_WF.glob("*.json"))
+    assert len(six) == 6
+    largest = max(t.data for p in six for t in convert.read_wfcommons(p).tasks)
+    assert largest / convert.DEFAULTS.wfcommons_data_unit <= EnvParams().mem_low
+    # The committed WfCommons files and their LICENSE are the shipped ones, byte for byte.
+    for name in (FORKJOIN.name, SRASEARCH.name, "LICENSE"):
+        assert (WF / name).read_bytes() == (SHARED_WF / name).read_bytes(), name
+    # The whole CSV: every skip, counted; the same first four jobs (and servers) as the
+    # excerpt's. (main's one reading of the CSV is kept for the excerpt's rule below.)
+    read = []
+    real_read = convert.read_alibaba
+
+    def read_once(path):
+        read.append(real_read(path))
+        return read[-1]
+
+    monkeypatch.setattr(convert, "read_alibaba", read_once)
+    spec, _ = convert_alibaba(SHARED_ALIBABA, tmp_path / "ali.json")
+    assert len(read) == 1
+    assert spec.meta["skipped"] == {"not terminated": 42, "truncated name": 197,
+                                    "non-positive runtime": 215}
+    excerpt = alibaba_file[1]
+    assert spec.jobs == excerpt.jobs and spec.servers == excerpt.servers
+    # The excerpt: the header and every row of its jobs, in file order; its jobs by the rule.
+    with open(SHARED_ALIBABA, newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    with open(ALIBABA, newline="") as f:
+        cut = f.read().splitlines(keepends=True)
+    job_of = [line.split(",")[2] for line in lines[1:]]
+    kept = {line.split(",")[2] for line in cut[1:]}
+    assert cut == lines[:1] + [line for line, job in zip(lines[1:], job_of) if job in kept]
+    valid, skips = read[0]
+    rows: dict[str, int] = {}
+    for job in job_of:
+        rows[job] = rows.get(job, 0) + 1
+    assert kept == set(excerpt_jobs([j.name for j in valid], skips, rows))
