@@ -25,7 +25,9 @@ import jax
 
 from damdjax.checkpoint import load_tree, save_tree
 from damdjax.cli import check_counts
+from damdjax.hyper import Hyper
 from damdjax.io import write_bytes_atomic, write_json_atomic
+from damdjax.rollout import with_params
 from damdjax.sharding import to_host
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -109,6 +111,15 @@ def jitted_train(make_train: Callable, program) -> tuple[Callable, Callable]:
     nothing new."""
     fns = make_train(program)
     return jax.jit(fns.init), jax.jit(fns.chunk)
+
+
+def first_runner(init: Callable, config, params=None, start_params=None):
+    """The runner a single run of `config` starts from: `init(PRNGKey(config.seed), hyper)`
+    at `hyper = Hyper.from_config(config, params)` (`params`, an `EnvParams`, where given,
+    replaces the setting fields), from `start_params` (a loaded policy's, online and
+    target) where given."""
+    rs = init(jax.random.PRNGKey(config.seed), Hyper.from_config(config, params))
+    return rs if start_params is None else with_params(rs, start_params)
 
 
 def restore_runner(template, run_dir: str):

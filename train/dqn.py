@@ -47,7 +47,7 @@ from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
 from damdjax.hyper import Hyper, program_of
-from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
+from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns
 from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
@@ -81,15 +81,15 @@ class DQNConfig(TrainerConfigMixin):
     # learning
     buffer_capacity: int = 100_000
     batch_size: int = 256
-    lr: float = 5e-4
-    max_grad_norm: float = 10.0
-    gamma: float = 0.9
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 100_000     # env steps
-    target_every: int = 100            # gradient updates between target copies
+    lr: float = Hyper.lr
+    max_grad_norm: float = Hyper.max_grad_norm
+    gamma: float = Hyper.gamma
+    eps_start: float = Hyper.eps_start
+    eps_end: float = Hyper.eps_end
+    eps_decay_steps: int = Hyper.eps_decay_steps     # env steps
+    target_every: int = Hyper.target_every            # gradient updates between target copies
     updates_per_step: int = 4          # gradient updates per vmapped env step
-    learning_starts: int = 5_000       # env steps before the first update
+    learning_starts: int = Hyper.learning_starts       # env steps before the first update
     hidden: tuple = (64, 64)
     seed: int = 0
     eval_episodes: int = 200
@@ -299,11 +299,8 @@ def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
     then the parameters of `config.init_dispatcher` where set (a file read). `env` is
     unused (kept for callers of the step-level API)."""
     del env
-    hyper = Hyper.from_config(config, params)
-    rs = jitted_pieces(config)[0](jax.random.PRNGKey(config.seed), hyper)
-    if config.init_dispatcher:
-        rs = with_params(rs, load_dispatcher(config.init_dispatcher)[1])
-    return rs
+    start = load_dispatcher(config.init_dispatcher)[1] if config.init_dispatcher else None
+    return runs.first_runner(jitted_pieces(config)[0], config, params, start)
 
 
 # ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
 from damdjax.hyper import Hyper, program_of
-from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns, with_params
+from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns
 from damdjax.policies import (
     SCHEDULERS_FILE, init_schedulers, load_schedulers, mdqn_schedule_rule, resolve_dispatcher,
     save_schedulers, scheduler_network)
@@ -82,15 +82,15 @@ class MDQNConfig(TrainerConfigMixin):
     # learning
     buffer_capacity: int = 20_000      # per agent
     batch_size: int = 128              # per agent
-    lr: float = 5e-4
-    max_grad_norm: float = 10.0
-    gamma: float = 0.9
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 100_000
-    target_every: int = 100
+    lr: float = Hyper.lr
+    max_grad_norm: float = Hyper.max_grad_norm
+    gamma: float = Hyper.gamma
+    eps_start: float = Hyper.eps_start
+    eps_end: float = Hyper.eps_end
+    eps_decay_steps: int = Hyper.eps_decay_steps
+    target_every: int = Hyper.target_every
     updates_per_step: int = 2
-    learning_starts: int = 5_000
+    learning_starts: int = Hyper.learning_starts
     hidden: tuple = (64, 64)
     seed: int = 0
     eval_episodes: int = 200
@@ -293,11 +293,8 @@ def init_runner(config: MDQNConfig, env: EdgeEnv | None = None,
     setting fields), then the parameters of `config.init_schedulers` where set (a file
     read). `env` is unused (kept for callers of the step-level API)."""
     del env
-    rs = jitted_pieces(config)[0](jax.random.PRNGKey(config.seed),
-                                  Hyper.from_config(config, params))
-    if config.init_schedulers:
-        rs = with_params(rs, load_schedulers(config.init_schedulers)[1])
-    return rs
+    start = load_schedulers(config.init_schedulers)[1] if config.init_schedulers else None
+    return runs.first_runner(jitted_pieces(config)[0], config, params, start)
 
 
 # ---------------------------------------------------------------------------
