@@ -54,7 +54,8 @@ def run_paths(run_dir: str) -> dict[str, str]:
 
 def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
              config_from_args: Callable[[], Any], config_from_json: Callable[[dict], Any],
-             resume_flags: frozenset = RESUME_FLAGS, writer: bool = True) -> tuple[Any, str]:
+             resume_flags: frozenset = RESUME_FLAGS, writer: bool = True,
+             checkpoint: str = CHECKPOINT) -> tuple[Any, str]:
     """Check the run flags and prepare `RUN_DIR/NAME`; returns `(config, run_dir)`.
 
     New run: `config_from_args()` (which may `parser.error`), then the folder is
@@ -62,8 +63,9 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     config.json (a dataclass with `num_chunks` and `eval_episodes` fields, or an object
     with a `with_counts(num_chunks=, eval_episodes=)` method) with --num-chunks and
     --eval-episodes applied where given; any flag outside `resume_flags` is refused
-    rather than silently ignored. With `writer` False (not the first process of a
-    multi-host run) nothing is created or written.
+    rather than silently ignored; it needs `checkpoint` (a path inside the run directory:
+    train.damd's first stage's) to exist. With `writer` False (not the first process of
+    a multi-host run) nothing is created or written.
     """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         parser.error(f"--name must be a plain folder name, got {args.name!r}")
@@ -79,7 +81,8 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 resume_flags - {"name", "run_dir", "resume"}))
             parser.error(f"--resume continues the stored configuration; it takes only "
                          f"{allowed}, not {flags}")
-        if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
+        if not (os.path.exists(os.path.join(run_dir, checkpoint))
+                and os.path.exists(paths["config"])):
             parser.error(f"--resume: no checkpoint in {run_dir}")
         try:
             with open(paths["config"]) as f:

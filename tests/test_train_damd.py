@@ -60,10 +60,12 @@ def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
         for k in ("avg_response_time", "deadline_miss_rate"):
             assert res["methods"][name][k] == pytest.approx(ev["methods"][name][k]["mean"],
                                                             rel=1e-6), (name, k)
-    # A second pipeline into the same directory refuses; a bad path is a one-line error.
-    with pytest.raises(SystemExit) as exc:
-        damd.main(["--run-dir", rd, "--name", "d"])
-    assert exc.value.code == 2
+    # A second pipeline into the same directory refuses, --resume takes the stored config
+    # (another flag is refused), a bad path is a one-line error.
+    for again in ([], ["--resume", "--rounds", "2"], ["--resume", "--name", "none"]):
+        with pytest.raises(SystemExit) as exc:
+            damd.main(["--run-dir", rd, "--name", "d", *again])
+        assert exc.value.code == 2
     with pytest.raises(SystemExit) as exc:
         compare.main(["--damd-run", str(tmp_path / "nothing")])
     assert exc.value.code == 2

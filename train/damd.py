@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -57,7 +55,8 @@ from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispa
                               dqn_dispatch_rule, load_damd, mdqn_schedule_rule,
                               scheduler_network)
 from damdjax.rollout import Stage, TrainFns, with_params
-from damdjax.runs import CONFIG, write_evaluation
+from damdjax import runs
+from damdjax.runs import write_evaluation
 from train import dqn, mdqn
 
 BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
@@ -311,7 +310,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
       "(default %(default)s)")
     a("--run-dir", default="runs", help="parent folder of run directories (default %(default)s)")
     a("--overwrite", action="store_true", help="replace an existing run directory")
-    a("--resume", action="store_true", help="continue an interrupted pipeline")
+    a("--resume", action="store_true", help="continue an interrupted pipeline from its "
+      "config.json (only --eval-episodes may change): finished stages are kept, a partial "
+      "one resumes from its checkpoint")
     a("--rounds", type=int, default=1, help="dispatcher/schedulers rounds (default %(default)s)")
     add_setting_flags(p, md)
     a("--seed", type=int, default=md.seed, help="seed of every stage and of the held-out "
@@ -397,40 +398,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.eval_episodes is not None and args.eval_episodes < 1:
         p.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
-    if not args.name or os.sep in args.name or args.name in (".", ".."):
-        p.error(f"--name must be a plain folder name, got {args.name!r}")
-    if args.resume and args.overwrite:
-        p.error("--resume and --overwrite exclude each other")
-    config = config_from_args(p, args)
-    root = os.path.join(args.run_dir, args.name)
+    config, root = runs.open_run(p, build_parser, args, argv,
+                                 config_from_args=lambda: config_from_args(p, args),
+                                 config_from_json=DAMDConfig.from_json,
+                                 checkpoint=f"{stage_names(1)[0][0]}/{runs.CHECKPOINT}")
     configs = stage_configs(config, root)
-    if os.path.exists(root) and not args.resume:
-        if not args.overwrite:
-            p.error(f"run directory {root} exists: pass --overwrite or --resume")
-        shutil.rmtree(root)
-    os.makedirs(root, exist_ok=True)
-    write_json_atomic({k: v for k, v in vars(args).items()}, os.path.join(root, "args.json"))
 
     t_start = time.perf_counter()
     stages = []
-    for stage, kind in stage_names(args.rounds):
+    for stage, kind in stage_names(config.rounds):
         module = dqn if kind == "dqn" else mdqn
         cfg = configs[stage]
         stage_dir = os.path.join(root, stage)
-        cfg_path = os.path.join(stage_dir, CONFIG)
-        resume = os.path.exists(os.path.join(stage_dir, "checkpoint.msgpack"))
-        if resume:
-            try:
-                with open(cfg_path) as f:
-                    stored = type(cfg).from_json(json.load(f))
-            except (ValueError, TypeError, KeyError) as err:
-                p.error(f"--resume: {cfg_path} is not a valid config ({err})")
-            if dataclasses.replace(stored, eval_episodes=0) != dataclasses.replace(
-                    cfg, eval_episodes=0):
-                p.error(f"--resume: {stage_dir} was made with other settings; use the same "
-                        "flags, or --overwrite")
+        resume = os.path.exists(os.path.join(stage_dir, runs.CHECKPOINT))
         os.makedirs(stage_dir, exist_ok=True)
-        write_json_atomic(cfg.to_json(), cfg_path)
+        write_json_atomic(cfg.to_json(), os.path.join(stage_dir, runs.CONFIG))
         t0 = time.perf_counter()
         rs, interrupted = module.train(cfg, stage_dir, resume, label=stage)
         if interrupted:
@@ -438,8 +420,8 @@ def main(argv=None) -> int:
         write_evaluation(cfg, rs.params, stage_dir, module.evaluate, module.format_eval)
         stages.append({"stage": stage, "seconds": time.perf_counter() - t0})
     train_seconds = time.perf_counter() - t_start
-    last = args.rounds
-    write_json_atomic({"rounds": args.rounds, "dispatcher": f"r{last}-dispatcher",
+    last = config.rounds
+    write_json_atomic({"rounds": config.rounds, "dispatcher": f"r{last}-dispatcher",
                        "schedulers": f"r{last}-schedulers", "setting": config.setting(),
                        "stages": stages, "train_seconds": train_seconds},
                       os.path.join(root, DAMD_FILE))
@@ -447,7 +429,7 @@ def main(argv=None) -> int:
     ev = evaluate(root, config.eval_episodes, config.seed)
     ev["seconds"] = time.perf_counter() - t0
     write_json_atomic(ev, os.path.join(root, "eval.json"))
-    print(format_paired(ev, f"DAMD ({args.rounds} round(s), {train_seconds:.0f} s of training) "
+    print(format_paired(ev, f"DAMD ({config.rounds} round(s), {train_seconds:.0f} s of training) "
                             f"vs the paper's baselines, EC and the best pair "
                             f"({ev['best_heuristic']}), {ev['episodes']} held-out episodes"),
           flush=True)
