@@ -9,6 +9,10 @@ All methods are pure and jittable (`config` is static, `params` a pytree).
 `step` never resets: a finished state stays finished (reward 0); training
 loops reset explicitly. `reward` is the team (scheduler) reward of the step;
 the dispatcher's delayed reward is in `info` (docs/model.md, "Rewards").
+
+`EdgeEnv(config, workload=lib)` draws each job from a job library of real jobs
+(`envs.workload`) instead of the random DAG model; `config` must fit the library
+(`envs.workload.required_config`).
 """
 from __future__ import annotations
 
@@ -21,20 +25,29 @@ from envs.generator import generate
 from envs.instance import Instance
 from envs.observation import Observation, observe
 from envs.state import Action, EnvState
+from envs.workload import JobLibrary, check_library, generate_from_library
 
 
 class EdgeEnv:
     """Dispatching and scheduling DAG tasks on edge servers (MODEL.md)."""
 
-    def __init__(self, config: EnvConfig = EnvConfig()):
+    def __init__(self, config: EnvConfig = EnvConfig(), workload: JobLibrary | None = None):
+        """`workload`: a job library to draw jobs from (a constant of the env), or None for
+        the random generator. Raises ValueError if `config` does not fit the library."""
+        if workload is not None:
+            check_library(workload, config)
         self.config = config
+        self.workload = workload
 
     @property
     def default_params(self) -> EnvParams:
         return EnvParams()
 
     def generate(self, key: jax.Array, params: EnvParams) -> Instance:
-        """A fresh random instance padded to this env's sizes."""
+        """A fresh random instance padded to this env's sizes (jobs from the workload
+        library when the env has one)."""
+        if self.workload is not None:
+            return generate_from_library(key, self.config, params, self.workload)
         return generate(key, self.config, params)
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[Observation, EnvState]:

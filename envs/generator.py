@@ -50,15 +50,26 @@ def generate_servers(key: jax.Array, config: EnvConfig, params: EnvParams, dtype
 
 def generate_jobs(key: jax.Array, config: EnvConfig, params: EnvParams, dtype):
     """Job structure: `(job [N], position [N], arrival [N], task_mask [N])`."""
-    n = config.n_max
     k_size, k_gap = jax.random.split(key)
-    job_sizes = jax.random.randint(k_size, (n,), 1, config.j_max + 1)
+    job_sizes = jax.random.randint(k_size, (config.n_max,), 1, config.j_max + 1)
+    return layout_jobs(k_gap, job_sizes, (config.j_max + 1) / 2.0, config, params, dtype)
+
+
+def layout_jobs(key: jax.Array, job_sizes: jax.Array, mean_job_size, config: EnvConfig,
+                params: EnvParams, dtype):
+    """Lay `job_sizes` [N] (tasks, each >= 1) end to end over the N task slots.
+
+    Jobs arrive as a Poisson process whose mean gap is `mean_job_size / density` time
+    units (so tasks arrive at `density` per time unit), the first at time 0; `key` draws
+    the gaps. The last job is cut at `params.num_tasks`. Returns `(job [N] (-1 padding),
+    position [N] (inside its job), arrival [N] (time, +inf padding), task_mask [N])`.
+    """
+    n = config.n_max
     ends = jnp.cumsum(job_sizes)
     idx = jnp.arange(n)
     job = jnp.searchsorted(ends, idx, side="right").astype(jnp.int32)
     position = idx - (ends[job] - job_sizes[job])
-    mean_job_size = (config.j_max + 1) / 2.0
-    gaps = jax.random.exponential(k_gap, (n,), dtype) * mean_job_size / params.density
+    gaps = jax.random.exponential(key, (n,), dtype) * mean_job_size / params.density
     job_arrival = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(gaps[1:])])
     task_mask = idx < params.num_tasks
     arrival = jnp.where(task_mask, job_arrival[job], jnp.inf)
@@ -107,21 +118,18 @@ def critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, depth: int):
     return jax.lax.fori_loop(0, depth, relax, upload + compute)
 
 
-def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
-    """Draw one instance (jittable, vmappable over keys and params)."""
-    dtype = jnp.zeros(()).dtype
-    k_srv, k_job, k_dag, k_size = jax.random.split(key, 4)
-    cpu, bw, mem, k, server_mask = generate_servers(k_srv, config, params, dtype)
-    job, position, arrival, task_mask = generate_jobs(k_job, config, params, dtype)
-    preds = generate_preds(k_dag, position, config)
-    preds = jnp.where(task_mask[:, None], preds, -1)
-    raw = _uniform(k_size, (config.n_max,), params.size_low, params.size_high, dtype)
-    # Round down, so a size never exceeds size_high (<= mem_low: it fits every server).
-    size = jnp.minimum(jnp.maximum(jnp.floor(raw / SIZE_QUANTUM), 1.0) * SIZE_QUANTUM,
-                       params.size_high)
-    size = jnp.where(task_mask, size, 0.0)
-    work = size
-    real = server_mask.astype(dtype)
+def finish_instance(servers, arrival, task_mask, job, preds, size, work, config: EnvConfig,
+                    params: EnvParams) -> Instance:
+    """The :class:`Instance` of drawn servers and tasks, with the derived fields.
+
+    `servers` = `(cpu, bw, mem, k, server_mask)` [M] (:func:`generate_servers`);
+    `arrival`, `task_mask`, `job` [N] (:func:`layout_jobs`); `preds` [N, P] global
+    indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
+    Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
+    relaxed `j_max` rounds), the successor window [N, W] and the upward rank [N].
+    """
+    cpu, bw, mem, k, server_mask = servers
+    real = server_mask.astype(size.dtype)
     count = jnp.sum(real)
     cpu_ref = jnp.sum(cpu * real) / count
     bw_ref = jnp.sum(bw * real) / count
@@ -135,3 +143,19 @@ def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
         preds=preds, succ=succ, task_mask=task_mask, job=job,
         rank=upward_rank(work, cpu, k, server_mask, succ),
     )
+
+
+def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
+    """Draw one instance (jittable, vmappable over keys and params)."""
+    dtype = jnp.zeros(()).dtype
+    k_srv, k_job, k_dag, k_size = jax.random.split(key, 4)
+    servers = generate_servers(k_srv, config, params, dtype)
+    job, position, arrival, task_mask = generate_jobs(k_job, config, params, dtype)
+    preds = generate_preds(k_dag, position, config)
+    preds = jnp.where(task_mask[:, None], preds, -1)
+    raw = _uniform(k_size, (config.n_max,), params.size_low, params.size_high, dtype)
+    # Round down, so a size never exceeds size_high (<= mem_low: it fits every server).
+    size = jnp.minimum(jnp.maximum(jnp.floor(raw / SIZE_QUANTUM), 1.0) * SIZE_QUANTUM,
+                       params.size_high)
+    size = jnp.where(task_mask, size, 0.0)
+    return finish_instance(servers, arrival, task_mask, job, preds, size, size, config, params)

@@ -1,0 +1,326 @@
+"""Real-DAG workloads: a packed library of real jobs and a jittable generator drawing from it.
+
+A :class:`JobLibrary` holds real jobs (converted WfCommons / Alibaba jobs, `envs.convert`)
+as padded arrays. `generate_from_library(key, config, params, lib)` draws an instance like
+`envs.generator.generate`, except that each job's DAG, task sizes and works are those of a
+library job drawn uniformly with replacement; servers, arrivals (a Poisson process at
+`params.density` tasks per time unit) and deadlines follow the random generator's rules
+(docs/model.md, "Drawing from real jobs: the job library").
+
+    lib = library_from_specs([load_instance("wf.json"), load_instance("ali.json")])
+    save_library("jobs.npz", lib)
+    lib = load_library("jobs.npz")                      # validated
+    env = EdgeEnv(required_config(lib, n_max=100, m_max=10, queue_capacity=16), workload=lib)
+
+Shapes: `J` jobs, `T` task slots per job (the longest job), `P` predecessor slots (the
+widest fan-in, at least 1). Inside a job, tasks are in the stable topological order of
+`envs.instance_io.job_order` and `preds` are positions in that order, each smaller than
+its task's own. The library's arrays are numpy (host constants); the generator casts the
+floats to JAX's default float.
+
+Files: `.npz` (no pickle) with the arrays `length`, `size`, `work`, `preds` and `names`
+(a unicode string array [J]: each job's provenance). Loading validates everything and
+raises :class:`LibraryError` (a ValueError) with one line naming the file and the field.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from damdjax.io import write_bytes_atomic
+from envs.config import EnvConfig, EnvParams
+from envs.generator import finish_instance, generate_servers, layout_jobs
+from envs.instance import Instance
+from envs.instance_io import InstanceSpec, JobSpec, job_order
+
+__all__ = [
+    "LibraryError", "JobLibrary", "library_from_specs", "save_library", "load_library",
+    "check_library", "required_config", "generate_from_library",
+]
+
+_FIELDS = ("length", "size", "work", "preds", "names")
+
+
+class LibraryError(ValueError):
+    """An invalid job library (file or arrays)."""
+
+
+@struct.dataclass
+class JobLibrary:
+    """Real jobs as padded numpy arrays (host constants).
+
+    `length` [J] int32 tasks of each job (1..T); `size` [J, T] float64 data and `work`
+    [J, T] float64 work units (0 beyond the job's length); `preds` [J, T, P] int32
+    positions of each task's predecessors inside its job (ascending, -1 padding, each
+    smaller than the task's position); `names` [J] each job's provenance (static).
+    """
+
+    length: np.ndarray
+    size: np.ndarray
+    work: np.ndarray
+    preds: np.ndarray
+    names: tuple[str, ...] = struct.field(pytree_node=False)
+
+    @property
+    def num_jobs(self) -> int:
+        """`J`."""
+        return int(self.length.shape[0])
+
+    @property
+    def max_length(self) -> int:
+        """`T`: task slots per job (the longest job's tasks)."""
+        return int(self.size.shape[1])
+
+    @property
+    def max_preds(self) -> int:
+        """`P`: predecessor slots per task (the widest fan-in, at least 1)."""
+        return int(self.preds.shape[2])
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+
+def _validated(arrays: dict, where: str) -> JobLibrary:
+    """The :class:`JobLibrary` of raw arrays, checked and trimmed to the tightest padding.
+
+    Raises LibraryError (one line, prefixed with `where`) naming the first bad field.
+    """
+    for key in _FIELDS:
+        if key not in arrays:
+            raise LibraryError(f"{where}: missing array {key!r} (need {', '.join(_FIELDS)})")
+    unknown = sorted(set(arrays) - set(_FIELDS))
+    if unknown:
+        raise LibraryError(f"{where}: unknown array {unknown[0]!r} (allowed: {', '.join(_FIELDS)})")
+    length, size, work, preds, names = (np.asarray(arrays[key]) for key in _FIELDS)
+    for key, arr, kinds in (("length", length, "iu"), ("preds", preds, "iu"),
+                            ("size", size, "iuf"), ("work", work, "iuf"), ("names", names, "U")):
+        if arr.dtype.kind not in kinds:
+            want = {"iu": "integers", "iuf": "real numbers", "U": "unicode strings"}[kinds]
+            raise LibraryError(f"{where}: {key} must hold {want}, got dtype {arr.dtype}")
+    if length.ndim != 1 or length.shape[0] < 1:
+        raise LibraryError(f"{where}: length must have shape [J] with J >= 1, got {length.shape}")
+    jobs = length.shape[0]
+    if size.ndim != 2 or size.shape[0] != jobs or size.shape[1] < 1:
+        raise LibraryError(f"{where}: size must have shape [J, T] = [{jobs}, T >= 1] "
+                           f"(J from length), got {size.shape}")
+    if work.shape != size.shape:
+        raise LibraryError(f"{where}: work has shape {work.shape}, size has {size.shape}")
+    slots = size.shape[1]
+    if preds.ndim != 3 or preds.shape[:2] != size.shape or preds.shape[2] < 1:
+        raise LibraryError(f"{where}: preds must have shape [J, T, P] = [{jobs}, {slots}, "
+                           f"P >= 1], got {preds.shape}")
+    if names.shape != (jobs,):
+        raise LibraryError(f"{where}: names must have shape [J] = [{jobs}], got {names.shape}")
+    bad = np.flatnonzero((length < 1) | (length > slots))
+    if bad.size:
+        j = int(bad[0])
+        raise LibraryError(f"{where}: length[{j}] = {int(length[j])} is not in 1..T={slots}")
+    position = np.arange(slots)
+    real = position[None, :] < length[:, None]  # [J, T]
+    for key, arr in (("size", size), ("work", work)):
+        arr = arr.astype(np.float64)
+        bad = np.argwhere(real & ~(np.isfinite(arr) & (arr > 0)))
+        if bad.size:
+            j, t = (int(x) for x in bad[0])
+            raise LibraryError(f"{where}: {key}[{j}, {t}] = {float(arr[j, t])!r} must be "
+                               f"finite and > 0 (job {str(names[j])!r})")
+        bad = np.argwhere(~real & (arr != 0))
+        if bad.size:
+            j, t = (int(x) for x in bad[0])
+            raise LibraryError(f"{where}: {key}[{j}, {t}] = {float(arr[j, t])!r} lies beyond "
+                               f"length[{j}] = {int(length[j])} (padding must be 0)")
+    ok = (preds == -1) | ((preds >= 0) & (preds < position[None, :, None]))
+    bad = np.argwhere(real[:, :, None] & ~ok)
+    if bad.size:
+        j, t, s = (int(x) for x in bad[0])
+        raise LibraryError(f"{where}: preds[{j}, {t}, {s}] = {int(preds[j, t, s])} is not an "
+                           f"earlier task of the job (must be -1 or in 0..{t - 1})")
+    bad = np.argwhere(~real[:, :, None] & (preds != -1))
+    if bad.size:
+        j, t, s = (int(x) for x in bad[0])
+        raise LibraryError(f"{where}: preds[{j}, {t}, {s}] = {int(preds[j, t, s])} lies beyond "
+                           f"length[{j}] = {int(length[j])} (padding must be -1)")
+    ordered = np.sort(np.where(preds < 0, slots, preds), axis=2)  # padding last
+    twice = (ordered[:, :, 1:] == ordered[:, :, :-1]) & (ordered[:, :, 1:] < slots)
+    bad = np.argwhere(twice)
+    if bad.size:
+        j, t, s = (int(x) for x in bad[0])
+        raise LibraryError(f"{where}: preds[{j}, {t}] lists task {int(ordered[j, t, s])} twice")
+    # Canonical form: ascending predecessors, padding trimmed to the longest job and the
+    # widest fan-in (the padding was checked empty, so nothing is lost).
+    longest = int(length.max())
+    widest = max(int((preds >= 0).sum(axis=2).max()), 1)
+    ordered = np.where(ordered == slots, -1, ordered)[:, :longest, :widest]
+    return JobLibrary(
+        length=length.astype(np.int32),
+        size=size[:, :longest].astype(np.float64),
+        work=work[:, :longest].astype(np.float64),
+        preds=ordered.astype(np.int32),
+        names=tuple(str(name) for name in names),
+    )
+
+
+def _arrays(lib: JobLibrary) -> dict[str, np.ndarray]:
+    return {"length": np.asarray(lib.length), "size": np.asarray(lib.size),
+            "work": np.asarray(lib.work), "preds": np.asarray(lib.preds),
+            "names": np.array(lib.names, dtype=str)}
+
+
+# --------------------------------------------------------------------------
+# Building, saving, loading
+# --------------------------------------------------------------------------
+
+
+def library_from_specs(specs_or_jobs: Iterable[InstanceSpec | JobSpec]) -> JobLibrary:
+    """A library of every job of the given instance specs (and/or single JobSpecs), in order.
+
+    Tasks are put in `job_order` (stable topological) order and `preds` become positions
+    in that order; sizes (data) and works (work units) are kept as they are, arrivals,
+    deadlines and servers dropped. Duplicates are kept (a job listed twice is drawn twice
+    as often). `names[j]`: the job's `name`, else `"<instance name>#<job index>"`.
+
+    Raises:
+        LibraryError: for no job at all.
+    """
+    jobs: list[tuple[str, JobSpec]] = []
+    for item in specs_or_jobs:
+        if isinstance(item, JobSpec):
+            jobs.append((item.name or f"job#{len(jobs)}", item))
+        elif isinstance(item, InstanceSpec):
+            jobs += [(job.name or f"{item.name or 'instance'}#{j}", job)
+                     for j, job in enumerate(item.jobs)]
+        else:
+            raise LibraryError(f"library_from_specs: expected InstanceSpec or JobSpec, got "
+                               f"{type(item).__name__}")
+    if not jobs:
+        raise LibraryError("library_from_specs: no job given")
+    slots = max(len(job.tasks) for _, job in jobs)
+    width = max(max((len(t.preds) for _, job in jobs for t in job.tasks), default=0), 1)
+    count = len(jobs)
+    length = np.array([len(job.tasks) for _, job in jobs], np.int32)
+    size = np.zeros((count, slots))
+    work = np.zeros((count, slots))
+    preds = np.full((count, slots, width), -1, np.int32)
+    for j, (_, job) in enumerate(jobs):
+        order = job_order(job)
+        rank = {pos: r for r, pos in enumerate(order)}
+        for r, pos in enumerate(order):
+            task = job.tasks[pos]
+            size[j, r], work[j, r] = task.size, task.work
+            ps = sorted(rank[p] for p in task.preds)
+            preds[j, r, :len(ps)] = ps
+    names = np.array([name for name, _ in jobs], dtype=str)
+    return _validated({"length": length, "size": size, "work": work, "preds": preds,
+                       "names": names}, "library")
+
+
+def save_library(path: str | os.PathLike, lib: JobLibrary) -> None:
+    """Validate `lib` and write it as an uncompressed `.npz` atomically (no pickle)."""
+    arrays = _arrays(lib)
+    _validated(arrays, os.fspath(path))  # never write a file that would not load
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(buffer.getvalue(), path)
+
+
+def load_library(path: str | os.PathLike) -> JobLibrary:
+    """Read and validate a library `.npz` (`np.load(allow_pickle=False)`).
+
+    Raises:
+        LibraryError: one line naming the file and the bad field or value.
+    """
+    where = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise LibraryError(f"{where}: no such library file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        # Not an npz: numpy falls back to a pickle, which allow_pickle=False refuses.
+        reason = "not an .npz archive" if isinstance(e, ValueError) else str(e)
+        raise LibraryError(f"{where}: not a readable .npz file: {reason}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise LibraryError(f"{where}: not a readable .npz file: a single .npy array")
+    arrays = {}
+    with data:
+        for key in data.files:
+            try:
+                arrays[key] = data[key]
+            except ValueError:  # an object array: it would need pickle
+                raise LibraryError(f"{where}: array {key!r} cannot be read without pickle "
+                                   f"(object arrays are refused)") from None
+            except (OSError, zipfile.BadZipFile, EOFError) as e:
+                raise LibraryError(f"{where}: array {key!r} is unreadable: {e}") from None
+    return _validated(arrays, where)
+
+
+# --------------------------------------------------------------------------
+# Padding and drawing
+# --------------------------------------------------------------------------
+
+
+def required_config(lib: JobLibrary, n_max: int, m_max: int, queue_capacity: int
+                    ) -> EnvConfig:
+    """The EnvConfig that fits `lib`: `j_max = T` (the longest job, so the successor window
+    `T - 1` and the critical path's `T` relaxation rounds cover every job) and `p_max = P`
+    (the widest fan-in)."""
+    return EnvConfig(n_max=n_max, m_max=m_max, p_max=lib.max_preds,
+                     queue_capacity=queue_capacity, j_max=lib.max_length)
+
+
+def check_library(lib: JobLibrary, config: EnvConfig, params: EnvParams | None = None) -> None:
+    """Raise LibraryError if `config` is too small for `lib` (`j_max < T` or `p_max < P`),
+    or (with concrete `params`) if a library task is larger than `mem_low`, so that it
+    might fit no server. Host side, before compiling."""
+    if config.j_max < lib.max_length:
+        raise LibraryError(f"EnvConfig.j_max={config.j_max} is below the library's longest "
+                           f"job ({lib.max_length} tasks); see required_config")
+    if config.p_max < lib.max_preds:
+        raise LibraryError(f"EnvConfig.p_max={config.p_max} is below the library's widest "
+                           f"fan-in ({lib.max_preds}); see required_config")
+    if params is not None:
+        mem_low = float(jnp.asarray(params.mem_low))
+        largest = float(np.max(lib.size))
+        if largest > mem_low:
+            raise LibraryError(f"a library task of size {largest:g} exceeds mem_low={mem_low:g}: "
+                               f"it could fit no server")
+
+
+def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
+                          lib: JobLibrary) -> Instance:
+    """Draw one instance whose jobs are library jobs (jittable, vmappable over keys and params).
+
+    Servers are exactly `envs.generator.generate`'s for the same key. The N task slots are
+    filled in order by jobs drawn uniformly with replacement from `lib` (DAG, sizes, works
+    as they are), the last one cut at `params.num_tasks`. Jobs arrive as a Poisson process:
+    the first at 0, then gaps of mean `mean(lib.length) / params.density` time units, so
+    tasks arrive at `density` per time unit on average. Deadlines, the successor window and
+    the upward rank follow `generate`. `config` must fit `lib` (:func:`required_config`).
+    """
+    check_library(lib, config)
+    dtype = jnp.zeros(()).dtype
+    k_srv, k_job, _, _ = jax.random.split(key, 4)  # as generate: the same servers
+    servers = generate_servers(k_srv, config, params, dtype)
+    k_pick, k_gap = jax.random.split(k_job)
+    n = config.n_max
+    length = jnp.asarray(lib.length, jnp.int32)
+    pick = jax.random.randint(k_pick, (n,), 0, length.shape[0])  # [N] library job per job slot
+    mean_length = jnp.mean(length.astype(dtype))
+    job, position, arrival, task_mask = layout_jobs(k_gap, length[pick], mean_length, config,
+                                                    params, dtype)
+    source = pick[jnp.clip(job, 0)]  # [N] library job of each task
+    local = jnp.asarray(lib.preds, jnp.int32)[source, position]  # [N, P_lib]
+    first = (jnp.arange(n) - position)[:, None]  # global index of the job's first task
+    preds = jnp.where((local >= 0) & task_mask[:, None], first + local, -1).astype(jnp.int32)
+    preds = jnp.pad(preds, ((0, 0), (0, config.p_max - preds.shape[1])), constant_values=-1)
+    size = jnp.where(task_mask, jnp.asarray(lib.size, dtype)[source, position], 0.0)
+    work = jnp.where(task_mask, jnp.asarray(lib.work, dtype)[source, position], 0.0)
+    return finish_instance(servers, arrival, task_mask, job, preds, size, work, config, params)
