@@ -78,6 +78,47 @@ class TrainerConfigMixin:
         return cls(**d)
 
 
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(TrainerConfigMixin):
+    """The fields every trainer's config holds (train.dqn.DQNConfig and
+    train.mdqn.MDQNConfig add their own and their replay defaults): the setting
+    (SETTING_FIELDS), the rollout, the learning values (defaults: `Hyper`'s), the
+    network's hidden widths, the seed and the held-out evaluation size. All
+    JSON-serialisable."""
+
+    # environment
+    num_tasks: int = EnvParams.num_tasks
+    num_servers: int = EnvParams.num_servers
+    density: float = EnvParams.density
+    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
+    queue_capacity: int = EnvConfig.queue_capacity
+    tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
+    # rollout
+    num_envs: int = 256
+    num_chunks: int = 40
+    steps_per_chunk: int = 50          # vmapped env steps per chunk (each = num_envs env steps)
+    # learning
+    buffer_capacity: int = 100_000     # replay entries (per agent where there are several)
+    batch_size: int = 256              # replay batch (per agent where there are several)
+    lr: float = Hyper.lr
+    max_grad_norm: float = Hyper.max_grad_norm
+    gamma: float = Hyper.gamma
+    eps_start: float = Hyper.eps_start
+    eps_end: float = Hyper.eps_end
+    eps_decay_steps: int = Hyper.eps_decay_steps      # env steps
+    target_every: int = Hyper.target_every            # gradient updates between target copies
+    updates_per_step: int = 4          # gradient updates per vmapped env step
+    learning_starts: int = Hyper.learning_starts      # env steps before the first update
+    hidden: tuple = (64, 64)
+    seed: int = 0
+    eval_episodes: int = 200
+
+    @property
+    def total_env_steps(self) -> int:
+        return self.num_chunks * self.steps_per_chunk * self.num_envs
+
+
 POSITIVE_INT = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "eps_decay_steps", "target_every",
                 "updates_per_step")

@@ -43,7 +43,7 @@ import optax
 from flax import struct
 
 from damdjax import replay, runs
-from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
+from damdjax.cli import RunConfig, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
 from damdjax.hyper import Hyper, program_of
@@ -53,7 +53,7 @@ from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
 from damdjax.targets import periodic_polyak, td_loss, td_targets, where_tree
-from envs.config import EnvConfig, EnvParams
+from envs.config import EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
 
@@ -62,42 +62,12 @@ REWARDS = ("response", "sojourn")
 
 
 @dataclasses.dataclass(frozen=True)
-class DQNConfig(TrainerConfigMixin):
-    """Hyperparameters of a run (all JSON-serialisable)."""
+class DQNConfig(RunConfig):
+    """A DQN dispatcher run: `RunConfig`'s fields and these (all JSON-serialisable)."""
 
-    # environment
-    num_tasks: int = EnvParams.num_tasks
-    num_servers: int = EnvParams.num_servers
-    density: float = EnvParams.density
-    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
-    queue_capacity: int = EnvConfig.queue_capacity
-    tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
     scheduler: str = "fcfs"            # fcfs | sjf | sdf | cp | llf | a train.mdqn run directory
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
-    # rollout
-    num_envs: int = 256
-    num_chunks: int = 40
-    steps_per_chunk: int = 50          # vmapped env steps per chunk (each = num_envs env steps)
-    # learning
-    buffer_capacity: int = 100_000
-    batch_size: int = 256
-    lr: float = Hyper.lr
-    max_grad_norm: float = Hyper.max_grad_norm
-    gamma: float = Hyper.gamma
-    eps_start: float = Hyper.eps_start
-    eps_end: float = Hyper.eps_end
-    eps_decay_steps: int = Hyper.eps_decay_steps     # env steps
-    target_every: int = Hyper.target_every            # gradient updates between target copies
-    updates_per_step: int = 4          # gradient updates per vmapped env step
-    learning_starts: int = Hyper.learning_starts       # env steps before the first update
-    hidden: tuple = (64, 64)
-    seed: int = 0
-    eval_episodes: int = 200
     init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
-
-    @property
-    def total_env_steps(self) -> int:
-        return self.num_chunks * self.steps_per_chunk * self.num_envs
 
 
 @struct.dataclass

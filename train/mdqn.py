@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from damdjax import runs
-from damdjax.cli import TrainerConfigMixin, add_common_flags, common_from_args
+from damdjax.cli import RunConfig, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
 from damdjax.hyper import Hyper, program_of
@@ -52,7 +52,7 @@ from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
     make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
 from damdjax.targets import periodic_polyak, where_tree
-from envs.config import EnvConfig, EnvParams
+from envs.config import EnvParams
 from envs.env import EdgeEnv
 from envs.state import Action
 
@@ -61,39 +61,16 @@ EPOCHS = ("all", "choice")
 
 
 @dataclasses.dataclass(frozen=True)
-class MDQNConfig(TrainerConfigMixin):
-    """Hyperparameters of a run (all JSON-serialisable). Replay sizes are per agent."""
+class MDQNConfig(RunConfig):
+    """MDQN schedulers' run: `RunConfig`'s fields (replay sizes per agent) and these (all
+    JSON-serialisable)."""
 
-    # environment
-    num_tasks: int = EnvParams.num_tasks
-    num_servers: int = EnvParams.num_servers
-    density: float = EnvParams.density
-    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
-    queue_capacity: int = EnvConfig.queue_capacity
-    tau: float = EnvParams.tau                    # team reward time constant (EnvParams.tau)
-    dispatcher: str = "least-load"     # nearest | random | least-load | eft | a train.dqn run
-    # agents
-    share_params: bool = False
-    epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
-    # rollout
-    num_envs: int = 256
-    num_chunks: int = 40
-    steps_per_chunk: int = 50
-    # learning
     buffer_capacity: int = 20_000      # per agent
     batch_size: int = 128              # per agent
-    lr: float = Hyper.lr
-    max_grad_norm: float = Hyper.max_grad_norm
-    gamma: float = Hyper.gamma
-    eps_start: float = Hyper.eps_start
-    eps_end: float = Hyper.eps_end
-    eps_decay_steps: int = Hyper.eps_decay_steps
-    target_every: int = Hyper.target_every
     updates_per_step: int = 2
-    learning_starts: int = Hyper.learning_starts
-    hidden: tuple = (64, 64)
-    seed: int = 0
-    eval_episodes: int = 200
+    dispatcher: str = "least-load"     # nearest | random | least-load | eft | a train.dqn run
+    share_params: bool = False         # one network for all agents
+    epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
     init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
 
 
