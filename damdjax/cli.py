@@ -1,8 +1,9 @@
 """The flags the trainers share (train.dqn, train.mdqn): run directory, setting, rollout
 and DQN hyperparameters, with their checks (one-line `parser.error`, exit 2).
 
-A trainer's config dataclass carries these fields under the flags' names
-(`num_tasks`, `lr`, ...); `add_common_flags(parser, defaults)` declares them
+`RunConfig`, the frozen dataclass every trainer's config extends, carries these
+fields under the flags' names (`num_tasks`, `lr`, ...; the learning values'
+defaults are `damdjax.hyper.Hyper`'s); `add_common_flags(parser, defaults)` declares them
 with the config's defaults and `common_from_args(parser, args, defaults)`
 returns them checked, as keyword arguments of the config.
 """
@@ -32,9 +33,40 @@ def setting_params(s: dict) -> EnvParams:
                      density=s["density"], slack=s["slack"], tau=s["tau"])
 
 
-class TrainerConfigMixin:
-    """Methods shared by the trainers' frozen config dataclasses (which hold the
-    SETTING_FIELDS, `hidden` and the shared learning fields of `add_common_flags`)."""
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The fields every trainer's config holds (train.dqn.DQNConfig and
+    train.mdqn.MDQNConfig add their own and their replay defaults): the setting
+    (SETTING_FIELDS), the rollout, the learning values (defaults: `Hyper`'s), the
+    network's hidden widths, the seed and the held-out evaluation size. All
+    JSON-serialisable."""
+
+    # environment
+    num_tasks: int = EnvParams.num_tasks
+    num_servers: int = EnvParams.num_servers
+    density: float = EnvParams.density
+    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
+    queue_capacity: int = EnvConfig.queue_capacity
+    tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
+    # rollout
+    num_envs: int = 256
+    num_chunks: int = 40
+    steps_per_chunk: int = 50          # vmapped env steps per chunk (each = num_envs env steps)
+    # learning
+    buffer_capacity: int = 100_000     # replay entries (per agent where there are several)
+    batch_size: int = 256              # replay batch (per agent where there are several)
+    lr: float = Hyper.lr
+    max_grad_norm: float = Hyper.max_grad_norm
+    gamma: float = Hyper.gamma
+    eps_start: float = Hyper.eps_start
+    eps_end: float = Hyper.eps_end
+    eps_decay_steps: int = Hyper.eps_decay_steps      # env steps
+    target_every: int = Hyper.target_every            # gradient updates between target copies
+    updates_per_step: int = 4          # gradient updates per vmapped env step
+    learning_starts: int = Hyper.learning_starts      # env steps before the first update
+    hidden: tuple = (64, 64)
+    seed: int = 0
+    eval_episodes: int = 200
 
     def setting(self) -> dict:
         return {k: getattr(self, k) for k in SETTING_FIELDS}
@@ -76,43 +108,6 @@ class TrainerConfigMixin:
         d = dict(d)
         d["hidden"] = tuple(d["hidden"])
         return cls(**d)
-
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig(TrainerConfigMixin):
-    """The fields every trainer's config holds (train.dqn.DQNConfig and
-    train.mdqn.MDQNConfig add their own and their replay defaults): the setting
-    (SETTING_FIELDS), the rollout, the learning values (defaults: `Hyper`'s), the
-    network's hidden widths, the seed and the held-out evaluation size. All
-    JSON-serialisable."""
-
-    # environment
-    num_tasks: int = EnvParams.num_tasks
-    num_servers: int = EnvParams.num_servers
-    density: float = EnvParams.density
-    slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
-    queue_capacity: int = EnvConfig.queue_capacity
-    tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
-    # rollout
-    num_envs: int = 256
-    num_chunks: int = 40
-    steps_per_chunk: int = 50          # vmapped env steps per chunk (each = num_envs env steps)
-    # learning
-    buffer_capacity: int = 100_000     # replay entries (per agent where there are several)
-    batch_size: int = 256              # replay batch (per agent where there are several)
-    lr: float = Hyper.lr
-    max_grad_norm: float = Hyper.max_grad_norm
-    gamma: float = Hyper.gamma
-    eps_start: float = Hyper.eps_start
-    eps_end: float = Hyper.eps_end
-    eps_decay_steps: int = Hyper.eps_decay_steps      # env steps
-    target_every: int = Hyper.target_every            # gradient updates between target copies
-    updates_per_step: int = 4          # gradient updates per vmapped env step
-    learning_starts: int = Hyper.learning_starts      # env steps before the first update
-    hidden: tuple = (64, 64)
-    seed: int = 0
-    eval_episodes: int = 200
 
     @property
     def total_env_steps(self) -> int:
