@@ -42,7 +42,8 @@ from envs.instance_io import (  # the private helpers: one cycle finder, one ser
 __all__ = [
     "ServerModel", "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
     "read_wfcommons", "read_alibaba", "draw_servers", "read_servers", "critical_path",
-    "poisson_arrivals", "trace_arrivals", "build_instance", "main",
+    "poisson_arrivals", "trace_arrivals", "job_spec", "too_large", "skip_summary",
+    "build_instance", "main",
 ]
 
 
@@ -417,6 +418,33 @@ def trace_arrivals(starts_s: Sequence[float], time_unit_s: float) -> list[float]
     return [(s - first) / time_unit_s for s in starts_s]
 
 
+def job_spec(job: RawJob, time_unit_s: float, data_unit: float, arrival: float = 0.0
+             ) -> JobSpec:
+    """One job in the model's units, deadlines not yet set (0): `work = runtime_s /
+    time_unit_s` work units, `size = data / data_unit` data units, arriving at `arrival`
+    time units."""
+    tasks = tuple(TaskSpec(size=t.data / data_unit, work=t.runtime_s / time_unit_s,
+                           deadline=0.0, preds=t.preds, name=t.name, meta=t.meta)
+                  for t in job.tasks)
+    return JobSpec(arrival=arrival, tasks=tasks, name=job.name, meta=job.meta)
+
+
+def too_large(job: RawJob, data_unit: float, memory: float) -> Skip | None:
+    """Skip('too large') if a task of `job` needs more than `memory` data units, else None."""
+    big = [t for t in job.tasks if t.data / data_unit > memory]
+    if not big:
+        return None
+    return Skip(job.name, "too large", f"task {big[0].name} needs {big[0].data / data_unit:g} "
+                f"data units, more than every server's memory (largest {memory:g})")
+
+
+def skip_summary(skips: Sequence[Skip], kept: int) -> str:
+    """`skipped S of T jobs, REASON COUNT, ...` (reasons in SKIP_REASONS order)."""
+    counts = Counter(s.reason for s in skips)
+    return (f"skipped {len(skips)} of {len(skips) + kept} jobs"
+            + "".join(f", {r} {counts[r]}" for r in SKIP_REASONS if counts[r]))
+
+
 def build_instance(jobs: Sequence[RawJob], arrivals: Sequence[float],
                    servers: Sequence[ServerSpec], time_unit_s: float, data_unit: float,
                    slack: float, name: str, meta: dict) -> InstanceSpec:
@@ -429,14 +457,11 @@ def build_instance(jobs: Sequence[RawJob], arrivals: Sequence[float],
     k_ref = sum(s.k for s in servers) / count
     out = []
     for job, arrival in zip(jobs, arrivals):
-        tasks = tuple(TaskSpec(size=t.data / data_unit,
-                               work=t.runtime_s / time_unit_s, deadline=0.0, preds=t.preds,
-                               name=t.name, meta=t.meta) for t in job.tasks)
-        spec = JobSpec(arrival=arrival, tasks=tasks, name=job.name, meta=job.meta)
+        spec = job_spec(job, time_unit_s, data_unit, arrival)
         ef = critical_path(spec, cpu_ref, bw_ref, k_ref)
         tasks = tuple(replace(t, deadline=arrival + slack * (e + k_ref))
-                      for t, e in zip(tasks, ef))
-        out.append(JobSpec(arrival=arrival, tasks=tasks, name=job.name, meta=job.meta))
+                      for t, e in zip(spec.tasks, ef))
+        out.append(replace(spec, tasks=tasks))
     return InstanceSpec(servers=tuple(servers), jobs=tuple(out), name=name, meta=meta)
 
 
@@ -579,18 +604,14 @@ def main(argv: Sequence[str] | None = None) -> InstanceSpec:
     for skip in skips:
         _report(skip, args.strict)
     for job in library:
-        big = [t for t in job.tasks if t.data / args.data_unit > max_mem]
-        if big:
-            skip = Skip(job.name, "too large", f"task {big[0].name} needs "
-                        f"{big[0].data / args.data_unit:g} data units, more than every "
-                        f"server's memory (largest {max_mem:g})")
+        skip = too_large(job, args.data_unit, max_mem)
+        if skip:
             _report(skip, args.strict)
             skips.append(skip)
             continue
         valid.append(job)
     counts = Counter(s.reason for s in skips)
-    print(f"skipped {len(skips)} of {len(skips) + len(valid)} jobs"
-          + "".join(f", {r} {counts[r]}" for r in SKIP_REASONS if counts[r]), file=sys.stderr)
+    print(skip_summary(skips, len(valid)), file=sys.stderr)
     if not valid:
         _fail(f"no valid job in {', '.join(args.inputs)}")
     jobs = _select(args, valid, draw_rng)
