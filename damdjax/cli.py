@@ -6,6 +6,11 @@ fields under the flags' names (`num_tasks`, `lr`, ...; the learning values'
 defaults are `damdjax.hyper.Hyper`'s); `add_common_flags(parser, defaults)` declares them
 with the config's defaults and `common_from_args(parser, args, defaults)`
 returns them checked, as keyword arguments of the config.
+
+`--workload SPEC` (`damdjax.workloads`: "" the random generator, `wfcommons:PATH`,
+`alibaba:CSV`, `library:FILE.npz`) is a setting field like the others: recorded in
+config.json, it decides the padded sizes (`env_config()`) and the jobs of every env
+and held-out evaluation of the run.
 """
 from __future__ import annotations
 
@@ -14,17 +19,27 @@ import dataclasses
 import math
 
 from damdjax.hyper import Hyper
+from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
 from envs.config import EnvConfig, EnvParams, check_params
+from envs.env import EdgeEnv
+from envs.workload import JobLibrary
 
 # The environment setting a run is trained and evaluated at (trainer config fields, run
 # files and eval.compare's flags all use these names).
-SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau")
+SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau",
+                  "workload")
 
 
 def setting_config(s: dict) -> EnvConfig:
-    """The static shapes of a setting dict (keys SETTING_FIELDS)."""
-    return EnvConfig(n_max=s["num_tasks"], m_max=s["num_servers"],
-                     queue_capacity=s["queue_capacity"])
+    """The static shapes of a setting dict (keys SETTING_FIELDS; a missing "workload" is
+    the random generator's): j_max and p_max are the workload's (`workload_config`)."""
+    return workload_config(s.get("workload", ""), n_max=s["num_tasks"], m_max=s["num_servers"],
+                           queue_capacity=s["queue_capacity"])
+
+
+def setting_workload(s: dict) -> JobLibrary | None:
+    """The job library of a setting dict's workload (None: the random generator)."""
+    return resolve_workload(s.get("workload", ""))
 
 
 def setting_params(s: dict) -> EnvParams:
@@ -48,6 +63,7 @@ class RunConfig:
     slack: float = EnvParams.slack                # deadline slack (EnvParams.slack)
     queue_capacity: int = EnvConfig.queue_capacity
     tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
+    workload: str = ""                 # where jobs come from (damdjax.workloads; "": generator)
     # rollout
     num_envs: int = 256
     num_chunks: int = 40
@@ -87,7 +103,16 @@ class RunConfig:
         return [("train", self.num_chunks, self.steps_per_chunk * self.num_envs)]
 
     def env_config(self) -> EnvConfig:
+        """The padded sizes: the workload's `required_config` where one is set."""
         return setting_config(self.setting())
+
+    def job_library(self) -> JobLibrary | None:
+        """The workload's job library (cached per process), None for the random generator."""
+        return resolve_workload(self.workload)
+
+    def make_env(self) -> EdgeEnv:
+        """The run's env: `env_config()`, drawing jobs from the workload where one is set."""
+        return EdgeEnv(self.env_config(), workload=self.job_library())
 
     def env_params(self) -> EnvParams:
         return setting_params(self.setting())
@@ -100,12 +125,14 @@ class RunConfig:
     @classmethod
     def from_json(cls, d: dict):
         """The config of a stored dict; ValueError naming missing or unknown fields (a run
-        written by another version must not silently take today's defaults)."""
+        written by another version must not silently take today's defaults). The one
+        exception: a dict without `workload` (written before workloads existed) is a run of
+        the random generator, `workload = ""`, so that such runs still resume."""
+        d = {"workload": "", **d}
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:
             raise ValueError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
-        d = dict(d)
         d["hidden"] = tuple(d["hidden"])
         return cls(**d)
 
@@ -188,6 +215,18 @@ def add_setting_flags(p: argparse.ArgumentParser, d) -> None:
       help="queue slots per server (default %(default)s)")
     a("--tau", type=float, default=d.tau,
       help="reward time constant (EnvParams.tau) (default %(default)s)")
+    a("--workload", default=d.workload, metavar="SPEC",
+      help=f"{WORKLOAD_HELP}; recorded in config.json, so evaluation draws the same jobs; "
+           "--num-tasks must hold its longest job")
+
+
+def check_workload_flag(p: argparse.ArgumentParser, spec: str, num_tasks: int) -> None:
+    """`p.error` (one line naming the value) unless `--workload spec` resolves and fits
+    `num_tasks` task slots and the default server memory (`workloads.check_workload`)."""
+    try:
+        check_workload(spec, num_tasks, EnvParams())
+    except ValueError as err:
+        p.error(f"--{err}")
 
 
 def check_positive(p: argparse.ArgumentParser, args, ints=(), floats=()) -> None:
@@ -236,6 +275,8 @@ def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
     kw["hidden"] = parse_hidden(p, args.hidden)
     kw["num_chunks"] = d.num_chunks if args.num_chunks is None else args.num_chunks
     kw["eval_episodes"] = d.eval_episodes if args.eval_episodes is None else args.eval_episodes
+    check_workload_flag(p, args.workload, args.num_tasks)
+    kw["workload"] = args.workload
     try:
         check_params(setting_config(kw), setting_params(kw))
     except ValueError as err:

@@ -11,7 +11,9 @@
     print(format_paired(table))
 
 Every method plays the same instances with the same play keys, so the
-differences are paired. Held-out instances come from
+differences are paired. A run with a workload (`damdjax.workloads`) passes its job
+library as `workload`: its held-out instances draw their jobs from it, as its training
+envs do. Held-out instances come from
 `fold_in(PRNGKey(seed), EVAL_FOLD)`; the trainers draw their training
 instances from `split` chains of `PRNGKey(seed)` and never fold in EVAL_FOLD.
 """
@@ -29,7 +31,8 @@ from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.rollout import play_batch, play_pairs, play_policies
 from damdjax.sharding import to_host
 from envs.config import EnvConfig, EnvParams
-from envs.generator import generate
+from envs.env import EdgeEnv
+from envs.workload import JobLibrary
 
 EVAL_FOLD = 7_777_777
 PAIRED_METRICS = ("avg_response_time", "deadline_miss_rate")
@@ -42,9 +45,12 @@ def held_out_keys(seed: int, episodes: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.split(k_inst, episodes), jax.random.split(k_play, episodes)
 
 
-def generate_held_out(config: EnvConfig, params: EnvParams, inst_keys: jax.Array):
-    """The instances of `inst_keys` [E] (leaves [E, ...]), generated once for every method."""
-    return jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
+def generate_held_out(config: EnvConfig, params: EnvParams, inst_keys: jax.Array,
+                      workload: JobLibrary | None = None):
+    """The instances of `inst_keys` [E] (leaves [E, ...]), generated once for every method;
+    jobs drawn from the `workload` library where given, else the random DAG generator's."""
+    env = EdgeEnv(config, workload=workload)
+    return jax.jit(jax.vmap(lambda k: env.generate(k, params)))(inst_keys)
 
 
 def _metrics(states) -> dict[str, np.ndarray]:
@@ -63,8 +69,8 @@ def play_named(policies: dict[str, Policy], params: EnvParams, instances, play_k
 
 
 def play_generated_members(member_fn: Callable, members, config: EnvConfig,
-                           inst_keys: jax.Array, play_keys: jax.Array, sharding=None
-                           ) -> dict[str, np.ndarray]:
+                           inst_keys: jax.Array, play_keys: jax.Array, sharding=None,
+                           workload: JobLibrary | None = None) -> dict[str, np.ndarray]:
     """Many trained policies at once: per-episode metrics [K, E] (float64).
 
     `members`: a pytree with leaves [K, ...] (e.g. each member's parameters and
@@ -72,11 +78,13 @@ def play_generated_members(member_fn: Callable, members, config: EnvConfig,
     setting from its slice (traced). Every member plays the same keys (`inst_keys`,
     `play_keys` [E]), as `play_named` does for named policies: one compiled program,
     `vmap` over members (sharded over devices by `sharding`, where given, as the members
-    are).
+    are). Jobs come from the `workload` library where given (`generate_held_out`).
     """
+    env = EdgeEnv(config, workload=workload)
+
     def one(member):
         policy, params = member_fn(member)
-        instances = jax.vmap(lambda k: generate(k, config, params))(inst_keys)
+        instances = jax.vmap(lambda k: env.generate(k, params))(inst_keys)
         states = play_batch(policy, play_keys, instances, config.queue_capacity, params.tau,
                             params.miss_penalty)
         metrics = jax.vmap(episode_metrics)(states)
@@ -110,17 +118,18 @@ def best_pair(per: dict[str, dict[str, np.ndarray]], names) -> str:
 
 def evaluate_paired(policies: dict[str, Policy], config: EnvConfig, params: EnvParams,
                     seed: int, episodes: int, reference: str, heuristics=(), keep=None,
-                    bound: bool = True) -> dict:
+                    bound: bool = True, workload: JobLibrary | None = None) -> dict:
     """Play every policy, and every heuristic pair named in `heuristics` (one compilation
     per dispatch rule), on the held-out episodes of `seed`; `paired_summary` vs `reference`.
 
     With `keep` (pair names), the summary shows only those pairs and the best of
     `heuristics` (smallest mean response time; its name in `"best_heuristic"`), and
     lists every pair's means under `"heuristics"`. The contention-free `bound` row is
-    added unless `bound` is False.
+    added unless `bound` is False. The instances draw their jobs from the `workload`
+    library where given (`generate_held_out`).
     """
     inst_keys, play_keys = held_out_keys(seed, episodes)
-    instances = generate_held_out(config, params, inst_keys)
+    instances = generate_held_out(config, params, inst_keys, workload)
     q = config.queue_capacity
     per = play_named(policies, params, instances, play_keys, q)
     pairs = play_named_pairs(heuristics, params, instances, play_keys, q) if heuristics else {}

@@ -186,7 +186,8 @@ DAMD_FILE = "damd.json"   # a train.damd run's index: its final stages and setti
 def load_damd(path: str) -> tuple[Policy, dict]:
     """`(DAMD policy (greedy dispatcher + greedy schedulers), setting)` of a train.damd run.
 
-    ValueError naming the path if it is not a finished DAMD run.
+    ValueError naming the path if it is not a finished DAMD run. A setting without
+    "workload" (written before workloads existed) is the random generator's: "".
     """
     file = os.path.join(path, DAMD_FILE)
     if not os.path.exists(file):
@@ -196,7 +197,7 @@ def load_damd(path: str) -> tuple[Policy, dict]:
     try:
         dispatcher = resolve_dispatcher(os.path.join(path, info["dispatcher"]))
         schedulers = resolve_scheduler(os.path.join(path, info["schedulers"]))
-        setting = info["setting"]
+        setting = {"workload": "", **info["setting"]}
     except KeyError as err:
         raise ValueError(f"{file}: missing {err}") from None
     if sorted(setting) != sorted(SETTING_FIELDS):

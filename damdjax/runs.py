@@ -61,7 +61,8 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     New run: `config_from_args()` (which may `parser.error`), then the folder is
     created (refused if it exists, unless --overwrite). --resume: the stored
     config.json (a dataclass with `num_chunks` and `eval_episodes` fields, or an object
-    with a `with_counts(num_chunks=, eval_episodes=)` method) with --num-chunks and
+    with a `with_counts(num_chunks=, eval_episodes=)` method; either with `env_config()`,
+    which resolves its recorded workload) with --num-chunks and
     --eval-episodes applied where given; any flag outside `resume_flags` is refused
     rather than silently ignored; it needs `checkpoint` (a path inside the run directory:
     train.damd's first stage's) to exist. With `writer` False (not the first process of
@@ -87,6 +88,7 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
         try:
             with open(paths["config"]) as f:
                 cfg = config_from_json(json.load(f))
+            cfg.env_config()  # resolves its recorded workload (a file gone: refused here)
         except (ValueError, TypeError, KeyError) as err:
             parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
         counts = {k: getattr(args, k, None) for k in ("num_chunks", "eval_episodes")

@@ -6,6 +6,7 @@
     python -m eval.compare --methods all                    # every heuristic pair
     python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L/E, same scheduler
     python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS, EC, best
+    python -m eval.compare --workload wfcommons:../shared/data/wfcommons --num-tasks 120
 
 Every method runs on the same instances (the same keys), so differences are
 paired. Generated instances are the held-out ones of --seed
@@ -16,9 +17,14 @@ method is compared, its paired differences from every other method;
 `--out` writes the numbers as JSON (and, for a single instance, the per-task
 schedule of each method in file order: jobs in file order, tasks in job order).
 
+`--workload SPEC` draws the generated instances' jobs from real jobs
+(damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz) instead of
+the random DAG generator; it contradicts --instance.
+
 A trained method brings its setting: with --dispatcher-checkpoint or
---damd-run, --num-tasks, --num-servers, --density, --slack and
---queue-capacity default to the run's own (flags given override them).
+--damd-run, --num-tasks, --num-servers, --density, --slack,
+--queue-capacity and --workload default to the run's own (flags given
+override them).
 """
 from __future__ import annotations
 
@@ -33,8 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import SETTING_FIELDS
-from damdjax.evaluation import best_pair, format_paired, held_out_keys, paired_summary
+from damdjax.cli import SETTING_FIELDS, check_workload_flag
+from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
+                                paired_summary)
 from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
 from damdjax.io import json_number, write_json_atomic
@@ -42,8 +49,8 @@ from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_batch, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
+from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
 from envs.config import EnvConfig, EnvParams, check_params
-from envs.generator import generate
 from envs.instance import instance_from_spec
 from envs.instance_io import InstanceError, global_index, load_instance
 from envs.state import done_time, unstarted_tasks
@@ -85,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slack", type=float, default=defaults.slack,
                    help="deadline slack: deadline = arrival + slack x the task's critical-path "
                         "time on an average server (default %(default)s)")
+    p.add_argument("--workload", default="", metavar="SPEC",
+                   help=f"{WORKLOAD_HELP} (default: the random generator, or the run's "
+                        "recorded workload with --dispatcher-checkpoint / --damd-run)")
     p.add_argument("--queue-capacity", type=int, default=None,
                    help="queue slots per server (default: 16 for generated instances, "
                         "the number of tasks for an instance file, so it never binds)")
@@ -100,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Parse and check flags; nonsense values exit with a one-line error (code 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.instance is not None and args.workload:
+        parser.error(f"--workload {args.workload!r} contradicts --instance {args.instance!r} "
+                     "(an instance file brings its own jobs)")
     try:
         args.learned, args.run_setting = learned_methods(args)
     except ValueError as e:
@@ -131,6 +144,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             v = getattr(args, name)
             if not v > 0 or not np.isfinite(v):
                 parser.error(f"--{name} must be a finite number > 0, got {v}")
+        check_workload_flag(parser, args.workload, args.num_tasks)
     return args
 
 
@@ -273,7 +287,8 @@ def _compare(args: argparse.Namespace) -> dict:
         args.episodes = args.episodes or 200
         params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
                                 density=args.density, slack=args.slack)
-        config = EnvConfig(n_max=args.num_tasks, m_max=args.num_servers)
+        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
+                                 queue_capacity=EnvConfig.queue_capacity)
         try:
             check_params(config, params)
         except ValueError as e:
@@ -281,9 +296,11 @@ def _compare(args: argparse.Namespace) -> dict:
         q_default = config.queue_capacity
         episodes = args.episodes
         inst_keys, play_keys = held_out_keys(args.seed, episodes)
-        instances = jax.jit(jax.vmap(lambda k: generate(k, config, params)))(inst_keys)
+        instances = generate_held_out(config, params, inst_keys, resolve_workload(args.workload))
         setting = {"num_tasks": args.num_tasks, "density": args.density,
                    "num_servers": args.num_servers, "slack": args.slack}
+        if args.workload:
+            setting["workload"] = args.workload
     if args.instance is not None:
         play_keys = held_out_keys(args.seed, episodes)[1]
     q = args.queue_capacity or q_default

@@ -45,8 +45,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive, parse_hidden,
-                         setting_config, setting_params)
+from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive,
+                         check_workload_flag, parse_hidden, setting_config, setting_params,
+                         setting_workload)
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, Policy, pair
 from damdjax.hyper import PipelineHyper, check_hyper
@@ -89,7 +90,8 @@ class DAMDConfig:
     schedulers stage's train.mdqn config (under the dispatcher just trained: its
     `dispatcher` field is unused, ""). Both hold the same setting and seed.
     `eval_episodes`: the final held-out evaluation (the stage configs' own
-    `eval_episodes` are train.damd's --stage-eval-episodes).
+    `eval_episodes` are train.damd's --stage-eval-episodes). The setting includes the
+    `workload` (--workload sets both stages'; they must agree).
     """
 
     dispatcher: dqn.DQNConfig
@@ -125,6 +127,10 @@ class DAMDConfig:
 
     def env_params(self):
         return self.dispatcher.env_params()
+
+    def job_library(self):
+        """The workload's job library (None: the random generator)."""
+        return self.dispatcher.job_library()
 
     def hyper(self) -> PipelineHyper:
         return PipelineHyper(dispatcher=self.dispatcher.hyper(),
@@ -294,7 +300,8 @@ def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
     `seed`, paired (reference "DAMD"), with the contention-free bound."""
     policy, setting = load_damd(run_dir)
     return evaluate_paired({"DAMD": policy}, setting_config(setting), setting_params(setting),
-                           seed, episodes, "DAMD", heuristics=ALL_PAIRS, keep=BASELINES)
+                           seed, episodes, "DAMD", heuristics=ALL_PAIRS, keep=BASELINES,
+                           workload=setting_workload(setting))
 
 
 # ---------------------------------------------------------------------------
@@ -368,6 +375,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
         if getattr(args, f"{k}_buffer_capacity") < getattr(args, f"{k}_num_envs"):
             p.error(f"--{k}-buffer-capacity must be >= --{k}-num-envs "
                     f"({getattr(args, f'{k}_num_envs')}), got {getattr(args, f'{k}_buffer_capacity')}")
+    check_workload_flag(p, args.workload, args.num_tasks)
     stage_eval = getattr(args, "stage_eval_episodes", 0)
     if stage_eval < 0:
         p.error(f"--stage-eval-episodes must be >= 0, got {stage_eval}")

@@ -194,7 +194,7 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
     `updates_per_step` gradient updates; its metrics: `episodes`, `avg_response_time`,
     `deadline_miss_rate`, `loss`, `invalid_dispatch`, `epsilon`, `buffer_ready`.
     """
-    env = EdgeEnv(config.env_config())
+    env = config.make_env()
     net = _network(config)
     env_step = _env_step_fn(config, env, axis_name, schedule)
 
@@ -295,7 +295,8 @@ def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
     policies = {"dqn": greedy_policy(config, q_params, params.time_scale),
                 **{name: pair(rule, schedule) for name, rule in DISPATCH_RULES.items()}}
     return {"scheduler": config.scheduler,
-            **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn")}
+            **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn",
+                              workload=config.job_library())}
 
 
 def format_eval(ev: dict) -> str:

@@ -200,7 +200,7 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
     learned), `invalid_picks`, `epsilon`, `pool_ready_min` (the emptiest pool's ready
     entries).
     """
-    env = EdgeEnv(config.env_config())
+    env = config.make_env()
     net = _network(config)
     env_step = _env_step_fn(config, env, axis_name, dispatch)
     share = config.share_params
@@ -294,7 +294,8 @@ def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
     policies = {"mdqn": greedy_policy(config, q_params, params.time_scale),
                 **{name: pair(dispatch, rule) for name, rule in SCHEDULE_RULES.items()}}
     return {"dispatcher": config.dispatcher,
-            **evaluate_paired(policies, env_config, params, config.seed, episodes, "mdqn")}
+            **evaluate_paired(policies, env_config, params, config.seed, episodes, "mdqn",
+                              workload=config.job_library())}
 
 
 def format_eval(ev: dict) -> str:

@@ -80,7 +80,8 @@ RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed"}
 class Trainer(NamedTuple):
     """What the sweep needs of a trainer module (train.dqn, train.mdqn, train.damd): its
     config class (with `hyper()`, `with_hyper(hyper, seed)`, `stage_plan()`, `seed`,
-    `num_chunks`, `eval_episodes`, `env_config()`, `env_params()`, `to_json()` and
+    `num_chunks`, `eval_episodes`, `env_config()`, `env_params()`, `job_library()`,
+    `to_json()` and
     `from_json`) and `make_train(config, axis_name)`, `program_config(config)`,
     `add_flags(parser, name, init)`, `config_from_args(parser, args)`,
     `greedy_policy(config, params, time_scale)` and `save_policy_file(run_dir, config,
@@ -140,6 +141,10 @@ class SweepConfig:
     @property
     def eval_episodes(self) -> int:
         return self.config.eval_episodes
+
+    def env_config(self):
+        """The padded sizes every member shares (the trainer config's, its workload's)."""
+        return self.config.env_config()
 
     def with_counts(self, **counts) -> "SweepConfig":
         """Run length / evaluation size changed (what --resume may change)."""
@@ -404,7 +409,8 @@ def evaluate(scfg: SweepConfig, members: list[Member], params, hyper, shard) -> 
     inst_keys, play_keys = held_out_keys(cfg.seed, cfg.eval_episodes)
     per = play_generated_members(
         lambda mem: (greedy(cfg, mem[0], time_scale), mem[1].env_params()),
-        (params, hyper), cfg.env_config(), inst_keys, play_keys, sharding=shard)
+        (params, hyper), cfg.env_config(), inst_keys, play_keys, sharding=shard,
+        workload=cfg.job_library())
     per_member = []
     for m in members:
         row = {"member": m.index, "seed": m.seed, "point": m.point, "hyper": m.hyper.values()}
