@@ -1,0 +1,217 @@
+"""Tests of --workload (damdjax/workloads.py and its wiring): specs, flag errors, the run
+config, held-out instances and eval.compare.
+
+Cheap by design: the fixture library (tests/data's helloworld workflow and the Alibaba
+excerpt's jobs of at most 4 tasks, written to a tmp .npz) is small; the flag and config
+tests compile nothing; one vmapped generator compile checks held-out instances, and one
+eval.compare run plays two heuristic pairs of one dispatch rule (one play compile).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from damdjax.cli import RunConfig, setting_config
+from damdjax.evaluation import generate_held_out, held_out_keys
+from damdjax.policies import dispatcher_network, init_dispatcher, save_dispatcher
+from damdjax.workloads import WorkloadError, parse_workload, resolve_workload
+from envs import convert
+from envs.config import EnvParams
+from envs.workload import library_from_specs, load_library, required_config, save_library
+from eval import compare
+from train import damd, dqn, mdqn
+
+DATA = Path(__file__).resolve().parent / "data"  # tests/data/README.md
+HELLO = DATA / "wfcommons" / "helloworld-forkjoin-10-chameleon.json"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "worked_example.json"
+NUM_TASKS, NUM_SERVERS = 12, 3  # the fixture's longest job (helloworld) has 10 tasks
+
+
+@pytest.fixture(scope="module")
+def lib_file(tmp_path_factory) -> Path:
+    """helloworld (10 tasks, fan-in 8) and the Alibaba excerpt's jobs of <= 4 tasks, packed."""
+    d = convert.DEFAULTS
+    jobs = [convert.job_spec(convert.read_wfcommons(HELLO), d.time_unit_s, d.wfcommons_data_unit)]
+    ali, _ = convert.read_alibaba(DATA / "alibaba-excerpt.csv")
+    jobs += [convert.job_spec(j, d.time_unit_s, d.alibaba_data_unit) for j in ali
+             if len(j.tasks) <= 4]
+    path = tmp_path_factory.mktemp("workload") / "jobs.npz"
+    save_library(path, library_from_specs(jobs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(lib_file) -> str:
+    return f"library:{lib_file}"
+
+
+# ---------------------------------------------------------------------------
+# Specs and flag errors (nothing compiled)
+# ---------------------------------------------------------------------------
+
+def test_specs_resolve_once_per_process(tmp_path, capsys):
+    """"" is the generator; wfcommons:FILE is converted once (summary printed once), and
+    the cached library equals the converter's jobs packed by hand."""
+    assert resolve_workload("") is None
+    copy = tmp_path / "hello.json"  # a fresh path: not in the cache yet
+    shutil.copy(HELLO, copy)
+    a = resolve_workload(f"wfcommons:{copy}")
+    b = resolve_workload(f"wfcommons:{copy}")
+    assert a is b
+    err = capsys.readouterr().err
+    assert err.count("skipped 0 of 1 jobs") == 1
+    assert a.num_jobs == 1 and a.max_length == 10 and a.max_preds == 8
+    d = convert.DEFAULTS
+    by_hand = library_from_specs([convert.job_spec(convert.read_wfcommons(HELLO), d.time_unit_s,
+                                                   d.wfcommons_data_unit)])
+    np.testing.assert_array_equal(a.preds, by_hand.preds)
+    np.testing.assert_array_equal(a.work, by_hand.work)
+    assert parse_workload(f"wfcommons:{DATA / 'wfcommons'}")[0] == "wfcommons"
+    with pytest.raises(WorkloadError, match="must be KIND:PATH"):
+        parse_workload("wfcommons")
+
+
+def _error_line(capsys) -> str:
+    """The one `error:` line on stderr (argparse's usage lines aside)."""
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["unknown", "missing", "not npz", "too long"])
+def test_trainer_flag_errors_are_one_line_naming_the_value(kind, lib_file, tmp_path, capsys):
+    value, message, tasks = {
+        "unknown": ("foo:bar", "must be KIND:PATH", NUM_TASKS),
+        "missing": (f"wfcommons:{tmp_path / 'none'}", "no such file or directory", NUM_TASKS),
+        "not npz": (f"library:{DATA / 'README.md'}", "not a readable .npz", NUM_TASKS),
+        "too long": (f"library:{lib_file}", "longest job has 10 tasks, more than num_tasks=5", 5),
+    }[kind]
+    for main in (dqn.main, mdqn.main, damd.main):
+        with pytest.raises(SystemExit) as exc:
+            main(["--run-dir", str(tmp_path), "--workload", value, "--num-tasks", str(tasks)])
+        assert exc.value.code == 2
+        line = _error_line(capsys)
+        assert f"--workload {value!r}" in line and message in line, line
+    assert not list(tmp_path.iterdir())  # refused before any run directory
+
+
+def test_compare_refuses_workload_with_an_instance_file(spec, capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--instance", str(EXAMPLE), "--workload", spec])
+    assert exc.value.code == 2
+    line = _error_line(capsys)
+    assert spec in line and "contradicts --instance" in line
+
+
+# ---------------------------------------------------------------------------
+# The run config
+# ---------------------------------------------------------------------------
+
+def test_run_config_takes_the_library_padding_and_round_trips(spec, lib_file):
+    lib = load_library(lib_file)
+    cfg = dqn.DQNConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS,
+                        num_envs=4, hidden=(8,))
+    assert cfg.env_config() == required_config(lib, NUM_TASKS, NUM_SERVERS, cfg.queue_capacity)
+    assert (cfg.env_config().j_max, cfg.env_config().p_max) == (10, 8)
+    assert cfg.job_library() is resolve_workload(spec)
+    assert cfg.make_env().workload is cfg.job_library()
+    assert setting_config(cfg.setting()) == cfg.env_config()  # what train.damd evaluates at
+    stored = json.loads(json.dumps(cfg.to_json()))
+    assert stored["workload"] == spec
+    assert dqn.DQNConfig.from_json(stored) == cfg
+    # The default: the generator's padding, unchanged.
+    assert RunConfig().env_config() == setting_config({**RunConfig().setting(), "workload": ""})
+    assert RunConfig().env_config().j_max == 8 and RunConfig().env_config().p_max == 3
+
+
+def test_a_config_written_before_workloads_loads_as_the_generator():
+    old = mdqn.MDQNConfig(num_tasks=NUM_TASKS).to_json()
+    del old["workload"]
+    assert mdqn.MDQNConfig.from_json(old).workload == ""
+    with pytest.raises(ValueError, match="unknown fields \\['bogus'\\]"):
+        mdqn.MDQNConfig.from_json({**old, "bogus": 1})
+    del old["seed"]
+    with pytest.raises(ValueError, match="missing fields \\['seed'\\]"):
+        mdqn.MDQNConfig.from_json(old)
+
+
+def test_damd_stages_must_share_the_workload(spec):
+    with pytest.raises(ValueError, match="must share the setting"):
+        damd.DAMDConfig(dispatcher=dqn.DQNConfig(workload=spec), schedulers=mdqn.MDQNConfig())
+    p = damd.build_parser()
+    args = p.parse_args(["--workload", spec, "--num-tasks", str(NUM_TASKS)])
+    cfg = damd.config_from_args(p, args)
+    assert cfg.dispatcher.workload == cfg.schedulers.workload == spec
+    assert cfg.job_library() is resolve_workload(spec)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation draws from the workload (one generator compile)
+# ---------------------------------------------------------------------------
+
+def test_held_out_instances_draw_library_jobs(spec, lib_file):
+    """Every job of a held-out instance is a library job (its DAG, sizes and works), the
+    last one possibly cut at num_tasks."""
+    lib = load_library(lib_file)
+    cfg = RunConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS)
+    inst_keys, _ = held_out_keys(0, 2)
+    inst = jax.tree.map(lambda x: np.asarray(x[0]), generate_held_out(
+        cfg.env_config(), cfg.env_params(), inst_keys, cfg.job_library()))
+    real = inst.task_mask
+    assert real.sum() == NUM_TASKS
+    jobs = np.unique(inst.job[real])
+    for j in jobs:
+        tasks = np.flatnonzero(real & (inst.job == j))
+        first, count = tasks[0], len(tasks)
+        np.testing.assert_array_equal(tasks, first + np.arange(count))  # contiguous
+        local = np.where(inst.preds[tasks] >= 0, inst.preds[tasks] - first, -1)
+        local = local[:, :lib.max_preds]
+        assert np.all(inst.preds[tasks, lib.max_preds:] == -1)
+        cut = j == jobs[-1]
+        matches = [
+            l for l in range(lib.num_jobs)
+            if (lib.length[l] == count or (cut and lib.length[l] > count))
+            and np.allclose(inst.size[tasks], lib.size[l, :count], rtol=1e-6)
+            and np.allclose(inst.work[tasks], lib.work[l, :count], rtol=1e-6)
+            and np.array_equal(local, lib.preds[l, :count])]
+        assert matches, f"job {j} ({count} tasks) is no library job"
+
+
+# ---------------------------------------------------------------------------
+# eval.compare
+# ---------------------------------------------------------------------------
+
+def test_compare_runs_on_the_workload(spec, tmp_path):
+    out = tmp_path / "cmp.json"
+    res = compare.main(["--workload", spec, "--episodes", "2", "--methods", "LF,LS",
+                        "--num-tasks", str(NUM_TASKS), "--num-servers", str(NUM_SERVERS),
+                        "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["setting"]["workload"] == spec
+    assert set(data["methods"]) == {"LF", "LS", "bound"}
+    bound = res["methods"]["bound"]["_per_episode"]["avg_response_time"]
+    for name in ("LF", "LS"):
+        r = data["methods"][name]
+        assert r["episodes"] == 2 and r["truncated"] == 0 and r["avg_response_time"] > 0
+        assert np.all(res["methods"][name]["_per_episode"]["avg_response_time"] >= bound - 1e-6)
+
+
+def test_compare_defaults_to_the_runs_recorded_workload(spec, tmp_path):
+    """--dispatcher-checkpoint RUN takes RUN's workload (as its other setting fields) unless
+    --workload is given."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = dqn.DQNConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS, hidden=(4,))
+    (run / "config.json").write_text(json.dumps(cfg.to_json()))
+    net = dispatcher_network(cfg.hidden)
+    save_dispatcher(str(run / "dispatcher.msgpack"), cfg.hidden, EnvParams().time_scale,
+                    init_dispatcher(net, jax.random.PRNGKey(0)))
+    args = compare.parse_args(["--dispatcher-checkpoint", str(run)])
+    assert (args.workload, args.num_tasks) == (spec, NUM_TASKS)
+    args = compare.parse_args(["--dispatcher-checkpoint", str(run), "--workload", ""])
+    assert args.workload == ""
