@@ -54,9 +54,10 @@ def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
     assert len(heuristics) == 20 and best == min(heuristics, key=heuristics.get)
     shown = {"NF", "RS", "LS", "EC", best}
     assert set(ev["methods"]) == {"DAMD", "bound"} | shown
-    res = compare.main(["--damd-run", str(root), "--episodes", "6", "--seed", "2"])
-    assert res["best_heuristic"] == best
-    for name in ("DAMD", "bound", *shown):
+    # (one heuristic: the 20 pairs' evaluation is tests/test_compare.py's)
+    res = compare.main(["--damd-run", str(root), "--episodes", "6", "--seed", "2",
+                        "--methods", "NF"])
+    for name in ("DAMD", "bound", "NF"):
         for k in ("avg_response_time", "deadline_miss_rate"):
             assert res["methods"][name][k] == pytest.approx(ev["methods"][name][k]["mean"],
                                                             rel=1e-6), (name, k)
