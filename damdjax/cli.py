@@ -18,9 +18,9 @@ import argparse
 import dataclasses
 import math
 
-from damdjax.hyper import Hyper
+from damdjax.hyper import Hyper, check_hyper
 from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
-from envs.config import EnvConfig, EnvParams, check_params
+from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.workload import JobLibrary
 
@@ -141,13 +141,12 @@ class RunConfig:
         return self.num_chunks * self.steps_per_chunk * self.num_envs
 
 
-POSITIVE_INT = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
-                "buffer_capacity", "batch_size", "eps_decay_steps", "target_every",
-                "updates_per_step")
-POSITIVE_FLOAT = ("density", "slack", "tau", "lr", "max_grad_norm")
-UNIT_INTERVAL = ("gamma", "eps_start", "eps_end")
-COPIED = ("learning_starts", "seed")
-
+# The program's sizes (checked here); every value a run may vary is a `Hyper` field, checked
+# by `damdjax.hyper.check_hyper` (one set of rules for flags, sweeps and train.damd).
+PROGRAM_INTS = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
+                "buffer_capacity", "batch_size", "updates_per_step")
+VALUE_FIELDS = ("density", "slack", "tau", "lr", "max_grad_norm", "gamma", "eps_start",
+                "eps_end", "eps_decay_steps", "target_every", "learning_starts")
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
@@ -260,30 +259,25 @@ def check_counts(p: argparse.ArgumentParser, args) -> None:
 
 def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
     """The shared fields, checked, as config keyword arguments (defaults from `d`)."""
-    check_positive(p, args, POSITIVE_INT, POSITIVE_FLOAT)
-    for name in UNIT_INTERVAL:
-        v = getattr(args, name)
-        if not 0 <= v <= 1:
-            p.error(f"{_flag(name)} must be in [0, 1], got {v}")
-    if args.learning_starts < 0:
-        p.error(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    check_positive(p, args, PROGRAM_INTS)
     if args.buffer_capacity < args.num_envs:
         p.error(f"--buffer-capacity ({args.buffer_capacity}) must be >= --num-envs "
                 f"({args.num_envs})")
-    kw = {name: getattr(args, name)
-          for name in POSITIVE_INT + POSITIVE_FLOAT + UNIT_INTERVAL + COPIED}
+    kw = {name: getattr(args, name) for name in PROGRAM_INTS + VALUE_FIELDS + ("seed",)}
     kw["hidden"] = parse_hidden(p, args.hidden)
     kw["num_chunks"] = d.num_chunks if args.num_chunks is None else args.num_chunks
     kw["eval_episodes"] = d.eval_episodes if args.eval_episodes is None else args.eval_episodes
     check_workload_flag(p, args.workload, args.num_tasks)
     kw["workload"] = args.workload
     try:
-        check_params(setting_config(kw), setting_params(kw))
+        check_hyper(Hyper.from_config(argparse.Namespace(**kw)), setting_config(kw))
     except ValueError as err:
-        p.error(str(err))
+        p.error(flag_message(err, Hyper.field_names()))
     return kw
 
 
-def check_setting(cfg) -> None:
-    """ValueError (naming the value) if a trainer config's environment setting is invalid."""
-    check_params(cfg.env_config(), cfg.env_params())
+def flag_message(err: ValueError, fields) -> str:
+    """`check_hyper`'s one-line error with the value's name as its flag (`lr must be > 0`
+    -> `--lr must be > 0`) where it names one of `fields`."""
+    name, _, rest = str(err).partition(" ")
+    return f"{_flag(name)} {rest}" if name in fields else str(err)

@@ -46,8 +46,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive,
-                         check_workload_flag, parse_hidden, setting_config, setting_params,
-                         setting_workload)
+                         check_workload_flag, flag_message, parse_hidden, setting_config,
+                         setting_params, setting_workload)
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, Policy, pair
 from damdjax.hyper import PipelineHyper, check_hyper
@@ -395,9 +395,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
     try:  # the values and the setting, before anything is written or compiled
         check_hyper(cfg.hyper(), cfg.env_config())
     except ValueError as err:
-        name, _, rest = str(err).partition(" ")   # a value's error names it: the flag's
-        p.error(f"--{name.replace('_', '-')} {rest}" if name in PipelineHyper.field_names()
-                else str(err))
+        p.error(flag_message(err, PipelineHyper.field_names()))
     return cfg
 
 
