@@ -1,6 +1,6 @@
 """Real DAG workloads -> instance files: WfCommons workflows and Alibaba v2018 jobs.
 
-Plain Python and numpy (no JAX). Usage::
+Plain Python and numpy (the defaults read from envs.config.EnvParams). Usage::
 
     python -m envs.convert wfcommons FILE... --out instance.json [--jobs N]
     python -m envs.convert alibaba CSV --out instance.json [--jobs N] [--arrivals trace]
@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from envs.config import EnvParams
 from envs.instance_io import (  # the private helpers: one cycle finder, one server check
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, _find_cycle, _parse_server,
     _topological, job_order, save_instance,
@@ -49,29 +50,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ServerModel:
-    """The generator's server model (envs.generator.generate_servers, EnvParams' defaults):
-    `cpu` work/time, `bw` data/time, `mem` data uniform in their ranges; `k` time
-    = `k_low + (k_high - k_low) * distance`, distance uniform over the unit disk.
-    Mirrored here because envs.config imports JAX; tests/test_convert.py holds it equal."""
+    """The generator's server model (envs.generator.generate_servers), its ranges taken
+    from `EnvParams`' defaults: `cpu` work/time, `bw` data/time, `mem` data uniform in
+    their ranges; `k` time = `k_low + (k_high - k_low) * distance`, distance uniform over
+    the unit disk."""
 
-    cpu_low: float = 1.0
-    cpu_high: float = 3.0
-    bw_low: float = 5.0
-    bw_high: float = 20.0
-    mem_low: float = 20.0
-    mem_high: float = 40.0
-    k_low: float = 0.1
-    k_high: float = 1.0
+    cpu_low: float = EnvParams.cpu_low
+    cpu_high: float = EnvParams.cpu_high
+    bw_low: float = EnvParams.bw_low
+    bw_high: float = EnvParams.bw_high
+    mem_low: float = EnvParams.mem_low
+    mem_high: float = EnvParams.mem_high
+    k_low: float = EnvParams.k_low
+    k_high: float = EnvParams.k_high
 
 
 @dataclass(frozen=True)
 class Defaults:
-    """The converter's defaults: EnvParams' `num_servers`, `density`, `slack` (held equal
-    by the tests) and the calibrated units (docs/model.md, "Real workloads")."""
+    """The converter's defaults: EnvParams' `num_servers`, `density`, `slack`, and the
+    calibrated units (docs/model.md, "Real workloads")."""
 
-    num_servers: int = 5
-    density: float = 2.0  # tasks per time unit
-    slack: float = 2.5
+    num_servers: int = EnvParams.num_servers
+    density: float = EnvParams.density  # tasks per time unit
+    slack: float = EnvParams.slack
     time_unit_s: float = 5.0  # seconds per time unit
     wfcommons_data_unit: float = float(2 ** 28)  # bytes per data unit (256 MiB)
     alibaba_data_unit: float = 0.15  # plan_mem per data unit
