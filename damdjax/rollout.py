@@ -111,23 +111,46 @@ def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
     return {name: out[name] for name in names}
 
 
-def select_envs(done: jax.Array, new, old):
-    """Per env (leading axis of every leaf), `new` where `done` [E] else `old`."""
-    def pick(a, b):
-        return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)
-    return jax.tree.map(pick, new, old)
+RESET_BLOCKS = 16  # the auto-reset draws fresh episodes in blocks of ceil(E / 16) envs
+
+
+def reset_block(num_envs: int) -> int:
+    """Envs per block of the auto-reset (`reset_finished`): ceil(E / RESET_BLOCKS)."""
+    return -(-num_envs // RESET_BLOCKS)
+
+
+def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state):
+    """`(obs, state)` [E] with a fresh episode `env.reset(keys[i], params)` in every env `i`
+    where `done` [E], the rest untouched: the same as resetting all E envs and selecting,
+    but only the finished envs' episodes are drawn. They are drawn in blocks of
+    `reset_block(E)` envs (a `fori_loop` over ceil(count / block) blocks), so a step where
+    a few episodes end costs one block, not E instances."""
+    num = done.shape[0]
+    block = reset_block(num)
+    blocks = -(-num // block)
+    order = jnp.nonzero(done, size=blocks * block, fill_value=num)[0]  # done envs first
+
+    def fill(b, carry):
+        idx = jax.lax.dynamic_slice(order, (b * block,), (block,))  # [block], num = none
+        fresh = jax.vmap(env.reset, in_axes=(0, None))(keys[jnp.minimum(idx, num - 1)], params)
+        return jax.tree.map(lambda full, new: full.at[idx].set(new, mode="drop"), carry, fresh)
+
+    count = jnp.sum(done.astype(jnp.int32))
+    return jax.lax.fori_loop(0, (count + block - 1) // block, fill, (obs, state))
 
 
 def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
                    axis_name: str | None = None):
     """Training loops' auto-reset: fresh episodes where `done` [E], metrics of the ended ones.
 
-    Returns `(obs, state, stats)` with `stats` = `episodes`, `response_sum`,
-    `miss_sum` (sums over the ended episodes). Skipped by `lax.cond` when no
-    episode ended (the common case): same result, less work. Under `jax.vmap(...,
-    axis_name=axis_name)` (a sweep's members) the skip is decided over the whole axis (no
-    episode ended in any member): a predicate that differs between members would turn
-    the `cond` into a `select` that resets every env at every step.
+    Env `i` restarts from `env.reset(jax.random.split(key, E)[i], params)` (`reset_envs`:
+    only the finished envs' episodes are drawn). Returns `(obs, state, stats)` with
+    `stats` = `episodes`, `response_sum`, `miss_sum` (sums over the ended episodes).
+    Skipped by `lax.cond` when no episode ended (the common case): same result, less
+    work. Under `jax.vmap(..., axis_name=axis_name)` (a sweep's members) the skip is
+    decided over the whole axis (no episode ended in any member): a predicate that
+    differs between members would turn the `cond` into a `select` that resets every env
+    at every step.
     """
     def finish(operand):
         obs, state = operand
@@ -135,9 +158,8 @@ def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
         w = done.astype(jnp.float32)
         stats = {"episodes": jnp.sum(w), "response_sum": jnp.sum(w * met["avg_response_time"]),
                  "miss_sum": jnp.sum(w * met["deadline_miss_rate"])}
-        obs_r, state_r = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(key, done.shape[0]), params)
-        return select_envs(done, obs_r, obs), select_envs(done, state_r, state), stats
+        keys = jax.random.split(key, done.shape[0])
+        return (*reset_envs(env, params, keys, done, obs, state), stats)
 
     def keep(operand):
         zero = jnp.zeros((), jnp.float32)

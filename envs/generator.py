@@ -119,14 +119,15 @@ def critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, depth: int):
 
 
 def finish_instance(servers, arrival, task_mask, job, preds, size, work, config: EnvConfig,
-                    params: EnvParams) -> Instance:
+                    params: EnvParams, depth: int | None = None) -> Instance:
     """The :class:`Instance` of drawn servers and tasks, with the derived fields.
 
     `servers` = `(cpu, bw, mem, k, server_mask)` [M] (:func:`generate_servers`);
     `arrival`, `task_mask`, `job` [N] (:func:`layout_jobs`); `preds` [N, P] global
     indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
     Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
-    relaxed `j_max` rounds), the successor window [N, W] and the upward rank [N].
+    relaxed `depth` rounds: at least the longest chain of tasks of any job; default
+    `config.j_max`), the successor window [N, W] and the upward rank [N].
     """
     cpu, bw, mem, k, server_mask = servers
     real = server_mask.astype(size.dtype)
@@ -134,7 +135,8 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     cpu_ref = jnp.sum(cpu * real) / count
     bw_ref = jnp.sum(bw * real) / count
     k_ref = jnp.sum(k * real) / count
-    ef = critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, config.j_max)
+    ef = critical_path(preds, size, work, cpu_ref, bw_ref, k_ref,
+                       config.j_max if depth is None else depth)
     deadline = jnp.where(task_mask, arrival + params.slack * (ef + k_ref), jnp.inf)
     succ = successor_window(preds, config.succ_window)
     return Instance(

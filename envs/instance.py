@@ -55,16 +55,15 @@ class Instance:
 def successor_window(preds: jax.Array, window: int) -> jax.Array:
     """`succ[i, d]` = task `i+1+d` lists `i` among its predecessors.
 
-    Args: preds [N, P] int (global indices, -1 padding); window `W` >= the
-    largest index gap between a task and its predecessor.
-    Returns: [N, W] bool.
+    Args: preds [N, P] int (global indices, -1 padding; one not below its row is left out);
+    window `W` >= the largest index gap between a task and its predecessor (edges with
+    larger gaps are left out). Returns: [N, W] bool, one scatter of the N * P edges.
     """
     n = preds.shape[0]
-    idx = jnp.arange(n)
-    later = idx[:, None] + 1 + jnp.arange(window)[None, :]  # [N, W]
-    later_preds = jnp.take(preds, jnp.clip(later, 0, n - 1), axis=0)  # [N, W, P]
-    hit = jnp.any(later_preds == idx[:, None, None], axis=-1)
-    return hit & (later < n)
+    gap = jnp.arange(n)[:, None] - preds - 1  # [N, P] offset of each task in its pred's window
+    edge = (preds >= 0) & (gap >= 0) & (gap < window)
+    row = jnp.where(edge, preds, n)  # out of range: dropped
+    return jnp.zeros((n, window), bool).at[row, jnp.where(edge, gap, 0)].set(True, mode="drop")
 
 
 def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.Array,

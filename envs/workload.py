@@ -83,6 +83,18 @@ class JobLibrary:
         """`P`: predecessor slots per task (the widest fan-in, at least 1)."""
         return int(self.preds.shape[2])
 
+    @property
+    def max_depth(self) -> int:
+        """The longest chain of tasks in any job (1..T): the relaxation rounds that make a
+        critical path exact (`envs.generator.critical_path`)."""
+        depth = np.zeros(self.size.shape, np.int64)  # [J, T] tasks on the longest chain to it
+        rows = np.arange(depth.shape[0])[:, None]
+        for t in range(depth.shape[1]):  # predecessors come first
+            preds = self.preds[:, t]  # [J, P]
+            before = np.where(preds >= 0, depth[rows, np.maximum(preds, 0)], 0)
+            depth[:, t] = 1 + before.max(axis=1)
+        return int(np.where(np.arange(depth.shape[1]) < self.length[:, None], depth, 0).max())
+
 
 # --------------------------------------------------------------------------
 # Validation
@@ -303,7 +315,8 @@ def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
     as they are), the last one cut at `params.num_tasks`. Jobs arrive as a Poisson process:
     the first at 0, then gaps of mean `mean(lib.length) / params.density` time units, so
     tasks arrive at `density` per time unit on average. Deadlines, the successor window and
-    the upward rank follow `generate`. `config` must fit `lib` (:func:`required_config`).
+    the upward rank follow `generate` (the critical path relaxed `lib.max_depth` rounds, which
+is exact). `config` must fit `lib` (:func:`required_config`).
     """
     check_library(lib, config)
     dtype = jnp.zeros(()).dtype
@@ -323,4 +336,5 @@ def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
     preds = jnp.pad(preds, ((0, 0), (0, config.p_max - preds.shape[1])), constant_values=-1)
     size = jnp.where(task_mask, jnp.asarray(lib.size, dtype)[source, position], 0.0)
     work = jnp.where(task_mask, jnp.asarray(lib.work, dtype)[source, position], 0.0)
-    return finish_instance(servers, arrival, task_mask, job, preds, size, work, config, params)
+    return finish_instance(servers, arrival, task_mask, job, preds, size, work, config, params,
+                           depth=lib.max_depth)

@@ -128,6 +128,35 @@ def test_jit_equals_no_jit():
     assert int(state_j.step) == 3 and not bool(state_j.done)
 
 
+def test_auto_reset_draws_only_the_finished_envs_and_equals_resetting_all():
+    """`rollout.reset_envs` (blocks of ceil(E / 16) envs, only where done) against the
+    plain rule: reset every env with its own key and keep the fresh one where done.
+    Integers and booleans exactly; floats to float32 rounding (XLA may vectorise a batch
+    of 3 envs differently from one of 37: a last-bit difference in an observation)."""
+    from damdjax.rollout import reset_block, reset_envs
+
+    num = 37  # blocks of 3: 13 blocks, the last one short
+    assert reset_block(num) == 3
+    keys = jax.random.split(jax.random.PRNGKey(11), num)
+
+    @jax.jit
+    def both(done):
+        fresh = jax.vmap(ENV.reset, in_axes=(0, None))(keys, PARAMS)
+        old = jax.tree.map(lambda x: x[::-1], fresh)  # other episodes in every env
+        got = reset_envs(ENV, PARAMS, keys, done, *old)
+        want = jax.tree.map(
+            lambda a, b: jnp.where(done.reshape((num,) + (1,) * (a.ndim - 1)), a, b), fresh, old)
+        return got, want
+
+    rng = np.random.default_rng(0)
+    masks = [np.zeros(num, bool), np.ones(num, bool), np.eye(num, dtype=bool)[num - 1],
+             np.eye(num, dtype=bool)[0] | np.eye(num, dtype=bool)[17]]
+    masks += [rng.random(num) < q for q in (0.1, 0.5, 0.9)]
+    for done in masks:
+        got, want = both(jnp.asarray(done))
+        assert_trees_close(got, want, rtol=1e-6, atol=1e-7, what=f"{int(done.sum())} done: ")
+
+
 def test_vmap_equals_python_loop(episodes):
     keys, run_keys = episode_keys()
     params = jax.tree_util.tree_map(lambda *x: jnp.asarray(x), *episode_params())

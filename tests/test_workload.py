@@ -207,6 +207,37 @@ def test_good_hand_made_file_loads_and_unreadable_files_are_refused(tmp_path):
     assert zipfile.is_zipfile(path)
 
 
+def test_max_depth_is_the_longest_chain_of_tasks():
+    """Hand-made jobs: a chain of 4, a fork-join of 5 (depth 3), a diamond under a chain
+    (depth 5); and the fixtures' jobs against a recursive count."""
+    preds = np.full((3, 6, 3), -1, np.int32)
+    preds[0, 1:4, 0] = [0, 1, 2]                                   # 0-1-2-3
+    preds[1, 1:4, 0] = 0; preds[1, 4, :3] = [1, 2, 3]              # fork-join
+    preds[2, 1, 0] = 0; preds[2, 2:4, 0] = 1; preds[2, 4, :2] = [2, 3]; preds[2, 5, 0] = 4
+    lib = JobLibrary(length=np.array([4, 5, 6], np.int32), size=np.ones((3, 6)),
+                     work=np.ones((3, 6)), preds=preds, names=("a", "b", "c"))
+    assert lib.max_depth == 5
+    assert lib.replace(length=lib.length[:2], size=lib.size[:2], work=lib.work[:2],
+                       preds=lib.preds[:2]).max_depth == 4
+    single = JobLibrary(length=np.array([1], np.int32), size=np.ones((1, 1)),
+                        work=np.ones((1, 1)), preds=np.full((1, 1, 1), -1, np.int32),
+                        names=("s",))
+    assert single.max_depth == 1
+
+
+def test_max_depth_of_the_fixtures(library):
+    def depth(j, t, memo):
+        if (j, t) not in memo:
+            memo[j, t] = 1 + max((depth(j, int(p), memo) for p in library.preds[j, t] if p >= 0),
+                                 default=0)
+        return memo[j, t]
+
+    memo = {}
+    want = max(depth(j, t, memo) for j in range(library.num_jobs)
+               for t in range(int(library.length[j])))
+    assert library.max_depth == want > 2
+
+
 def test_config_must_fit_the_library(small):
     config = required_config(small, n_max=30, m_max=3, queue_capacity=2)
     assert (config.j_max, config.p_max) == (small.max_length, small.max_preds)
