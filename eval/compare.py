@@ -257,14 +257,16 @@ def summarize_bound(instances) -> dict:
 
 
 def schedule_in_file_order(state, spec) -> dict:
-    """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode)."""
+    """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode);
+    times on the simulator's clock (the file's minus `spec.time_offset`, its first
+    arrival: the setting's `time_offset`); None for a time that never came (a task that
+    never started)."""
     first = jax.tree_util.tree_map(lambda x: x[0], state)
     order = [g for job in global_index(spec) for g in job]
     server = np.asarray(first.server)[order]
-    return {"server": [int(s) for s in server],
-            "start": [float(x) for x in np.asarray(first.start)[order]],
-            "finish": [float(x) for x in np.asarray(first.finish)[order]],
-            "done": [float(x) for x in np.asarray(done_time(first))[order]]}
+    times = lambda xs: [json_number(float(x)) for x in np.asarray(xs)[order]]  # noqa: E731
+    return {"server": [int(s) for s in server], "start": times(first.start),
+            "finish": times(first.finish), "done": times(done_time(first))}
 
 
 def format_table(results: dict) -> str:
@@ -304,6 +306,8 @@ def _compare(args: argparse.Namespace) -> dict:
         instances = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (episodes,) + x.shape), instance)
         setting = {"instance": args.instance}
+        if spec.time_offset:  # the file's times are the simulator's plus this
+            setting["time_offset"] = spec.time_offset
     else:
         spec = None
         args.episodes = args.episodes or 200

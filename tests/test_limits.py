@@ -144,3 +144,116 @@ def test_evaluation_estimate_matches_a_played_batch():
         num_tasks=9, num_servers=3))), keys)
     states = jax.eval_shape(lambda k, i: play_batch(pair_from_name("LS"), k, i, 4), keys, insts)
     assert memory.evaluation_bytes(config, episodes, 1) == _bytes(insts) + _bytes(states)
+
+
+# ---------------------------------------------------------------------------
+# Instance files: extreme values, the shift to a first arrival of 0, precision
+# ---------------------------------------------------------------------------
+
+import copy  # noqa: E402
+import decimal  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+
+from envs.instance import instance_from_spec  # noqa: E402
+from envs.instance_io import InstanceError, load_instance, parse_instance  # noqa: E402
+
+EXAMPLE = "examples/worked_example.json"
+# (path in the file, value, the message's start or None where the value is valid)
+FIELDS = [
+    (("servers", 0, "cpu"), 1e308, "job 0, task 0: processing time work / cpu = 2.0 / 1e+308"),
+    (("servers", 0, "cpu"), 1e-308, "job 0, task 0: processing time work / cpu = 2.0 / 1e-308"),
+    (("servers", 0, "bw"), 1e308, "job 0, task 0: upload time size / bw = 2.0 / 1e+308"),
+    (("servers", 0, "bw"), 1e-308, "job 0, task 0: upload time size / bw = 2.0 / 1e-308"),
+    (("servers", 0, "mem"), 1e308, None),
+    (("servers", 0, "mem"), 1e-308, None),            # server 1 holds every task
+    (("servers", 0, "k"), 1e308, "server 0: k 1e+308 puts the instance's serial horizon"),
+    (("servers", 0, "k"), 1e-308, "server 0: k 1e-308 is outside float64's range"),
+    (("jobs", 0, "arrival"), 1e308, "job 1: arrives at 1.0, before job 0"),
+    (("jobs", 0, "arrival"), 1e-308, None),
+    (("jobs", 1, "arrival"), 1e308, "job 1: arrival 1e+308 puts the instance's serial horizon"),
+    (("jobs", 1, "arrival"), 1e-308, None),
+    (("jobs", 0, "tasks", 1, "size"), 1e308, "job 0, task 1: size 1e+308 exceeds every server"),
+    (("jobs", 0, "tasks", 1, "size"), 1e-308, "job 0, task 1: upload time size / bw = 1e-308"),
+    (("jobs", 0, "tasks", 1, "work"), 1e308, "job 0, task 1: longest processing time 1e+308"),
+    (("jobs", 0, "tasks", 1, "work"), 1e-308, "job 0, task 1: processing time work / cpu = 1e-308"),
+    (("jobs", 0, "tasks", 1, "deadline"), 1e308, "job 0, task 1's deadline 1e+308 spans too much"),
+    (("jobs", 0, "tasks", 1, "deadline"), 1e-308, None),
+]
+
+
+def _with(obj, path, value):
+    obj = copy.deepcopy(obj)
+    node = obj
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return obj
+
+
+@pytest.mark.parametrize("path,value,message", FIELDS,
+                         ids=[f"{'.'.join(map(str, p))}={v:g}" for p, v, _ in FIELDS])
+def test_extreme_instance_value_is_refused_in_one_line_or_stays_finite(path, value, message):
+    obj = _with(json.load(open(EXAMPLE)), path, value)
+    if message is None:
+        spec = parse_instance(obj)
+        assert spec.jobs[0].arrival == 0.0
+        return
+    with pytest.raises(InstanceError) as exc:
+        parse_instance(obj)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+def _offset_file(tmp_path, offset: str) -> str:
+    """The worked example with `offset` added to every arrival and deadline, written
+    exactly (decimal text)."""
+    d = json.load(open(EXAMPLE), parse_float=decimal.Decimal)
+    o = decimal.Decimal(offset)
+    for job in d["jobs"]:
+        job["arrival"] = decimal.Decimal(job["arrival"]) + o
+        for task in job["tasks"]:
+            task["deadline"] = decimal.Decimal(task["deadline"]) + o
+    text = re.sub(r'"(-?[0-9.E+-]+)"', r"\1", json.dumps(d, default=str))  # decimals bare
+    path = tmp_path / f"offset-{offset}.json"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("offset", ["1.7E15", "1E17"])
+def test_a_large_common_offset_is_shifted_away_exactly(offset, tmp_path):
+    """Issue 15: the worked example offset by 1.7e15 or 1e17 is the same instance (so every
+    method's result is the same), its offset kept for reporting."""
+    base = load_instance(EXAMPLE)
+    spec = load_instance(_offset_file(tmp_path, offset))
+    assert spec == base and spec.jobs[1].arrival == 1.0
+    assert spec.time_offset == float(offset)
+
+
+def test_a_span_that_loses_precision_is_refused(tmp_path):
+    obj = _with(json.load(open(EXAMPLE)), ("jobs", 1, "arrival"), 1e14)
+    for task in obj["jobs"][1]["tasks"]:
+        task["deadline"] = 1e14 + 4
+    with pytest.raises(InstanceError, match=r"^job 1, task 0's deadline 1e\+14 spans too much "
+                                            r"for float64: its spacing there"):
+        parse_instance(obj)
+    # float32 (the JAX env's default) refuses far smaller spans; float64 keeps them
+    obj = _with(json.load(open(EXAMPLE)), ("jobs", 1, "arrival"), 1e5)
+    obj["jobs"][1]["tasks"][0]["deadline"] = 1e5 + 4
+    spec = parse_instance(obj)
+    with pytest.raises(InstanceError, match=r"spans too much for float32"):
+        instance_from_spec(spec, np.float32)
+
+
+def test_compare_output_has_no_inf_or_nan_on_extreme_valid_values(tmp_path, capsys):
+    """The values an instance may take at 1e308 / 1e-308 (a memory, a first arrival, a
+    deadline) give finite numbers in eval.compare's table and JSON."""
+    from eval import compare
+    obj = json.load(open(EXAMPLE))
+    for path, value in ((("servers", 0, "mem"), 1e308), (("jobs", 0, "arrival"), 1e-308),
+                        (("jobs", 0, "tasks", 1, "deadline"), 1e-308)):
+        obj = _with(obj, path, value)
+    src, out = tmp_path / "extreme.json", tmp_path / "out.json"
+    src.write_text(json.dumps(obj))
+    compare.main(["--instance", str(src), "--methods", "LS", "--out", str(out)])
+    text = (capsys.readouterr().out + out.read_text()).replace(str(tmp_path), "").lower()
+    assert "nan" not in text and "inf" not in text
