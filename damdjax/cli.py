@@ -18,9 +18,10 @@ import argparse
 import dataclasses
 import math
 
+from damdjax import memory
 from damdjax.hyper import Hyper, check_hyper
 from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
-from envs.config import EnvConfig, EnvParams
+from envs.config import INT32_MAX, SIZE_LIMITS, EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.workload import JobLibrary
 
@@ -140,6 +141,45 @@ class RunConfig:
     def total_env_steps(self) -> int:
         return self.num_chunks * self.steps_per_chunk * self.num_envs
 
+    def counter_totals(self, prefix: str = "") -> list[tuple[str, int]]:
+        """`[(what, final value)]` of the run's int32 counters (env steps, which also bound
+        the replay's write stamps, and gradient updates) after `num_chunks`; `what` names
+        the flags (with `prefix`, e.g. "dqn-") whose product it is."""
+        f = lambda name: f"--{prefix}{name.replace('_', '-')} {getattr(self, name)}"
+        per = self.num_chunks * self.steps_per_chunk
+        return [(f"{f('num_chunks')} x {f('steps_per_chunk')} x {f('num_envs')} env steps",
+                 per * self.num_envs),
+                (f"{f('num_chunks')} x {f('steps_per_chunk')} x {f('updates_per_step')} "
+                 "gradient updates", per * self.updates_per_step)]
+
+    # The trainer's per-env runner arrays besides the env state and observation (bytes per
+    # env), its replay buffer (bytes) and the policies its evaluation plays.
+    def runner_env_bytes(self) -> int:
+        raise NotImplementedError
+
+    def replay_memory(self) -> int:
+        raise NotImplementedError
+
+    eval_methods = 1
+
+    def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"
+                     ) -> list[tuple[str, int]]:
+        """`[(what, bytes)]` the run holds (`damdjax.memory`): the vmapped env states and
+        runner arrays [num_envs], the replay buffer(s), the held-out evaluation; `what`
+        names the flags that drive each (with `prefix`, e.g. "dqn-")."""
+        c, f = self.env_config(), memory.float_bytes()
+        per_env = (memory.env_state_bytes(c, f) + memory.observation_bytes(c, f)
+                   + self.runner_env_bytes())
+        setting = (f"--num-tasks {self.num_tasks}, --num-servers {self.num_servers}, "
+                   f"--queue-capacity {self.queue_capacity}")
+        return [(f"the vmapped env states (--{prefix}num-envs {self.num_envs} x "
+                 f"{memory.human(per_env)} per env at {setting})", self.num_envs * per_env),
+                (f"the replay buffer (--{prefix}buffer-capacity {self.buffer_capacity} "
+                 f"at {setting})", self.replay_memory()),
+                (f"the held-out evaluation ({eval_flag} {self.eval_episodes} x "
+                 f"{self.eval_methods + 1} batches at {setting})",
+                 memory.evaluation_bytes(c, self.eval_episodes, self.eval_methods, f))]
+
 
 # The program's sizes (checked here); every value a run may vary is a `Hyper` field, checked
 # by `damdjax.hyper.check_hyper` (one set of rules for flags, sweeps and train.damd).
@@ -229,10 +269,10 @@ def check_workload_flag(p: argparse.ArgumentParser, spec: str, num_tasks: int) -
 
 
 def check_positive(p: argparse.ArgumentParser, args, ints=(), floats=()) -> None:
-    """Integer flags `ints` >= 1 and float flags `floats` finite and > 0, else `p.error`."""
+    """Integer flags `ints` in [1, INT32_MAX] (they size or count device arrays, int32) and
+    float flags `floats` finite and > 0, else `p.error`."""
     for name in ints:
-        if getattr(args, name) < 1:
-            p.error(f"{_flag(name)} must be >= 1, got {getattr(args, name)}")
+        check_int_flag(p, _flag(name), getattr(args, name), 1, *int_limit(name))
     for name in floats:
         v = getattr(args, name)
         if not (math.isfinite(v) and v > 0):
@@ -249,12 +289,45 @@ def parse_hidden(p: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
     return hidden
 
 
+def check_int_flag(p: argparse.ArgumentParser, flag: str, value: int, low: int,
+                   high: int = INT32_MAX, why: str = "int32") -> None:
+    """`p.error` (one line naming the flag, the value and the limit) unless `low <= value
+    <= high` (default: the int32 maximum, as every count reaches an int32 array)."""
+    if value < low:
+        p.error(f"{flag} must be >= {low}, got {value}")
+    if value > high:
+        p.error(f"{flag} must be <= {high} ({why}), got {value}")
+
+
+def int_limit(name: str) -> tuple[int, str]:
+    """`(largest value, why)` of an integer flag: int32, but --num-tasks, whose step cap
+    `2 N + 2` must fit int32 (`envs.config.SIZE_LIMITS`)."""
+    if name == "num_tasks":
+        return SIZE_LIMITS["n_max"], "the step cap 2 N + 2 must fit int32"
+    return INT32_MAX, "int32"
+
+
 def check_counts(p: argparse.ArgumentParser, args) -> None:
-    """--num-chunks >= 1 and --eval-episodes >= 0 where given (also with --resume)."""
+    """--num-chunks >= 1 and --eval-episodes >= 0 where given (also with --resume), both
+    within int32."""
     for name, low in (("num_chunks", 1), ("eval_episodes", 0)):
         v = getattr(args, name, None)
-        if v is not None and v < low:
-            p.error(f"{_flag(name)} must be >= {low}, got {v}")
+        if v is not None:
+            check_int_flag(p, _flag(name), v, low)
+
+
+def check_program(p: argparse.ArgumentParser, cfg) -> None:
+    """Before anything is allocated or compiled (new runs and resumes alike): every int32
+    counter of the run stays within int32 to its last chunk (`cfg.counter_totals()`), and
+    the memory it holds (`cfg.memory_parts()`, `damdjax.memory`) fits the device (or, on
+    CPU, the host). Else `p.error`: one line with the estimate and the flags behind it."""
+    for what, total in cfg.counter_totals():
+        if total > INT32_MAX:
+            p.error(f"{what} = {total} overflow the int32 counters (at most {INT32_MAX})")
+    try:
+        memory.check_memory(cfg.memory_parts())
+    except ValueError as err:
+        p.error(str(err))
 
 
 def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:

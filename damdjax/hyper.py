@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from envs.config import EnvConfig, EnvParams, check_params
+from envs.config import INT32_MAX, EnvConfig, EnvParams, check_params
 
 
 @struct.dataclass
@@ -123,6 +123,8 @@ def program_of(config, **run_values):
 
 
 def _python(x):
+    if type(x) in (int, float):   # a Python number as given (any size: checked later)
+        return x
     x = np.asarray(x)
     return int(x) if x.dtype.kind in "iub" else float(x)
 
@@ -132,8 +134,8 @@ def check_hyper(h, config: EnvConfig) -> None:
     a `PipelineHyper`: each stage kind's, named with its prefix).
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
-    `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers where
-    INT_FIELDS; the setting as `envs.config.check_params` within `config`'s padding.
+    `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers within int32
+    where INT_FIELDS; the setting as `envs.config.check_params` within `config`'s padding.
     """
     if isinstance(h, PipelineHyper):
         for prefix, part in ((DISPATCHER_PREFIX, h.dispatcher), (SCHEDULERS_PREFIX, h.schedulers)):
@@ -150,6 +152,8 @@ def check_hyper(h, config: EnvConfig) -> None:
             raise ValueError(f"{name} must be finite, got {v[name]}")
         if name in INT_FIELDS and float(getattr(h, name)) != int(v[name]):
             raise ValueError(f"{name} must be an integer, got {float(getattr(h, name)):g}")
+        if name in INT_FIELDS and abs(v[name]) > INT32_MAX:   # traced as int32
+            raise ValueError(f"{name} must be <= {INT32_MAX} (int32), got {v[name]}")
     for name in ("lr", "max_grad_norm", "eps_decay_steps", "target_every"):
         if not v[name] > 0:
             raise ValueError(f"{name} must be > 0, got {v[name]:g}")

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from damdjax.checkpoint import load_tree, save_tree
-from damdjax.cli import check_counts
+from damdjax.cli import check_counts, check_program
 from damdjax.hyper import Hyper
 from damdjax.io import write_bytes_atomic, write_json_atomic
 from damdjax.rollout import with_params
@@ -66,7 +66,8 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     --eval-episodes applied where given; any flag outside `resume_flags` is refused
     rather than silently ignored; it needs `checkpoint` (a path inside the run directory:
     train.damd's first stage's) to exist. With `writer` False (not the first process of
-    a multi-host run) nothing is created or written.
+    a multi-host run) nothing is created or written. Either way the config passes
+    `cli.check_program` (int32 counters, the memory estimate) before anything is written.
     """
     if not args.name or os.sep in args.name or args.name in (".", ".."):
         parser.error(f"--name must be a plain folder name, got {args.name!r}")
@@ -95,8 +96,10 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                   if getattr(args, k, None) is not None}
         cfg = (cfg.with_counts(**counts) if hasattr(cfg, "with_counts")
                else dataclasses.replace(cfg, **counts))
+        check_program(parser, cfg)
     else:
         cfg = config_from_args()
+        check_program(parser, cfg)
         if writer:  # (the other processes of a multi-host run may see it made already)
             if os.path.exists(run_dir):
                 if not args.overwrite:

@@ -19,6 +19,11 @@ import dataclasses
 import jax.numpy as jnp
 from flax import struct
 
+INT32_MAX = 2**31 - 1   # every count and index reaches an int32 array
+# The largest padded sizes: each fits int32, and n_max leaves the step cap 2 n_max + 2 there.
+SIZE_LIMITS = {"n_max": (INT32_MAX - 2) // 2, "m_max": INT32_MAX, "p_max": INT32_MAX,
+               "queue_capacity": INT32_MAX, "j_max": INT32_MAX}
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
@@ -44,6 +49,9 @@ class EnvConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"EnvConfig.{name} must be an integer >= 1, got {value!r}")
+            if value > SIZE_LIMITS[name]:
+                raise ValueError(f"EnvConfig.{name} must be <= {SIZE_LIMITS[name]} (int32 "
+                                 f"indices), got {value!r}")
 
     @property
     def succ_window(self) -> int:

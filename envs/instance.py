@@ -146,9 +146,24 @@ def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
 
     Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
     `P` and the successor window are the file's own), and the queue capacity
-    is `N`, so it can never bind (a user may pass a smaller one to `reset`).
+    is `N`, so it can never bind (a user may pass a smaller one to `reset`). An instance
+    whose times overflow or lose all precision in `dtype` (default: JAX's default float,
+    float32 unless x64) is refused (`envs.instance_io.check_times`, InstanceError).
     """
-    from envs.instance_io import padded_arrays  # plain numpy, no cycle
+    from envs.instance_io import check_times, padded_arrays  # plain numpy, no cycle
 
+    check_times(spec, dtype or jnp.zeros(()).dtype)
     arrays = padded_arrays(spec)
     return instance_from_arrays(arrays, dtype=dtype), int(arrays["task_mask"].sum())
+
+
+def spec_config(spec):
+    """The padded sizes `instance_from_spec(spec)` gives, as an `EnvConfig` (computed from
+    the spec alone, before any array is made): `N`, `M`, the largest in-degree (at least
+    1), queue capacity `N`, and `j_max` the largest job (its window bounds the file's)."""
+    from envs.config import EnvConfig
+    from envs.instance_io import max_in_degree, max_job_size
+
+    return EnvConfig(n_max=spec.num_tasks, m_max=spec.num_servers,
+                     p_max=max(max_in_degree(spec), 1), queue_capacity=spec.num_tasks,
+                     j_max=max(max_job_size(spec), 2))

@@ -62,6 +62,7 @@ server, and the offending value.
 from __future__ import annotations
 
 import copy
+import decimal
 import heapq
 import json
 import math
@@ -161,6 +162,9 @@ class InstanceSpec:
     jobs: tuple[JobSpec, ...]
     name: str | None = None
     meta: Any = field(default=None, hash=False)
+    # The file's first arrival: the spec's times are the file's minus it (docs/model.md,
+    # "Instance files"). Kept for reporting; not part of `==` (the same instance).
+    time_offset: float = field(default=0.0, compare=False)
 
     @property
     def num_servers(self) -> int:
@@ -190,8 +194,9 @@ def _show(value: Any) -> str:
 
 
 def _finite(value: Any, where: str, key: str) -> float:
-    """`value` as a finite float (bools, strings, NaN and infinities refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """`value` as a finite float (bools, strings, NaN and infinities refused; a Decimal,
+    as `load_instance` reads JSON numbers, rounded once)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
         raise InstanceError(f"{where}: {key} must be a finite number, got {_show(value)}")
     try:
         x = float(value)
@@ -200,6 +205,21 @@ def _finite(value: Any, where: str, key: str) -> float:
     if not math.isfinite(x):
         raise InstanceError(f"{where}: {key} must be a finite number, got {_show(value)}")
     return x
+
+
+def _time(value: Any, where: str, key: str, offset: decimal.Decimal) -> float:
+    """A time of the file (`arrival`, `deadline`) minus `offset`, computed exactly and
+    rounded once (so a large common offset costs no precision)."""
+    _finite(value, where, key)
+    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+        return float(_exact(value) - offset)
+
+
+def _exact(value: Any) -> decimal.Decimal:
+    """A finite JSON number as an exact Decimal (a float's exact binary value)."""
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return decimal.Decimal(value)
+    return decimal.Decimal(float(value))
 
 
 def _positive(value: Any, where: str, key: str) -> float:
@@ -238,7 +258,7 @@ def _json_value(value: Any, where: str, at: str) -> Any:
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, decimal.Decimal)):
         try:
             x = float(value)
         except (OverflowError, ValueError, TypeError):
@@ -347,12 +367,13 @@ def _parse_server(n: int, raw: Any) -> ServerSpec:
     return ServerSpec(**vals, **_labels(obj, where))
 
 
-def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> TaskSpec:
+def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float,
+                offset: decimal.Decimal = decimal.Decimal(0)) -> TaskSpec:
     where = f"job {j}, task {t}"
     obj = _object(raw, where, _TASK_KEYS, _TASK_REQUIRED)
     size = _positive(obj["size"], where, "size")
     work = _positive(obj["work"], where, "work") if "work" in obj else size
-    deadline = _finite(obj["deadline"], where, "deadline")
+    deadline = _time(obj["deadline"], where, "deadline", offset)
     if size > max_mem:
         raise InstanceError(
             f"{where}: size {size!r} exceeds every server's memory (largest is "
@@ -376,17 +397,19 @@ def _parse_task(j: int, t: int, raw: Any, num_tasks: int, max_mem: float) -> Tas
     return TaskSpec(size=size, work=work, deadline=deadline, preds=tuple(preds), **labels)
 
 
-def _parse_job(j: int, raw: Any, max_mem: float) -> JobSpec:
+def _parse_job(j: int, raw: Any, max_mem: float,
+               offset: decimal.Decimal = decimal.Decimal(0)) -> JobSpec:
     where = f"job {j}"
     obj = _object(raw, where, _JOB_KEYS, _JOB_KEYS)
     labels = _labels(obj, where)
     arrival = _finite(obj["arrival"], where, "arrival")
     if arrival < 0.0:
         raise InstanceError(f"{where}: arrival must be >= 0, got {arrival!r}")
+    arrival = _time(obj["arrival"], where, "arrival", offset)
     raw_tasks = _list(obj["tasks"], where, "tasks")
     if not raw_tasks:
         raise InstanceError(f"{where}: has no tasks (every job needs at least one)")
-    tasks = tuple(_parse_task(j, t, rt, len(raw_tasks), max_mem)
+    tasks = tuple(_parse_task(j, t, rt, len(raw_tasks), max_mem, offset)
                   for t, rt in enumerate(raw_tasks))
     preds = [task.preds for task in tasks]
     _, left = _topological(preds)
@@ -416,14 +439,94 @@ def parse_instance(obj: Any) -> InstanceSpec:
     if not raw_jobs:
         raise InstanceError("instance: 'jobs' is empty (at least one task is needed)")
     max_mem = max(s.mem for s in servers)
-    jobs = tuple(_parse_job(j, raw, max_mem) for j, raw in enumerate(raw_jobs))
+    _parse_job(0, raw_jobs[0], max_mem)             # job 0 valid: its arrival is the offset
+    offset = _exact(raw_jobs[0]["arrival"])
+    jobs = tuple(_parse_job(j, raw, max_mem, offset) for j, raw in enumerate(raw_jobs))
     for j in range(1, len(jobs)):
         if jobs[j].arrival < jobs[j - 1].arrival:
             raise InstanceError(
-                f"job {j}: arrives at {jobs[j].arrival!r}, before job {j - 1} "
-                f"(arrives at {jobs[j - 1].arrival!r}); jobs must be listed in "
+                f"job {j}: arrives at {float(raw_jobs[j]['arrival'])!r}, before job {j - 1} "
+                f"(arrives at {float(raw_jobs[j - 1]['arrival'])!r}); jobs must be listed in "
                 f"nondecreasing arrival order")
-    return InstanceSpec(servers=servers, jobs=jobs, **labels)
+    spec = InstanceSpec(servers=servers, jobs=jobs, **labels, time_offset=float(offset))
+    check_times(spec, np.float64)
+    return spec
+
+
+PRECISION_BITS = 8    # bits of a typical task's duration kept at the instance's span
+
+
+def check_times(spec: InstanceSpec, dtype: Any = np.float64) -> None:
+    """Refuse (InstanceError, one line naming the server or the job and task) an instance
+    whose derived times overflow or lose their precision in the float type `dtype`
+    (docs/model.md, "Instance files"); times are the spec's, after the shift (first
+    arrival 0).
+
+    - Range: every delay `k[n]`, upload time `size / bw[n]` and processing time
+      `work / cpu[n]` lies in [the smallest normal, the largest finite] of `dtype`
+      (`mem` at most the largest finite), and the serial horizon (the last arrival plus,
+      for every task, its longest upload and processing time and `4 max k`: a bound on
+      any time the simulators compute, every task run one after another) is at most the
+      square root of the largest finite, so the metrics' squares of response times
+      (confidence intervals, fairness) stay finite too.
+    - Precision: at the instance's span `H` (the largest `|deadline|` or arrival), the
+      float spacing `H * eps` is at most `2**-PRECISION_BITS` (1/256) of the median task's
+      processing time (on its fastest server): every time keeps about three significant
+      digits of a typical task, so a schedule and a miss are decided as in exact
+      arithmetic to about 0.4% rather than silently rounded away.
+    """
+    fi = np.finfo(dtype)
+    name = np.dtype(dtype).name
+    rng = f"[{fi.tiny:.3g}, {fi.max:.3g}]"
+    k = np.array([s.k for s in spec.servers], np.float64)
+    cpu = np.array([s.cpu for s in spec.servers], np.float64)
+    bw = np.array([s.bw for s in spec.servers], np.float64)
+    for n, kn in enumerate(k):
+        if not fi.tiny <= kn <= fi.max:
+            raise InstanceError(f"server {n}: k {float(kn)!r} is outside {name}'s range {rng}")
+    for n, srv in enumerate(spec.servers):
+        if not srv.mem <= fi.max:
+            raise InstanceError(f"server {n}: mem {srv.mem!r} overflows {name} "
+                                f"(largest {fi.max:.3g})")
+    kmax = float(k.max())
+    typical, own, total, span, s_where = [], [], 0.0, 0.0, ""
+    with np.errstate(all="ignore"):
+        for j, job in enumerate(spec.jobs):
+            if abs(job.arrival) > span:
+                span, s_where = abs(job.arrival), f"job {j}'s arrival"
+            for t, task in enumerate(job.tasks):
+                where = f"job {j}, task {t}"
+                for what, num, den, key in (("upload time", task.size, bw, "size / bw"),
+                                            ("processing time", task.work, cpu, "work / cpu")):
+                    times = np.float64(num) / den
+                    ok = (times >= fi.tiny) & (times <= fi.max)
+                    for n, x in ([] if ok.all() else enumerate(times)):
+                        if not fi.tiny <= x <= fi.max:
+                            raise InstanceError(
+                                f"{where}: {what} {key} = {num!r} / {float(den[n])!r} = "
+                                f"{float(x):.3g} on server {n} is outside {name}'s range {rng}")
+                    total += float(times.max())
+                    own.append((f"{where}: longest {what}", float(times.max())))
+                    if what == "processing time":
+                        typical.append(float(times.min()))
+                total += 4 * kmax
+                if abs(task.deadline) > span:
+                    span, s_where = abs(task.deadline), f"{where}'s deadline"
+    serial = spec.jobs[-1].arrival + total
+    if not serial <= np.sqrt(fi.max):
+        parts = [(f"job {len(spec.jobs) - 1}: arrival", spec.jobs[-1].arrival),
+                 (f"server {int(k.argmax())}: k", kmax)] + own
+        where, value = max(parts, key=lambda x: x[1])
+        raise InstanceError(
+            f"{where} {value:.3g} puts the instance's serial horizon (the last arrival plus "
+            f"every task's times) at {serial:.3g}, above {np.sqrt(fi.max):.3g}, where the "
+            f"squares of response times overflow {name}")
+    median = float(np.median(typical))
+    if span * fi.eps > median * 2.0 ** -PRECISION_BITS:
+        raise InstanceError(
+            f"{s_where} {span:.6g} spans too much for {name}: its spacing there "
+            f"({span * fi.eps:.3g}) exceeds 1/{2 ** PRECISION_BITS} of the median processing "
+            f"time {median:.3g}; rescale the times or split the instance")
 
 
 def instance_to_json(spec: InstanceSpec) -> dict:
@@ -440,16 +543,23 @@ def instance_to_json(spec: InstanceSpec) -> dict:
             out["meta"] = copy.deepcopy(s.meta)
         return out
 
+    def original(x: float) -> float:  # the file's time: the shift added back, rounded once
+        if not spec.time_offset:
+            return x
+        with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+            return float(decimal.Decimal(x) + decimal.Decimal(spec.time_offset))
+
     def task_(t: TaskSpec) -> dict:
         out = {"name": t.name} if t.name is not None else {}
-        out.update(size=t.size, work=t.work, deadline=t.deadline, preds=list(t.preds))
+        out.update(size=t.size, work=t.work, deadline=original(t.deadline),
+                   preds=list(t.preds))
         if t.meta is not None:
             out["meta"] = copy.deepcopy(t.meta)
         return out
 
     def job_(job: JobSpec) -> dict:
         out = {"name": job.name} if job.name is not None else {}
-        out["arrival"] = job.arrival
+        out["arrival"] = original(job.arrival)
         if job.meta is not None:
             out["meta"] = copy.deepcopy(job.meta)
         out["tasks"] = [task_(t) for t in job.tasks]
@@ -490,7 +600,8 @@ def load_instance(path: str | os.PathLike) -> InstanceSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise InstanceError(f"{os.fspath(path)}: cannot read instance file: {e}") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                         parse_float=decimal.Decimal)
     except json.JSONDecodeError as e:
         raise InstanceError(
             f"{os.fspath(path)}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"

@@ -39,19 +39,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import SETTING_FIELDS, check_workload_flag
+from damdjax.cli import SETTING_FIELDS, check_int_flag, check_workload_flag, int_limit
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
 from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
 from damdjax.io import json_number, write_json_atomic
+from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_batch, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
 from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
 from envs.config import EnvConfig, EnvParams, check_params
-from envs.instance import instance_from_spec
+from envs.instance import instance_from_spec, spec_config
 from envs.instance_io import InstanceError, global_index, load_instance
 from envs.state import done_time, unstarted_tasks
 
@@ -131,21 +132,38 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.method_list = method_list(args.methods)
     except ValueError as e:
         parser.error(str(e))
-    if args.episodes is not None and args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    if args.queue_capacity is not None and args.queue_capacity < 1:
-        parser.error(f"--queue-capacity must be >= 1, got {args.queue_capacity}")
+    if args.episodes is not None:
+        check_int_flag(parser, "--episodes", args.episodes, 1)
+    if args.queue_capacity is not None:
+        check_int_flag(parser, "--queue-capacity", args.queue_capacity, 1)
     if args.instance is None:
-        if args.num_tasks < 1:
-            parser.error(f"--num-tasks must be >= 1, got {args.num_tasks}")
-        if args.num_servers < 1:
-            parser.error(f"--num-servers must be >= 1, got {args.num_servers}")
+        check_int_flag(parser, "--num-tasks", args.num_tasks, 1, *int_limit("num_tasks"))
+        check_int_flag(parser, "--num-servers", args.num_servers, 1)
         for name in ("density", "slack"):
             v = getattr(args, name)
             if not v > 0 or not np.isfinite(v):
                 parser.error(f"--{name} must be a finite number > 0, got {v}")
         check_workload_flag(parser, args.workload, args.num_tasks)
+        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
+                                 queue_capacity=args.queue_capacity or EnvConfig.queue_capacity)
+        try:
+            check_memory(memory_parts(args, config, args.episodes or 200, 4))
+        except ValueError as e:
+            parser.error(str(e))
     return args
+
+
+def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[str, int]]:
+    """The evaluation batches (`damdjax.memory.evaluation_bytes`): `episodes` instances of
+    `config` and the final states of every method played (learned ones, the heuristic
+    pairs, all 20 with `best`); floats of `f` bytes."""
+    named = [m for m in args.method_list if m != "best"]
+    methods = len(args.learned) + len(set(named) | (set(ALL_PAIRS) if "best" in
+                                                      args.method_list else set()))
+    at = (f"an instance file's {config.n_max} tasks" if args.instance is not None else
+          f"--num-tasks {config.n_max}, --num-servers {config.m_max}")
+    return [(f"the evaluation batches (--episodes {episodes} x {methods + 1} batches at {at})",
+             evaluation_bytes(config, episodes, methods, f))]
 
 
 def method_list(text: str) -> list[str]:
@@ -239,14 +257,16 @@ def summarize_bound(instances) -> dict:
 
 
 def schedule_in_file_order(state, spec) -> dict:
-    """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode)."""
+    """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode);
+    times on the simulator's clock (the file's minus `spec.time_offset`, its first
+    arrival: the setting's `time_offset`); None for a time that never came (a task that
+    never started)."""
     first = jax.tree_util.tree_map(lambda x: x[0], state)
     order = [g for job in global_index(spec) for g in job]
     server = np.asarray(first.server)[order]
-    return {"server": [int(s) for s in server],
-            "start": [float(x) for x in np.asarray(first.start)[order]],
-            "finish": [float(x) for x in np.asarray(first.finish)[order]],
-            "done": [float(x) for x in np.asarray(done_time(first))[order]]}
+    times = lambda xs: [json_number(float(x)) for x in np.asarray(xs)[order]]  # noqa: E731
+    return {"server": [int(s) for s in server], "start": times(first.start),
+            "finish": times(first.finish), "done": times(done_time(first))}
 
 
 def format_table(results: dict) -> str:
@@ -277,11 +297,17 @@ def _compare(args: argparse.Namespace) -> dict:
             spec = load_instance(args.instance)
         except InstanceError as e:
             sys.exit(f"error: {e}")
-        instance, q_default = instance_from_spec(spec)
         episodes = args.episodes or 1
+        try:  # before anything is allocated: the instance's sizes, float64 (x64)
+            check_memory(memory_parts(args, spec_config(spec), episodes, 8))
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        instance, q_default = instance_from_spec(spec)
         instances = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (episodes,) + x.shape), instance)
         setting = {"instance": args.instance}
+        if spec.time_offset:  # the file's times are the simulator's plus this
+            setting["time_offset"] = spec.time_offset
     else:
         spec = None
         args.episodes = args.episodes or 200

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_positive,
+from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_int_flag, check_positive,
                          check_workload_flag, flag_message, parse_hidden, setting_config,
                          setting_params, setting_workload)
 from damdjax.evaluation import evaluate_paired, format_paired
@@ -56,7 +56,7 @@ from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispa
                               dqn_dispatch_rule, load_damd, mdqn_schedule_rule,
                               scheduler_network)
 from damdjax.rollout import Stage, TrainFns, with_params
-from damdjax import runs
+from damdjax import memory, runs
 from damdjax.runs import write_evaluation
 from train import dqn, mdqn
 
@@ -139,6 +139,25 @@ class DAMDConfig:
     def with_hyper(self, hyper: PipelineHyper, seed: int) -> "DAMDConfig":
         return dataclasses.replace(self, dispatcher=self.dispatcher.with_hyper(hyper.dispatcher, seed),
                                    schedulers=self.schedulers.with_hyper(hyper.schedulers, seed))
+
+    def counter_totals(self) -> list[tuple[str, int]]:
+        """The pipeline's int32 counters (env steps and updates, summed over its stages)
+        after the last stage, and each stage kind's own (`RunConfig.counter_totals`)."""
+        d, s = self.dispatcher.counter_totals("dqn-"), self.schedulers.counter_totals("mdqn-")
+        whole = [(f"--rounds {self.rounds} x ({a} + {b})", self.rounds * (x + y))
+                 for (a, x), (b, y) in zip(d, s)]
+        return whole + d + s
+
+    def memory_parts(self) -> list[tuple[str, int]]:
+        """Both stage kinds' runners (`RunConfig.memory_parts`) and the final evaluation
+        (DAMD and every heuristic pair)."""
+        f = memory.float_bytes()
+        methods = 1 + len(ALL_PAIRS)
+        return (self.dispatcher.memory_parts("dqn-", "--stage-eval-episodes")
+                + self.schedulers.memory_parts("mdqn-", "--stage-eval-episodes")
+                + [(f"the final evaluation (--eval-episodes {self.eval_episodes} x "
+                    f"{methods + 1} batches)",
+                    memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
 
     def to_json(self) -> dict:
         return {"rounds": self.rounds, "eval_episodes": self.eval_episodes,
@@ -377,8 +396,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
                     f"({getattr(args, f'{k}_num_envs')}), got {getattr(args, f'{k}_buffer_capacity')}")
     check_workload_flag(p, args.workload, args.num_tasks)
     stage_eval = getattr(args, "stage_eval_episodes", 0)
-    if stage_eval < 0:
-        p.error(f"--stage-eval-episodes must be >= 0, got {stage_eval}")
+    check_int_flag(p, "--stage-eval-episodes", stage_eval, 0)
     setting = {k: getattr(args, k) for k in SETTING_FIELDS}
     setting.update(seed=args.seed, eval_episodes=stage_eval)
     def own(k):  # a stage kind's own flags
@@ -402,8 +420,8 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.eval_episodes is not None and args.eval_episodes < 1:
-        p.error(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    if args.eval_episodes is not None:
+        check_int_flag(p, "--eval-episodes", args.eval_episodes, 1)
     config, root = runs.open_run(p, build_parser, args, argv,
                                  config_from_args=lambda: config_from_args(p, args),
                                  config_from_json=DAMDConfig.from_json,

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from damdjax import replay, runs
+from damdjax import memory, replay, runs
 from damdjax.cli import RunConfig, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
@@ -68,6 +68,17 @@ class DQNConfig(RunConfig):
     scheduler: str = "fcfs"            # fcfs | sjf | sdf | cp | llf | a train.mdqn run directory
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
     init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
+
+    eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
+
+    def runner_env_bytes(self) -> int:
+        """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,
+        prev_stamp [] int32; sojourn [] float32."""
+        return 8 * self.env_config().n_max + 12
+
+    def replay_memory(self) -> int:
+        return memory.replay_bytes(memory.dispatch_view_bytes(self.env_config()),
+                                   self.buffer_capacity)
 
 
 @struct.dataclass

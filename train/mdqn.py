@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from damdjax import runs
+from damdjax import memory, runs
 from damdjax.cli import RunConfig, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
@@ -72,6 +72,17 @@ class MDQNConfig(RunConfig):
     share_params: bool = False         # one network for all agents
     epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
     init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
+
+    eval_methods = 1 + len(SCHEDULE_RULES)   # `evaluate`: the MDQN and every schedule rule
+
+    def runner_env_bytes(self) -> int:
+        """`RunnerState`'s per-env arrays: prev_idx, prev_stamp [M] int32, team_sum [M]."""
+        return 12 * self.env_config().m_max
+
+    def replay_memory(self) -> int:
+        """One pool per agent (M), each of `buffer_capacity` entries."""
+        c = self.env_config()
+        return c.m_max * memory.replay_bytes(memory.scheduler_view_bytes(c), self.buffer_capacity)
 
 
 @struct.dataclass

@@ -150,6 +150,16 @@ class SweepConfig:
         """Run length / evaluation size changed (what --resume may change)."""
         return dataclasses.replace(self, config=dataclasses.replace(self.config, **counts))
 
+    def counter_totals(self) -> list[tuple[str, int]]:
+        """Every member's int32 counters: the trainer config's (`RunConfig.counter_totals`)."""
+        return self.config.counter_totals()
+
+    def memory_parts(self) -> list[tuple[str, int]]:
+        """The trainer config's parts (`RunConfig.memory_parts`) times the member axis."""
+        k = self.seeds * len(self.points())
+        return [(f"{k} members (--seeds {self.seeds} x {k // self.seeds} --grid points) x "
+                 f"{what}", k * b) for what, b in self.config.memory_parts()]
+
     def points(self) -> list[dict]:
         return grid_points({f: list(v) for f, v in self.grid})
 

@@ -1,0 +1,128 @@
+"""How much memory a run will hold, estimated from its config before anything is allocated
+or compiled, and the check against what the machine has.
+
+One function per structure, each in bytes, from the padded sizes (`envs.config.EnvConfig`:
+`N` = n_max, `M` = m_max, `P` = p_max, `Q` = queue_capacity, `W` = succ_window) and the
+float width (4: float32; 8 under `jax_enable_x64`):
+
+    instance_bytes(config)            one episode's `envs.instance.Instance`
+    env_state_bytes(config)           one `EnvState` (its instance included)
+    observation_bytes(config)         one `envs.observation.Observation`
+    dispatch_view_bytes(config)       one replay entry's dispatcher view (`DispatchView`)
+    scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
+    replay_bytes(entry, capacity)     a `damdjax.replay.ReplayBuffer` of such entries
+    evaluation_bytes(config, episodes, methods)   a held-out evaluation's batches
+
+The trainers' configs add them up (`RunConfig.memory_parts`: the vmapped env states
+[num_envs], the replay buffer(s), the evaluation; train.damd both stage kinds; a sweep
+times its members) and `check_memory` compares the sum with `available_memory()`: the
+first device's `bytes_limit` where it reports one (a GPU), else the host's physical memory.
+The sizes are exact for the env states and the replay buffers (tests/test_limits.py holds
+them to `jax.eval_shape` of the trainers' `init`); network parameters and optimizer state
+(a few MB at the default widths) and XLA's temporaries are left out, so the check refuses
+only what can never fit, not everything that will.
+"""
+from __future__ import annotations
+
+import os
+
+from envs.config import EnvConfig
+from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
+
+I32 = 4      # int32 (indices, counters, stamps)
+B1 = 1       # bool
+
+
+def float_bytes() -> int:
+    """4, or 8 under `jax_enable_x64` (the simulator's float type)."""
+    import jax
+    return 8 if jax.config.jax_enable_x64 else 4
+
+
+def instance_bytes(config: EnvConfig, f: int = 4) -> int:
+    """One `Instance`: cpu, bw, mem, k [M] F, server_mask [M]; size, work, arrival,
+    deadline, rank [N] F; preds [N, P] int32; succ [N, W] bool; task_mask [N]; job [N]."""
+    n, m, p, w = config.n_max, config.m_max, config.p_max, config.succ_window
+    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * w * B1
+
+
+def env_state_bytes(config: EnvConfig, f: int = 4) -> int:
+    """One `EnvState`: its instance; time []; step, head [] int32; server, n_wait,
+    dispatch_step, succ_remote [N] int32; arrive, start, finish, ready [N] F; queue [M, Q]
+    int32; running [M] int32, mem_free [M] F; done, truncated []."""
+    n, m, q = config.n_max, config.m_max, config.queue_capacity
+    return (instance_bytes(config, f) + f + 2 * I32 + n * (4 * I32 + 4 * f)
+            + m * q * I32 + m * (I32 + f) + 2 * B1)
+
+
+def observation_bytes(config: EnvConfig, f: int = 4) -> int:
+    """One `Observation` (float32 features): task [T]; servers [M, S]; slots [M, Q, L];
+    own [M, O]; time []; dispatch_needed []; dispatch_mask, pick_needed, server_mask [M];
+    pick_mask [M, Q]."""
+    del f  # observations are float32 whatever the simulator's float type
+    m, q = config.m_max, config.queue_capacity
+    t, s, sl, o = (len(TASK_FEATURES), len(SERVER_FEATURES), len(SLOT_FEATURES),
+                   len(OWN_FEATURES))
+    return 4 * (t + m * s + m * q * sl + m * o + 1) + B1 * (1 + 3 * m + m * q)
+
+
+def dispatch_view_bytes(config: EnvConfig) -> int:
+    """One dispatcher view (`damdjax.networks.DispatchView`): task [T], servers [M, S],
+    mask [M], server_mask [M]."""
+    m = config.m_max
+    return 4 * (len(TASK_FEATURES) + m * len(SERVER_FEATURES)) + 2 * m * B1
+
+
+def scheduler_view_bytes(config: EnvConfig) -> int:
+    """One agent's scheduler view: slots [Q, L], own [O], others [O], mask [Q]."""
+    q = config.queue_capacity
+    return 4 * (q * len(SLOT_FEATURES) + 2 * len(OWN_FEATURES)) + q * B1
+
+
+def replay_bytes(entry: int, capacity: int) -> int:
+    """A `ReplayBuffer` of `capacity` entries of `entry` bytes: obs and next_obs, action,
+    reward, stamp (4 bytes each), terminal, has_reward, has_next; 3 int32 scalars."""
+    return capacity * (2 * entry + 3 * 4 + 3 * B1) + 3 * I32
+
+
+def evaluation_bytes(config: EnvConfig, episodes: int, methods: int, f: int = 4) -> int:
+    """A held-out evaluation of `methods` policies on `episodes` instances: the instances
+    [episodes] and every method's final states [episodes] (they are played as one
+    vmapped batch and held together until summarized)."""
+    return episodes * (instance_bytes(config, f) + methods * env_state_bytes(config, f))
+
+
+def available_memory() -> tuple[int, str]:
+    """`(bytes, what)`: the first local device's `bytes_limit` where it reports one (GPU,
+    TPU), else the host's physical memory."""
+    import jax
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # a backend without memory stats
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{jax.local_devices()[0].device_kind} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory"
+
+
+def human(n: float) -> str:
+    """Bytes as `12.3 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} EiB"
+
+
+def check_memory(parts: list[tuple[str, int]], limit: tuple[int, str] | None = None) -> None:
+    """ValueError (one line) where the sum of `parts` (`(what, bytes)`, `what` naming the
+    flags that drive it, e.g. "the replay buffer (--buffer-capacity 1000000)") exceeds
+    `limit` (default `available_memory()`); the message gives the estimate and names the
+    largest part."""
+    total = sum(b for _, b in parts)
+    have, where = limit if limit is not None else available_memory()
+    if total > have:
+        what, biggest = max(parts, key=lambda x: x[1])
+        raise ValueError(
+            f"{what} needs an estimated {human(biggest)} (the run {human(total)} in all), "
+            f"more than the {human(have)} of {where}")
