@@ -23,8 +23,9 @@ import os
 import sys
 
 from envs import convert
-from envs.config import EnvConfig, EnvParams
-from envs.workload import JobLibrary, check_library, library_from_specs, load_library, required_config
+from envs.config import EnvConfig, EnvParams, generated_mean_work, offered_load
+from envs.workload import (JobLibrary, check_library, library_from_specs, load_library,
+                           matched_density, mean_task_work, required_config)
 
 KINDS = ("wfcommons", "alibaba", "library")
 WORKLOAD_HELP = ("where jobs come from: '' the random DAG generator (default), "
@@ -104,10 +105,25 @@ def resolve_workload(spec: str) -> JobLibrary | None:
     kind, path = parse_workload(spec)
     if kind == "library":
         try:
-            return load_library(path)
+            lib = load_library(path)
         except ValueError as e:
             raise WorkloadError(f"workload {spec!r}: {e}") from None
-    return _convert(spec, kind, path)
+    else:
+        lib = _convert(spec, kind, path)
+    print(f"workload {spec}: {load_summary(lib)}", file=sys.stderr)
+    return lib
+
+
+def load_summary(lib: JobLibrary, params: EnvParams = EnvParams()) -> str:
+    """One line on the load `lib`'s jobs offer (`envs.config.offered_load`) against the
+    random generator's at `params`, and the density that matches it."""
+    work = mean_task_work(lib)
+    return (f"{lib.num_jobs} jobs, {work:.3g} work units per task (the random generator's "
+            f"{generated_mean_work(params):.3g}); at "
+            f"--density {float(params.density):g} they offer load "
+            f"{offered_load(params, work):.3g} against the generator's "
+            f"{offered_load(params):.3g}, matched at --density "
+            f"{matched_density(lib, params):.3g}")
 
 
 def workload_config(spec: str, n_max: int, m_max: int, queue_capacity: int) -> EnvConfig:

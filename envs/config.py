@@ -91,6 +91,23 @@ class EnvParams:
     time_scale: float = 10.0  # observation times are divided by this
 
 
+def generated_mean_work(params: EnvParams) -> float:
+    """The random generator's expected work units per task, `(size_low + size_high) / 2`
+    (work = size; host side, concrete params)."""
+    return (float(jnp.asarray(params.size_low)) + float(jnp.asarray(params.size_high))) / 2
+
+
+def offered_load(params: EnvParams, mean_work: float | None = None) -> float:
+    """Expected work arriving per unit of expected capacity (host side, concrete params):
+    `density * mean_work / (num_servers * (cpu_low + cpu_high) / 2)`. `mean_work`: work
+    units per task (default: the random generator's, `generated_mean_work`; a job library's
+    `envs.workload.mean_task_work`). Above 1 the servers cannot keep up on
+    average; the default setting offers 0.45 (docs/model.md, "Load of real workloads")."""
+    f = lambda name: float(jnp.asarray(getattr(params, name)))
+    work = generated_mean_work(params) if mean_work is None else mean_work
+    return f("density") * work / (f("num_servers") * (f("cpu_low") + f("cpu_high")) / 2)
+
+
 def check_params(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError naming the first nonsensical value (Python boundary only).
 

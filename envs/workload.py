@@ -35,14 +35,15 @@ import numpy as np
 from flax import struct
 
 from damdjax.io import write_bytes_atomic
-from envs.config import EnvConfig, EnvParams
+from envs.config import EnvConfig, EnvParams, offered_load
 from envs.generator import finish_instance, generate_servers, layout_jobs
 from envs.instance import Instance
 from envs.instance_io import InstanceSpec, JobSpec, job_order
 
 __all__ = [
     "LibraryError", "JobLibrary", "library_from_specs", "save_library", "load_library",
-    "check_library", "required_config", "generate_from_library",
+    "check_library", "required_config", "generate_from_library", "mean_task_work",
+    "matched_density",
 ]
 
 _FIELDS = ("length", "size", "work", "preds", "names")
@@ -272,6 +273,19 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
             except (OSError, zipfile.BadZipFile, EOFError) as e:
                 raise LibraryError(f"{where}: array {key!r} is unreadable: {e}") from None
     return _validated(arrays, where)
+
+
+def mean_task_work(lib: JobLibrary) -> float:
+    """Expected work units per drawn task (jobs drawn uniformly): `E[job work] / E[length]`,
+    for `envs.config.offered_load`."""
+    return float(lib.work.sum(axis=1).mean() / lib.length.mean())
+
+
+def matched_density(lib: JobLibrary, params: EnvParams) -> float:
+    """The arrival density (tasks per time unit) at which `lib`'s jobs offer the load that
+    the random generator offers at `params` (`envs.config.offered_load`): `params.density *
+    generator mean work / library mean work`."""
+    return offered_load(params) / offered_load(params.replace(density=1.0), mean_task_work(lib))
 
 
 # --------------------------------------------------------------------------

@@ -238,6 +238,23 @@ def test_max_depth_of_the_fixtures(library):
     assert library.max_depth == want > 2
 
 
+def test_offered_load_and_the_matched_density_by_hand():
+    from envs.config import offered_load
+    from envs.workload import matched_density, mean_task_work
+
+    params = EnvParams()  # density 2, work = size ~ U[0.5, 4], 5 servers, cpu ~ U[1, 3]
+    assert offered_load(params) == pytest.approx(2 * 2.25 / (5 * 2.0))
+    preds = np.full((2, 3, 1), -1, np.int32)
+    preds[1, 1:, 0] = [0, 1]
+    lib = JobLibrary(length=np.array([1, 3], np.int32), size=np.ones((2, 3)),
+                     work=np.array([[4.0, 0, 0], [1, 1, 1]]), preds=preds, names=("a", "b"))
+    assert mean_task_work(lib) == pytest.approx((4 + 3) / 2 / 2)  # E[job work] / E[length]
+    density = matched_density(lib, params)
+    assert density == pytest.approx(2 * 2.25 / 1.75)
+    assert offered_load(params.replace(density=density), 1.75) == pytest.approx(0.45)
+    assert offered_load(params.replace(num_servers=10), 1.75) == pytest.approx(2 * 1.75 / 20)
+
+
 def test_config_must_fit_the_library(small):
     config = required_config(small, n_max=30, m_max=3, queue_capacity=2)
     assert (config.j_max, config.p_max) == (small.max_length, small.max_preds)
