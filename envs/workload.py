@@ -258,7 +258,7 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise LibraryError(f"{where}: no such library file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as e:
         # Not an npz: numpy falls back to a pickle, which allow_pickle=False refuses.
         reason = "not an .npz archive" if isinstance(e, ValueError) else str(e)
         raise LibraryError(f"{where}: not a readable .npz file: {reason}") from None
@@ -272,8 +272,9 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
             except ValueError:  # an object array: it would need pickle
                 raise LibraryError(f"{where}: array {key!r} cannot be read without pickle "
                                    f"(object arrays are refused)") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as e:
-                raise LibraryError(f"{where}: array {key!r} is unreadable: {e}") from None
+            except Exception as e:  # zipfile and numpy raise many types on damaged data
+                raise LibraryError(f"{where}: array {key!r} is unreadable (damaged?): "
+                                   f"{type(e).__name__}: {e}") from None
     digest = arrays.pop(_CHECKSUM, None)
     if digest is None:
         warn(f"{where}: a library without a checksum (an older damdjax): loaded unchecked")
