@@ -73,31 +73,34 @@ def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue
     else:
         play = policy
 
-    def advance(carry, w):
+    def advance(carry, w, limit):
         body = _step(lambda k, st: play(k, st, w), tau, miss_penalty)
-        _, carry = jax.lax.while_loop(lambda c: (~c[1][1].done) & (c[0] < chunk_steps),
+        _, carry = jax.lax.while_loop(lambda c: (~c[1][1].done) & (c[0] < limit),
                                       lambda c: (c[0] + 1, body(c[1])), (0, carry))
         return carry
 
-    def status(carry):
+    def with_status(carry):   # (carry, (all done, episodes done, tasks finished, tasks))
         st = carry[1]
         finished = jnp.sum(st.instance.task_mask & jnp.isfinite(st.finish))
-        return jnp.all(st.done), jnp.sum(st.done), finished, jnp.sum(st.instance.task_mask)
+        return carry, (jnp.all(st.done), jnp.sum(st.done), finished,
+                       jnp.sum(st.instance.task_mask))
 
-    start = jax.jit(jax.vmap(lambda k, inst: _start(k, inst, queue_capacity)))
-    step = jax.jit(jax.vmap(advance))
-    check = jax.jit(status)
-    carry = start(keys, instances)
+    # The chunk length is traced: one program for any `chunk_steps`.
+    start = jax.jit(lambda k, i: with_status(jax.vmap(
+        lambda kk, ii: _start(kk, ii, queue_capacity))(k, i)))
+    step = jax.jit(lambda c, w, n: with_status(jax.vmap(advance, in_axes=(0, 0, None))(c, w, n)))
+    carry, status = start(keys, instances)
+    limit = jnp.asarray(chunk_steps, jnp.int32)
     steps, last, shown = 0, time.perf_counter(), False
     while True:
-        all_done, episodes, finished, tasks = (np.asarray(x) for x in check(carry))
+        all_done, episodes, finished, tasks = (np.asarray(x) for x in status)
         now = time.perf_counter()
         if progress is not None and ((all_done and shown) or now - last >= every):
             progress(steps, int(episodes), int(finished), int(tasks))
             last, shown = now, True
         if all_done:
             return carry[1]
-        carry = step(carry, which)
+        carry, status = step(carry, which, limit)
         steps += chunk_steps
 
 

@@ -167,27 +167,21 @@ def test_chunked_episodes_equal_the_whole_episode_loop_and_stop_on_ctrl_c(
     import numpy as np
 
     from damdjax import rollout
-    from damdjax.heuristics import pair_from_name
-    from envs.config import EnvConfig, EnvParams
-    from envs.generator import generate
+    from envs.instance import instance_from_spec
+    from envs.instance_io import load_instance
 
-    cfg, params = EnvConfig(n_max=30, m_max=3, queue_capacity=4), EnvParams(
-        num_tasks=30, num_servers=3)
-    keys = jax.random.split(jax.random.PRNGKey(1), 4)
-    inst = jax.vmap(lambda k: generate(k, cfg, params))(keys)
-    whole = jax.jit(lambda k, i: rollout.play_batch(pair_from_name("LS"), k, i, 4))(keys, inst)
+    instance, q = instance_from_spec(load_instance(EXAMPLE))
+    inst = jax.tree.map(lambda x: np.broadcast_to(x, (3,) + x.shape), instance)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    names = ["RS", "RX"]     # random dispatch (the keys matter), one batch of two variants
     seen = []
-    chunked = rollout.play_in_chunks(pair_from_name("LS"), keys, inst, 4, chunk_steps=7,
-                                     progress=lambda *a: seen.append(a), every=0)
-    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert len(seen) > 2 and seen[-1][1] == 4 and seen[-1][2] == seen[-1][3] == 4 * 30
-    names = ["NF", "LS", "NX"]
-    plain = rollout.play_pairs(names, keys, inst, 4)
-    parts = rollout.play_pairs(names, keys, inst, 4, chunked={"chunk_steps": 5})
+    whole = rollout.play_pairs(names, keys, inst, q)
+    parts = rollout.play_pairs(names, keys, inst, q, chunked={
+        "chunk_steps": 2, "every": 0, "progress": lambda *a: seen.append(a)})
     for name in names:
-        for a, b in zip(jax.tree.leaves(plain[name]), jax.tree.leaves(parts[name])):
+        for a, b in zip(jax.tree.leaves(whole[name]), jax.tree.leaves(parts[name])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(seen) > 2 and seen[-1][1] == 6 and seen[-1][2] == seen[-1][3] == 6 * 4
 
     def ctrl_c(method):
         return lambda *a: os.kill(os.getpid(), signal.SIGINT)

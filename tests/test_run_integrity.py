@@ -19,10 +19,12 @@ from damdjax.checkpoint import read_file, read_state_dict
 from damdjax.policies import load_dispatcher
 from train import damd, dqn
 
-# 8 envs, 20 tasks, 2 steps per chunk: a chunk is milliseconds once compiled.
-TINY = ["--num-envs", "8", "--num-tasks", "20", "--num-servers", "3", "--steps-per-chunk", "2",
-        "--buffer-capacity", "256", "--batch-size", "8", "--learning-starts", "8",
-        "--hidden", "8,8", "--updates-per-step", "1", "--seed", "5", "--eval-episodes", "0"]
+# test_train_dqn's TINY program (8 envs, 12 tasks; the suite compiles it once, through the
+# shared compilation cache): a chunk is milliseconds once compiled.
+TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
+        "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "5",
+        "--slack", "1.5", "--eval-episodes", "0"]
 CHUNKS = 4
 
 
