@@ -153,6 +153,10 @@ def test_out_never_overwrites_an_input_and_is_checked_before_computing(tmp_path,
         assert exc.value.code == 2
         err = capsys.readouterr()
         assert says in err.err.strip().splitlines()[-1] and "comparing" not in err.out
+    from envs import convert       # the converter checks its --out the same way
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["wfcommons", str(inst), "--out", str(inst)])
+    assert exc.value.code == 2 and "would overwrite the input" in capsys.readouterr().err
     assert inst.read_bytes() == before
 
 
