@@ -1,40 +1,93 @@
-"""Pytrees to and from msgpack files, written atomically and validated on load.
+"""Pytrees to and from msgpack files, written atomically, checksummed and validated on load.
 
-    save_tree(tree, path)                       # flax msgpack, atomic replace
+    save_tree(tree, path, extra={...})          # atomic replace; `extra`: JSON, covered too
     tree = load_tree(template, path)            # same structure, shapes and dtypes, or ValueError
+    state, extra = read_file(path)              # the raw state dict and `extra`, checked
+
+A file is a msgpack map `{"format": "damdjax-msgpack", "version": 1, "sha256",
+"extra", "payload"}`: `payload` the tree as flax msgpack, `extra` a JSON text
+(a checkpoint's last metrics rows: damdjax.runs), `sha256` the digest of both.
+Every read checks the digest: a damaged file (a flipped byte anywhere) is
+refused with one line naming it, never loaded. A file written before checksums
+(bare flax msgpack) still loads, with a one-line warning that it is unchecked.
 
 No pickle: msgpack holds only arrays, numbers, strings, lists and dicts.
 `load_tree` checks every leaf against the template (a freshly initialised
-state of the same configuration), so a file from another configuration or a
-damaged file is refused with a message naming the file and the leaf.
+state of the same configuration), so a file from another configuration is
+refused with a message naming the file and the leaf.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import flax.serialization
 import jax
+import msgpack
 import numpy as np
 
-from damdjax.io import write_bytes_atomic
+from damdjax.io import warn, write_bytes_atomic
+
+FORMAT, VERSION = "damdjax-msgpack", 1
+_WRAPPER_KEYS = {"format", "version", "sha256", "extra", "payload"}
 
 
-def save_tree(tree, path: str | os.PathLike) -> None:
-    """Write `tree` (any pytree of arrays and scalars) to `path` as flax msgpack, atomically."""
-    write_bytes_atomic(flax.serialization.to_bytes(jax.device_get(tree)), path)
+def _digest(extra: bytes, payload: bytes) -> str:
+    h = hashlib.sha256(len(extra).to_bytes(8, "little"))
+    h.update(extra)
+    h.update(payload)
+    return h.hexdigest()
 
 
-def read_state_dict(path: str | os.PathLike) -> dict:
-    """The raw msgpack state dict of `path`; ValueError naming the file if unreadable."""
+def save_tree(tree, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Write `tree` (any pytree of arrays and scalars) to `path` as checksummed flax msgpack
+    with `extra` (JSON-serialisable; covered by the checksum), atomically."""
+    payload = flax.serialization.to_bytes(jax.device_get(tree))
+    text = json.dumps(extra or {}).encode()
+    data = msgpack.packb({"format": FORMAT, "version": VERSION, "sha256": _digest(text, payload),
+                          "extra": text, "payload": payload}, use_bin_type=True)
+    write_bytes_atomic(data, path)
+
+
+def read_file(path: str | os.PathLike) -> tuple[dict, dict]:
+    """`(raw state dict, extra)` of a `save_tree` file, its checksum verified; ValueError
+    naming the file if it is missing, damaged or not one. A file without a checksum (an
+    older version's) loads with a warning, `extra` {}."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return flax.serialization.msgpack_restore(data)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"{path}: unreadable ({err})") from None
+    try:
+        outer = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as err:  # msgpack raises several types on damaged data
+        raise ValueError(f"{path}: damaged or not a msgpack file ({type(err).__name__})") from None
+    if isinstance(outer, dict) and outer.keys() & {"sha256", "payload"}:
+        ok = (set(outer) == _WRAPPER_KEYS and outer["format"] == FORMAT
+              and isinstance(outer["payload"], bytes) and isinstance(outer["extra"], bytes))
+        if ok and outer["version"] != VERSION:
+            raise ValueError(f"{path}: format version {outer['version']} (damaged, or a newer damdjax's); this reads "
+                             f"{VERSION}")
+        if not ok or _digest(outer["extra"], outer["payload"]) != outer["sha256"]:
+            raise ValueError(f"{path}: damaged (checksum mismatch); not loaded")
+        data, extra = outer["payload"], json.loads(outer["extra"])
+    else:
+        warn(f"{path}: written without a checksum (an older damdjax): loaded unchecked")
+        extra = {}
+    try:
+        return flax.serialization.msgpack_restore(data), extra
+    except Exception as err:
         raise ValueError(f"{path}: not a msgpack checkpoint ({type(err).__name__}: {err})") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """The raw msgpack state dict of `path` (`read_file`); ValueError naming the file if it
+    is missing, damaged or unreadable."""
+    return read_file(path)[0]
 
 
 def restore(template, state: dict, path: str = "<state>"):
@@ -71,4 +124,10 @@ def restore(template, state: dict, path: str = "<state>"):
 
 def load_tree(template, path: str | os.PathLike):
     """Read `path` into `template`'s structure (see `restore`); ValueError on any mismatch."""
-    return restore(template, read_state_dict(path), os.fspath(path))
+    return load_tree_extra(template, path)[0]
+
+
+def load_tree_extra(template, path: str | os.PathLike):
+    """`(tree, extra)`: `load_tree` and the file's `extra` (`save_tree`)."""
+    state, extra = read_file(path)
+    return restore(template, state, os.fspath(path)), extra

@@ -118,6 +118,14 @@ class RunConfig:
     def env_params(self) -> EnvParams:
         return setting_params(self.setting())
 
+    def flag_values(self) -> dict:
+        """Flag destination -> value: the flags that make this config (the stored config's
+        recheck, `damdjax.runs.recheck_config`)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        h = self.hidden
+        d["hidden"] = ",".join(map(str, h)) if isinstance(h, (list, tuple)) else h
+        return d
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)

@@ -1,11 +1,14 @@
-"""Whole episodes under one policy, compiled (`run_from_instance`, `play_batch`), and the
-training loops' vmapped rollout pieces (auto-reset, chunk metrics, the compiled chunk)."""
+"""Whole episodes under one policy, compiled (`run_from_instance`, `play_batch`; host loops
+of compiled chunks of steps for long episodes: `play_in_chunks`), and the training loops'
+vmapped rollout pieces (auto-reset, chunk metrics, the compiled chunk)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, Policy, pair_names
 from damdjax.metrics import episode_metrics
@@ -22,20 +25,83 @@ def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_
     keys and instances for a batch (the batched loop runs until every episode
     is done; finished ones stand still).
     """
+    _, state, total = jax.lax.while_loop(lambda c: ~c[1].done,
+                                         _step(policy, tau, miss_penalty),
+                                         _start(key, instance, queue_capacity))
+    return state, total
+
+
+def _start(key, instance: Instance, queue_capacity: int):
+    """An episode's carry `(key, state, total team reward)` before its first step."""
     state = reset_to_instance(instance, queue_capacity)
+    return key, state, jnp.zeros((), state.time.dtype)
 
-    def cond(carry):
-        return ~carry[1].done
 
+def _step(policy: Policy, tau, miss_penalty):
+    """One step of an episode's carry (`run_from_instance` and `play_in_chunks` share it)."""
     def body(carry):
         key, state, total = carry
         key, k_act = jax.random.split(key)
         state, reward, _ = transition(state, policy(k_act, state), tau, miss_penalty)
         return key, state, total + reward
+    return body
 
-    _, state, total = jax.lax.while_loop(
-        cond, body, (key, state, jnp.zeros((), state.time.dtype)))
-    return state, total
+
+CHUNK_STEPS = 512     # env steps per compiled call of `play_in_chunks`
+PROGRESS_SECONDS = 5.0
+
+
+def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue_capacity: int,
+                   tau=10.0, miss_penalty=1.0, *, which: jax.Array | None = None,
+                   chunk_steps: int | None = None,
+                   progress: Callable[[int, int, int, int], None] | None = None,
+                   every: float | None = None) -> EnvState:
+    """`play_batch` (or, with `which` [B], `play_selected`'s batch: `policy(key, state,
+    which)`) as a host loop of compiled calls of `chunk_steps` steps each: the same final
+    states (each episode takes the same steps with the same keys; finished ones stand
+    still), but a long episode returns to Python between chunks, so Ctrl-C
+    (KeyboardInterrupt) takes effect within one chunk and `progress(steps, episodes done,
+    tasks done, tasks)` is called about every `every` seconds (and at the end, where it
+    was called before). Not
+    jittable (it is the loop around the compiled pieces). Defaults: CHUNK_STEPS,
+    PROGRESS_SECONDS."""
+    chunk_steps = CHUNK_STEPS if chunk_steps is None else chunk_steps
+    every = PROGRESS_SECONDS if every is None else every
+    if which is None:
+        which = jnp.zeros((keys.shape[0],), jnp.int32)
+        play = lambda k, st, w: policy(k, st)
+    else:
+        play = policy
+
+    def advance(carry, w, limit):
+        body = _step(lambda k, st: play(k, st, w), tau, miss_penalty)
+        _, carry = jax.lax.while_loop(lambda c: (~c[1][1].done) & (c[0] < limit),
+                                      lambda c: (c[0] + 1, body(c[1])), (0, carry))
+        return carry
+
+    def with_status(carry):   # (carry, (all done, episodes done, tasks finished, tasks))
+        st = carry[1]
+        finished = jnp.sum(st.instance.task_mask & jnp.isfinite(st.finish))
+        return carry, (jnp.all(st.done), jnp.sum(st.done), finished,
+                       jnp.sum(st.instance.task_mask))
+
+    # The chunk length is traced: one program for any `chunk_steps`.
+    start = jax.jit(lambda k, i: with_status(jax.vmap(
+        lambda kk, ii: _start(kk, ii, queue_capacity))(k, i)))
+    step = jax.jit(lambda c, w, n: with_status(jax.vmap(advance, in_axes=(0, 0, None))(c, w, n)))
+    carry, status = start(keys, instances)
+    limit = jnp.asarray(chunk_steps, jnp.int32)
+    steps, last, shown = 0, time.perf_counter(), False
+    while True:
+        all_done, episodes, finished, tasks = (np.asarray(x) for x in status)
+        now = time.perf_counter()
+        if progress is not None and ((all_done and shown) or now - last >= every):
+            progress(steps, int(episodes), int(finished), int(tasks))
+            last, shown = now, True
+        if all_done:
+            return carry[1]
+        carry, status = step(carry, which, limit)
+        steps += chunk_steps
 
 
 def play_batch(policy: Policy, keys: jax.Array, instances: Instance, queue_capacity: int,
@@ -83,14 +149,17 @@ def play_policies(policies, keys: jax.Array, instances: Instance, queue_capacity
 
 
 def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
-               tau=10.0, miss_penalty=1.0) -> dict[str, EnvState]:
+               tau=10.0, miss_penalty=1.0, chunked: dict | None = None
+               ) -> dict[str, EnvState]:
     """Final states [B] of `instances` played by every heuristic pair in `names`.
 
     The same as `play_batch(pair_from_name(name), ...)` for each name (the same keys
     and key splits, so the same decisions; times agree to float rounding, as XLA may
     fuse the two programs differently), with one compilation per dispatch rule: the
     pairs that share it run as one vmapped batch (`play_selected`), the dispatch rule
-    computed once per step and the scheduling rule chosen per episode.
+    computed once per step and the scheduling rule chosen per episode. `chunked`, where
+    given, are `play_in_chunks`'s keyword arguments (`chunk_steps`, `progress`, `every`):
+    each group then runs in compiled chunks of steps (the same states).
     """
     groups: dict[str, list[tuple[str, str]]] = {}
     for name in names:
@@ -105,9 +174,20 @@ def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
             picks = jnp.stack([rule(k_s, state) for rule in rules])[which]
             return Action(dispatch=dispatch(k_d, state), picks=picks)
 
-        run = jax.jit(lambda k, inst, policy=policy, reps=len(rules): play_selected(
-            policy, reps, k, inst, queue_capacity, tau, miss_penalty))
-        out.update(zip([name for name, _ in members], run(keys, instances)))
+        reps = len(rules)
+        if chunked is None:
+            run = jax.jit(lambda k, inst, policy=policy, reps=reps: play_selected(
+                policy, reps, k, inst, queue_capacity, tau, miss_penalty))
+            states = run(keys, instances)
+        else:   # play_selected's batch, in chunks
+            count = keys.shape[0]
+            tile = lambda x, reps=reps: jnp.concatenate([x] * reps)
+            which = jnp.repeat(jnp.arange(reps, dtype=jnp.int32), count)
+            both = play_in_chunks(policy, tile(keys), jax.tree.map(tile, instances),
+                                  queue_capacity, tau, miss_penalty, which=which, **chunked)
+            states = [jax.tree.map(lambda x, j=j: x[j * count:(j + 1) * count], both)
+                      for j in range(reps)]
+        out.update(zip([name for name, _ in members], states))
     return {name: out[name] for name in names}
 
 

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from damdjax.io import check_output
 from envs.config import EnvParams
 from envs.instance_io import (  # the private helpers: one cycle finder, one server check
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, _find_cycle, _parse_server,
@@ -593,6 +594,11 @@ def main(argv: Sequence[str] | None = None) -> InstanceSpec:
     bad flag or input (or the first skipped job under --strict)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.out is not None:  # before any work: never an input, a writable folder
+        try:
+            check_output(args.out, args.inputs)
+        except ValueError as err:
+            parser.error(str(err))
     if args.arrivals == "trace" and args.source != "alibaba":
         parser.error("--arrivals trace needs the trace's job start times: alibaba only, "
                   f"got {args.source!r}")

@@ -19,11 +19,15 @@ its task's own. The library's arrays are numpy (host constants); the generator c
 floats to JAX's default float.
 
 Files: `.npz` (no pickle) with the arrays `length`, `size`, `work`, `preds` and `names`
-(a unicode string array [J]: each job's provenance). Loading validates everything and
-raises :class:`LibraryError` (a ValueError) with one line naming the file and the field.
+(a unicode string array [J]: each job's provenance), and `sha256` (uint8 [32]: the digest
+of the other five, names, dtypes, shapes and bytes; `_digest`). Loading checks the
+digest (a damaged file is refused with one line naming it; a file written before
+checksums loads with a one-line warning), validates everything and raises
+:class:`LibraryError` (a ValueError) with one line naming the file and the field.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from damdjax.io import write_bytes_atomic
+from damdjax.io import warn, write_bytes_atomic
 from envs.config import EnvConfig, EnvParams, offered_load
 from envs.generator import finish_instance, generate_servers, layout_jobs
 from envs.instance import Instance
@@ -47,6 +51,17 @@ __all__ = [
 ]
 
 _FIELDS = ("length", "size", "work", "preds", "names")
+_CHECKSUM = "sha256"
+
+
+def _digest(arrays: dict) -> np.ndarray:
+    """uint8 [32]: sha256 over each field's name, dtype, shape and bytes (in _FIELDS order)."""
+    h = hashlib.sha256()
+    for key in _FIELDS:
+        arr = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return np.frombuffer(h.digest(), np.uint8)
 
 
 class LibraryError(ValueError):
@@ -241,7 +256,7 @@ def save_library(path: str | os.PathLike, lib: JobLibrary) -> None:
     arrays = _arrays(lib)
     _validated(arrays, os.fspath(path))  # never write a file that would not load
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays, **{_CHECKSUM: _digest(arrays)})
     write_bytes_atomic(buffer.getvalue(), path)
 
 
@@ -256,7 +271,7 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise LibraryError(f"{where}: no such library file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as e:
         # Not an npz: numpy falls back to a pickle, which allow_pickle=False refuses.
         reason = "not an .npz archive" if isinstance(e, ValueError) else str(e)
         raise LibraryError(f"{where}: not a readable .npz file: {reason}") from None
@@ -270,8 +285,15 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
             except ValueError:  # an object array: it would need pickle
                 raise LibraryError(f"{where}: array {key!r} cannot be read without pickle "
                                    f"(object arrays are refused)") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as e:
-                raise LibraryError(f"{where}: array {key!r} is unreadable: {e}") from None
+            except Exception as e:  # zipfile and numpy raise many types on damaged data
+                raise LibraryError(f"{where}: array {key!r} is unreadable (damaged?): "
+                                   f"{type(e).__name__}: {e}") from None
+    digest = arrays.pop(_CHECKSUM, None)
+    if digest is None:
+        warn(f"{where}: a library without a checksum (an older damdjax): loaded unchecked")
+    elif (not set(_FIELDS) <= set(arrays) or digest.dtype != np.uint8
+          or not np.array_equal(digest, _digest(arrays))):
+        raise LibraryError(f"{where}: damaged (checksum mismatch); not loaded")
     return _validated(arrays, where)
 
 

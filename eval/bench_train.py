@@ -54,6 +54,7 @@ import jax
 import numpy as np
 
 from damdjax.hyper import Hyper
+from damdjax.io import check_output
 from damdjax.sharding import member_mesh, padded_members
 from envs.config import check_params
 from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
@@ -166,6 +167,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.out is not None:  # before any work: never an input, a writable folder
+        try:
+            check_output(args.out, ())
+        except ValueError as err:
+            parser.error(str(err))
     if args.num_envs is None:
         args.num_envs = SWEEP_NUM_ENVS if args.sweep else DEFAULT_NUM_ENVS
     bad = [k for k in args.members if k <= 0]

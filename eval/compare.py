@@ -44,11 +44,11 @@ from damdjax.evaluation import (best_pair, format_paired, generate_held_out, hel
                                 paired_summary)
 from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
-from damdjax.io import json_number, write_json_atomic
+from damdjax.io import check_output, json_number, write_json_atomic
 from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
-from damdjax.rollout import play_batch, play_pairs
+from damdjax.rollout import play_in_chunks, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
 from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
 from envs.config import EnvConfig, EnvParams, check_params
@@ -150,6 +150,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             check_memory(memory_parts(args, config, args.episodes or 200, 4))
         except ValueError as e:
             parser.error(str(e))
+    if args.out is not None:
+        try:
+            check_output(args.out, input_files(args))
+        except ValueError as e:
+            parser.error(str(e))
     return args
 
 
@@ -164,6 +169,26 @@ def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[s
           f"--num-tasks {config.n_max}, --num-servers {config.m_max}")
     return [(f"the evaluation batches (--episodes {episodes} x {methods + 1} batches at {at})",
              evaluation_bytes(config, episodes, methods, f))]
+
+
+RUN_FILES = ("config.json", "dispatcher.msgpack", "schedulers.msgpack", "damd.json",
+             "checkpoint.msgpack")
+
+
+def input_files(args) -> list[str]:
+    """Every file the comparison reads: the instance file, the trained runs' files (a run
+    directory: its RUN_FILES, stage folders included), the workload's path."""
+    paths = [args.instance, args.dispatcher_checkpoint, args.scheduler, args.damd_run]
+    if args.workload and ":" in args.workload:
+        paths.append(args.workload.split(":", 1)[1])
+    out = []
+    for path in filter(None, paths):
+        if os.path.isdir(path):
+            out += [os.path.join(root, f) for root, _, files in os.walk(path)
+                    for f in files if f in RUN_FILES]
+        else:
+            out.append(path)
+    return out
 
 
 def method_list(text: str) -> list[str]:
@@ -222,11 +247,22 @@ def learned_methods(args) -> tuple[dict[str, Policy], dict]:
     return learned, setting
 
 
+def progress_printer(method: str):
+    """A `play_in_chunks` progress callback printing one line for `method`."""
+    t0 = time.perf_counter()
+
+    def show(steps, episodes, finished, tasks):
+        print(f"  {method}: {steps} steps, {episodes} episode(s) done, {finished}/{tasks} "
+              f"tasks finished, {time.perf_counter() - t0:.0f} s", flush=True)
+    return show
+
+
 def run_batch(policy: Policy, keys: jax.Array, instances, queue_capacity: int,
-              params: EnvParams):
-    """Play every instance (batched on axis 0) with `policy`; returns final states."""
-    return jax.jit(lambda k, i: play_batch(policy, k, i, queue_capacity, params.tau,
-                                           params.miss_penalty))(keys, instances)
+              params: EnvParams, method: str = ""):
+    """Play every instance (batched on axis 0) with `policy`; returns final states
+    (`play_in_chunks`: progress lines on long episodes, Ctrl-C within a chunk)."""
+    return play_in_chunks(policy, keys, instances, queue_capacity, params.tau,
+                          params.miss_penalty, progress=progress_printer(method or "policy"))
 
 
 def summarize(states) -> dict:
@@ -286,8 +322,12 @@ def main(argv=None) -> dict:
     """Run the comparison; returns `{"setting", "methods"}` (also printed / written)."""
     args = parse_args(argv)
     # One instance file is cheap: run it in float64 so its times come out exact.
-    with jax.enable_x64(args.instance is not None):
-        return _compare(args)
+    try:
+        with jax.enable_x64(args.instance is not None):
+            return _compare(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): nothing written", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 def _compare(args: argparse.Namespace) -> dict:
@@ -297,6 +337,8 @@ def _compare(args: argparse.Namespace) -> dict:
             spec = load_instance(args.instance)
         except InstanceError as e:
             sys.exit(f"error: {e}")
+        print(f"loaded {args.instance}: {sum(len(j.tasks) for j in spec.jobs)} tasks",
+              flush=True)
         episodes = args.episodes or 1
         try:  # before anything is allocated: the instance's sizes, float64 (x64)
             check_memory(memory_parts(args, spec_config(spec), episodes, 8))
@@ -338,9 +380,10 @@ def _compare(args: argparse.Namespace) -> dict:
           f"episode(s): {setting}", flush=True)
     states = {}
     for method, policy in args.learned.items():
-        states[method] = run_batch(policy, play_keys, instances, q, params)
+        states[method] = run_batch(policy, play_keys, instances, q, params, method)
     t0 = time.perf_counter()
-    pair_states = play_pairs(heuristics, play_keys, instances, q, params.tau, params.miss_penalty)
+    pair_states = play_pairs(heuristics, play_keys, instances, q, params.tau, params.miss_penalty,
+                             chunked={"progress": progress_printer("heuristics")})
     pair_seconds = time.perf_counter() - t0
     pair_results = {name: summarize(st) for name, st in pair_states.items()}
     best = None

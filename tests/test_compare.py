@@ -135,3 +135,66 @@ def test_instance_run_leaves_default_precision_alone():
     import jax.numpy as jnp
     compare.main(["--instance", EXAMPLE, "--methods", "NF"])
     assert jnp.zeros(()).dtype == jnp.float32
+
+
+def test_out_never_overwrites_an_input_and_is_checked_before_computing(tmp_path, capsys):
+    """--out equal to the instance file, an existing folder, or a folder that does not
+    exist: one-line errors (exit 2) before anything runs; the instance is untouched."""
+    inst = tmp_path / "inst.json"
+    inst.write_bytes(open(EXAMPLE, "rb").read())
+    before = inst.read_bytes()
+    (tmp_path / "folder").mkdir()
+    for out, says in ((inst, "would overwrite the input"),
+                      (tmp_path / "." / "inst.json", "would overwrite the input"),
+                      (tmp_path / "folder", "is a folder"),
+                      (tmp_path / "absent" / "r.json", "does not exist")):
+        with pytest.raises(SystemExit) as exc:
+            compare.main(["--instance", str(inst), "--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr()
+        assert says in err.err.strip().splitlines()[-1] and "comparing" not in err.out
+    from envs import convert       # the converter checks its --out the same way
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["wfcommons", str(inst), "--out", str(inst)])
+    assert exc.value.code == 2 and "would overwrite the input" in capsys.readouterr().err
+    assert inst.read_bytes() == before
+
+
+def test_chunked_episodes_equal_the_whole_episode_loop_and_stop_on_ctrl_c(
+        tmp_path, capsys, monkeypatch):
+    """`play_in_chunks` (and play_pairs in chunks) gives the whole-episode loop's final
+    states exactly, with progress lines; eval.compare stops on Ctrl-C between chunks with
+    one line and exit 130."""
+    import signal
+
+    import jax
+    import numpy as np
+
+    from damdjax import rollout
+    from envs.instance import instance_from_spec
+    from envs.instance_io import load_instance
+
+    instance, q = instance_from_spec(load_instance(EXAMPLE))
+    inst = jax.tree.map(lambda x: np.broadcast_to(x, (3,) + x.shape), instance)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    names = ["RS", "RX"]     # random dispatch (the keys matter), one batch of two variants
+    seen = []
+    whole = rollout.play_pairs(names, keys, inst, q)
+    parts = rollout.play_pairs(names, keys, inst, q, chunked={
+        "chunk_steps": 2, "every": 0, "progress": lambda *a: seen.append(a)})
+    for name in names:
+        for a, b in zip(jax.tree.leaves(whole[name]), jax.tree.leaves(parts[name])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(seen) > 2 and seen[-1][1] == 6 and seen[-1][2] == seen[-1][3] == 6 * 4
+
+    def ctrl_c(method):
+        return lambda *a: os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(compare, "progress_printer", ctrl_c)
+    monkeypatch.setattr(rollout, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(rollout, "PROGRESS_SECONDS", 0.0)
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--instance", EXAMPLE, "--methods", "NF", "--out", str(out)])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted")
+    assert not out.exists()

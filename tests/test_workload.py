@@ -255,6 +255,35 @@ def test_offered_load_and_the_matched_density_by_hand():
     assert offered_load(params.replace(num_servers=10), 1.75) == pytest.approx(2 * 1.75 / 20)
 
 
+def test_damaged_library_is_refused_and_one_without_a_checksum_warns(tmp_path, capsys):
+    """A flipped byte inside a saved library's arrays: one line naming the file (the zip's
+    own CRC misses flips in its headers and numpy's; the sha256 array covers the data);
+    a file written without the checksum loads, saying it is unchecked."""
+    path = tmp_path / "jobs.npz"
+    np.savez(tmp_path / "plain.npz", **good_arrays())
+    save_library(path, load_library(tmp_path / "plain.npz"))
+    want = host(load_library(path))
+    data = path.read_bytes()
+    changed = []
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x10
+        (tmp_path / "bad.npz").write_bytes(bytes(flipped))
+        try:
+            lib = load_library(tmp_path / "bad.npz")
+        except LibraryError as err:
+            assert str(err).startswith(str(tmp_path / "bad.npz")) and "\n" not in str(err)
+            continue
+        got = host(lib)
+        if any(not np.array_equal(got[k], want[k]) for k in want):
+            changed.append(i)
+    assert changed == []
+    capsys.readouterr()
+    np.savez(tmp_path / "old.npz", **good_arrays())
+    load_library(tmp_path / "old.npz")
+    assert "without a checksum" in capsys.readouterr().err
+
+
 def test_config_must_fit_the_library(small):
     config = required_config(small, n_max=30, m_max=3, queue_capacity=2)
     assert (config.j_max, config.p_max) == (small.max_length, small.max_preds)

@@ -159,6 +159,18 @@ class DAMDConfig:
                     f"{methods + 1} batches)",
                     memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
 
+    def flag_values(self) -> dict:
+        """Flag destination -> value: train.damd's flags that make this config."""
+        d, s = self.dispatcher, self.schedulers
+        v = {k: getattr(d, k) for k in SETTING_FIELDS}
+        v.update(seed=d.seed, rounds=self.rounds, eval_episodes=self.eval_episodes,
+                 stage_eval_episodes=d.eval_episodes, share_params=s.share_params)
+        for prefix, c in (("dqn", d), ("mdqn", s)):
+            own = c.flag_values()
+            for f in [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks", "hidden"]:
+                v[f"{prefix}_{f}"] = own[f]
+        return v
+
     def to_json(self) -> dict:
         return {"rounds": self.rounds, "eval_episodes": self.eval_episodes,
                 "dispatcher": self.dispatcher.to_json(), "schedulers": self.schedulers.to_json()}
@@ -423,9 +435,15 @@ def main(argv=None) -> int:
     if args.eval_episodes is not None:
         check_int_flag(p, "--eval-episodes", args.eval_episodes, 1)
     config, root = runs.open_run(p, build_parser, args, argv,
-                                 config_from_args=lambda: config_from_args(p, args),
+                                 config_from_args=config_from_args,
                                  config_from_json=DAMDConfig.from_json,
                                  checkpoint=f"{stage_names(1)[0][0]}/{runs.CHECKPOINT}")
+    with runs.held(root):
+        return _pipeline(config, root)
+
+
+def _pipeline(config: DAMDConfig, root: str) -> int:
+    """Every stage (finished ones kept, a partial one resumed), damd.json and eval.json."""
     configs = stage_configs(config, root)
 
     t_start = time.perf_counter()

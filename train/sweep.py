@@ -60,7 +60,6 @@ import jax
 import numpy as np
 
 from damdjax import runs
-from damdjax.checkpoint import save_tree
 from damdjax.cli import check_counts
 from damdjax.evaluation import held_out_keys, play_generated_members
 from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
@@ -172,6 +171,12 @@ class SweepConfig:
         """The trainer config of member `m` alone (its seed and values; the fields the
         config lacks, e.g. polyak, are in member.json)."""
         return self.config.with_hyper(m.hyper, m.seed)
+
+    def flag_values(self) -> dict:
+        """Flag destination -> value: the sweep's flags that make this config (with its
+        trainer's: `build_parser(self.trainer)`)."""
+        return {**self.config.flag_values(), "trainer": self.trainer, "seeds": self.seeds,
+                "grid": [f"{f}={','.join(map(str, v))}" for f, v in self.grid]}
 
     def to_json(self) -> dict:
         return {"trainer": self.trainer, "seeds": self.seeds,
@@ -349,11 +354,12 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
     keys, hyper = member_inputs([m.seed for m in members], [m.hyper for m in members],
                                 count, shard)
     rs = init(keys, hyper)
+    restored = None
     if resume:  # the checkpoint holds the real members only (any device count resumes it)
         real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
-        rs = put_members(pad_members(runs.restore_runner(real, run_dir), count), shard)
+        real, restored = runs.restore_runner(real, run_dir)
+        rs = put_members(pad_members(real, count), shard)
     done = {"chunks": int(to_host(rs.chunk)[0])}
-    checkpoint = runs.run_paths(run_dir)["checkpoint"]
     plan = cfg.stage_plan()
     named = len(plan) > 1
 
@@ -370,10 +376,10 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
         done["chunks"] = out[0]["chunk"]
         return out
 
-    def save(rs_):
+    def save(rs_, rows_):
         host = to_host(rs_)
         if writer:
-            save_tree(jax.tree.map(lambda x: x[:len(members)], host), checkpoint)
+            runs.save_checkpoint(jax.tree.map(lambda x: x[:len(members)], host), run_dir, rows_)
 
     def progress(rows_):
         line = progress_line(rows_, cfg.num_chunks)
@@ -385,7 +391,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
     rs, interrupted = runs.chunk_loop(
         chunk, rs, num_chunks=cfg.num_chunks,
         chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
-        progress=progress, writer=writer,
+        progress=progress, writer=writer, restored_rows=restored,
         header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
                f"device(s), chunks: {stages_text}, from chunk {done['chunks']}")
     return rs, members, hyper, interrupted
@@ -465,13 +471,16 @@ def main(argv=None) -> int:
         jax.distributed.initialize()
     writer = jax.process_index() == 0
     scfg, run_dir = runs.open_run(p, lambda: build_parser(trainer), args, argv,
-                                  config_from_args=lambda: config_from_args(p, args),
+                                  config_from_args=config_from_args,
                                   config_from_json=SweepConfig.from_json,
-                                  resume_flags=RESUME_FLAGS, writer=writer)
-    rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer)
-    if interrupted:
-        return 130
-    finish(scfg, run_dir, rs, members, hyper, writer)
+                                  resume_flags=RESUME_FLAGS, writer=writer,
+                                  config_parser=lambda c: functools.partial(build_parser,
+                                                                            c.trainer))
+    with runs.held(run_dir):
+        rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer)
+        if interrupted:
+            return 130
+        finish(scfg, run_dir, rs, members, hyper, writer)
     return 0
 
 
