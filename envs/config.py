@@ -38,14 +38,15 @@ def check_float(name: str, value, dtype=None) -> None:
     number (a smaller one flushes to 0)."""
     dtype = np.dtype(jnp.asarray(0.0).dtype if dtype is None else dtype)
     info = np.finfo(dtype)
+    biggest, tiny = float(info.max), float(info.tiny)
     v = float(np.asarray(value, np.float64))
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
-    if abs(v) > info.max:
-        raise ValueError(f"{name} must be at most {float(info.max):g} in magnitude ({dtype.name}), "
+    if abs(v) > biggest:
+        raise ValueError(f"{name} must be at most {biggest:g} in magnitude ({dtype.name}), "
                          f"got {v:g}")
-    if v != 0 and abs(v) < info.tiny:
-        raise ValueError(f"{name} must be 0 or at least {float(info.tiny):g} in magnitude "
+    if v != 0 and abs(v) < tiny:
+        raise ValueError(f"{name} must be 0 or at least {tiny:g} in magnitude "
                          f"({dtype.name}), got {v:g}")
 
 
