@@ -324,3 +324,31 @@ def test_compare_output_has_no_inf_or_nan_on_extreme_valid_values(tmp_path, caps
     compare.main(["--instance", str(src), "--methods", "LS", "--out", str(out)])
     text = (capsys.readouterr().out + out.read_text()).replace(str(tmp_path), "").lower()
     assert "nan" not in text and "inf" not in text
+
+
+def test_convert_refuses_jobs_whose_tasks_exceed_the_task_slots(tmp_path, capsys):
+    """--jobs within its own limit, but --jobs x the fewest tasks of a job is more than an
+    instance may hold: one line before any job is drawn."""
+    from envs import convert
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["wfcommons", "tests/data/wfcommons/helloworld-forkjoin-10-chameleon.json",
+                      "--out", str(tmp_path / "o.json"), "--jobs", "200000000"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err[-1] == ("error: --jobs 200000000 x at least 10 tasks per job = 2000000000 tasks, "
+                       "more than 1073741822 (the step cap 2 N + 2 must fit int32)")
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("density", 1e308, "density must be at most 3.40282e+38 in magnitude (float32), got 1e+308"),
+    ("cpu_high", 1e39, "cpu_high must be at most 3.40282e+38 in magnitude (float32), got 1e+39"),
+    ("tau", 1e-300, "tau must be 0 or at least 1.17549e-38 in magnitude (float32), got 1e-300"),
+])
+def test_check_params_refuses_floats_beyond_float32(field, value, message):
+    """`check_params` (eval.bench, eval.bench_train, check_hyper): a knob that would be inf
+    or flush to 0 in the device's float type is refused, named, with the limit."""
+    from envs.config import check_params
+    with pytest.raises(ValueError) as exc:
+        check_params(EnvConfig(), EnvParams(**{field: value}))
+    assert str(exc.value) == message
