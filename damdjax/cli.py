@@ -21,7 +21,7 @@ import math
 from damdjax import memory
 from damdjax.hyper import Hyper, check_hyper
 from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
-from envs.config import INT32_MAX, SIZE_LIMITS, EnvConfig, EnvParams
+from envs.config import INT32_MAX, SEED_MAX, SIZE_LIMITS, EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.workload import JobLibrary
 
@@ -242,7 +242,8 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
       help="env steps before the first update (default %(default)s)")
     a("--hidden", default=",".join(map(str, d.hidden)),
       help="hidden layer widths, comma-separated (default %(default)s)")
-    a("--seed", type=int, default=d.seed, help="seed of everything (default %(default)s)")
+    a("--seed", type=int, default=d.seed,
+      help="seed of everything, in [0, 2**32 - 1] (default %(default)s)")
     a("--eval-episodes", type=int, default=None,
       help=f"held-out evaluation episodes at the end, 0 to skip (default {d.eval_episodes})")
 
@@ -309,9 +310,12 @@ def check_int_flag(p: argparse.ArgumentParser, flag: str, value: int, low: int,
 
 def int_limit(name: str) -> tuple[int, str]:
     """`(largest value, why)` of an integer flag: int32, but --num-tasks, whose step cap
-    `2 N + 2` must fit int32 (`envs.config.SIZE_LIMITS`)."""
+    `2 N + 2` must fit int32 (`envs.config.SIZE_LIMITS`), and --seed, `envs.config.SEED_MAX`
+    (seeds are >= 0: `check_int_flag(p, "--seed", v, 0, *int_limit("seed"))`)."""
     if name == "num_tasks":
         return SIZE_LIMITS["n_max"], "the step cap 2 N + 2 must fit int32"
+    if name == "seed":
+        return SEED_MAX, "PRNGKey keeps 32 bits"
     return INT32_MAX, "int32"
 
 
@@ -341,6 +345,7 @@ def check_program(p: argparse.ArgumentParser, cfg) -> None:
 def common_from_args(p: argparse.ArgumentParser, args, d) -> dict:
     """The shared fields, checked, as config keyword arguments (defaults from `d`)."""
     check_positive(p, args, PROGRAM_INTS)
+    check_int_flag(p, "--seed", args.seed, 0, *int_limit("seed"))
     if args.buffer_capacity < args.num_envs:
         p.error(f"--buffer-capacity ({args.buffer_capacity}) must be >= --num-envs "
                 f"({args.num_envs})")

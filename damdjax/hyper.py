@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from envs.config import INT32_MAX, EnvConfig, EnvParams, check_params
+from envs.config import INT32_MAX, EnvConfig, EnvParams, check_float, check_params
 
 
 @struct.dataclass
@@ -135,7 +135,7 @@ def check_hyper(h, config: EnvConfig) -> None:
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
     `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers within int32
-    where INT_FIELDS; the setting as `envs.config.check_params` within `config`'s padding.
+    where INT_FIELDS, the other values within float32 (`envs.config.check_float`); the setting as `envs.config.check_params` within `config`'s padding.
     """
     if isinstance(h, PipelineHyper):
         for prefix, part in ((DISPATCHER_PREFIX, h.dispatcher), (SCHEDULERS_PREFIX, h.schedulers)):
@@ -154,6 +154,8 @@ def check_hyper(h, config: EnvConfig) -> None:
             raise ValueError(f"{name} must be an integer, got {float(getattr(h, name)):g}")
         if name in INT_FIELDS and abs(v[name]) > INT32_MAX:   # traced as int32
             raise ValueError(f"{name} must be <= {INT32_MAX} (int32), got {v[name]}")
+        if name not in INT_FIELDS:   # traced (and stacked) as float32
+            check_float(name, v[name], np.float32)
     for name in ("lr", "max_grad_norm", "eps_decay_steps", "target_every"):
         if not v[name] > 0:
             raise ValueError(f"{name} must be > 0, got {v[name]:g}")

@@ -15,14 +15,39 @@ in data units).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 INT32_MAX = 2**31 - 1   # every count and index reaches an int32 array
 # The largest padded sizes: each fits int32, and n_max leaves the step cap 2 n_max + 2 there.
 SIZE_LIMITS = {"n_max": (INT32_MAX - 2) // 2, "m_max": INT32_MAX, "p_max": INT32_MAX,
                "queue_capacity": INT32_MAX, "j_max": INT32_MAX}
+# The largest seed: `jax.random.PRNGKey` keeps a seed's low 32 bits (without x64), so a larger
+# seed would repeat a smaller one's draws; numpy's SeedSequence takes the same range.
+SEED_MAX = 2**32 - 1
+
+
+def check_float(name: str, value, dtype=None) -> None:
+    """Raise ValueError (one line: the name, the value, the limit) unless the concrete
+    `value` is finite and keeps its magnitude in `dtype` (default: JAX's default float
+    type, float32, or float64 under `jax_enable_x64`): at most its largest finite value (a
+    larger one becomes inf on the device) and, where nonzero, at least its smallest normal
+    number (a smaller one flushes to 0)."""
+    dtype = np.dtype(jnp.asarray(0.0).dtype if dtype is None else dtype)
+    info = np.finfo(dtype)
+    biggest, tiny = float(info.max), float(info.tiny)
+    v = float(np.asarray(value, np.float64))
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if abs(v) > biggest:
+        raise ValueError(f"{name} must be at most {biggest:g} in magnitude ({dtype.name}), "
+                         f"got {v:g}")
+    if v != 0 and abs(v) < tiny:
+        raise ValueError(f"{name} must be 0 or at least {tiny:g} in magnitude "
+                         f"({dtype.name}), got {v:g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +136,13 @@ def offered_load(params: EnvParams, mean_work: float | None = None) -> float:
 def check_params(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError naming the first nonsensical value (Python boundary only).
 
-    Call on concrete (not traced) params before compiling.
+    Call on concrete (not traced) params before compiling. Every float knob must keep its
+    value in JAX's default float type (`check_float`).
     """
+    for f in dataclasses.fields(params):
+        if f.name not in ("num_tasks", "num_servers"):
+            check_float(f.name, getattr(params, f.name))
+
     def val(name):
         return float(jnp.asarray(getattr(params, name)))
 

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from damdjax.io import check_output
-from envs.config import EnvParams
+from envs.config import SEED_MAX, SIZE_LIMITS, EnvParams
 from envs.instance_io import (  # the private helpers: one cycle finder, one server check
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, _find_cycle, _parse_server,
     _topological, job_order, save_instance,
@@ -482,24 +482,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _int_in(low: int, high: int, why: str):
+    """An argparse type: an integer in [low, high] (`why`: the reason for `high`), else
+    argparse's one-line error naming the flag, the value and the limit."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high} ({why}), got {value}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+# Jobs: each holds a task, and an instance's tasks are the env's task slots (n_max, whose
+# step cap 2 N + 2 must fit int32); servers: its server slots (int32); seeds: SEED_MAX.
+_jobs = _int_in(1, SIZE_LIMITS["n_max"], "each job holds a task; the step cap 2 N + 2 "
+                "must fit int32")
+_num_servers = _int_in(1, SIZE_LIMITS["m_max"], "int32")
+_seed = _int_in(0, SEED_MAX, "the seed range of every CLI: PRNGKey keeps 32 bits")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -517,15 +521,16 @@ def _parser() -> argparse.ArgumentParser:
                                (ali, d.alibaba_data_unit, "plan_mem")):
         p.add_argument("--out", required=True, help="the instance file to write (atomically)")
         servers = p.add_mutually_exclusive_group()
-        servers.add_argument("--num-servers", type=_positive_int, default=None,
+        servers.add_argument("--num-servers", type=_num_servers, default=None,
                              help=f"draw M servers from the generator's model (default "
                                   f"{d.num_servers})")
         servers.add_argument("--servers", default=None,
                              help="a JSON list of server objects (cpu, bw, mem, k)")
-        p.add_argument("--jobs", type=_positive_int, default=None,
+        p.add_argument("--jobs", type=_jobs, default=None,
                        help="jobs in the stream (default: every valid job once)")
         p.add_argument("--seed", type=_seed, default=0,
-                       help="seed of the servers, the job draw and Poisson arrivals")
+                       help="seed of the servers, the job draw and Poisson arrivals, in "
+                            "[0, 2**32 - 1] (default 0)")
         p.add_argument("--density", type=_positive_float, default=d.density,
                        help=f"Poisson arrivals: tasks per time unit (default {d.density:g})")
         p.add_argument("--arrivals", choices=("poisson", "trace"), default="poisson",
@@ -585,6 +590,10 @@ def _select(args, jobs: list[RawJob], rng: np.random.Generator) -> list[RawJob]:
         if args.jobs > len(jobs):
             _fail(f"--jobs {args.jobs} exceeds the {len(jobs)} valid jobs")
         return jobs[:args.jobs]
+    fewest = min(len(j.tasks) for j in jobs)
+    if args.jobs * fewest > SIZE_LIMITS["n_max"]:
+        _fail(f"--jobs {args.jobs} x at least {fewest} tasks per job = {args.jobs * fewest} "
+              f"tasks, more than {SIZE_LIMITS['n_max']} (the step cap 2 N + 2 must fit int32)")
     picks = rng.choice(len(jobs), size=args.jobs, replace=args.jobs > len(jobs))
     return [jobs[int(i)] for i in picks]
 

@@ -44,11 +44,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damdjax.cli import check_int_flag, int_limit
 from damdjax.io import check_output, write_json_atomic
+from damdjax.memory import check_memory, evaluation_bytes, float_bytes
 from damdjax.heuristics import pair_from_name, pair_names
 from damdjax.rollout import run_from_instance
 from envs import reference
-from envs.config import EnvConfig, EnvParams, check_params
+from envs.config import INT32_MAX, EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_to_arrays
 from envs.state import unstarted_tasks
@@ -67,7 +69,9 @@ QUICK_REF_EPISODES = 4
 
 
 def int_list(text: str) -> tuple[int, ...]:
-    """'1,64,256' -> (1, 64, 256) (argparse type; positivity is checked later)."""
+    """'1,64,256' -> (1, 64, 256) (argparse type: each a count that reaches an int32 array,
+    at most INT32_MAX, else argparse's one-line error naming the flag; positivity is
+    checked later)."""
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -75,6 +79,9 @@ def int_list(text: str) -> tuple[int, ...]:
             f"expected comma-separated integers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    big = [v for v in values if v > INT32_MAX]
+    if big:
+        raise argparse.ArgumentTypeError(f"must be <= {INT32_MAX} (int32), got {big[0]}")
     return values
 
 
@@ -106,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"episodes the reference simulator plays, >= 1 (default: {DEFAULT_REF_EPISODES}; "
              f"--quick: {QUICK_REF_EPISODES})")
     parser.add_argument(
-        "--seed", type=int, default=0, help="root PRNG seed of the instances (default: 0)")
+        "--seed", type=int, default=0,
+        help="root PRNG seed of the instances, in [0, 2**32 - 1] (default: 0)")
     parser.add_argument(
         "--quick", action="store_true",
         help="smoke run: batch sizes, repeats and reference episodes default to "
@@ -135,15 +143,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bad = [b for b in args.batch_sizes if b <= 0]
     if bad:
         parser.error(f"--batch-sizes must all be >= 1, got {bad[0]}")
-    if args.repeats <= 0:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.ref_episodes <= 0:
-        parser.error(f"--ref-episodes must be >= 1, got {args.ref_episodes}")
+    check_int_flag(parser, "--repeats", args.repeats, 1)
+    check_int_flag(parser, "--ref-episodes", args.ref_episodes, 1)
+    check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     try:
         pair_names(args.method)
+        check_memory(memory_parts(EnvConfig(), args))
     except ValueError as err:
         parser.error(str(err))
     return args
+
+
+def memory_parts(config: EnvConfig, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """`[(what, bytes)]` a run holds at once (`damdjax.memory`): the largest batch's
+    instances and final states, and the reference's instances."""
+    f, batch = float_bytes(), max(args.batch_sizes)
+    return [(f"the batch of --batch-sizes {batch} (instances and final states)",
+             evaluation_bytes(config, batch, 1, f)),
+            (f"the reference's instances (--ref-episodes {args.ref_episodes})",
+             evaluation_bytes(config, args.ref_episodes, 0, f))]
 
 
 # --------------------------------------------------------------------------

@@ -56,7 +56,9 @@ import numpy as np
 from damdjax.hyper import Hyper
 from damdjax.io import check_output
 from damdjax.sharding import member_mesh, padded_members
-from envs.config import check_params
+from damdjax.cli import check_int_flag, int_limit
+from damdjax.memory import check_memory
+from envs.config import INT32_MAX, check_params
 from eval.bench import _fmt, int_list, machine_info, print_machine_and_write
 
 # name -> (module path, config class name). Add a trainer with one line here.
@@ -180,8 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bad = [e for e in args.num_envs if e <= 0]
     if bad:
         parser.error(f"--num-envs must all be >= 1, got {bad[0]}")
-    if args.repeats <= 0:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    check_int_flag(parser, "--repeats", args.repeats, 1)
     try:
         args.module, args.config_cls = load_trainer(args.trainer)
     except ValueError as err:
@@ -191,14 +192,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is None:
             setattr(args, name, getattr(default, name))
-        elif value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        else:
+            check_int_flag(parser, f"--{name.replace('_', '-')}", value, 1, *int_limit(name))
     args.configs = make_configs(args.config_cls, args)
     try:
         check_params(args.configs[0].env_config(), args.configs[0].env_params())
     except ValueError as err:
         parser.error(str(err))
+    check_program(parser, args)
     return args
+
+
+def check_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before anything is allocated or compiled: each config's int32 counters (env steps,
+    gradient updates) stay within int32 over the warm-up and the --repeats timed chunks, and
+    what it holds (`RunConfig.memory_parts`: the vmapped env states, the replay buffer;
+    times the largest --members with --sweep) fits the device (`damdjax.memory`)."""
+    chunks = f"(--repeats {args.repeats} + 1 warm-up) chunks"
+    k = max(args.members) if args.sweep else 1
+    for cfg in args.configs:
+        per = (args.repeats + 1) * cfg.steps_per_chunk
+        for what, total in ((f"--num-envs {cfg.num_envs} env steps", per * cfg.num_envs),
+                            (f"{cfg.updates_per_step} gradient updates per step",
+                             per * cfg.updates_per_step)):
+            if total > INT32_MAX:
+                parser.error(f"{chunks} x --steps-per-chunk {cfg.steps_per_chunk} x {what} = "
+                             f"{total} overflow the int32 counters (at most {INT32_MAX})")
+        parts = dataclasses.replace(cfg, eval_episodes=0).memory_parts()[:2]
+        if args.sweep:
+            parts = [(f"{k} members (--members {k}) x {what}", k * b) for what, b in parts]
+        try:
+            check_memory(parts)
+        except ValueError as err:
+            parser.error(str(err))
 
 
 # --------------------------------------------------------------------------

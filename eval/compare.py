@@ -51,7 +51,7 @@ from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_in_chunks, play_pairs
 from damdjax.runs import CONFIG, explicit_flags
 from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
-from envs.config import EnvConfig, EnvParams, check_params
+from envs.config import EnvConfig, EnvParams, check_float, check_params
 from envs.instance import instance_from_spec, spec_config
 from envs.instance_io import InstanceError, global_index, load_instance
 from envs.state import done_time, unstarted_tasks
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes: generated instances, or random draws on --instance "
                         "(default 200, or 1 with --instance)")
-    p.add_argument("--seed", type=int, default=0, help="seed of instances and draws (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of instances and draws, in [0, 2**32 - 1] (default 0)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     return p
 
@@ -132,6 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.method_list = method_list(args.methods)
     except ValueError as e:
         parser.error(str(e))
+    check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     if args.episodes is not None:
         check_int_flag(parser, "--episodes", args.episodes, 1)
     if args.queue_capacity is not None:
@@ -143,6 +145,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             v = getattr(args, name)
             if not v > 0 or not np.isfinite(v):
                 parser.error(f"--{name} must be a finite number > 0, got {v}")
+            try:   # a float32 value on the device (or float64 under x64)
+                check_float(f"--{name}", v)
+            except ValueError as e:
+                parser.error(str(e))
         check_workload_flag(parser, args.workload, args.num_tasks)
         config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
                                  queue_capacity=args.queue_capacity or EnvConfig.queue_capacity)

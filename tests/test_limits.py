@@ -50,7 +50,25 @@ FLAGS = [
     ("eval.compare", "--num-servers", "--num-servers must be <= 2147483647 (int32)"),
     ("eval.compare", "--queue-capacity", "--queue-capacity must be <= 2147483647 (int32)"),
     ("eval.compare", "--episodes", "--episodes must be <= 2147483647 (int32)"),
+    ("train.sweep", "--seeds", "--seeds must be <= 2147483647 (int32)"),
+    ("eval.bench", "--batch-sizes", "argument --batch-sizes: must be <= 2147483647 (int32)"),
+    ("eval.bench", "--repeats", "--repeats must be <= 2147483647 (int32)"),
+    ("eval.bench", "--ref-episodes", "--ref-episodes must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--num-envs", "argument --num-envs: must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--members", "argument --members: must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--repeats", "--repeats must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--steps-per-chunk", "--steps-per-chunk must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--num-tasks", "--num-tasks must be <= 1073741822"),
+    ("eval.bench_train", "--num-servers", "--num-servers must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--batch-size", "--batch-size must be <= 2147483647 (int32)"),
+    ("eval.bench_train", "--buffer-capacity", "--buffer-capacity must be <= 2147483647 (int32)"),
+    ("envs.convert", "--jobs", "argument --jobs: must be <= 1073741822 (each job holds a task"),
+    ("envs.convert", "--num-servers", "argument --num-servers: must be <= 2147483647 (int32)"),
 ]
+# Every CLI's --seed: [0, 2**32 - 1] (envs.config.SEED_MAX; PRNGKey keeps 32 bits).
+SEED_CLIS = ["train.dqn", "train.mdqn", "train.damd", "train.sweep", "eval.compare",
+             "eval.bench", "envs.convert"]
+HUGE_SEED = str(10**30)
 # Values within int32 that overflow a counter over the run or exceed memory.
 RUNS = [
     ("train.dqn", ["--num-chunks", "1000000"], "= 12800000000 overflow the int32 counters"),
@@ -67,6 +85,37 @@ RUNS = [
     ("train.sweep", ["--seeds", "100000", "--num-envs", "20000"],
      "100000 members (--seeds 100000 x 1 --grid points) x the vmapped env states"),
     ("eval.compare", ["--episodes", "2000000000"], "the evaluation batches (--episodes 2000000000"),
+    ("train.sweep", ["--seed", "4294967295", "--seeds", "2"],
+     "--seed 4294967295 + --seeds 2 - 1 = 4294967296, the last member's seed, must be <= "
+     "4294967295 (PRNGKey keeps 32 bits)"),
+    ("train.dqn", ["--seed", "-1"], "--seed must be >= 0, got -1"),
+    ("eval.bench", ["--batch-sizes", "8,2000000000"],
+     "the batch of --batch-sizes 2000000000 (instances and final states) needs an estimated"),
+    ("eval.bench", ["--ref-episodes", "2000000000"],
+     "the reference's instances (--ref-episodes 2000000000) needs an estimated"),
+    ("eval.bench_train", ["--num-envs", "100000000"],
+     "(--repeats 3 + 1 warm-up) chunks x --steps-per-chunk 50 x --num-envs 100000000 env steps "
+     "= 20000000000 overflow the int32 counters"),
+    ("eval.bench_train", ["--repeats", "1000000", "--steps-per-chunk", "1000", "--num-envs", "1"],
+     "x 4 gradient updates per step = 4000004000 overflow the int32 counters"),
+    ("eval.bench_train", ["--buffer-capacity", "2000000000"],
+     "the replay buffer (--buffer-capacity 2000000000"),
+    ("eval.bench_train", ["--sweep", "--members", "100000"],
+     "100000 members (--members 100000) x the replay buffer (--buffer-capacity 100000"),
+]
+# Float values beyond float32 (the device's type): refused, named, in one line.
+FLOATS = [
+    ("train.dqn", ["--lr", "1e308"], "--lr must be at most 3.40282e+38 in magnitude (float32), "
+                                     "got 1e+308"),
+    ("train.dqn", ["--density", "1e308"], "--density must be at most 3.40282e+38 in magnitude"),
+    ("train.mdqn", ["--slack", "1e308"], "--slack must be at most 3.40282e+38 in magnitude"),
+    ("train.dqn", ["--tau", "1e-300"], "--tau must be 0 or at least 1.17549e-38 in magnitude "
+                                       "(float32), got 1e-300"),
+    ("train.damd", ["--dqn-lr", "1e308"], "--dqn-lr must be at most 3.40282e+38 in magnitude"),
+    ("train.sweep", ["--grid", "lr=1e-4,1e308"], "--grid lr=1e+308: lr must be at most "
+                                                 "3.40282e+38 in magnitude (float32)"),
+    ("eval.compare", ["--density", "1e308"], "--density must be at most 3.40282e+38 in magnitude"),
+    ("eval.compare", ["--slack", "1e-300"], "--slack must be 0 or at least 1.17549e-38"),
 ]
 
 
@@ -74,16 +123,20 @@ def _fail_main(module, argv, capsys, monkeypatch, tmp_path):
     def boom(*args, **kwargs):
         raise AssertionError("compiled despite a bad flag")
 
-    monkeypatch.setattr(jax, "jit", boom)
     mod = importlib.import_module(module)
-    if module != "eval.compare":
+    monkeypatch.setattr(jax, "jit", boom)
+    if module.startswith("train."):
         argv = [*argv, "--run-dir", str(tmp_path)]
+    if module == "envs.convert":
+        argv = ["wfcommons", "tests/data/wfcommons/helloworld-forkjoin-10-chameleon.json",
+                "--out", str(tmp_path / "o.json"), *argv]
     with pytest.raises(SystemExit) as exc:
         mod.main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2, err
     assert "Traceback" not in "\n".join(err)
-    assert err[-1].startswith(f"python -m {module}: error: ")
+    prog = f"python -m {module}" + (" wfcommons" if module == "envs.convert" else "")
+    assert err[-1].startswith(f"{prog}: error: ")
     assert not any(tmp_path.iterdir()), "a run directory was made before the error"
     return err[-1]
 
@@ -95,9 +148,23 @@ def test_huge_integer_flag_is_a_one_line_error(module, flag, message, capsys, mo
     assert message in line and HUGE in line
 
 
+@pytest.mark.parametrize("module", SEED_CLIS)
+def test_huge_seed_is_a_one_line_error(module, capsys, monkeypatch, tmp_path):
+    line = _fail_main(module, ["--seed", HUGE_SEED], capsys, monkeypatch, tmp_path)
+    assert "--seed" in line and "must be <= 4294967295" in line and HUGE_SEED in line
+
+
 @pytest.mark.parametrize("module,argv,message", RUNS, ids=[f"{m}:{a[0]}" for m, a, _ in RUNS])
 def test_counters_and_memory_are_checked_before_allocation(module, argv, message, capsys,
                                                            monkeypatch, tmp_path):
+    line = _fail_main(module, argv, capsys, monkeypatch, tmp_path)
+    assert message in line
+
+
+@pytest.mark.parametrize("module,argv,message", FLOATS,
+                         ids=[f"{m}{' '.join(a)}" for m, a, _ in FLOATS])
+def test_float_beyond_float32_is_a_one_line_error(module, argv, message, capsys, monkeypatch,
+                                                  tmp_path):
     line = _fail_main(module, argv, capsys, monkeypatch, tmp_path)
     assert message in line
 
@@ -257,3 +324,31 @@ def test_compare_output_has_no_inf_or_nan_on_extreme_valid_values(tmp_path, caps
     compare.main(["--instance", str(src), "--methods", "LS", "--out", str(out)])
     text = (capsys.readouterr().out + out.read_text()).replace(str(tmp_path), "").lower()
     assert "nan" not in text and "inf" not in text
+
+
+def test_convert_refuses_jobs_whose_tasks_exceed_the_task_slots(tmp_path, capsys):
+    """--jobs within its own limit, but --jobs x the fewest tasks of a job is more than an
+    instance may hold: one line before any job is drawn."""
+    from envs import convert
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["wfcommons", "tests/data/wfcommons/helloworld-forkjoin-10-chameleon.json",
+                      "--out", str(tmp_path / "o.json"), "--jobs", "200000000"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err[-1] == ("error: --jobs 200000000 x at least 10 tasks per job = 2000000000 tasks, "
+                       "more than 1073741822 (the step cap 2 N + 2 must fit int32)")
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("density", 1e308, "density must be at most 3.40282e+38 in magnitude (float32), got 1e+308"),
+    ("cpu_high", 1e39, "cpu_high must be at most 3.40282e+38 in magnitude (float32), got 1e+39"),
+    ("tau", 1e-300, "tau must be 0 or at least 1.17549e-38 in magnitude (float32), got 1e-300"),
+])
+def test_check_params_refuses_floats_beyond_float32(field, value, message):
+    """`check_params` (eval.bench, eval.bench_train, check_hyper): a knob that would be inf
+    or flush to 0 in the device's float type is refused, named, with the limit."""
+    from envs.config import check_params
+    with pytest.raises(ValueError) as exc:
+        check_params(EnvConfig(), EnvParams(**{field: value}))
+    assert str(exc.value) == message

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_int_flag, check_positive,
-                         check_workload_flag, flag_message, parse_hidden, setting_config,
+                         check_workload_flag, flag_message, int_limit, parse_hidden, setting_config,
                          setting_params, setting_workload)
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, Policy, pair
@@ -354,7 +354,7 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
     a("--rounds", type=int, default=1, help="dispatcher/schedulers rounds (default %(default)s)")
     add_setting_flags(p, md)
     a("--seed", type=int, default=md.seed, help="seed of every stage and of the held-out "
-      "evaluation (default %(default)s)")
+      "evaluation, in [0, 2**32 - 1] (default %(default)s)")
     a("--dqn-num-envs", type=int, default=4096, help="dispatcher stages: parallel envs "
       "(default %(default)s)")
     a("--dqn-num-chunks", type=int, default=dd.num_chunks,
@@ -409,6 +409,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
     check_workload_flag(p, args.workload, args.num_tasks)
     stage_eval = getattr(args, "stage_eval_episodes", 0)
     check_int_flag(p, "--stage-eval-episodes", stage_eval, 0)
+    check_int_flag(p, "--seed", args.seed, 0, *int_limit("seed"))
     setting = {k: getattr(args, k) for k in SETTING_FIELDS}
     setting.update(seed=args.seed, eval_episodes=stage_eval)
     def own(k):  # a stage kind's own flags

@@ -60,7 +60,7 @@ import jax
 import numpy as np
 
 from damdjax import runs
-from damdjax.cli import check_counts
+from damdjax.cli import check_counts, check_int_flag, int_limit
 from damdjax.evaluation import held_out_keys, play_generated_members
 from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
 from damdjax.hyper import stack
@@ -214,7 +214,8 @@ def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
     a("--trainer", default=DEFAULT_TRAINER, help=f"the trainer swept: {', '.join(TRAINERS)}; "
       "the flags after --distributed are its own (default %(default)s)")
     a("--seeds", type=int, default=1,
-      help="training seeds per grid point: --seed, --seed + 1, ... (default %(default)s)")
+      help="training seeds per grid point: --seed, --seed + 1, ..., each <= 2**32 - 1 "
+           "(default %(default)s)")
     a("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
       help="values of Hyper fields to sweep, e.g. lr=1e-4,1e-3 gamma=0.9,0.99 (members: "
            "every combination x --seeds)")
@@ -229,9 +230,12 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
     """The sweep from checked flags: one-line errors (exit 2) before anything compiles."""
     if args.trainer not in TRAINERS:
         p.error(f"--trainer must be one of {', '.join(TRAINERS)}, got {args.trainer!r}")
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    check_int_flag(p, "--seeds", args.seeds, 1)
     cfg = TRAINERS[args.trainer].config_from_args(p, args)
+    last, (limit, why) = cfg.seed + args.seeds - 1, int_limit("seed")
+    if last > limit:
+        p.error(f"--seed {cfg.seed} + --seeds {args.seeds} - 1 = {last}, the last member's "
+                f"seed, must be <= {limit} ({why})")
     try:
         base = cfg.hyper()
         grid = parse_grid(args.grid, type(base))
