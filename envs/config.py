@@ -139,12 +139,8 @@ def check_params(config: EnvConfig, params: EnvParams) -> None:
     Call on concrete (not traced) params before compiling. Every float knob must keep its
     value in JAX's default float type (`check_float`).
     """
-    for f in dataclasses.fields(params):
-        if f.name not in ("num_tasks", "num_servers"):
-            check_float(f.name, getattr(params, f.name))
-
-    def val(name):
-        return float(jnp.asarray(getattr(params, name)))
+    def val(name):  # the value as given (float64), before any cast to the device's type
+        return float(np.asarray(getattr(params, name), np.float64))
 
     n, m = val("num_tasks"), val("num_servers")
     if n != int(n) or not 1 <= n <= config.n_max:
@@ -157,6 +153,9 @@ def check_params(config: EnvConfig, params: EnvParams) -> None:
             raise ValueError(f"{name} must be > 0, got {val(name):g}")
     if val("miss_penalty") < 0:
         raise ValueError(f"miss_penalty must be >= 0, got {val('miss_penalty'):g}")
+    for f in dataclasses.fields(params):  # after the signs: a NaN is "> 0"'s to name
+        if f.name not in ("num_tasks", "num_servers"):
+            check_float(f.name, getattr(params, f.name))
     for low, high in (("cpu_low", "cpu_high"), ("bw_low", "bw_high"), ("mem_low", "mem_high"),
                       ("k_low", "k_high"), ("size_low", "size_high")):
         if val(high) < val(low):
