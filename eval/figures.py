@@ -113,16 +113,16 @@ AXES = {
 
 # Training (train.damd's flags; the rest at its defaults). Full: train.damd's own
 # defaults (dispatcher 4096 envs x 40 chunks, schedulers 1024 envs x 40 chunks), for a GPU.
-# Quick: sized so that the three figures (45 members) train and evaluate in about 15
-# minutes on a 2-core CPU: 20x fewer dispatcher env steps per member than the full run,
-# with the exploration and replay scaled down with them.
+# Quick: sized for the 2-core CPU (45 members in all): per member 32,000 dispatcher env
+# steps (the full run's 8.2M / 256) and 4,800 scheduler env steps, exploration and replay
+# scaled down with them. Compiles (about 3 programs per figure) are much of its time.
 FULL_TRAIN: tuple = ()
 QUICK_TRAIN = ("--dqn-num-envs", "64", "--dqn-num-chunks", "10",
                "--dqn-eps-decay-steps", "16000", "--dqn-learning-starts", "1000",
                "--dqn-buffer-capacity", "16384",
-               "--mdqn-num-envs", "32", "--mdqn-num-chunks", "4",
-               "--mdqn-eps-decay-steps", "4000", "--mdqn-learning-starts", "500",
-               "--mdqn-buffer-capacity", "4096")
+               "--mdqn-num-envs", "32", "--mdqn-num-chunks", "3", "--mdqn-updates-per-step", "1",
+               "--mdqn-batch-size", "64", "--mdqn-eps-decay-steps", "3000",
+               "--mdqn-learning-starts", "320", "--mdqn-buffer-capacity", "4096")
 FULL_EPISODES, QUICK_EPISODES = 200, 64
 EVAL_SEED = 1000      # held-out episodes of every point; training seeds are --seed, +1, ...
 
