@@ -23,6 +23,13 @@ no training run uses):
                 `best`); its name is in the table
   bound         the contention-free lower bound
 
+--generalist also trains one DAMD per seed across each axis's whole range (the
+axis's field drawn per training episode, uniformly in [first point, last
+point]; the networks score servers and queue slots with shared weights, so one
+model serves every setting) with a per-point member's budget, and evaluates it
+at every point beside the per-point models (`DAMD generalist`, `DQN generalist
++ rule`; `paired_vs_per_point`: generalist - per-point, seed by seed).
+
 Learned methods: mean over seeds with a 95% CI over the seeds' means (with one
 seed: over that seed's episodes, and `ci_over` says so); heuristics and the
 bound: 95% CI over episodes. Per point, the paired difference of DAMD and of
@@ -128,6 +135,7 @@ EVAL_SEED = 1000      # held-out episodes of every point; training seeds are --s
 
 METHODS = ("DAMD", "DQN + rule", "NF", "RS", "LS", "best pair", "bound")
 LEARNED = ("DAMD", "DQN + rule")
+GENERALIST = ("DAMD generalist", "DQN generalist + rule")   # with --generalist
 STYLE = {  # method -> (legend label, marker, line style)
     "DAMD": ("DAMD (DQN dispatcher + MDQN schedulers)", "o", "-"),
     "DQN + rule": ("DQN dispatcher + best pair's scheduling rule", "s", "-"),
@@ -136,6 +144,8 @@ STYLE = {  # method -> (legend label, marker, line style)
     "LS": ("LS (least load + SDF)", "D", "--"),
     "best pair": ("best heuristic pair at the point (of 20)", "*", ":"),
     "bound": ("contention-free lower bound", "x", "-."),
+    "DAMD generalist": ("DAMD generalist (one model for the whole axis)", "P", (0, (5, 1))),
+    "DQN generalist + rule": ("generalist DQN dispatcher + best pair's rule", "X", (0, (5, 1))),
 }
 METRIC_LABELS = {"avg_response_time": "average response time (time units)",
                  "deadline_miss_rate": "deadline-miss rate"}
@@ -164,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--train-args", default="",
       help="extra train.damd flags for every figure's sweep, after the profile's (they win), "
            "e.g. \"--dqn-num-chunks 80 --mdqn-gamma 0.7\"")
+    a("--generalist", action="store_true",
+      help="also train one DAMD per seed across each axis's whole range (the field drawn "
+           "per training episode) and evaluate it at every point beside the per-point models")
     a("--out", default=None, help="output folder (default runs/figures, --quick "
       "runs/figures-quick); an existing folder must be one this command wrote")
     a("--resume", action="store_true", help="continue the job stored in OUT: finished "
@@ -211,6 +224,7 @@ def job_from_args(p: argparse.ArgumentParser, args) -> dict:
     profile = QUICK_TRAIN if args.quick else FULL_TRAIN
     return {"quick": args.quick, "axes": axes, "points": points, "seeds": args.seeds,
             "seed": args.seed, "eval_seed": args.eval_seed, "episodes": episodes,
+            "generalist": args.generalist,
             "train_args": [*profile, *shlex.split(args.train_args)]}
 
 
@@ -393,10 +407,11 @@ def learned_summary(per_seed: dict, seeds: int) -> dict:
 def paired_vs(per_seed: dict, ref: dict, seeds: int) -> dict:
     """metric -> paired difference (method - reference) on the same episodes: per seed the
     mean over episodes, then mean and 95% CI over seeds (one seed: over episodes), and
-    whether the CI excludes 0; `per_seed` [seeds, E], `ref` [E]."""
+    whether the CI excludes 0; `per_seed` [seeds, E], `ref` [E] or [seeds, E] (seed by
+    seed)."""
     out = {}
     for k, v in per_seed.items():
-        d = v - ref[k][None]
+        d = v - (ref[k] if np.ndim(ref[k]) == 2 else ref[k][None])
         row = learned_summary({k: d}, seeds)[k]
         row["per_seed"] = [json_number(float(x)) for x in d.mean(axis=1)]
         lo_hi = None if row["ci95"] is None else (row["mean"] - row["ci95"],
@@ -406,25 +421,30 @@ def paired_vs(per_seed: dict, ref: dict, seeds: int) -> dict:
     return out
 
 
-def point_result(axis: Axis, value, hyper, heur: dict, learned: dict, p: int, seeds: int,
+def point_result(axis: Axis, value, hyper, heur: dict, sets: dict, p: int, seeds: int,
                  rule: str) -> dict:
-    """One point's row of the figure's JSON."""
+    """One point's row of the figure's JSON. `sets`: learned method -> metric -> [2, K, E]
+    (row 0: with the learned schedulers, row 1: with the point's `rule`)."""
     best = best_pair(heur, ALL_PAIRS)
     idx = slice(p * seeds, (p + 1) * seeds)
-    per_learned = {name: {k: learned[k][j, idx] for k in PAIRED_METRICS}
-                   for j, name in enumerate(LEARNED)}
-    methods = {name: learned_summary(per_learned[name], seeds) for name in LEARNED}
+    per_learned = {name: {k: arr[k][1 if "rule" in name else 0, idx] for k in PAIRED_METRICS}
+                   for name, arr in sets.items()}
+    methods = {name: learned_summary(v, seeds) for name, v in per_learned.items()}
     for name, src in (("NF", "NF"), ("RS", "RS"), ("LS", "LS"), ("best pair", best),
                       ("bound", "bound")):
         methods[name] = {k: {**_ci(heur[src][k]), "over": "episodes",
                              "n": int(heur[src][k].shape[0])} for k in PAIRED_METRICS}
-    return {
+    row = {
         "value": value, "offered_load": offered_load(hyper.env_params()),
         "best_pair": best, "dqn_rule": rule, "methods": methods,
-        "paired_vs_best": {name: paired_vs(per_learned[name], heur[best], seeds)
-                           for name in LEARNED},
+        "paired_vs_best": {name: paired_vs(v, heur[best], seeds)
+                           for name, v in per_learned.items()},
         "heuristics": {n: {k: _ci(heur[n][k]) for k in PAIRED_METRICS} for n in ALL_PAIRS},
     }
+    if "DAMD generalist" in per_learned:
+        row["paired_vs_per_point"] = {
+            g: paired_vs(per_learned[g], per_learned[d], seeds) for g, d in (("DAMD generalist", "DAMD"), ("DQN generalist + rule", "DQN + rule"))}
+    return row
 
 
 # ---------------------------------------------------------------------------
@@ -443,9 +463,10 @@ def figure_csv(fig: dict) -> str:
     w = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for pt in fig["points"]:
-        for name in METHODS:
+        for name in fig["methods"]:
             m = pt["methods"][name]
-            detail = {"best pair": pt["best_pair"], "DQN + rule": pt["dqn_rule"]}.get(name, "")
+            detail = pt["best_pair"] if name == "best pair" else (
+                pt["dqn_rule"] if "rule" in name else "")
             row = {"figure": fig["figure"], "axis": fig["axis"], "field": fig["field"],
                    "value": pt["value"], "offered_load": f"{pt['offered_load']:.4f}",
                    "method": name, "detail": detail, "ci_over": m["avg_response_time"]["over"],
@@ -472,7 +493,7 @@ def plot_figure(fig: dict) -> tuple[bytes, bytes]:
     xs = [pt["value"] for pt in fig["points"]]
     f, panels = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, metric in zip(panels, PAIRED_METRICS):
-        for name in METHODS:
+        for name in fig["methods"]:
             label, marker, ls = STYLE[name]
             ys = [pt["methods"][name][metric]["mean"] for pt in fig["points"]]
             es = [pt["methods"][name][metric]["ci95"] or 0.0 for pt in fig["points"]]
@@ -540,14 +561,10 @@ def stem_of(axis: Axis) -> str:
     return f"fig{axis.figure}-{axis.name}"
 
 
-def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict | None:
-    """Train (or continue) the axis's sweep, evaluate every point, write the figure; None
-    where Ctrl-C stopped the training."""
-    t_axis = time.perf_counter()
-    vals = job["points"][axis.name]
-    run_dir = os.path.join(out, "train", axis.name)
-    ckpt = runs.run_paths(run_dir)["checkpoint"]
-    resume = os.path.exists(ckpt)
+def train_members(scfg, run_dir: str, what: str, progress: Progress):
+    """Train (or continue, where `run_dir` holds a checkpoint) a sweep; `(scfg, rs, members,
+    hyper, seconds)`, or None where Ctrl-C stopped it. Progress: one line per chunk."""
+    resume = os.path.exists(runs.run_paths(run_dir)["checkpoint"])
     if not resume:
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)   # inside OUT, never a finished chunk: a fresh start
@@ -563,20 +580,44 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
         if state["last"] is None:   # the first chunk of this process: earlier ones skipped
             progress.skip(chunk - 1)
         state["last"] = chunk
-        progress.advance(1, f"figure {axis.figure} ({axis.name}): training chunk "
-                            f"{chunk}/{n_chunks} ({len(vals)} points x {scfg.seeds} seeds)")
+        progress.advance(1, f"{what}: training chunk {chunk}/{n_chunks}")
 
-    progress.say(f"figure {axis.figure} ({axis.name}): "
-                 f"{'resuming' if resume else 'training'} {len(vals) * scfg.seeds} DAMD "
-                 f"members as one program (compiling first)")
+    progress.say(f"{what}: {'resuming' if resume else 'training'} {len(scfg.members())} "
+                 f"DAMD members as one program (compiling first)")
     t0 = time.perf_counter()
     rs, members, hyper, interrupted = sweep.train(scfg, run_dir, resume, on_chunk=on_chunk)
     if interrupted:
         return None
     if state["last"] is None:
         progress.skip(n_chunks)
-    train_seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     sweep.finish(scfg, run_dir, rs, members, hyper)     # member-<i>/ policy files
+    return scfg, rs, members, hyper, seconds
+
+
+def generalist_config(scfg, axis: Axis, vals) -> sweep.SweepConfig:
+    """One DAMD per seed trained across the axis's range: each training episode draws the
+    axis's field uniformly in [first point, last point] (EdgeEnv's `setting_range`), the
+    same padding, program sizes and run length as a per-point member."""
+    rng = f"{axis.field}={min(vals)}:{max(vals)}"
+    cfg = scfg.config
+    cfg = dataclasses.replace(
+        cfg, dispatcher=dataclasses.replace(cfg.dispatcher, setting_range=rng),
+        schedulers=dataclasses.replace(cfg.schedulers, setting_range=rng))
+    return dataclasses.replace(scfg, grid=(), config=cfg)
+
+
+def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict | None:
+    """Train (or continue) the axis's sweep, evaluate every point, write the figure; None
+    where Ctrl-C stopped the training."""
+    t_axis = time.perf_counter()
+    vals = job["points"][axis.name]
+    what = f"figure {axis.figure} ({axis.name})"
+    trained = train_members(scfg, os.path.join(out, "train", axis.name),
+                            f"{what}, {len(vals)} points x {scfg.seeds} seeds", progress)
+    if trained is None:
+        return None
+    scfg, rs, members, hyper, train_seconds = trained
     params = to_host(rs.params)
     hyper_host = to_host(hyper)
 
@@ -600,23 +641,45 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
     heur_seconds = time.perf_counter() - t0
 
     rules = [pair_names(best_pair(heur[p], ALL_PAIRS))[1] for p in range(len(vals))]
-    path = os.path.join(out, "points", f"{axis.name}-learned.npz")
-    t0 = time.perf_counter()
-    if os.path.exists(path):
-        with np.load(path) as z:
-            learned = {k: np.asarray(z[k]) for k in z.files}
-        progress.skip(Progress.EVAL_UNITS)
-    else:
-        learned = evaluate_learned(scfg, members, params, hyper_host, rules, inst_keys,
-                                   play_keys)
-        _save_npz(learned, path)
-        progress.advance(Progress.EVAL_UNITS,
-                         f"figure {axis.figure} ({axis.name}): DAMD and DQN + rule, "
-                         f"{len(members)} members on their points' episodes")
-    learned_seconds = time.perf_counter() - t0
+
+    def learned_of(name: str, params_of_members) -> tuple[dict, float]:
+        path = os.path.join(out, "points", f"{axis.name}-{name}.npz")
+        t0 = time.perf_counter()
+        if os.path.exists(path):
+            with np.load(path) as z:
+                res = {k: np.asarray(z[k]) for k in z.files}
+            progress.skip(Progress.EVAL_UNITS)
+        else:
+            res = evaluate_learned(scfg, members, params_of_members(), hyper_host, rules,
+                                   inst_keys, play_keys)
+            _save_npz(res, path)
+            progress.advance(Progress.EVAL_UNITS,
+                             f"{what}: {name} DAMD and DQN + rule, {len(members)} members on "
+                             f"their points' episodes")
+        return res, time.perf_counter() - t0
+
+    learned, learned_seconds = learned_of("learned", lambda: params)
+    sets = {"DAMD": learned, "DQN + rule": learned}
+    seconds = {"train": train_seconds, "heuristics": heur_seconds, "learned": learned_seconds}
+    gen_info = None
+    if job.get("generalist"):
+        gcfg = generalist_config(scfg, axis, vals)
+        g = train_members(gcfg, os.path.join(out, "train", f"{axis.name}-generalist"),
+                          f"{what}, generalist x {scfg.seeds} seeds", progress)
+        if g is None:
+            return None
+        gcfg, grs, _, _, seconds["generalist_train"] = g
+        gparams = to_host(grs.params)
+        tile = np.asarray([m.index % scfg.seeds for m in members])  # member (p, s) -> seed s
+        gen, seconds["generalist_eval"] = learned_of(
+            "generalist", lambda: jax.tree.map(lambda x: np.asarray(x)[tile], gparams))
+        sets.update({"DAMD generalist": gen, "DQN generalist + rule": gen})
+        gen_info = {"setting_range": gcfg.config.dispatcher.setting_range,
+                    "train_dir": os.path.join("train", f"{axis.name}-generalist")}
 
     points = [point_result(axis, v, hyper_member(hyper_host, p * scfg.seeds), heur[p],
-                           learned, p, scfg.seeds, rules[p]) for p, v in enumerate(vals)]
+                           sets, p, scfg.seeds, rules[p]) for p, v in enumerate(vals)]
+    seconds["axis"] = time.perf_counter() - t_axis
     fig = {
         "figure": axis.figure, "axis": axis.name, "field": axis.field, "label": axis.label,
         "title": f"Figure {axis.figure}: the effect of the {axis.label}",
@@ -624,18 +687,21 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
         "training_seeds": sorted({m.seed for m in members}),
         "eval_seed": job["eval_seed"], "episodes": job["episodes"],
         "setting": {k: v for k, v in scfg.config.setting().items()},
-        "train_args": job["train_args"], "train_dir": os.path.relpath(run_dir, out),
+        "train_args": job["train_args"], "train_dir": os.path.join("train", axis.name),
         "stage_plan": [list(s) for s in scfg.config.stage_plan()],
-        "methods": list(METHODS),
+        "methods": [*METHODS, *([*GENERALIST] if gen_info else [])],
+        "generalist": gen_info,
         "notes": {"learned CI": "95% CI over the training seeds' means (one seed: over its "
                                 "episodes; see each entry's 'over')",
                   "heuristic CI": "95% CI over the held-out episodes",
                   "DQN + rule": "the trained dispatcher with the scheduling rule of the "
                                 "point's best heuristic pair",
                   "paired_vs_best": "method - best pair on the same episodes: per seed the "
-                                    "mean over episodes, then mean and 95% CI over seeds"},
-        "seconds": {"train": train_seconds, "heuristics": heur_seconds,
-                    "learned": learned_seconds, "axis": time.perf_counter() - t_axis},
+                                    "mean over episodes, then mean and 95% CI over seeds",
+                  "generalist": "one DAMD per seed trained with the axis's field drawn per "
+                                "episode uniformly over the axis's range; paired_vs_per_point: "
+                                "generalist - the per-point DAMD of the same seed index"},
+        "seconds": seconds,
         "points": points,
     }
     write_figure(fig, out, stem_of(axis))
@@ -655,18 +721,22 @@ def format_table(fig: dict) -> str:
     head = f"| method | " + " | ".join(f"{fig['field']}={p['value']:g}" for p in pts) + " |"
     sep = "|---|" + "---:|" * len(pts)
     lines = [f"Figure {fig['figure']} ({fig['axis']}): response time / miss rate", head, sep]
-    for name in METHODS:
+    for name in fig["methods"]:
         lines.append(f"| {name} | " + " | ".join(
             cell(p["methods"][name]["avg_response_time"], 2) + " / "
             + cell(p["methods"][name]["deadline_miss_rate"], 3) for p in pts) + " |")
     lines.append("| best pair is | " + " | ".join(p["best_pair"] for p in pts) + " |")
     lines += ["", "Paired difference vs the best pair, response time (* = CI excludes 0)",
               head, sep]
-    for name in LEARNED:
+    def diff(d):
+        return cell(d, 3) + ("*" if d["excludes_zero"] else "")
+
+    for name in pts[0]["paired_vs_best"]:
         lines.append(f"| {name} - best | " + " | ".join(
-            cell(p["paired_vs_best"][name]["avg_response_time"], 3)
-            + ("*" if p["paired_vs_best"][name]["avg_response_time"]["excludes_zero"] else "")
-            for p in pts) + " |")
+            diff(p["paired_vs_best"][name]["avg_response_time"]) for p in pts) + " |")
+    for name in pts[0].get("paired_vs_per_point", {}):
+        lines.append(f"| {name} - per-point | " + " | ".join(
+            diff(p["paired_vs_per_point"][name]["avg_response_time"]) for p in pts) + " |")
     return "\n".join(lines)
 
 
@@ -679,7 +749,8 @@ def main(argv=None) -> int:
     configs = {}
     for axis in axes:   # every figure's flags checked before anything compiles
         configs[axis.name] = sweep_config(job, axis, os.path.join(out, "train", axis.name))
-    total = sum(c.num_chunks + (len(job["points"][a]) + 1) * Progress.EVAL_UNITS
+    gen = 2 if job.get("generalist") else 1
+    total = sum(gen * c.num_chunks + (len(job["points"][a]) + gen) * Progress.EVAL_UNITS
                 for a, c in configs.items())
     progress = Progress(total)
     progress.say(f"{len(axes)} figure(s) into {out}: "
@@ -690,7 +761,7 @@ def main(argv=None) -> int:
         fig_path = os.path.join(out, stem_of(axis) + ".json")
         c = configs[axis.name]
         if os.path.exists(fig_path):
-            progress.skip(c.num_chunks + (len(job["points"][axis.name]) + 1)
+            progress.skip(gen * c.num_chunks + (len(job["points"][axis.name]) + gen)
                           * Progress.EVAL_UNITS)
             progress.say(f"figure {axis.figure} ({axis.name}): done before, skipped")
             with open(fig_path) as f:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from damdjax.heuristics import ALL_PAIRS, pair_names
@@ -101,3 +102,29 @@ def test_refusals(job, tmp_path):
     with pytest.raises(SystemExit):
         figures.main(["--out", str(tmp_path / "x"), "--axes", "tasks", "--points",
                       "density=1,2"])
+
+
+def test_setting_range_draws_per_episode():
+    """The generalist's envs: the field drawn per episode within [low, high], the rest kept;
+    configs without the field (older runs) read as ""."""
+    import jax
+    from damdjax.cli import RunConfig, parse_setting_range
+    from envs.config import EnvConfig, EnvParams
+    from envs.env import EdgeEnv
+
+    rng = parse_setting_range("num_servers=2:4")
+    assert rng == (("num_servers", 2.0, 4.0),)
+    env = EdgeEnv(EnvConfig(n_max=10, m_max=5), setting_range=rng)
+    keys = jax.random.split(jax.random.PRNGKey(0), 64)
+    inst = jax.vmap(lambda k: env.generate(k, EnvParams(num_tasks=10)))(keys)
+    servers = np.asarray(inst.server_mask.sum(axis=1))
+    assert set(servers.tolist()) == {2, 3, 4}
+    assert np.all(np.asarray(inst.task_mask.sum(axis=1)) == 10)
+    with pytest.raises(ValueError):
+        EdgeEnv(EnvConfig(m_max=5), setting_range=(("num_servers", 2, 6),))
+    with pytest.raises(ValueError):
+        parse_setting_range("density=2")
+    d = RunConfig(setting_range="density=1:6").to_json()
+    assert RunConfig.from_json(d).setting_range == "density=1:6"
+    del d["setting_range"]
+    assert RunConfig.from_json(d).setting_range == ""
