@@ -49,6 +49,22 @@ def setting_params(s: dict) -> EnvParams:
                      density=s["density"], slack=s["slack"], tau=s["tau"])
 
 
+def parse_setting_range(text: str) -> tuple:
+    """"density=1:6" -> (("density", 1.0, 6.0),) (EdgeEnv's `setting_range`); "" -> ();
+    several fields comma-separated. ValueError on a malformed text."""
+    out = []
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        field, eq, span = part.partition("=")
+        low, colon, high = span.partition(":")
+        try:
+            if not (eq and colon):
+                raise ValueError
+            out.append((field.strip(), float(low), float(high)))
+        except ValueError:
+            raise ValueError(f"setting range {part!r} must be FIELD=LOW:HIGH") from None
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """The fields every trainer's config holds (train.dqn.DQNConfig and
@@ -65,6 +81,7 @@ class RunConfig:
     queue_capacity: int = EnvConfig.queue_capacity
     tau: float = EnvParams.tau                    # reward time constant (EnvParams.tau)
     workload: str = ""                 # where jobs come from (damdjax.workloads; "": generator)
+    setting_range: str = ""            # "FIELD=LOW:HIGH": drawn per training episode (a generalist)
     # rollout
     num_envs: int = 256
     num_chunks: int = 40
@@ -113,7 +130,8 @@ class RunConfig:
 
     def make_env(self) -> EdgeEnv:
         """The run's env: `env_config()`, drawing jobs from the workload where one is set."""
-        return EdgeEnv(self.env_config(), workload=self.job_library())
+        return EdgeEnv(self.env_config(), workload=self.job_library(),
+                       setting_range=parse_setting_range(self.setting_range))
 
     def env_params(self) -> EnvParams:
         return setting_params(self.setting())
@@ -137,7 +155,7 @@ class RunConfig:
         written by another version must not silently take today's defaults). The one
         exception: a dict without `workload` (written before workloads existed) is a run of
         the random generator, `workload = ""`, so that such runs still resume."""
-        d = {"workload": "", **d}
+        d = {"workload": "", "setting_range": "", **d}
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:

@@ -13,6 +13,10 @@ the dispatcher's delayed reward is in `info` (docs/model.md, "Rewards").
 `EdgeEnv(config, workload=lib)` draws each job from a job library of real jobs
 (`envs.workload`) instead of the random DAG model; `config` must fit the library
 (`envs.workload.required_config`).
+
+`EdgeEnv(config, setting_range=(("density", 1.0, 6.0),))` draws that setting field per
+episode, uniformly in [low, high] (integers for num_tasks and num_servers), in place of
+`params`' value: a generalist's training envs (eval.figures --generalist).
 """
 from __future__ import annotations
 
@@ -28,16 +32,43 @@ from envs.state import Action, EnvState
 from envs.workload import JobLibrary, check_library, generate_from_library
 
 
+RANGE_FIELDS = ("num_tasks", "num_servers", "density", "slack")
+
+
+def draw_setting(key: jax.Array, params: EnvParams, setting_range: tuple) -> EnvParams:
+    """`params` with each `(field, low, high)` of `setting_range` drawn uniformly in
+    [low, high] (num_tasks, num_servers: integers)."""
+    values = {}
+    for i, (field, low, high) in enumerate(setting_range):
+        k = jax.random.fold_in(key, i)
+        if field in ("num_tasks", "num_servers"):
+            values[field] = jax.random.randint(k, (), int(low), int(high) + 1)
+        else:
+            values[field] = jax.random.uniform(k, (), minval=low, maxval=high)
+    return params.replace(**values)
+
+
 class EdgeEnv:
     """Dispatching and scheduling DAG tasks on edge servers (MODEL.md)."""
 
-    def __init__(self, config: EnvConfig = EnvConfig(), workload: JobLibrary | None = None):
+    def __init__(self, config: EnvConfig = EnvConfig(), workload: JobLibrary | None = None,
+                 setting_range: tuple = ()):
         """`workload`: a job library to draw jobs from (a constant of the env), or None for
-        the random generator. Raises ValueError if `config` does not fit the library."""
+        the random generator. Raises ValueError if `config` does not fit the library.
+        `setting_range`: `((field, low, high), ...)` of RANGE_FIELDS drawn per episode
+        (ValueError for another field, low > high, or integers outside the padding)."""
         if workload is not None:
             check_library(workload, config)
+        for field, low, high in setting_range:
+            if field not in RANGE_FIELDS or not 0 < low <= high:
+                raise ValueError(f"setting range {field}={low}:{high}: the field must be one "
+                                 f"of {', '.join(RANGE_FIELDS)} and 0 < low <= high")
+            cap = {"num_tasks": config.n_max, "num_servers": config.m_max}.get(field)
+            if cap is not None and (low != int(low) or high != int(high) or high > cap):
+                raise ValueError(f"setting range {field}={low}:{high}: integers up to {cap}")
         self.config = config
         self.workload = workload
+        self.setting_range = tuple(setting_range)
 
     @property
     def default_params(self) -> EnvParams:
@@ -46,6 +77,9 @@ class EdgeEnv:
     def generate(self, key: jax.Array, params: EnvParams) -> Instance:
         """A fresh random instance padded to this env's sizes (jobs from the workload
         library when the env has one)."""
+        if self.setting_range:
+            key, k_draw = jax.random.split(key)
+            params = draw_setting(k_draw, params, self.setting_range)
         if self.workload is not None:
             return generate_from_library(key, self.config, params, self.workload)
         return generate(key, self.config, params)

@@ -345,10 +345,12 @@ def progress_line(rows: list[dict], num_chunks: int) -> str:
             f"{statistics.median(r['loss'] for r in rows):.4f}  eps {rows[0]['epsilon']:.3f}")
 
 
-def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
+def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
+          on_chunk: Callable[[int], None] | None = None
           ) -> tuple[Any, list[Member], Any, bool]:
     """Run (or continue) every member's chunks; `(runner [K'], members, hyper [K'],
-    interrupted)` with K' >= K members (padding last)."""
+    interrupted)` with K' >= K members (padding last). `on_chunk(chunks done)`, where
+    given, is called after each chunk is recorded (a caller's progress report)."""
     cfg = scfg.config
     members = scfg.members()
     mesh = member_mesh()
@@ -386,6 +388,8 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True
             runs.save_checkpoint(jax.tree.map(lambda x: x[:len(members)], host), run_dir, rows_)
 
     def progress(rows_):
+        if on_chunk is not None:
+            on_chunk(rows_[0]["chunk"])
         line = progress_line(rows_, cfg.num_chunks)
         return f"[{rows_[0]['stage']}] {line}" if named else line
 

@@ -1,0 +1,130 @@
+"""eval.figures end to end on a tiny job: the files, every method at every point, the CIs,
+the bound below every method, --resume skipping, and the output folder's refusals."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from damdjax.heuristics import ALL_PAIRS, pair_names
+from eval import figures
+
+TINY_TRAIN = ("--num-tasks 12 --num-servers 3 --dqn-num-envs 8 --mdqn-num-envs 8 "
+              "--dqn-num-chunks 1 --mdqn-num-chunks 1 --dqn-hidden 16 --mdqn-hidden 16 "
+              "--dqn-steps-per-chunk 10 --mdqn-steps-per-chunk 10 --dqn-buffer-capacity 512 "
+              "--mdqn-buffer-capacity 256 --dqn-batch-size 16 --mdqn-batch-size 16 "
+              "--dqn-learning-starts 16 --mdqn-learning-starts 16")
+TINY = ["--axes", "density", "--points", "density=1,3", "--seeds", "1", "--episodes", "6",
+        "--train-args", TINY_TRAIN]
+METRICS = ("avg_response_time", "deadline_miss_rate")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figs") / "out"
+    assert figures.main(["--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_files_and_contents(job):
+    stem = job / "fig4-density"
+    for ext in ("png", "svg", "csv", "json"):
+        assert (stem.with_suffix("." + ext)).stat().st_size > 0, ext
+    assert (stem.with_suffix(".png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (stem.with_suffix(".svg")).read_text()
+    fig = json.loads((stem.with_suffix(".json")).read_text())
+    assert fig["figure"] == 4 and fig["field"] == "density"
+    assert [p["value"] for p in fig["points"]] == [1.0, 3.0]
+    for pt in fig["points"]:
+        assert set(pt["methods"]) == set(figures.METHODS)
+        assert pt["best_pair"] in ALL_PAIRS
+        best = min(ALL_PAIRS, key=lambda n: pt["heuristics"][n]["avg_response_time"]["mean"])
+        assert pt["methods"]["best pair"] == {
+            k: {**pt["heuristics"][best][k], "over": "episodes", "n": 6} for k in METRICS}
+        assert pt["dqn_rule"] == pair_names(pt["best_pair"])[1]
+        for name, m in pt["methods"].items():
+            for k in METRICS:
+                assert math.isfinite(m[k]["mean"]), (name, k)
+                assert m[k]["ci95"] is not None and m[k]["ci95"] >= 0, (name, k)
+                # the contention-free bound lies below every method, metric by metric
+                assert pt["methods"]["bound"][k]["mean"] <= m[k]["mean"] + 1e-9, (name, k)
+        for name in figures.LEARNED:
+            for k in METRICS:
+                d = pt["paired_vs_best"][name][k]
+                assert d["ci95"] is not None and d["ci95"] >= 0
+                # paired: the difference of the means is the mean difference
+                want = pt["methods"][name][k]["mean"] - pt["methods"]["best pair"][k]["mean"]
+                assert d["mean"] == pytest.approx(want, abs=1e-9)
+    rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
+    assert len(rows) == 2 * len(figures.METHODS)
+    for v in ("1.0", "3.0"):
+        assert {r["method"] for r in rows if r["value"] == v} == set(figures.METHODS)
+    for r in rows:
+        assert float(r["avg_response_time_ci95"]) >= 0
+        assert float(r["deadline_miss_rate_ci95"]) >= 0
+    # the trained members are policy files eval.compare --damd-run takes
+    assert (job / "train" / "density" / "member-1" / "damd.json").exists()
+
+
+def test_resume_skips(job, capsys):
+    fig_path = job / "fig4-density.json"
+    before = fig_path.stat().st_mtime_ns
+    assert figures.main(["--out", str(job), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "done before, skipped" in err and "training chunk" not in err
+    assert fig_path.stat().st_mtime_ns == before
+    # the figure gone, its points kept: no chunk trained, no point played again
+    old = json.loads(fig_path.read_text())
+    fig_path.unlink()
+    assert figures.main(["--out", str(job), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "training chunk" not in err and "20 heuristic pairs" not in err
+    assert err.count("heuristics done before") == 2
+    new = json.loads(fig_path.read_text())
+    assert [p["methods"] for p in new["points"]] == [p["methods"] for p in old["points"]]
+
+
+def test_refusals(job, tmp_path):
+    other = tmp_path / "not-figures"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        figures.main(["--out", str(other), *TINY])
+    with pytest.raises(SystemExit):   # an existing job: --resume or --overwrite
+        figures.main(["--out", str(job), *TINY])
+    with pytest.raises(SystemExit):   # --resume takes the stored job only
+        figures.main(["--out", str(job), "--resume", "--seeds", "2"])
+    assert (other / "keep.txt").read_text() == "mine"
+    with pytest.raises(SystemExit):
+        figures.main(["--out", str(tmp_path / "x"), "--axes", "tasks", "--points",
+                      "density=1,2"])
+
+
+def test_setting_range_draws_per_episode():
+    """The generalist's envs: the field drawn per episode within [low, high], the rest kept;
+    configs without the field (older runs) read as ""."""
+    import jax
+    from damdjax.cli import RunConfig, parse_setting_range
+    from envs.config import EnvConfig, EnvParams
+    from envs.env import EdgeEnv
+
+    rng = parse_setting_range("num_servers=2:4")
+    assert rng == (("num_servers", 2.0, 4.0),)
+    env = EdgeEnv(EnvConfig(n_max=10, m_max=5), setting_range=rng)
+    keys = jax.random.split(jax.random.PRNGKey(0), 64)
+    inst = jax.vmap(lambda k: env.generate(k, EnvParams(num_tasks=10)))(keys)
+    servers = np.asarray(inst.server_mask.sum(axis=1))
+    assert set(servers.tolist()) == {2, 3, 4}
+    assert np.all(np.asarray(inst.task_mask.sum(axis=1)) == 10)
+    with pytest.raises(ValueError):
+        EdgeEnv(EnvConfig(m_max=5), setting_range=(("num_servers", 2, 6),))
+    with pytest.raises(ValueError):
+        parse_setting_range("density=2")
+    d = RunConfig(setting_range="density=1:6").to_json()
+    assert RunConfig.from_json(d).setting_range == "density=1:6"
+    del d["setting_range"]
+    assert RunConfig.from_json(d).setting_range == ""
