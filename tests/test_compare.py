@@ -165,7 +165,6 @@ def test_chunked_episodes_equal_the_whole_episode_loop_and_stop_on_ctrl_c(
     """`play_in_chunks` (and play_pairs in chunks) gives the whole-episode loop's final
     states exactly, with progress lines; eval.compare stops on Ctrl-C between chunks with
     one line and exit 130."""
-    import signal
 
     import jax
     import numpy as np
@@ -187,8 +186,10 @@ def test_chunked_episodes_equal_the_whole_episode_loop_and_stop_on_ctrl_c(
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert len(seen) > 2 and seen[-1][1] == 6 and seen[-1][2] == seen[-1][3] == 6 * 4
 
-    def ctrl_c(method):
-        return lambda *a: os.kill(os.getpid(), signal.SIGINT)
+    def ctrl_c(method):  # what Python's SIGINT handler raises, at a progress call
+        def interrupt(*a):
+            raise KeyboardInterrupt
+        return interrupt
     monkeypatch.setattr(compare, "progress_printer", ctrl_c)
     monkeypatch.setattr(rollout, "CHUNK_STEPS", 1)
     monkeypatch.setattr(rollout, "PROGRESS_SECONDS", 0.0)
