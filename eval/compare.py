@@ -59,6 +59,8 @@ from envs.state import done_time, unstarted_tasks
 DEFAULT_METHODS = "NF,RS,LS,EC"
 DAMD_METHODS = "NF,RS,LS,EC,best"
 
+GENERATED_EPISODES = 200   # --episodes' default on generated instances
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = EnvParams()
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the number of tasks for an instance file, so it never binds)")
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes: generated instances, or random draws on --instance "
-                        "(default 200, or 1 with --instance)")
+                        f"(default {GENERATED_EPISODES}, or 1 with --instance)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of instances and draws, in [0, 2**32 - 1] (default 0)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
@@ -153,7 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
                                  queue_capacity=args.queue_capacity or EnvConfig.queue_capacity)
         try:
-            check_memory(memory_parts(args, config, args.episodes or 200, 4))
+            check_memory(memory_parts(args, config, args.episodes or GENERATED_EPISODES, 4))
         except ValueError as e:
             parser.error(str(e))
     if args.out is not None:
@@ -358,7 +360,7 @@ def _compare(args: argparse.Namespace) -> dict:
             setting["time_offset"] = spec.time_offset
     else:
         spec = None
-        args.episodes = args.episodes or 200
+        args.episodes = args.episodes or GENERATED_EPISODES
         params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
                                 density=args.density, slack=args.slack)
         config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
