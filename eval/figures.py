@@ -41,7 +41,8 @@ fig<N>-<axis>.png / .svg (both metrics, two panels), .csv and .json (the numbers
 train/<axis>/ (the sweep's run directory: config, metrics, checkpoint,
 member-<i>/ policy files for eval.compare --damd-run) and points/ (each
 point's heuristic results and each axis's learned results, per episode, so
-that --resume skips them). Every file is written atomically. Progress lines
+that --resume skips them; checksummed msgpack, `damdjax.checkpoint.save_tree`, a
+damaged one refused in one line). Every file is written atomically. Progress lines
 (stage, point, elapsed, ETA) go to stderr; the sweep's chunk lines to stdout.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ import numpy as np
 
 from damdjax import runs
 from damdjax.bound import bound_metrics
+from damdjax.checkpoint import read_state_dict, save_tree
 from damdjax.cli import check_program
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
@@ -535,22 +537,14 @@ def write_figure(fig: dict, out: str, stem: str) -> None:
     write_json_atomic(fig, base + ".json")
 
 
-def _save_npz(arrays: dict, path: str) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes_atomic(buf.getvalue(), path)
-
-
-def _flat(per: dict) -> dict:
-    return {f"{n}|{k}": v for n, m in per.items() for k, v in m.items()}
-
-
-def _unflat(z) -> dict:
-    out: dict = {}
-    for key in z.files:
-        n, k = key.split("|")
-        out.setdefault(n, {})[k] = np.asarray(z[key], np.float64)
-    return out
+def _load_point(path: str) -> dict:
+    """A point's stored results (`save_tree`: checksummed), the arrays as float64 numpy;
+    a damaged file ends the job with one line naming it."""
+    try:
+        state = read_state_dict(path)
+    except ValueError as err:
+        sys.exit(f"error: {err} (delete it to compute the point again)")
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), state)
 
 
 # ---------------------------------------------------------------------------
@@ -624,16 +618,15 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
     inst_keys, play_keys = held_out_keys(job["eval_seed"], job["episodes"])
     heur, t0 = {}, time.perf_counter()
     for p, v in enumerate(vals):
-        path = os.path.join(out, "points", f"{axis.name}-{v}.npz")
+        path = os.path.join(out, "points", f"{axis.name}-{v}.msgpack")
         if os.path.exists(path):
-            with np.load(path) as z:
-                heur[p] = _unflat(z)
+            heur[p] = _load_point(path)
             progress.skip(Progress.EVAL_UNITS)
             progress.say(f"figure {axis.figure} ({axis.name}={v}): heuristics done before")
             continue
         heur[p] = evaluate_heuristics(scfg, hyper_member(hyper_host, p * scfg.seeds),
                                       inst_keys, play_keys)
-        _save_npz(_flat(heur[p]), path)
+        save_tree(heur[p], path)
         progress.advance(Progress.EVAL_UNITS,
                          f"figure {axis.figure} ({axis.name}={v}): 20 heuristic pairs and "
                          f"the bound on {job['episodes']} episodes (best: "
@@ -643,16 +636,15 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
     rules = [pair_names(best_pair(heur[p], ALL_PAIRS))[1] for p in range(len(vals))]
 
     def learned_of(name: str, params_of_members) -> tuple[dict, float]:
-        path = os.path.join(out, "points", f"{axis.name}-{name}.npz")
+        path = os.path.join(out, "points", f"{axis.name}-{name}.msgpack")
         t0 = time.perf_counter()
         if os.path.exists(path):
-            with np.load(path) as z:
-                res = {k: np.asarray(z[k]) for k in z.files}
+            res = _load_point(path)
             progress.skip(Progress.EVAL_UNITS)
         else:
             res = evaluate_learned(scfg, members, params_of_members(), hyper_host, rules,
                                    inst_keys, play_keys)
-            _save_npz(res, path)
+            save_tree(res, path)
             progress.advance(Progress.EVAL_UNITS,
                              f"{what}: {name} DAMD and DQN + rule, {len(members)} members on "
                              f"their points' episodes")
