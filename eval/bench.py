@@ -28,6 +28,12 @@ over several cores).
 
 Timings include instance generation on the JAX side (it is part of every
 fresh episode); they exclude it on the reference side (the instance is given).
+
+Then the memory traffic of one env step (eval/traffic.py): bytes accessed and flops per
+env step of `transition`, `observe`, each heuristic rule, the `--method` pair and the
+whole training step, from XLA's cost analysis of the compiled programs at each
+`--traffic-n-max`, with the implied H100/H200 rooflines beside the env steps/s measured
+above at the largest batch (a proxy from this backend's compiler; `--no-traffic` skips it).
 """
 from __future__ import annotations
 
@@ -54,6 +60,8 @@ from envs.config import INT32_MAX, EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_to_arrays
 from envs.state import unstarted_tasks
+from eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, TRAIN_STEP
+from eval.traffic import markdown_traffic, traffic_report
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 DEFAULT_REPEATS = 5
@@ -61,6 +69,8 @@ DEFAULT_REF_EPISODES = 64
 QUICK_BATCH_SIZES = (1, 8)
 QUICK_REPEATS = 2
 QUICK_REF_EPISODES = 4
+QUICK_TRAFFIC_N_MAX = (100,)
+QUICK_TRAFFIC_BATCH = 64
 
 
 # --------------------------------------------------------------------------
@@ -120,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke run: batch sizes, repeats and reference episodes default to "
              "the small values above (explicit flags still win)")
     parser.add_argument(
+        "--traffic-n-max", type=int_list, default=None, metavar="N1,N2,...",
+        help="task slots of each config whose per-step traffic is measured, each >= 1 "
+             f"(default: {','.join(map(str, DEFAULT_N_MAX))}; "
+             f"--quick: {','.join(map(str, QUICK_TRAFFIC_N_MAX))})")
+    parser.add_argument(
+        "--traffic-batch", type=int, default=None,
+        help=f"vmapped batch of the traffic programs (compiled, never run), >= 1 "
+             f"(default: {DEFAULT_BATCH}; --quick: {QUICK_TRAFFIC_BATCH})")
+    parser.add_argument(
+        "--no-traffic", action="store_true",
+        help="skip the traffic table (throughput only)")
+    parser.add_argument(
         "--out", default=None, metavar="FILE.json",
         help="also write every number (and the machine) to this JSON file (atomic write)")
     return parser
@@ -140,11 +162,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     if args.ref_episodes is None:
         args.ref_episodes = QUICK_REF_EPISODES if args.quick else DEFAULT_REF_EPISODES
+    if args.traffic_n_max is None:
+        args.traffic_n_max = QUICK_TRAFFIC_N_MAX if args.quick else DEFAULT_N_MAX
+    if args.traffic_batch is None:
+        args.traffic_batch = QUICK_TRAFFIC_BATCH if args.quick else DEFAULT_BATCH
     bad = [b for b in args.batch_sizes if b <= 0]
     if bad:
         parser.error(f"--batch-sizes must all be >= 1, got {bad[0]}")
     check_int_flag(parser, "--repeats", args.repeats, 1)
     check_int_flag(parser, "--ref-episodes", args.ref_episodes, 1)
+    check_int_flag(parser, "--traffic-batch", args.traffic_batch, 1)
+    bad = [n for n in args.traffic_n_max if n <= 0]
+    if bad:
+        parser.error(f"--traffic-n-max must all be >= 1, got {bad[0]}")
     check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     try:
         pair_names(args.method)
@@ -410,6 +440,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
               file=sys.stderr, flush=True)
         rows.append(row)
         ref_runs.append(ref)
+    traffic = None
+    if not args.no_traffic:
+        traffic = traffic_report(args.traffic_n_max, args.method, args.traffic_batch,
+                                 lambda line: print(line, file=sys.stderr, flush=True))
+        largest = max(rows, key=lambda row: row["batch_size"])
+        traffic["measured"] = {"n_max": config.n_max, "batch_size": largest["batch_size"],
+                               "env_steps_per_s": largest["steps_per_s"]}
     return {
         "command": "python -m eval.bench " + " ".join(args.argv),
         "method": args.method,
@@ -428,6 +465,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "machine": machine_info(),
         "results": rows,
         "reference": summarize_reference(ref_runs),
+        "traffic": traffic,
     }
 
 
@@ -448,8 +486,28 @@ def main(argv: Sequence[str] | None = None) -> int:
           "the timed calls (generation + whole episodes); ref decisions/s: the reference "
           "measured right after each batch size; JAX / ref: ratio of decisions/s.")
     print()
+    if payload["traffic"] is not None:
+        print(traffic_summary(payload["traffic"]))
+        print()
     print_machine_and_write(payload, args.out)
     return 0
+
+
+def traffic_summary(traffic: dict) -> str:
+    """The traffic table, what it is, and the measured env steps/s beside the roofline."""
+    measured = traffic["measured"]
+    lines = [markdown_traffic(traffic), "",
+             f"backend {traffic['backend']}, batch {traffic['batch']}: {traffic['what']}."]
+    same = [s for s in traffic["sizes"] if s["n_max"] == measured["n_max"]]
+    if same:
+        ceilings = ", ".join(
+            f"{gpu} {same[0]['roofline_env_steps_per_s'][gpu][TRAIN_STEP]:.3g}"
+            for gpu in BANDWIDTH)
+        lines.append(f"Measured above on {traffic['backend']} (n_max {measured['n_max']}, "
+                     f"batch {measured['batch_size']}, whole episodes): "
+                     f"{measured['env_steps_per_s']:,.0f} env steps/s; the train step's "
+                     f"memory-bound ceiling at that size: {ceilings} env steps/s.")
+    return "\n".join(lines)
 
 
 def print_machine_and_write(payload: dict, out: str | None) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -32,6 +34,41 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
     assert not list(tmp_path.glob(".bench-*"))  # no temporary file left behind
     printed = capsys.readouterr().out
     assert "| batch |" in printed and "JAX / ref" in printed
+    check_traffic(data["traffic"], printed)
+
+
+def check_traffic(traffic, printed):
+    """The quick run's traffic table: every part at the quick size, consistent sums."""
+    from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
+    from envs.config import EnvConfig, EnvParams
+    from envs.env import EdgeEnv
+    (size,) = traffic["sizes"]
+    assert size["n_max"] == bench.QUICK_TRAFFIC_N_MAX[0] and traffic["backend"] == "cpu"
+    parts = size["parts"]
+    assert set(parts) == ({"transition", "observe", "policy LS (least_load+sdf)",
+                           "train step", "train step, state donated"}
+                          | {f"dispatch {d}" for d in DISPATCH_RULES}
+                          | {f"schedule {s}" for s in SCHEDULE_RULES})
+    assert all(row["bytes"] > 0 and row["flops"] > 0 for row in parts.values())
+    # The train step holds the transition, the observation and the policy.
+    assert parts["train step"]["flops"] >= parts["transition"]["flops"]
+    assert parts["train step"]["bytes"] >= parts["observe"]["bytes"]
+    # The state's bytes, counted on a real reset state.
+    env = EdgeEnv(EnvConfig(n_max=size["n_max"]))
+    _, state = env.reset(jax.random.key(0), EnvParams())
+    assert size["state_bytes_per_env"] == sum(x.nbytes for x in jax.tree.leaves(state))
+    for gpu, bandwidth in {"H100": 3.35e12, "H200": 4.8e12}.items():
+        assert size["roofline_env_steps_per_s"][gpu]["train step"] == pytest.approx(
+            bandwidth / parts["train step"]["bytes"])
+    assert traffic["measured"]["batch_size"] == max(bench.QUICK_BATCH_SIZES)
+    assert "| per env step |" in printed and "proxy" in printed
+
+
+def test_cost_of_a_hand_computed_program():
+    """x + 1 over 1000 float32: reads 4000 bytes, writes 4000, one flop each."""
+    from eval.traffic import cost
+    c = cost(lambda x: x + 1.0, jax.ShapeDtypeStruct((1000,), jnp.float32))
+    assert c == {"bytes": 8000.0, "flops": 1000.0}
 
 
 def test_reference_input_keeps_real_servers_and_tasks_only():
@@ -61,6 +98,8 @@ def test_reference_input_keeps_real_servers_and_tasks_only():
     ["--repeats", "0"],
     ["--repeats", "-1"],
     ["--ref-episodes", "0"],
+    ["--traffic-n-max", "100,0"],
+    ["--traffic-batch", "0"],
     ["--method", "XY"],
     ["--method", "nearest+lifo"],
 ])
