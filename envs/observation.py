@@ -49,6 +49,23 @@ class Observation:
     time: jax.Array
 
 
+def masked_stack(features: list[jax.Array], mask: jax.Array) -> jax.Array:
+    """`features` (F arrays shaped like `mask`) stacked on a new last axis, 0 where `~mask`.
+
+    Built as [..., G, F/G] groups of at most 8 features, then reshaped to [..., F]: XLA's
+    CPU fusion leaves a concatenate of more than 8 operands unfused, which writes every
+    feature, then the stack, then the masked copy; this way one fusion writes the result.
+    """
+    f = len(features)
+    groups = -(-f // 8)
+    assert f % groups == 0, f"{f} features do not split into {groups} equal groups"
+    per = f // groups
+    masked = [jnp.where(mask, x, 0.0) for x in features]
+    stacked = jnp.stack([jnp.stack(masked[i:i + per], axis=-1) for i in range(0, f, per)],
+                        axis=-2)
+    return stacked.reshape(mask.shape + (f,))
+
+
 def observe(state: EnvState, time_scale) -> Observation:
     """Observation of `state` (jittable). `time_scale`: time units per feature unit."""
     inst = state.instance
@@ -82,12 +99,11 @@ def observe(state: EnvState, time_scale) -> Observation:
     qcap = state.queue.shape[1]
     qlen = queue_length(state)
     idle = state.running < 0
-    servers = jnp.stack([
+    servers = masked_stack([
         feasible.astype(dtype), inst.cpu, inst.bw / data_scale, inst.k / ts,
         state.mem_free / data_scale, (state.mem_free - size_h) / data_scale, load / ts,
         upload / ts, est_start / ts, (est_start + work_h / inst.cpu) / ts,
-        preds_here.astype(dtype), pred_ready / ts, qlen / qcap, idle.astype(dtype)], axis=-1)
-    servers = jnp.where(real[:, None], servers, 0.0)
+        preds_here.astype(dtype), pred_ready / ts, qlen / qcap, idle.astype(dtype)], real)
 
     q = state.queue
     occupied = q >= 0
@@ -96,19 +112,17 @@ def observe(state: EnvState, time_scale) -> Observation:
     proc = take(inst.work, q, 0.0) / inst.cpu[:, None]
     deadline = take(inst.deadline, q, 0.0)
     num_succ = jnp.sum(occupied[..., None] & inst.succ[jnp.clip(q, 0)], axis=-1)
-    slots = jnp.stack([
+    slots = masked_stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
         (deadline - t - proc) / ts, (t - take(state.arrive, q, t)) / ts,
         jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
         num_succ.astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
-        (t - take(inst.arrival, q, t)) / ts], axis=-1)
-    slots = jnp.where(occupied[..., None], slots, 0.0)
+        (t - take(inst.arrival, q, t)) / ts], occupied)
 
     run_finish = take(state.finish, state.running, t)
-    own = jnp.stack([
+    own = masked_stack([
         idle.astype(dtype), (run_finish - t) / ts, qlen / qcap, state.mem_free / data_scale,
-        inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], axis=-1)
-    own = jnp.where(real[:, None], own, 0.0)
+        inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], real)
     return Observation(
         dispatch_needed=dispatch_needed(state), dispatch_mask=feasible, task=task,
         servers=servers, pick_needed=pick_needed(state), pick_mask=eligible & real[:, None],
