@@ -111,12 +111,11 @@ def observe(state: EnvState, time_scale) -> Observation:
     e_time = eligible_time(state, q)
     proc = take(inst.work, q, 0.0) / inst.cpu[:, None]
     deadline = take(inst.deadline, q, 0.0)
-    num_succ = jnp.sum(occupied[..., None] & inst.succ[jnp.clip(q, 0)], axis=-1)
     slots = masked_stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
         (deadline - t - proc) / ts, (t - take(state.arrive, q, t)) / ts,
         jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
-        num_succ.astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
+        take(inst.num_succ, q, 0).astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
         (t - take(inst.arrival, q, t)) / ts], occupied)
 
     run_finish = take(state.finish, state.running, t)
