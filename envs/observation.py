@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.dynamics import (
-    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots,
-    eligible_time, head_task, least_load, pick_needed, queue_length)
+    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_time, head_task,
+    least_load, queue_length)
 from envs.state import EnvState
 
 TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
@@ -107,16 +107,26 @@ def observe(state: EnvState, time_scale) -> Observation:
 
     q = state.queue
     occupied = q >= 0
-    eligible = eligible_slots(state)
-    e_time = eligible_time(state, q)
-    proc = take(inst.work, q, 0.0) / inst.cpu[:, None]
-    deadline = take(inst.deadline, q, 0.0)
+    # Which tasks may start now [N], with False appended for the free slots (-1 -> N),
+    # gathered at the queue: a gather is written once [M, Q] (bool), where `e_time <= t`
+    # would be recomputed by each of its four readers from the gathered times and the
+    # queue (8x the bytes).
+    n = state.n_wait.shape[0]
+    can_start = jnp.append(eligible_time(state, jnp.arange(n)) <= t, False)
+    eligible = can_start[jnp.where(occupied, q, n)]
+    # A task for every slot (a free one reads task 0: its features are masked). Gathers at
+    # these ids fuse with the slots' stack; at `take`'s ids, XLA's CSE would share them
+    # with least_load's gather of `work`, written [M, Q] and read back.
+    tasks = jnp.where(occupied, q, 0)
+    e_time = eligible_time(state, tasks)
+    proc = inst.work[tasks] / inst.cpu[:, None]
+    deadline = inst.deadline[tasks]
     slots = masked_stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
-        (deadline - t - proc) / ts, (t - take(state.arrive, q, t)) / ts,
+        (deadline - t - proc) / ts, (t - state.arrive[tasks]) / ts,
         jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
-        take(inst.num_succ, q, 0).astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
-        (t - take(inst.arrival, q, t)) / ts], occupied)
+        inst.num_succ[tasks].astype(dtype), state.succ_remote[tasks].astype(dtype),
+        (t - inst.arrival[tasks]) / ts], occupied)
 
     run_finish = take(state.finish, state.running, t)
     own = masked_stack([
@@ -124,5 +134,6 @@ def observe(state: EnvState, time_scale) -> Observation:
         inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], real)
     return Observation(
         dispatch_needed=dispatch_needed(state), dispatch_mask=feasible, task=task,
-        servers=servers, pick_needed=pick_needed(state), pick_mask=eligible & real[:, None],
+        servers=servers, pick_needed=idle & real & jnp.any(eligible, axis=1),  # as pick_needed
+        pick_mask=eligible & real[:, None],
         slots=slots, own=own, server_mask=real, time=t)
