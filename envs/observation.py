@@ -79,11 +79,10 @@ def observe(state: EnvState, time_scale) -> Observation:
     preds_h = inst.preds[h]
     has_pred = preds_h >= 0
     unstarted = has_pred & ~jnp.isfinite(take(state.finish, preds_h, jnp.inf))
-    task = jnp.stack([
+    task = masked_stack([
         size_h / data_scale, work_h / ts, (inst.deadline[h] - t) / ts,
         jnp.maximum(t - inst.arrival[h], 0.0) / ts,
-        jnp.sum(has_pred).astype(dtype), jnp.sum(unstarted).astype(dtype)])
-    task = jnp.where(exists, task, 0.0)
+        jnp.sum(has_pred).astype(dtype), jnp.sum(unstarted).astype(dtype)], exists)
 
     feasible = dispatch_feasible(state)
     load = least_load(state)
