@@ -25,7 +25,8 @@ class Instance:
     indices padded with -1, `succ` [N, W] bool (`succ[i, d]`: task `i+1+d` has
     `i` as a predecessor), `task_mask` [N], `job` [N] (-1 for padding).
     Derived once per instance: `rank` [N] time, HEFT's upward rank
-    (:func:`upward_rank`, used by the critical-path scheduling rule).
+    (:func:`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
+    unsigned int, each task's successors (:func:`successor_counts`).
     """
 
     cpu: jax.Array
@@ -42,6 +43,7 @@ class Instance:
     task_mask: jax.Array
     job: jax.Array
     rank: jax.Array
+    num_succ: jax.Array
 
     @property
     def num_task_slots(self) -> int:
@@ -101,6 +103,14 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     return rank
 
 
+def successor_counts(succ: jax.Array) -> jax.Array:
+    """Each task's successors [N], `succ`'s [N, W] row sums, in the narrowest unsigned
+    integer type that holds W (read at every queue slot by each observation)."""
+    w = succ.shape[1]
+    dtype = jnp.uint8 if w <= 0xFF else jnp.uint16 if w <= 0xFFFF else jnp.uint32
+    return jnp.sum(succ, axis=1, dtype=dtype)
+
+
 def max_pred_gap(preds: np.ndarray) -> int:
     """Largest `i - p` over edges `p -> i` (at least 1): the window `W` a file needs."""
     preds = np.asarray(preds)
@@ -129,12 +139,13 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
         task_mask=jnp.asarray(arrays["task_mask"], bool),
         job=jnp.asarray(arrays["job"], jnp.int32),
         rank=upward_rank(f("work"), f("cpu"), f("k"), server_mask, succ),
+        num_succ=successor_counts(succ),
     )
 
 
 def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
-    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor window and
-    rank are dropped)."""
+    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor window,
+    rank and successor counts are dropped)."""
     out = {name: np.asarray(getattr(instance, name)) for name in (
         "cpu", "bw", "mem", "k", "server_mask", "size", "work", "arrival", "deadline",
         "preds", "task_mask", "job")}

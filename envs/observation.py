@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.dynamics import (
-    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots,
-    eligible_time, head_task, least_load, pick_needed, queue_length)
+    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_time, head_task,
+    least_load, queue_length)
 from envs.state import EnvState
 
 TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
@@ -49,6 +49,23 @@ class Observation:
     time: jax.Array
 
 
+def masked_stack(features: list[jax.Array], mask: jax.Array) -> jax.Array:
+    """`features` (F arrays shaped like `mask`) stacked on a new last axis, 0 where `~mask`.
+
+    Built as [..., G, F/G] groups of at most 8 features, then reshaped to [..., F]: XLA's
+    CPU fusion leaves a concatenate of more than 8 operands unfused, which writes every
+    feature, then the stack, then the masked copy; this way one fusion writes the result.
+    """
+    f = len(features)
+    groups = -(-f // 8)
+    assert f % groups == 0, f"{f} features do not split into {groups} equal groups"
+    per = f // groups
+    masked = [jnp.where(mask, x, 0.0) for x in features]
+    stacked = jnp.stack([jnp.stack(masked[i:i + per], axis=-1) for i in range(0, f, per)],
+                        axis=-2)
+    return stacked.reshape(mask.shape + (f,))
+
+
 def observe(state: EnvState, time_scale) -> Observation:
     """Observation of `state` (jittable). `time_scale`: time units per feature unit."""
     inst = state.instance
@@ -62,11 +79,10 @@ def observe(state: EnvState, time_scale) -> Observation:
     preds_h = inst.preds[h]
     has_pred = preds_h >= 0
     unstarted = has_pred & ~jnp.isfinite(take(state.finish, preds_h, jnp.inf))
-    task = jnp.stack([
+    task = masked_stack([
         size_h / data_scale, work_h / ts, (inst.deadline[h] - t) / ts,
         jnp.maximum(t - inst.arrival[h], 0.0) / ts,
-        jnp.sum(has_pred).astype(dtype), jnp.sum(unstarted).astype(dtype)])
-    task = jnp.where(exists, task, 0.0)
+        jnp.sum(has_pred).astype(dtype), jnp.sum(unstarted).astype(dtype)], exists)
 
     feasible = dispatch_feasible(state)
     load = least_load(state)
@@ -82,34 +98,41 @@ def observe(state: EnvState, time_scale) -> Observation:
     qcap = state.queue.shape[1]
     qlen = queue_length(state)
     idle = state.running < 0
-    servers = jnp.stack([
+    servers = masked_stack([
         feasible.astype(dtype), inst.cpu, inst.bw / data_scale, inst.k / ts,
         state.mem_free / data_scale, (state.mem_free - size_h) / data_scale, load / ts,
         upload / ts, est_start / ts, (est_start + work_h / inst.cpu) / ts,
-        preds_here.astype(dtype), pred_ready / ts, qlen / qcap, idle.astype(dtype)], axis=-1)
-    servers = jnp.where(real[:, None], servers, 0.0)
+        preds_here.astype(dtype), pred_ready / ts, qlen / qcap, idle.astype(dtype)], real)
 
     q = state.queue
     occupied = q >= 0
-    eligible = eligible_slots(state)
-    e_time = eligible_time(state, q)
-    proc = take(inst.work, q, 0.0) / inst.cpu[:, None]
-    deadline = take(inst.deadline, q, 0.0)
-    num_succ = jnp.sum(occupied[..., None] & inst.succ[jnp.clip(q, 0)], axis=-1)
-    slots = jnp.stack([
+    # Which tasks may start now [N], with False appended for the free slots (-1 -> N),
+    # gathered at the queue: a gather is written once [M, Q] (bool), where `e_time <= t`
+    # would be recomputed by each of its four readers from the gathered times and the
+    # queue (8x the bytes).
+    n = state.n_wait.shape[0]
+    can_start = jnp.append(eligible_time(state, jnp.arange(n)) <= t, False)
+    eligible = can_start[jnp.where(occupied, q, n)]
+    # A task for every slot (a free one reads task 0: its features are masked). Gathers at
+    # these ids fuse with the slots' stack; at `take`'s ids, XLA's CSE would share them
+    # with least_load's gather of `work`, written [M, Q] and read back.
+    tasks = jnp.where(occupied, q, 0)
+    e_time = eligible_time(state, tasks)
+    proc = inst.work[tasks] / inst.cpu[:, None]
+    deadline = inst.deadline[tasks]
+    slots = masked_stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
-        (deadline - t - proc) / ts, (t - take(state.arrive, q, t)) / ts,
+        (deadline - t - proc) / ts, (t - state.arrive[tasks]) / ts,
         jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
-        num_succ.astype(dtype), take(state.succ_remote, q, 0).astype(dtype),
-        (t - take(inst.arrival, q, t)) / ts], axis=-1)
-    slots = jnp.where(occupied[..., None], slots, 0.0)
+        inst.num_succ[tasks].astype(dtype), state.succ_remote[tasks].astype(dtype),
+        (t - inst.arrival[tasks]) / ts], occupied)
 
     run_finish = take(state.finish, state.running, t)
-    own = jnp.stack([
+    own = masked_stack([
         idle.astype(dtype), (run_finish - t) / ts, qlen / qcap, state.mem_free / data_scale,
-        inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], axis=-1)
-    own = jnp.where(real[:, None], own, 0.0)
+        inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], real)
     return Observation(
         dispatch_needed=dispatch_needed(state), dispatch_mask=feasible, task=task,
-        servers=servers, pick_needed=pick_needed(state), pick_mask=eligible & real[:, None],
+        servers=servers, pick_needed=idle & real & jnp.any(eligible, axis=1),  # as pick_needed
+        pick_mask=eligible & real[:, None],
         slots=slots, own=own, server_mask=real, time=t)
