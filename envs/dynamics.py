@@ -91,14 +91,15 @@ def pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> j
     return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
 
 
-def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
-    """Dispatch the head task to `choice` if a dispatch is needed.
+def apply_dispatch(state: EnvState, choice: jax.Array, live=True
+                   ) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Dispatch the head task to `choice` if a dispatch is needed (and `live` [] bool).
 
     An infeasible choice is replaced by the lowest-index feasible server.
     Returns `(state, dispatched_task or -1, invalid [] bool)`.
     """
     inst = state.instance
-    need = dispatch_needed(state)
+    need = live & dispatch_needed(state)
     feasible = dispatch_feasible(state)
     m = feasible.shape[0]
     in_range = (choice >= 0) & (choice < m)
@@ -127,15 +128,16 @@ def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Ar
     return state, jnp.where(need, h, -1), need & ~valid
 
 
-def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
-    """Start the picked queue slot on every server that needs a decision.
+def apply_picks(state: EnvState, picks: jax.Array, live=True
+                ) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Start the picked queue slot on every server that needs a decision (if `live` [] bool).
 
     A pick of an empty or ineligible slot is replaced by the lowest eligible slot.
     Returns `(state, started task per server [M] or -1, invalid pick count [])`.
     """
     inst = state.instance
     eligible = eligible_slots(state)  # [M, Q]
-    need = pick_needed(state)  # [M]
+    need = live & pick_needed(state)  # [M]
     m, q = eligible.shape
     rows = jnp.arange(m)
     in_range = (picks >= 0) & (picks < q)
@@ -146,11 +148,15 @@ def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array,
     at = jnp.where(need, task, n)
     t = state.time
     finish = t + take(inst.work, task, 0.0) / inst.cpu  # [M]
+    # A started task's result is done at `finish + k` of its server (done_time's sum).
+    done_at = jnp.where(need, finish + inst.k, -jnp.inf)
     state = state.replace(
         start=state.start.at[at].set(t, mode="drop"),
         finish=state.finish.at[at].set(finish, mode="drop"),
         queue=state.queue.at[rows, slot].set(jnp.where(need, -1, state.queue[rows, slot])),
         running=jnp.where(need, task, state.running),
+        unstarted=state.unstarted - jnp.sum(need).astype(jnp.int32),
+        last_done=jnp.maximum(state.last_done, jnp.max(done_at)),
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.
@@ -206,10 +212,9 @@ def advance(state: EnvState) -> EnvState:
     inst = state.instance
     t_next = next_epoch_time(state)
     final = ~jnp.isfinite(t_next)
-    real_done = jnp.where(inst.task_mask, done_time(state), -jnp.inf)
-    all_started = jnp.all(~inst.task_mask | jnp.isfinite(state.start))
-    t_end = jnp.maximum(jnp.max(real_done), state.time)
-    t_new = jnp.where(final, jnp.where(all_started, t_end, state.time), t_next)
+    # Once every real task has started, the latest done time is the running maximum.
+    t_end = jnp.maximum(state.last_done, state.time)
+    t_new = jnp.where(final, jnp.where(state.unstarted == 0, t_end, state.time), t_next)
     run = state.running
     completes = (run >= 0) & (take(state.finish, run, jnp.inf) <= t_new)
     mem_free = state.mem_free + jnp.where(completes, take(inst.size, run, 0.0), 0.0)
@@ -231,11 +236,12 @@ def time_in_system(state: EnvState, t0: jax.Array, t1: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(inst.task_mask, jnp.maximum(overlap, 0.0), 0.0))
 
 
-def missed_by(state: EnvState, t: jax.Array) -> jax.Array:
-    """Real tasks whose deadline passed before `t` without their result done []."""
+def missed_by(state: EnvState, t: jax.Array, since=-jnp.inf) -> jax.Array:
+    """Real tasks whose deadline passed in `[since, t)` without their result done []."""
     inst = state.instance
     done = done_time(state)
-    return jnp.sum(inst.task_mask & (inst.deadline < t) & (done > inst.deadline))
+    d = inst.deadline
+    return jnp.sum(inst.task_mask & (d >= since) & (d < t) & (done > d))
 
 
 def reset_to_instance(instance, queue_capacity: int) -> EnvState:
@@ -252,17 +258,27 @@ def transition(state: EnvState, action: Action, tau, miss_penalty
     """
     inst = state.instance
     t0 = state.time
-    s, dispatched, bad_dispatch = apply_dispatch(state, jnp.asarray(action.dispatch, jnp.int32))
-    s, started, bad_picks = apply_picks(s, jnp.asarray(action.picks, jnp.int32))
+    # A finished episode stays as it is: its per-task writes are dropped (every scatter
+    # is gated by `live`) and its per-server and scalar fields selected back below.
+    live = ~state.done
+    s, dispatched, bad_dispatch = apply_dispatch(
+        state, jnp.asarray(action.dispatch, jnp.int32), live)
+    s, started, bad_picks = apply_picks(s, jnp.asarray(action.picks, jnp.int32), live)
     s = advance(s.replace(step=s.step + 1))
     max_steps = 2 * inst.size.shape[0] + 2
     capped = ~s.done & (s.step >= max_steps)
     s = s.replace(done=s.done | capped, truncated=s.truncated | capped)
+    keep = lambda old, new: jnp.where(live, new, old)
+    s = s.replace(**{f: keep(getattr(state, f), getattr(s, f)) for f in (
+        "time", "step", "head", "running", "mem_free", "done", "truncated", "unstarted",
+        "last_done")})
     t1 = s.time
+    # The interval's scores in one pass over the tasks; the missed count is the
+    # difference of missed_by at t1 and t0 (integers, so exactly).
     reward = (-time_in_system(s, t0, t1) / tau
-              - miss_penalty * (missed_by(s, t1) - missed_by(s, t0)))
+              - miss_penalty * missed_by(s, t1, since=t0))
     done_t = done_time(s)
-    newly_done = inst.task_mask & (done_t > t0) & (done_t <= t1)
+    newly_done = live & inst.task_mask & (done_t > t0) & (done_t <= t1)
     info = {
         "dispatched_task": dispatched,
         "started_tasks": started,
@@ -273,13 +289,4 @@ def transition(state: EnvState, action: Action, tau, miss_penalty
         "time": t1,
         "truncated": s.truncated,
     }
-    # A finished episode stays as it is.
-    was_done = state.done
-    s = jax.tree_util.tree_map(lambda old, new: jnp.where(was_done, old, new), state, s)
-    idle_info = {**jax.tree_util.tree_map(jnp.zeros_like, info),
-                 "dispatched_task": jnp.full_like(dispatched, -1),
-                 "started_tasks": jnp.full_like(started, -1), "time": t0,
-                 "truncated": state.truncated}
-    info = jax.tree_util.tree_map(lambda idle, v: jnp.where(was_done, idle, v), idle_info, info)
-    reward = jnp.where(was_done, 0.0, reward)
-    return s, reward, info
+    return s, jnp.where(live, reward, 0.0), info
