@@ -46,19 +46,28 @@ def dispatch_needed(state: EnvState) -> jax.Array:
     return exists & arrived & jnp.any(dispatch_feasible(state))
 
 
+def _eligible_per_task(state: EnvState) -> jax.Array:
+    """[N] `max(arrive, ready)` once every predecessor has started, else +inf (time)."""
+    return jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
+
+
 def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
     """Earliest time each task could start at its server (any shape; -1 -> +inf).
 
     `max(arrive, ready)` once every predecessor has started, else +inf
     (computed over tasks, then gathered once).
     """
-    per_task = jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
-    return take(per_task, tasks, jnp.inf)
+    return take(_eligible_per_task(state), tasks, jnp.inf)
 
 
 def eligible_slots(state: EnvState) -> jax.Array:
-    """[M, Q] bool: queued tasks that may start now."""
-    return eligible_time(state, state.queue) <= state.time
+    """[M, Q] bool: queued tasks that may start now.
+
+    `eligible_time(queue) <= time`, compared per task before the gather so that only
+    booleans are gathered (a quarter of the bytes).
+    """
+    t = state.time
+    return take(_eligible_per_task(state) <= t, state.queue, jnp.inf <= t)
 
 
 def pick_needed(state: EnvState) -> jax.Array:
