@@ -171,14 +171,15 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     t = state.time
     finish = t + take(inst.work, task, 0.0) / inst.cpu  # [M]
     # A started task's result is done at `finish + k` of its server (done_time's sum).
-    done_at = jnp.where(need, finish + inst.k, -jnp.inf)
+    done_at = finish + inst.k
     state = state.replace(
         start=state.start.at[at].set(t, mode="drop"),
         finish=state.finish.at[at].set(finish, mode="drop"),
+        done_at=state.done_at.at[at].set(done_at, mode="drop"),
         queue=jnp.where(picked, -1, state.queue),
         running=jnp.where(need, task, state.running),
         unstarted=state.unstarted - jnp.sum(need).astype(jnp.int32),
-        last_done=jnp.maximum(state.last_done, jnp.max(done_at)),
+        last_done=jnp.maximum(state.last_done, jnp.max(jnp.where(need, done_at, -jnp.inf))),
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.

@@ -39,7 +39,9 @@ class EnvState:
     Scalars: `time`, `step`, `head` (next task to dispatch), `done` (the episode is
     over), `truncated` (it was ended by the step cap, a time limit: the TD target
     bootstraps; every other end is a termination, see docs/model.md).
-    Kept so that a step needs no pass over all tasks for them: `unstarted` [] int32
+    `done_at` [N] (`finish + k[server]`, when the result reaches the AP; +inf until
+    started: `done_time`). Kept so that a step needs no pass over all tasks for them:
+    `unstarted` [] int32
     (real tasks not started), `last_done` [] time (the latest `done_time` of a started
     task, -inf if none; exact, a running maximum).
     """
@@ -61,14 +63,14 @@ class EnvState:
     mem_free: jax.Array
     done: jax.Array
     truncated: jax.Array
+    done_at: jax.Array
     unstarted: jax.Array
     last_done: jax.Array
 
 
 def done_time(state: EnvState) -> jax.Array:
     """Time each task's result reaches the AP, `finish + k[server]` [N] (+inf if not started)."""
-    k = state.instance.k[jnp.clip(state.server, 0)]
-    return state.finish + k
+    return state.done_at
 
 
 def unstarted_tasks(state: EnvState) -> jax.Array:
@@ -90,7 +92,7 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
         step=jnp.zeros((), jnp.int32),
         head=jnp.zeros((), jnp.int32),
         server=jnp.full((n,), -1, jnp.int32),
-        arrive=inf, start=inf, finish=inf,
+        arrive=inf, start=inf, finish=inf, done_at=inf,
         ready=jnp.full((n,), -jnp.inf, dtype),
         n_wait=n_wait,
         dispatch_step=jnp.full((n,), -1, jnp.int32),
