@@ -46,19 +46,28 @@ def dispatch_needed(state: EnvState) -> jax.Array:
     return exists & arrived & jnp.any(dispatch_feasible(state))
 
 
+def _eligible_per_task(state: EnvState) -> jax.Array:
+    """[N] `max(arrive, ready)` once every predecessor has started, else +inf (time)."""
+    return jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
+
+
 def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
     """Earliest time each task could start at its server (any shape; -1 -> +inf).
 
     `max(arrive, ready)` once every predecessor has started, else +inf
     (computed over tasks, then gathered once).
     """
-    per_task = jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
-    return take(per_task, tasks, jnp.inf)
+    return take(_eligible_per_task(state), tasks, jnp.inf)
 
 
 def eligible_slots(state: EnvState) -> jax.Array:
-    """[M, Q] bool: queued tasks that may start now."""
-    return eligible_time(state, state.queue) <= state.time
+    """[M, Q] bool: queued tasks that may start now.
+
+    `eligible_time(queue) <= time`, compared per task before the gather so that only
+    booleans are gathered (a quarter of the bytes).
+    """
+    t = state.time
+    return take(_eligible_per_task(state) <= t, state.queue, jnp.inf <= t)
 
 
 def pick_needed(state: EnvState) -> jax.Array:
@@ -91,14 +100,22 @@ def pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> j
     return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
 
 
-def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
-    """Dispatch the head task to `choice` if a dispatch is needed.
+def _is_slot(queue: jax.Array, server: jax.Array, slot: jax.Array) -> jax.Array:
+    """[M, Q] bool: the one slot `(server, slot)` (queue updates as selects, not scatters:
+    the queue is small, and a select fuses into its readers)."""
+    m, q = queue.shape
+    return (jnp.arange(m)[:, None] == server) & (jnp.arange(q)[None, :] == slot)
+
+
+def apply_dispatch(state: EnvState, choice: jax.Array, live=True
+                   ) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Dispatch the head task to `choice` if a dispatch is needed (and `live` [] bool).
 
     An infeasible choice is replaced by the lowest-index feasible server.
     Returns `(state, dispatched_task or -1, invalid [] bool)`.
     """
     inst = state.instance
-    need = dispatch_needed(state)
+    need = live & dispatch_needed(state)
     feasible = dispatch_feasible(state)
     m = feasible.shape[0]
     in_range = (choice >= 0) & (choice < m)
@@ -120,37 +137,49 @@ def apply_dispatch(state: EnvState, choice: jax.Array) -> tuple[EnvState, jax.Ar
         ready=state.ready.at[at].set(ready, mode="drop"),
         dispatch_step=state.dispatch_step.at[at].set(state.step, mode="drop"),
         succ_remote=state.succ_remote.at[jnp.where(remote & need, preds, n)].add(1, mode="drop"),
-        queue=state.queue.at[n_srv, slot].set(jnp.where(need, h, state.queue[n_srv, slot])),
+        queue=jnp.where(need & _is_slot(state.queue, n_srv, slot), h, state.queue),
         mem_free=state.mem_free.at[n_srv].add(jnp.where(need, -inst.size[h], 0.0)),
         head=state.head + need.astype(jnp.int32),
     )
     return state, jnp.where(need, h, -1), need & ~valid
 
 
-def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array, jax.Array]:
-    """Start the picked queue slot on every server that needs a decision.
+def apply_picks(state: EnvState, picks: jax.Array, live=True
+                ) -> tuple[EnvState, jax.Array, jax.Array]:
+    """Start the picked queue slot on every server that needs a decision (if `live` [] bool).
 
     A pick of an empty or ineligible slot is replaced by the lowest eligible slot.
     Returns `(state, started task per server [M] or -1, invalid pick count [])`.
     """
     inst = state.instance
     eligible = eligible_slots(state)  # [M, Q]
-    need = pick_needed(state)  # [M]
     m, q = eligible.shape
     rows = jnp.arange(m)
-    in_range = (picks >= 0) & (picks < q)
-    valid = in_range & eligible[rows, jnp.clip(picks, 0, q - 1)]
-    slot = jnp.where(valid, jnp.clip(picks, 0, q - 1), jnp.argmax(eligible, axis=1))
-    task = jnp.where(need, state.queue[rows, slot], -1)  # [M]
+    slots = jnp.arange(q, dtype=jnp.int32)
+    # One pass over the slots: any eligible (pick_needed), the pick eligible, the lowest.
+    any_eligible, pick_eligible, lowest = jax.lax.reduce(
+        (eligible, eligible & (slots == picks[:, None]), jnp.where(eligible, slots, q)),
+        (jnp.bool_(False), jnp.bool_(False), jnp.int32(q)),
+        lambda a, b: (a[0] | b[0], a[1] | b[1], jnp.minimum(a[2], b[2])), (1,))
+    need = live & (state.running < 0) & inst.server_mask & any_eligible  # [M]
+    valid = (picks >= 0) & (picks < q) & pick_eligible
+    slot = jnp.where(valid, picks, jnp.where(lowest < q, lowest, 0))
+    picked = need[:, None] & (slots[None, :] == slot[:, None])  # [M, Q]
+    task = jnp.max(jnp.where(picked, state.queue, -1), axis=1)  # [M]: the one slot or -1
     n = state.server.shape[0]
     at = jnp.where(need, task, n)
     t = state.time
     finish = t + take(inst.work, task, 0.0) / inst.cpu  # [M]
+    # A started task's result is done at `finish + k` of its server (done_time's sum).
+    done_at = finish + inst.k
     state = state.replace(
         start=state.start.at[at].set(t, mode="drop"),
         finish=state.finish.at[at].set(finish, mode="drop"),
-        queue=state.queue.at[rows, slot].set(jnp.where(need, -1, state.queue[rows, slot])),
+        done_at=state.done_at.at[at].set(done_at, mode="drop"),
+        queue=jnp.where(picked, -1, state.queue),
         running=jnp.where(need, task, state.running),
+        unstarted=state.unstarted - jnp.sum(need).astype(jnp.int32),
+        last_done=jnp.maximum(state.last_done, jnp.max(jnp.where(need, done_at, -jnp.inf))),
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.
@@ -170,8 +199,24 @@ def apply_picks(state: EnvState, picks: jax.Array) -> tuple[EnvState, jax.Array,
     return state, task, jnp.sum(need & ~valid)
 
 
+def _queue_pass(state: EnvState) -> tuple[jax.Array, jax.Array]:
+    """`(queue_length [M], earliest eligible_time of a queued task [M])` in one reduction
+    over the slots (the minimum is exact in any order)."""
+    q = state.queue
+    return jax.lax.reduce(
+        ((q >= 0).astype(jnp.int32), eligible_time(state, q)),
+        (jnp.int32(0), jnp.array(jnp.inf, state.time.dtype)),
+        lambda a, b: (a[0] + b[0], jnp.minimum(a[1], b[1])), (1,))
+
+
 def next_epoch_time(state: EnvState) -> jax.Array:
     """The next time (>= now) at which some decision is possible; +inf if never."""
+    return _next_epoch_time(state, *_queue_pass(state))
+
+
+def _next_epoch_time(state: EnvState, qlen: jax.Array, first_eligible: jax.Array
+                     ) -> jax.Array:
+    """next_epoch_time given `_queue_pass(state)`."""
     inst = state.instance
     t = state.time
     run = state.running
@@ -182,16 +227,15 @@ def next_epoch_time(state: EnvState) -> jax.Array:
     h, exists = head_task(state)
     size_h = inst.size[h]
     t_h = jnp.maximum(t, inst.arrival[h])
-    has_slot = inst.server_mask & (queue_length(state) < state.queue.shape[1])
+    has_slot = inst.server_mask & (qlen < state.queue.shape[1])
     # Memory once the running task completes: all of it if nothing else is held.
-    freed = jnp.where(queue_length(state) == 0, inst.mem, state.mem_free + run_size)
+    freed = jnp.where(qlen == 0, inst.mem, state.mem_free + run_size)
     t_room = jnp.where(state.mem_free >= size_h, t_h,
                        jnp.where(running & (freed >= size_h),
                                  jnp.maximum(t_h, run_finish), jnp.inf))
     t_dispatch = jnp.where(exists, jnp.min(jnp.where(has_slot, t_room, jnp.inf)), jnp.inf)
     # Picks: once idle and some queued task is eligible.
     idle_at = jnp.where(running, run_finish, t)
-    first_eligible = jnp.min(eligible_time(state, state.queue), axis=1)
     t_pick = jnp.where(inst.server_mask, jnp.maximum(idle_at, first_eligible), jnp.inf)
     return jnp.minimum(t_dispatch, jnp.min(t_pick))
 
@@ -204,17 +248,17 @@ def advance(state: EnvState) -> EnvState:
     left that no server can ever run (`state.unstarted_tasks` counts them).
     """
     inst = state.instance
-    t_next = next_epoch_time(state)
+    qlen, first_eligible = _queue_pass(state)
+    t_next = _next_epoch_time(state, qlen, first_eligible)
     final = ~jnp.isfinite(t_next)
-    real_done = jnp.where(inst.task_mask, done_time(state), -jnp.inf)
-    all_started = jnp.all(~inst.task_mask | jnp.isfinite(state.start))
-    t_end = jnp.maximum(jnp.max(real_done), state.time)
-    t_new = jnp.where(final, jnp.where(all_started, t_end, state.time), t_next)
+    # Once every real task has started, the latest done time is the running maximum.
+    t_end = jnp.maximum(state.last_done, state.time)
+    t_new = jnp.where(final, jnp.where(state.unstarted == 0, t_end, state.time), t_next)
     run = state.running
     completes = (run >= 0) & (take(state.finish, run, jnp.inf) <= t_new)
     mem_free = state.mem_free + jnp.where(completes, take(inst.size, run, 0.0), 0.0)
     # A server that holds nothing gets exactly its memory back (no rounding drift).
-    empty = completes & (queue_length(state) == 0)
+    empty = completes & (qlen == 0)
     return state.replace(
         time=t_new,
         mem_free=jnp.where(empty, jnp.where(inst.server_mask, inst.mem, 0.0), mem_free),
@@ -231,11 +275,12 @@ def time_in_system(state: EnvState, t0: jax.Array, t1: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(inst.task_mask, jnp.maximum(overlap, 0.0), 0.0))
 
 
-def missed_by(state: EnvState, t: jax.Array) -> jax.Array:
-    """Real tasks whose deadline passed before `t` without their result done []."""
+def missed_by(state: EnvState, t: jax.Array, since=-jnp.inf) -> jax.Array:
+    """Real tasks whose deadline passed in `[since, t)` without their result done []."""
     inst = state.instance
     done = done_time(state)
-    return jnp.sum(inst.task_mask & (inst.deadline < t) & (done > inst.deadline))
+    d = inst.deadline
+    return jnp.sum(inst.task_mask & (d >= since) & (d < t) & (done > d))
 
 
 def reset_to_instance(instance, queue_capacity: int) -> EnvState:
@@ -252,17 +297,27 @@ def transition(state: EnvState, action: Action, tau, miss_penalty
     """
     inst = state.instance
     t0 = state.time
-    s, dispatched, bad_dispatch = apply_dispatch(state, jnp.asarray(action.dispatch, jnp.int32))
-    s, started, bad_picks = apply_picks(s, jnp.asarray(action.picks, jnp.int32))
+    # A finished episode stays as it is: its per-task writes are dropped (every scatter
+    # is gated by `live`) and its per-server and scalar fields selected back below.
+    live = ~state.done
+    s, dispatched, bad_dispatch = apply_dispatch(
+        state, jnp.asarray(action.dispatch, jnp.int32), live)
+    s, started, bad_picks = apply_picks(s, jnp.asarray(action.picks, jnp.int32), live)
     s = advance(s.replace(step=s.step + 1))
     max_steps = 2 * inst.size.shape[0] + 2
     capped = ~s.done & (s.step >= max_steps)
     s = s.replace(done=s.done | capped, truncated=s.truncated | capped)
+    keep = lambda old, new: jnp.where(live, new, old)
+    s = s.replace(**{f: keep(getattr(state, f), getattr(s, f)) for f in (
+        "time", "step", "head", "running", "mem_free", "done", "truncated", "unstarted",
+        "last_done")})
     t1 = s.time
+    # The interval's scores in one pass over the tasks; the missed count is the
+    # difference of missed_by at t1 and t0 (integers, so exactly).
     reward = (-time_in_system(s, t0, t1) / tau
-              - miss_penalty * (missed_by(s, t1) - missed_by(s, t0)))
+              - miss_penalty * missed_by(s, t1, since=t0))
     done_t = done_time(s)
-    newly_done = inst.task_mask & (done_t > t0) & (done_t <= t1)
+    newly_done = live & inst.task_mask & (done_t > t0) & (done_t <= t1)
     info = {
         "dispatched_task": dispatched,
         "started_tasks": started,
@@ -273,13 +328,4 @@ def transition(state: EnvState, action: Action, tau, miss_penalty
         "time": t1,
         "truncated": s.truncated,
     }
-    # A finished episode stays as it is.
-    was_done = state.done
-    s = jax.tree_util.tree_map(lambda old, new: jnp.where(was_done, old, new), state, s)
-    idle_info = {**jax.tree_util.tree_map(jnp.zeros_like, info),
-                 "dispatched_task": jnp.full_like(dispatched, -1),
-                 "started_tasks": jnp.full_like(started, -1), "time": t0,
-                 "truncated": state.truncated}
-    info = jax.tree_util.tree_map(lambda idle, v: jnp.where(was_done, idle, v), idle_info, info)
-    reward = jnp.where(was_done, 0.0, reward)
-    return s, reward, info
+    return s, jnp.where(live, reward, 0.0), info

@@ -39,6 +39,11 @@ class EnvState:
     Scalars: `time`, `step`, `head` (next task to dispatch), `done` (the episode is
     over), `truncated` (it was ended by the step cap, a time limit: the TD target
     bootstraps; every other end is a termination, see docs/model.md).
+    `done_at` [N] (`finish + k[server]`, when the result reaches the AP; +inf until
+    started: `done_time`). Kept so that a step needs no pass over all tasks for them:
+    `unstarted` [] int32
+    (real tasks not started), `last_done` [] time (the latest `done_time` of a started
+    task, -inf if none; exact, a running maximum).
     """
 
     instance: Instance
@@ -58,19 +63,20 @@ class EnvState:
     mem_free: jax.Array
     done: jax.Array
     truncated: jax.Array
+    done_at: jax.Array
+    unstarted: jax.Array
+    last_done: jax.Array
 
 
 def done_time(state: EnvState) -> jax.Array:
     """Time each task's result reaches the AP, `finish + k[server]` [N] (+inf if not started)."""
-    k = state.instance.k[jnp.clip(state.server, 0)]
-    return state.finish + k
+    return state.done_at
 
 
 def unstarted_tasks(state: EnvState) -> jax.Array:
     """Real tasks not started [] (int32); at an episode's end, the tasks it stranded (a
     task no server can ever run: too large for every memory)."""
-    inst = state.instance
-    return jnp.sum(inst.task_mask & ~jnp.isfinite(state.start)).astype(jnp.int32)
+    return state.unstarted
 
 
 def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
@@ -86,7 +92,7 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
         step=jnp.zeros((), jnp.int32),
         head=jnp.zeros((), jnp.int32),
         server=jnp.full((n,), -1, jnp.int32),
-        arrive=inf, start=inf, finish=inf,
+        arrive=inf, start=inf, finish=inf, done_at=inf,
         ready=jnp.full((n,), -jnp.inf, dtype),
         n_wait=n_wait,
         dispatch_step=jnp.full((n,), -1, jnp.int32),
@@ -96,4 +102,6 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
         mem_free=jnp.where(instance.server_mask, instance.mem, 0.0).astype(dtype),
         done=jnp.zeros((), bool),
         truncated=jnp.zeros((), bool),
+        unstarted=jnp.sum(instance.task_mask).astype(jnp.int32),
+        last_done=jnp.full((), -jnp.inf, dtype),
     )
