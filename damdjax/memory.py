@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from envs.config import EnvConfig
+from envs.instance import count_dtype
 from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 
 I32 = 4      # int32 (indices, counters, stamps)
@@ -41,17 +44,20 @@ def float_bytes() -> int:
 
 def instance_bytes(config: EnvConfig, f: int = 4) -> int:
     """One `Instance`: cpu, bw, mem, k [M] F, server_mask [M]; size, work, arrival,
-    deadline, rank [N] F; preds [N, P] int32; succ [N, W] bool; task_mask [N]; job [N]."""
+    deadline, rank [N] F; preds [N, P] int32; succ [N, W] bool; task_mask [N]; job [N];
+    num_succ [N] (`count_dtype(W)`)."""
     n, m, p, w = config.n_max, config.m_max, config.p_max, config.succ_window
-    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * w * B1
+    counts = n * np.dtype(count_dtype(w)).itemsize
+    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * w * B1 + counts
 
 
 def env_state_bytes(config: EnvConfig, f: int = 4) -> int:
-    """One `EnvState`: its instance; time []; step, head [] int32; server, n_wait,
-    dispatch_step, succ_remote [N] int32; arrive, start, finish, ready [N] F; queue [M, Q]
-    int32; running [M] int32, mem_free [M] F; done, truncated []."""
+    """One `EnvState`: its instance; time, last_done [] F; step, head, unstarted [] int32;
+    server, n_wait, dispatch_step, succ_remote [N] int32; arrive, start, finish, ready,
+    done_at [N] F; queue [M, Q] int32; running [M] int32, mem_free [M] F; done, truncated
+    []."""
     n, m, q = config.n_max, config.m_max, config.queue_capacity
-    return (instance_bytes(config, f) + f + 2 * I32 + n * (4 * I32 + 4 * f)
+    return (instance_bytes(config, f) + 2 * f + 3 * I32 + n * (4 * I32 + 5 * f)
             + m * q * I32 + m * (I32 + f) + 2 * B1)
 
 

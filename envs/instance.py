@@ -103,12 +103,15 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     return rank
 
 
+def count_dtype(window: int):
+    """The narrowest unsigned integer type that holds `window` (successor counts)."""
+    return jnp.uint8 if window <= 0xFF else jnp.uint16 if window <= 0xFFFF else jnp.uint32
+
+
 def successor_counts(succ: jax.Array) -> jax.Array:
-    """Each task's successors [N], `succ`'s [N, W] row sums, in the narrowest unsigned
-    integer type that holds W (read at every queue slot by each observation)."""
-    w = succ.shape[1]
-    dtype = jnp.uint8 if w <= 0xFF else jnp.uint16 if w <= 0xFFFF else jnp.uint32
-    return jnp.sum(succ, axis=1, dtype=dtype)
+    """Each task's successors [N], `succ`'s [N, W] row sums, in `count_dtype(W)` (read at
+    every queue slot by each observation)."""
+    return jnp.sum(succ, axis=1, dtype=count_dtype(succ.shape[1]))
 
 
 def max_pred_gap(preds: np.ndarray) -> int:
