@@ -100,13 +100,6 @@ def pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> j
     return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
 
 
-def _is_slot(queue: jax.Array, server: jax.Array, slot: jax.Array) -> jax.Array:
-    """[M, Q] bool: the one slot `(server, slot)` (queue updates as selects, not scatters:
-    the queue is small, and a select fuses into its readers)."""
-    m, q = queue.shape
-    return (jnp.arange(m)[:, None] == server) & (jnp.arange(q)[None, :] == slot)
-
-
 def apply_dispatch(state: EnvState, choice: jax.Array, live=True
                    ) -> tuple[EnvState, jax.Array, jax.Array]:
     """Dispatch the head task to `choice` if a dispatch is needed (and `live` [] bool).
@@ -137,7 +130,7 @@ def apply_dispatch(state: EnvState, choice: jax.Array, live=True
         ready=state.ready.at[at].set(ready, mode="drop"),
         dispatch_step=state.dispatch_step.at[at].set(state.step, mode="drop"),
         succ_remote=state.succ_remote.at[jnp.where(remote & need, preds, n)].add(1, mode="drop"),
-        queue=jnp.where(need & _is_slot(state.queue, n_srv, slot), h, state.queue),
+        queue=state.queue.at[n_srv, slot].set(jnp.where(need, h, state.queue[n_srv, slot])),
         mem_free=state.mem_free.at[n_srv].add(jnp.where(need, -inst.size[h], 0.0)),
         head=state.head + need.astype(jnp.int32),
     )
@@ -153,19 +146,13 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     """
     inst = state.instance
     eligible = eligible_slots(state)  # [M, Q]
+    need = live & pick_needed(state)  # [M]
     m, q = eligible.shape
     rows = jnp.arange(m)
-    slots = jnp.arange(q, dtype=jnp.int32)
-    # One pass over the slots: any eligible (pick_needed), the pick eligible, the lowest.
-    any_eligible, pick_eligible, lowest = jax.lax.reduce(
-        (eligible, eligible & (slots == picks[:, None]), jnp.where(eligible, slots, q)),
-        (jnp.bool_(False), jnp.bool_(False), jnp.int32(q)),
-        lambda a, b: (a[0] | b[0], a[1] | b[1], jnp.minimum(a[2], b[2])), (1,))
-    need = live & (state.running < 0) & inst.server_mask & any_eligible  # [M]
-    valid = (picks >= 0) & (picks < q) & pick_eligible
-    slot = jnp.where(valid, picks, jnp.where(lowest < q, lowest, 0))
-    picked = need[:, None] & (slots[None, :] == slot[:, None])  # [M, Q]
-    task = jnp.max(jnp.where(picked, state.queue, -1), axis=1)  # [M]: the one slot or -1
+    in_range = (picks >= 0) & (picks < q)
+    valid = in_range & eligible[rows, jnp.clip(picks, 0, q - 1)]
+    slot = jnp.where(valid, jnp.clip(picks, 0, q - 1), jnp.argmax(eligible, axis=1))
+    task = jnp.where(need, state.queue[rows, slot], -1)  # [M]
     n = state.server.shape[0]
     at = jnp.where(need, task, n)
     t = state.time
@@ -176,7 +163,7 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
         start=state.start.at[at].set(t, mode="drop"),
         finish=state.finish.at[at].set(finish, mode="drop"),
         done_at=state.done_at.at[at].set(done_at, mode="drop"),
-        queue=jnp.where(picked, -1, state.queue),
+        queue=state.queue.at[rows, slot].set(jnp.where(need, -1, state.queue[rows, slot])),
         running=jnp.where(need, task, state.running),
         unstarted=state.unstarted - jnp.sum(need).astype(jnp.int32),
         last_done=jnp.maximum(state.last_done, jnp.max(jnp.where(need, done_at, -jnp.inf))),
@@ -199,24 +186,8 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     return state, task, jnp.sum(need & ~valid)
 
 
-def _queue_pass(state: EnvState) -> tuple[jax.Array, jax.Array]:
-    """`(queue_length [M], earliest eligible_time of a queued task [M])` in one reduction
-    over the slots (the minimum is exact in any order)."""
-    q = state.queue
-    return jax.lax.reduce(
-        ((q >= 0).astype(jnp.int32), eligible_time(state, q)),
-        (jnp.int32(0), jnp.array(jnp.inf, state.time.dtype)),
-        lambda a, b: (a[0] + b[0], jnp.minimum(a[1], b[1])), (1,))
-
-
 def next_epoch_time(state: EnvState) -> jax.Array:
     """The next time (>= now) at which some decision is possible; +inf if never."""
-    return _next_epoch_time(state, *_queue_pass(state))
-
-
-def _next_epoch_time(state: EnvState, qlen: jax.Array, first_eligible: jax.Array
-                     ) -> jax.Array:
-    """next_epoch_time given `_queue_pass(state)`."""
     inst = state.instance
     t = state.time
     run = state.running
@@ -227,15 +198,16 @@ def _next_epoch_time(state: EnvState, qlen: jax.Array, first_eligible: jax.Array
     h, exists = head_task(state)
     size_h = inst.size[h]
     t_h = jnp.maximum(t, inst.arrival[h])
-    has_slot = inst.server_mask & (qlen < state.queue.shape[1])
+    has_slot = inst.server_mask & (queue_length(state) < state.queue.shape[1])
     # Memory once the running task completes: all of it if nothing else is held.
-    freed = jnp.where(qlen == 0, inst.mem, state.mem_free + run_size)
+    freed = jnp.where(queue_length(state) == 0, inst.mem, state.mem_free + run_size)
     t_room = jnp.where(state.mem_free >= size_h, t_h,
                        jnp.where(running & (freed >= size_h),
                                  jnp.maximum(t_h, run_finish), jnp.inf))
     t_dispatch = jnp.where(exists, jnp.min(jnp.where(has_slot, t_room, jnp.inf)), jnp.inf)
     # Picks: once idle and some queued task is eligible.
     idle_at = jnp.where(running, run_finish, t)
+    first_eligible = jnp.min(eligible_time(state, state.queue), axis=1)
     t_pick = jnp.where(inst.server_mask, jnp.maximum(idle_at, first_eligible), jnp.inf)
     return jnp.minimum(t_dispatch, jnp.min(t_pick))
 
@@ -248,8 +220,7 @@ def advance(state: EnvState) -> EnvState:
     left that no server can ever run (`state.unstarted_tasks` counts them).
     """
     inst = state.instance
-    qlen, first_eligible = _queue_pass(state)
-    t_next = _next_epoch_time(state, qlen, first_eligible)
+    t_next = next_epoch_time(state)
     final = ~jnp.isfinite(t_next)
     # Once every real task has started, the latest done time is the running maximum.
     t_end = jnp.maximum(state.last_done, state.time)
@@ -258,7 +229,7 @@ def advance(state: EnvState) -> EnvState:
     completes = (run >= 0) & (take(state.finish, run, jnp.inf) <= t_new)
     mem_free = state.mem_free + jnp.where(completes, take(inst.size, run, 0.0), 0.0)
     # A server that holds nothing gets exactly its memory back (no rounding drift).
-    empty = completes & (qlen == 0)
+    empty = completes & (queue_length(state) == 0)
     return state.replace(
         time=t_new,
         mem_free=jnp.where(empty, jnp.where(inst.server_mask, inst.mem, 0.0), mem_free),
