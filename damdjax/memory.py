@@ -44,11 +44,12 @@ def float_bytes() -> int:
 
 def instance_bytes(config: EnvConfig, f: int = 4) -> int:
     """One `Instance`: cpu, bw, mem, k [M] F, server_mask [M]; size, work, arrival,
-    deadline, rank [N] F; preds [N, P] int32; succ [N, W] bool; task_mask [N]; job [N];
+    deadline, rank [N] F; preds [N, P] int32; succ [N, ceil(W/8)] uint8; task_mask [N];
+    job [N];
     num_succ [N] (`count_dtype(W)`)."""
     n, m, p, w = config.n_max, config.m_max, config.p_max, config.succ_window
     counts = n * np.dtype(count_dtype(w)).itemsize
-    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * w * B1 + counts
+    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * (-(-w // 8)) + counts
 
 
 def env_state_bytes(config: EnvConfig, f: int = 4) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from envs.instance import unpack_window
 from envs.state import Action, EnvState, done_time, initial_state
 
 
@@ -170,9 +171,9 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.
-    w = inst.succ.shape[1]
-    succ = task[:, None] + 1 + jnp.arange(w)[None, :]  # [M, W]
-    is_succ = need[:, None] & (task[:, None] >= 0) & inst.succ[jnp.clip(task, 0)]  # [M, W]
+    window = unpack_window(inst.succ[jnp.clip(task, 0)])  # [M, W'], W' = 8 ceil(W / 8)
+    succ = task[:, None] + 1 + jnp.arange(window.shape[1])[None, :]  # [M, W']
+    is_succ = need[:, None] & (task[:, None] >= 0) & window  # [M, W']
     succ_at = jnp.where(is_succ, succ, n)
     succ_srv = take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, W]
     srv_c = jnp.clip(succ_srv, 0)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.config import EnvConfig, EnvParams
-from envs.instance import Instance, successor_counts, successor_window, upward_rank
+from envs.instance import Instance, dag_fields
 
 SIZE_QUANTUM = 1.0 / 64.0
 
@@ -127,8 +127,8 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
     Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
     relaxed `depth` rounds: at least the longest chain of tasks of any job; default
-    `config.j_max`), the successor window [N, W], the upward rank [N] and the successor
-    counts [N].
+    `config.j_max`) and the DAG fields (`envs.instance.dag_fields`: the packed successor
+    window, the upward rank [N] and the successor counts [N]).
     """
     cpu, bw, mem, k, server_mask = servers
     real = server_mask.astype(size.dtype)
@@ -139,13 +139,11 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     ef = critical_path(preds, size, work, cpu_ref, bw_ref, k_ref,
                        config.j_max if depth is None else depth)
     deadline = jnp.where(task_mask, arrival + params.slack * (ef + k_ref), jnp.inf)
-    succ = successor_window(preds, config.succ_window)
     return Instance(
         cpu=cpu, bw=bw, mem=mem, k=k, server_mask=server_mask,
         size=size, work=work, arrival=arrival, deadline=deadline,
-        preds=preds, succ=succ, task_mask=task_mask, job=job,
-        rank=upward_rank(work, cpu, k, server_mask, succ),
-        num_succ=successor_counts(succ),
+        preds=preds, task_mask=task_mask, job=job,
+        **dag_fields(preds, config.succ_window, work, cpu, k, server_mask),
     )
 
 

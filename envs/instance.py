@@ -22,9 +22,11 @@ class Instance:
     Tasks (global index order: jobs by arrival, predecessors first):
     `size` [N] data, `work` [N] work, `arrival` [N] time (its job's arrival;
     +inf for padding), `deadline` [N] absolute time, `preds` [N, P] global
-    indices padded with -1, `succ` [N, W] bool (`succ[i, d]`: task `i+1+d` has
-    `i` as a predecessor), `task_mask` [N], `job` [N] (-1 for padding).
-    Derived once per instance: `rank` [N] time, HEFT's upward rank
+    indices padded with -1, `task_mask` [N], `job` [N] (-1 for padding).
+    Derived once per instance (:func:`dag_fields`): `succ` [N, ceil(W/8)] uint8, the
+    successor window packed 8 offsets a byte (:func:`unpack_window`: `[i, d]` is set when
+    task `i+1+d` has `i` as a predecessor; bits at or beyond `W` are 0), a carried
+    state's largest array otherwise (W = 202 for the Alibaba jobs); `rank` [N] time, HEFT's upward rank
     (:func:`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
     unsigned int, each task's successors (:func:`successor_counts`).
     """
@@ -114,6 +116,27 @@ def successor_counts(succ: jax.Array) -> jax.Array:
     return jnp.sum(succ, axis=1, dtype=count_dtype(succ.shape[1]))
 
 
+def pack_window(window_mask: jax.Array) -> jax.Array:
+    """[N, W] bool -> [N, ceil(W/8)] uint8, offset `d` in bit `d % 8` of byte `d // 8`."""
+    return jnp.packbits(window_mask, axis=-1, bitorder="little")
+
+
+def unpack_window(bits: jax.Array) -> jax.Array:
+    """[..., B] uint8 (:func:`pack_window`) -> [..., 8 B] bool (offsets past `W` False)."""
+    return jnp.unpackbits(bits, axis=-1, bitorder="little").astype(bool)
+
+
+def dag_fields(preds: jax.Array, window: int, work: jax.Array, cpu: jax.Array, k: jax.Array,
+               server_mask: jax.Array) -> dict[str, jax.Array]:
+    """The derived DAG fields of an :class:`Instance`: `succ` (the packed successor window
+    of width `window`), `rank` (:func:`upward_rank`) and `num_succ`
+    (:func:`successor_counts`). preds [N, P]; work [N]; cpu, k, server_mask [M]."""
+    window_mask = successor_window(preds, window)
+    return {"succ": pack_window(window_mask),
+            "rank": upward_rank(work, cpu, k, server_mask, window_mask),
+            "num_succ": successor_counts(window_mask)}
+
+
 def max_pred_gap(preds: np.ndarray) -> int:
     """Largest `i - p` over edges `p -> i` (at least 1): the window `W` a file needs."""
     preds = np.asarray(preds)
@@ -133,16 +156,13 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
     window = window or max_pred_gap(arrays["preds"])
     preds = jnp.asarray(arrays["preds"], jnp.int32)
     f = lambda name: jnp.asarray(arrays[name], dtype)
-    succ = successor_window(preds, window)
     server_mask = jnp.asarray(arrays["server_mask"], bool)
     return Instance(
         cpu=f("cpu"), bw=f("bw"), mem=f("mem"), k=f("k"), server_mask=server_mask,
         size=f("size"), work=f("work"), arrival=f("arrival"), deadline=f("deadline"),
-        preds=preds, succ=succ,
-        task_mask=jnp.asarray(arrays["task_mask"], bool),
+        preds=preds, task_mask=jnp.asarray(arrays["task_mask"], bool),
         job=jnp.asarray(arrays["job"], jnp.int32),
-        rank=upward_rank(f("work"), f("cpu"), f("k"), server_mask, succ),
-        num_succ=successor_counts(succ),
+        **dag_fields(preds, window, f("work"), f("cpu"), f("k"), server_mask),
     )
 
 

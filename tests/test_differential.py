@@ -33,7 +33,8 @@ from damdjax.rollout import run_from_instance
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, dispatch_needed, reset_to_instance, transition
 from envs.generator import generate
-from envs.instance import instance_from_arrays, instance_to_arrays, successor_window
+from envs.instance import (instance_from_arrays, instance_to_arrays, pack_window,
+                           successor_window, unpack_window)
 from envs.reference import contention_free_bound, simulate, upward_rank
 from envs.state import Action
 
@@ -108,7 +109,7 @@ def batched_generate():
     def one(key, params):
         inst = generate(key, CONFIG, params)
         # Re-pad the successor window to the shared one.
-        return inst.replace(succ=successor_window(inst.preds, W))
+        return inst.replace(succ=pack_window(successor_window(inst.preds, W)))
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
@@ -423,7 +424,8 @@ def test_long_chains():
 
 def test_wide_fan_out():
     instances = stack([fan_out_instance(s) for s in range(16)])
-    assert int(np.asarray(instances.succ).sum(axis=2).max()) == W  # a root with W successors
+    fan_out = np.asarray(unpack_window(instances.succ)).sum(axis=2)
+    assert int(fan_out.max()) == W  # a root with W successors
     check_batch("fan-out", instances, Q_DEFAULT)
 
 

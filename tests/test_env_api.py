@@ -23,7 +23,7 @@ from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, eligible_slots, pick_needed
 from envs.env import EdgeEnv
 from envs.generator import generate
-from envs.instance import instance_from_arrays, successor_window
+from envs.instance import instance_from_arrays, pack_window, successor_window
 from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 from envs.state import Action, done_time, unstarted_tasks
 
@@ -410,7 +410,8 @@ def test_result_at_an_epoch_is_credited_once():
         size=inst.size.at[:3].set(1.0), work=inst.work.at[:3].set(1.0),
         arrival=inst.arrival.at[1:3].set(3.0), task_mask=inst.task_mask.at[3].set(False),
         job=inst.job.at[1:3].set(1).at[3].set(-1),
-        preds=jnp.full_like(inst.preds, -1), succ=jnp.zeros_like(inst.succ))
+        preds=jnp.full_like(inst.preds, -1), succ=jnp.zeros_like(inst.succ),
+        num_succ=jnp.zeros_like(inst.num_succ))
     inst = inst.replace(size=inst.size.at[3].set(0.0), work=inst.work.at[3].set(0.0),
                         arrival=inst.arrival.at[3].set(jnp.inf))
     _, state = reset_to_jit(inst, PARAMS)
@@ -487,7 +488,8 @@ def check_generated(inst, config, params):
         assert (i - preds <= w).all()
         first_of_job = i == 0 or job[i - 1] != job[i]
         assert (len(preds) == 0) == first_of_job, "every later task of a job has a pred"
-    np.testing.assert_array_equal(inst.succ, successor_window(jnp.asarray(inst.preds), w))
+    window = successor_window(jnp.asarray(inst.preds), w)
+    np.testing.assert_array_equal(inst.succ, pack_window(window))
 
 
 generate_jit = jax.jit(generate, static_argnums=1)

@@ -10,7 +10,8 @@ import pytest
 
 from envs.config import EnvConfig, EnvParams
 from envs.generator import generate
-from envs.instance import instance_from_arrays, instance_to_arrays, successor_counts
+from envs.instance import (instance_from_arrays, instance_to_arrays, successor_counts,
+                           unpack_window)
 from envs.observation import masked_stack
 
 
@@ -27,8 +28,8 @@ def test_successor_counts_are_row_sums_in_a_type_that_holds_the_window(window, d
 
 def test_every_instance_carries_its_successor_counts():
     inst = generate(jax.random.key(3), EnvConfig(), EnvParams())
-    np.testing.assert_array_equal(inst.num_succ, np.asarray(inst.succ).sum(axis=1))
-    again = instance_from_arrays(instance_to_arrays(inst), window=inst.succ.shape[1])
+    np.testing.assert_array_equal(inst.num_succ, np.asarray(unpack_window(inst.succ)).sum(axis=1))
+    again = instance_from_arrays(instance_to_arrays(inst), window=EnvConfig().succ_window)
     np.testing.assert_array_equal(again.num_succ, inst.num_succ)
 
 
