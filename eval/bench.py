@@ -60,7 +60,7 @@ from envs.config import INT32_MAX, EnvConfig, EnvParams, check_params
 from envs.generator import generate
 from envs.instance import instance_to_arrays
 from envs.state import unstarted_tasks
-from eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, TRAIN_STEP
+from eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
 from eval.traffic import markdown_traffic, traffic_report
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
@@ -501,12 +501,13 @@ def traffic_summary(traffic: dict) -> str:
     same = [s for s in traffic["sizes"] if s["n_max"] == measured["n_max"]]
     if same:
         ceilings = ", ".join(
-            f"{gpu} {same[0]['roofline_env_steps_per_s'][gpu][TRAIN_STEP]:.3g}"
+            f"{gpu} {same[0]['roofline_env_steps_per_s'][gpu][EPISODE_STEP]:.3g}"
             for gpu in BANDWIDTH)
         lines.append(f"Measured above on {traffic['backend']} (n_max {measured['n_max']}, "
                      f"batch {measured['batch_size']}, whole episodes): "
-                     f"{measured['env_steps_per_s']:,.0f} env steps/s; the train step's "
-                     f"memory-bound ceiling at that size: {ceilings} env steps/s.")
+                     f"{measured['env_steps_per_s']:,.0f} env steps/s; the memory-bound "
+                     f"ceiling of their loop body (the {EPISODE_STEP}) at that size: "
+                     f"{ceilings} env steps/s.")
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ the batch it gives a per-env-step figure for each part of a step:
 * `transition`: envs.dynamics.transition (dispatch, picks, clock, reward, info);
 * `observe`: envs.observation.observe;
 * each heuristic dispatch rule and scheduling rule alone, and the `--method` pair;
+* `episode step`: the pair's action, then `transition` (no observation): the loop body
+  of eval.bench's whole-episode runs, whose measured env steps/s sit beside its ceiling;
 * `train step`: the pair's action, then `env.step` with its observation (what a
   training loop's env side does per step); `train step, state donated`: the same with
   the input state's buffers donated (`donate_argnums`), as a loop carrying the state
@@ -40,6 +42,8 @@ BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}   # bytes/s of HBM
 DEFAULT_N_MAX = (100, 400, 1600)
 DEFAULT_BATCH = 1024
 TRAIN_STEP = "train step"
+EPISODE_STEP = "episode step"
+CEILING_PARTS = (EPISODE_STEP, TRAIN_STEP, TRAIN_STEP + ", state donated")
 
 
 def cost(fn: Callable, *args, donate: tuple[int, ...] = ()) -> dict[str, float]:
@@ -69,6 +73,8 @@ def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, t
         parts[f"schedule {name}"] = batched(rule)
     d, s = pair_names(method)
     parts[f"policy {method} ({d}+{s})"] = batched(policy)
+    parts[EPISODE_STEP] = batched(lambda k, s: transition(s, policy(k, s), params.tau,
+                                                          params.miss_penalty))
     parts[TRAIN_STEP] = batched(lambda k, s: env.step(k, s, policy(k, s), params))
     return parts
 
@@ -85,7 +91,8 @@ def abstract_batch(config: EnvConfig, params: EnvParams, batch: int):
 
 def traffic(config: EnvConfig, params: EnvParams, method: str, batch: int) -> dict:
     """Per-env-step bytes accessed and flops of every part (`step_parts`) at `config`,
-    the state's bytes per env, and the train step's rooflines (env steps/s)."""
+    the state's bytes per env, and the rooflines (env steps/s) of the episode step and
+    the train step."""
     batch_args = abstract_batch(config, params, batch)
     states = batch_args[1]
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(states))
@@ -96,8 +103,7 @@ def traffic(config: EnvConfig, params: EnvParams, method: str, batch: int) -> di
     donated = cost(step_parts(config, params, method)[TRAIN_STEP], *batch_args, donate=(1,))
     rows[TRAIN_STEP + ", state donated"] = {"bytes": donated["bytes"] / batch,
                                             "flops": donated["flops"] / batch}
-    roofline = {gpu: {part: bw / rows[part]["bytes"]
-                      for part in (TRAIN_STEP, TRAIN_STEP + ", state donated")}
+    roofline = {gpu: {part: bw / rows[part]["bytes"] for part in CEILING_PARTS}
                 for gpu, bw in BANDWIDTH.items()}
     return {"n_max": config.n_max, "config": {k: getattr(config, k) for k in (
                 "n_max", "m_max", "p_max", "queue_capacity", "j_max")},

@@ -46,20 +46,23 @@ def check_traffic(traffic, printed):
     assert size["n_max"] == bench.QUICK_TRAFFIC_N_MAX[0] and traffic["backend"] == "cpu"
     parts = size["parts"]
     assert set(parts) == ({"transition", "observe", "policy LS (least_load+sdf)",
-                           "train step", "train step, state donated"}
+                           "episode step", "train step", "train step, state donated"}
                           | {f"dispatch {d}" for d in DISPATCH_RULES}
                           | {f"schedule {s}" for s in SCHEDULE_RULES})
     assert all(row["bytes"] > 0 and row["flops"] > 0 for row in parts.values())
-    # The train step holds the transition, the observation and the policy.
-    assert parts["train step"]["flops"] >= parts["transition"]["flops"]
+    # The train step holds the episode step (the transition and the policy) and the
+    # observation.
+    assert parts["train step"]["flops"] >= parts["episode step"]["flops"]
+    assert parts["episode step"]["flops"] >= parts["transition"]["flops"]
     assert parts["train step"]["bytes"] >= parts["observe"]["bytes"]
     # The state's bytes, counted on a real reset state.
     env = EdgeEnv(EnvConfig(n_max=size["n_max"]))
     _, state = env.reset(jax.random.key(0), EnvParams())
     assert size["state_bytes_per_env"] == sum(x.nbytes for x in jax.tree.leaves(state))
     for gpu, bandwidth in {"H100": 3.35e12, "H200": 4.8e12}.items():
-        assert size["roofline_env_steps_per_s"][gpu]["train step"] == pytest.approx(
-            bandwidth / parts["train step"]["bytes"])
+        for part in ("episode step", "train step"):
+            assert size["roofline_env_steps_per_s"][gpu][part] == pytest.approx(
+                bandwidth / parts[part]["bytes"])
     assert traffic["measured"]["batch_size"] == max(bench.QUICK_BATCH_SIZES)
     assert "| per env step |" in printed and "proxy" in printed
 
