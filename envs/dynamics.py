@@ -65,16 +65,21 @@ def eligible_slots(state: EnvState) -> jax.Array:
     """[M, Q] bool: queued tasks that may start now.
 
     `eligible_time(queue) <= time`, compared per task before the gather so that only
-    booleans are gathered (a quarter of the bytes).
+    booleans are gathered (a quarter of the bytes), from a table with False appended
+    for the free slots (-1 -> N): one plain gather, which XLA writes once for all its
+    readers (with `take`'s select around it, the observation re-gathered it per reader).
     """
-    t = state.time
-    return take(_eligible_per_task(state) <= t, state.queue, jnp.inf <= t)
+    can_start = jnp.append(_eligible_per_task(state) <= state.time, False)  # [N + 1]
+    q = state.queue
+    return can_start[jnp.where(q >= 0, q, can_start.shape[0] - 1)]
 
 
-def pick_needed(state: EnvState) -> jax.Array:
-    """[M] bool: idle real servers with at least one eligible queued task."""
+def pick_needed(state: EnvState, eligible: jax.Array | None = None) -> jax.Array:
+    """[M] bool: idle real servers with at least one eligible queued task (`eligible`:
+    `eligible_slots(state)` [M, Q] where the caller has it already)."""
+    eligible = eligible_slots(state) if eligible is None else eligible
     idle = state.running < 0
-    return idle & state.instance.server_mask & jnp.any(eligible_slots(state), axis=1)
+    return idle & state.instance.server_mask & jnp.any(eligible, axis=1)
 
 
 def least_load(state: EnvState) -> jax.Array:
@@ -147,7 +152,7 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     """
     inst = state.instance
     eligible = eligible_slots(state)  # [M, Q]
-    need = live & pick_needed(state)  # [M]
+    need = live & pick_needed(state, eligible)  # [M]
     m, q = eligible.shape
     rows = jnp.arange(m)
     in_range = (picks >= 0) & (picks < q)

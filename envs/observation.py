@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.dynamics import (
-    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_time, head_task,
-    least_load, queue_length)
+    pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots, eligible_time,
+    head_task, least_load, pick_needed, queue_length)
 from envs.state import EnvState
 
 TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
@@ -106,13 +106,7 @@ def observe(state: EnvState, time_scale) -> Observation:
 
     q = state.queue
     occupied = q >= 0
-    # Which tasks may start now [N], with False appended for the free slots (-1 -> N),
-    # gathered at the queue: a gather is written once [M, Q] (bool), where `e_time <= t`
-    # would be recomputed by each of its four readers from the gathered times and the
-    # queue (8x the bytes).
-    n = state.n_wait.shape[0]
-    can_start = jnp.append(eligible_time(state, jnp.arange(n)) <= t, False)
-    eligible = can_start[jnp.where(occupied, q, n)]
+    eligible = eligible_slots(state)  # [M, Q], gathered once, read by four features
     # A task for every slot (a free one reads task 0: its features are masked). Gathers at
     # these ids fuse with the slots' stack; at `take`'s ids, XLA's CSE would share them
     # with least_load's gather of `work`, written [M, Q] and read back.
@@ -133,6 +127,6 @@ def observe(state: EnvState, time_scale) -> Observation:
         inst.cpu, load / ts, jnp.sum(eligible, axis=1).astype(dtype)], real)
     return Observation(
         dispatch_needed=dispatch_needed(state), dispatch_mask=feasible, task=task,
-        servers=servers, pick_needed=idle & real & jnp.any(eligible, axis=1),  # as pick_needed
+        servers=servers, pick_needed=pick_needed(state, eligible),
         pick_mask=eligible & real[:, None],
         slots=slots, own=own, server_mask=real, time=t)
