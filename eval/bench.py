@@ -61,7 +61,7 @@ from envs.generator import generate
 from envs.instance import instance_to_arrays
 from envs.state import unstarted_tasks
 from eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
-from eval.traffic import markdown_traffic, traffic_report
+from eval.traffic import check_n_max_flag, markdown_traffic, traffic_report
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 DEFAULT_REPEATS = 5
@@ -172,9 +172,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_int_flag(parser, "--repeats", args.repeats, 1)
     check_int_flag(parser, "--ref-episodes", args.ref_episodes, 1)
     check_int_flag(parser, "--traffic-batch", args.traffic_batch, 1)
-    bad = [n for n in args.traffic_n_max if n <= 0]
-    if bad:
-        parser.error(f"--traffic-n-max must all be >= 1, got {bad[0]}")
+    check_n_max_flag(parser, "--traffic-n-max", args.traffic_n_max)
     check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     try:
         pair_names(args.method)

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import jax
 
+from damdjax.cli import check_int_flag
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, pair_from_name, pair_names
 from envs.config import EnvConfig, EnvParams
 from envs.dynamics import transition
@@ -96,11 +97,12 @@ def traffic(config: EnvConfig, params: EnvParams, method: str, batch: int) -> di
     batch_args = abstract_batch(config, params, batch)
     states = batch_args[1]
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(states))
+    parts = step_parts(config, params, method)
     rows = {}
-    for name, fn in step_parts(config, params, method).items():
+    for name, fn in parts.items():
         c = cost(fn, *batch_args)
         rows[name] = {"bytes": c["bytes"] / batch, "flops": c["flops"] / batch}
-    donated = cost(step_parts(config, params, method)[TRAIN_STEP], *batch_args, donate=(1,))
+    donated = cost(parts[TRAIN_STEP], *batch_args, donate=(1,))
     rows[TRAIN_STEP + ", state donated"] = {"bytes": donated["bytes"] / batch,
                                             "flops": donated["flops"] / batch}
     roofline = {gpu: {part: bw / rows[part]["bytes"] for part in CEILING_PARTS}
@@ -126,6 +128,16 @@ def traffic_report(n_max_values: Sequence[int], method: str, batch: int,
                     "flops), divided by the batch: a proxy from this backend's compiler, "
                     "not a measurement of memory traffic",
             "sizes": sizes}
+
+
+def check_n_max_flag(parser: argparse.ArgumentParser, flag: str, values) -> None:
+    """`parser.error` (one line naming the flag and the value) unless every `n_max` of
+    `values` makes a valid `EnvConfig` (>= 1, within the int32 limit)."""
+    for n in values:
+        try:
+            EnvConfig(n_max=n)
+        except ValueError as err:
+            parser.error(f"{flag}: {err}")
 
 
 def _num(x: float) -> str:
@@ -165,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"(default: {DEFAULT_BATCH})")
     parser.add_argument("--method", default="LS", help="heuristic pair (default: LS)")
     args = parser.parse_args(argv)
-    if args.batch < 1 or min(args.n_max) < 1:
-        parser.error(f"--batch and --n-max must be >= 1, got {args.batch}, {args.n_max}")
+    check_int_flag(parser, "--batch", args.batch, 1)
+    check_n_max_flag(parser, "--n-max", args.n_max)
     try:
         pair_names(args.method)
     except ValueError as err:

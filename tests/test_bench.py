@@ -67,6 +67,21 @@ def check_traffic(traffic, printed):
     assert "| per env step |" in printed and "proxy" in printed
 
 
+@pytest.mark.parametrize("argv", [["--n-max", "0"], ["--n-max", "100,2000000000"],
+                                  ["--batch", "0"], ["--method", "XY"]])
+def test_traffic_flag_errors_exit_before_compiling(argv, capsys, monkeypatch):
+    from eval import traffic
+
+    def boom(*args, **kwargs):
+        raise AssertionError("compiled despite a bad flag")
+
+    monkeypatch.setattr(traffic, "traffic_report", boom)
+    with pytest.raises(SystemExit) as exc:
+        traffic.main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
 def test_cost_of_a_hand_computed_program():
     """x + 1 over 1000 float32: reads 4000 bytes, writes 4000, one flop each."""
     from eval.traffic import cost
@@ -102,6 +117,7 @@ def test_reference_input_keeps_real_servers_and_tasks_only():
     ["--repeats", "-1"],
     ["--ref-episodes", "0"],
     ["--traffic-n-max", "100,0"],
+    ["--traffic-n-max", "100,2000000000"],
     ["--traffic-batch", "0"],
     ["--method", "XY"],
     ["--method", "nearest+lifo"],
