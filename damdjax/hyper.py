@@ -135,7 +135,8 @@ def check_hyper(h, config: EnvConfig) -> None:
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
     `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers within int32
-    where INT_FIELDS, the other values within float32 (`envs.config.check_float`); the setting as `envs.config.check_params` within `config`'s padding.
+    where INT_FIELDS, the other values within float32 (`envs.config.check_float`); the
+    setting as `envs.config.check_params` within `config`'s padding.
     """
     if isinstance(h, PipelineHyper):
         for prefix, part in ((DISPATCHER_PREFIX, h.dispatcher), (SCHEDULERS_PREFIX, h.schedulers)):

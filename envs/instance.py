@@ -26,8 +26,9 @@ class Instance:
     Derived once per instance (:func:`dag_fields`): `succ` [N, ceil(W/8)] uint8, the
     successor window packed 8 offsets a byte (:func:`unpack_window`: `[i, d]` is set when
     task `i+1+d` has `i` as a predecessor; bits at or beyond `W` are 0), a carried
-    state's largest array otherwise (W = 202 for the Alibaba jobs); `rank` [N] time, HEFT's upward rank
-    (:func:`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
+    state's largest array otherwise (W = 202 for the Alibaba jobs); `rank` [N] time,
+    HEFT's upward rank (:func:`upward_rank`, used by the critical-path scheduling rule);
+    `num_succ` [N]
     unsigned int, each task's successors (:func:`successor_counts`).
     """
 

@@ -443,9 +443,10 @@ def point_result(axis: Axis, value, hyper, heur: dict, sets: dict, p: int, seeds
                            for name, v in per_learned.items()},
         "heuristics": {n: {k: _ci(heur[n][k]) for k in PAIRED_METRICS} for n in ALL_PAIRS},
     }
-    if "DAMD generalist" in per_learned:
+    if GENERALIST[0] in per_learned:   # each generalist against its per-point twin
         row["paired_vs_per_point"] = {
-            g: paired_vs(per_learned[g], per_learned[d], seeds) for g, d in (("DAMD generalist", "DAMD"), ("DQN generalist + rule", "DQN + rule"))}
+            g: paired_vs(per_learned[g], per_learned[d], seeds)
+            for g, d in zip(GENERALIST, LEARNED)}
     return row
 
 
