@@ -4,9 +4,13 @@
     tree = load_tree(template, path)            # same structure, shapes and dtypes, or ValueError
     state, extra = read_file(path)              # the raw state dict and `extra`, checked
 
-A file is a msgpack map `{"format": "damdjax-msgpack", "version": 1, "sha256",
-"extra", "payload"}`: `payload` the tree as flax msgpack, `extra` a JSON text
-(a checkpoint's last metrics rows: damdjax.runs), `sha256` the digest of both.
+A file is a msgpack map `{"format": "damdjax-msgpack", "version": 2, "sha256",
+"extra", "payload"}`: `payload` the tree as flax msgpack, cut into a list of pieces
+of at most PAYLOAD_PIECE bytes (msgpack holds no single byte string of 4 GiB or
+more, and a sweep's checkpoint of replay buffers can be larger), `extra` a JSON
+text (a checkpoint's last metrics rows: damdjax.runs), `sha256` the digest of both
+(of the whole payload, however cut). Version 1 files (one `payload` byte string)
+still load.
 Every read checks the digest: a damaged file (a flipped byte anywhere) is
 refused with one line naming it, never loaded. A file written before checksums
 (bare flax msgpack) still loads, with a one-line warning that it is unchecked.
@@ -29,7 +33,9 @@ import numpy as np
 
 from damdjax.io import warn, write_bytes_atomic
 
-FORMAT, VERSION = "damdjax-msgpack", 1
+FORMAT, VERSION = "damdjax-msgpack", 2
+READ_VERSIONS = (1, 2)   # 1: `payload` one byte string; 2: a list of pieces
+PAYLOAD_PIECE = 1 << 30  # bytes per payload piece (msgpack's byte strings end below 4 GiB)
 _WRAPPER_KEYS = {"format", "version", "sha256", "extra", "payload"}
 
 
@@ -45,8 +51,9 @@ def save_tree(tree, path: str | os.PathLike, extra: dict | None = None) -> None:
     with `extra` (JSON-serialisable; covered by the checksum), atomically."""
     payload = flax.serialization.to_bytes(jax.device_get(tree))
     text = json.dumps(extra or {}).encode()
+    pieces = [payload[i:i + PAYLOAD_PIECE] for i in range(0, len(payload), PAYLOAD_PIECE)]
     data = msgpack.packb({"format": FORMAT, "version": VERSION, "sha256": _digest(text, payload),
-                          "extra": text, "payload": payload}, use_bin_type=True)
+                          "extra": text, "payload": pieces}, use_bin_type=True)
     write_bytes_atomic(data, path)
 
 
@@ -68,13 +75,19 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict]:
         raise ValueError(f"{path}: damaged or not a msgpack file ({type(err).__name__})") from None
     if isinstance(outer, dict) and outer.keys() & {"sha256", "payload"}:
         ok = (set(outer) == _WRAPPER_KEYS and outer["format"] == FORMAT
-              and isinstance(outer["payload"], bytes) and isinstance(outer["extra"], bytes))
-        if ok and outer["version"] != VERSION:
-            raise ValueError(f"{path}: format version {outer['version']} (damaged, or a newer damdjax's); this reads "
-                             f"{VERSION}")
-        if not ok or _digest(outer["extra"], outer["payload"]) != outer["sha256"]:
+              and isinstance(outer["extra"], bytes))
+        if ok and outer["version"] not in READ_VERSIONS:
+            raise ValueError(f"{path}: format version {outer['version']} (damaged, or a newer "
+                             f"damdjax's); this reads {', '.join(map(str, READ_VERSIONS))}")
+        payload = outer.get("payload")
+        if ok and outer["version"] == 1:
+            ok = isinstance(payload, bytes)
+        elif ok:
+            ok = isinstance(payload, list) and all(isinstance(x, bytes) for x in payload)
+            payload = b"".join(payload) if ok else None
+        if not ok or _digest(outer["extra"], payload) != outer["sha256"]:
             raise ValueError(f"{path}: damaged (checksum mismatch); not loaded")
-        data, extra = outer["payload"], json.loads(outer["extra"])
+        data, extra = payload, json.loads(outer["extra"])
     else:
         warn(f"{path}: written without a checksum (an older damdjax): loaded unchecked")
         extra = {}

@@ -482,7 +482,8 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
                rows: Callable[[Any, dict, float], list[dict]],
                progress: Callable[[list[dict]], str], header: str, label: str = "",
                writer: bool = True, save_policy: Callable[[Any], None] | None = None,
-               restored_rows: list[dict] | None = None) -> tuple[Any, bool]:
+               restored_rows: list[dict] | None = None,
+               checkpoint_every: int = 1) -> tuple[Any, bool]:
     """Run `train_chunk` until `chunks_done(rs) == num_chunks`; returns `(rs, interrupted)`.
 
     Before, where `rs` is a checkpoint's (chunks done > 0; `restored_rows` its rows):
@@ -490,9 +491,14 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
     the policy file from it; then `header` is printed. After each chunk: `rows(rs, metrics
     on the host, seconds)`, `save(rs, rows)` (the checkpoint holding the rows:
     `save_checkpoint`; the commit point), `save_policy(rs)`, the rows appended to
-    metrics.jsonl and `progress(rows)` printed. Ctrl-C stops the loop once the current
-    chunk is fully recorded and returns it with `interrupted=True` (a second Ctrl-C
-    aborts at once; the checkpoint is still a complete chunk, being written atomically).
+    metrics.jsonl and `progress(rows)` printed. With `checkpoint_every` K > 1, `save` and
+    `save_policy` run only after every K-th chunk, the last one and the one Ctrl-C stops
+    at (a big sweep's checkpoint can take longer to write than a chunk to run); the rows
+    of the chunks between are logged all the same, and a resume from the checkpoint
+    drops them and runs those chunks again (the same values: a chunk is a function of the
+    checkpoint). Ctrl-C stops the loop once the current chunk is fully recorded and
+    returns it with `interrupted=True` (a second Ctrl-C aborts at once; the checkpoint is
+    still a complete chunk, being written atomically).
     With `writer` False (a process other than the first of a multi-host run) the loop
     writes no log; `save` and `save_policy` are called on every process (they may gather)
     and write only where they should.
@@ -515,13 +521,14 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
             new_rows = rows(rs, m, dt)
             done = chunks_done(rs)
             kill_point("after-chunk", done)
-            save(rs, new_rows)
-            kill_point("after-checkpoint", done)
-            if writer:
-                _settle(run_dir)
-            if save_policy is not None:
-                save_policy(rs)
-            kill_point("after-policy", done)
+            if done % checkpoint_every == 0 or done >= num_chunks or flag["stop"]:
+                save(rs, new_rows)
+                kill_point("after-checkpoint", done)
+                if writer:
+                    _settle(run_dir)
+                if save_policy is not None:
+                    save_policy(rs)
+                kill_point("after-policy", done)
             if writer:
                 with open(paths["metrics"], "a") as log:
                     log.write(_rows_text(new_rows))

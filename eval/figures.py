@@ -67,14 +67,15 @@ import numpy as np
 from damdjax import runs
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
-from damdjax.cli import check_program
+from damdjax.cli import check_int_flag, check_program
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
 from damdjax.io import json_number, write_bytes_atomic, write_json_atomic
 from damdjax.metrics import episode_metrics, mean_ci95
-from damdjax.policies import (dispatcher_network, dqn_dispatch_rule, mdqn_schedule_rule,
-                              scheduler_network)
+from damdjax.policies import (DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
+                              dqn_dispatch_rule, load_dispatcher, load_schedulers,
+                              mdqn_schedule_rule, scheduler_network)
 from damdjax.rollout import play_pairs
 from damdjax.sharding import (member_mesh, member_sharding, pad_members, padded_members,
                               put_members, to_host)
@@ -184,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue the job stored in OUT: finished "
       "figures, trainings and evaluated points are skipped (other flags but --out refused)")
     a("--overwrite", action="store_true", help="replace OUT (only a folder this command wrote)")
+    a("--checkpoint-every", type=int, default=1, metavar="K",
+      help="write each sweep's checkpoint after every K-th chunk (train.sweep's flag; at "
+           "full quality a figure's checkpoint holds 15 members' replay, several GB); "
+           "allowed with --resume (default %(default)s)")
     return p
 
 
@@ -265,9 +270,11 @@ def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
     if args.resume:
         if args.overwrite:
             p.error("--resume and --overwrite exclude each other")
-        others = runs.explicit_flags(build_parser, argv) - {"out", "resume", "quick"}
+        others = runs.explicit_flags(build_parser, argv) - {"out", "resume", "quick",
+                                                            "checkpoint_every"}
         if others:
-            p.error("--resume continues the stored job; it takes only --out, not "
+            p.error("--resume continues the stored job; it takes only --out and "
+                    "--checkpoint-every, not "
                     + ", ".join("--" + o.replace("_", "-") for o in sorted(others)))
         if stored is None:
             p.error(f"--resume: no {JOB_FILE} in {out}")
@@ -556,10 +563,38 @@ def stem_of(axis: Axis) -> str:
     return f"fig{axis.figure}-{axis.name}"
 
 
-def train_members(scfg, run_dir: str, what: str, progress: Progress):
-    """Train (or continue, where `run_dir` holds a checkpoint) a sweep; `(scfg, rs, members,
-    hyper, seconds)`, or None where Ctrl-C stopped it. Progress: one line per chunk."""
+def params_from_member_files(scfg, run_dir: str) -> dict | None:
+    """A finished sweep's parameters {"dispatcher", "schedulers"} [K, ...] (host), read back
+    from its member-<i>/ policy files (train.sweep.finish writes them once the last chunk
+    is done); None unless every member's files are there. What makes an axis whose
+    checkpoint (several GB at full quality: every member's replay) was deleted, or not
+    brought back from the machine that trained it, still count as trained."""
+    folders = [os.path.join(run_dir, sweep.MEMBER_DIR.format(m.index)) for m in scfg.members()]
+    files = (DISPATCHER_FILE, SCHEDULERS_FILE)
+    if not all(os.path.exists(os.path.join(f, x)) for f in folders for x in files):
+        return None
+    loaded = [(load_dispatcher(f)[1], load_schedulers(f)[1]) for f in folders]
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *loaded)
+    return {"dispatcher": stacked[0], "schedulers": stacked[1]}
+
+
+def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_every: int):
+    """Train (or continue, where `run_dir` holds a checkpoint) a sweep, its checkpoint
+    written every `checkpoint_every` chunks; `(scfg, params [K', ...], members, hyper [K'],
+    seconds)` on the host, or None where Ctrl-C stopped it. Progress: one line per chunk.
+    A finished sweep without its checkpoint is read from its policy files
+    (`params_from_member_files`; seconds 0)."""
     resume = os.path.exists(runs.run_paths(run_dir)["checkpoint"])
+    if not resume and os.path.exists(runs.run_paths(run_dir)["config"]):
+        with open(runs.run_paths(run_dir)["config"]) as f:
+            stored = sweep.SweepConfig.from_json(json.load(f))
+        params = params_from_member_files(stored, run_dir)
+        if params is not None:
+            progress.skip(stored.num_chunks)
+            progress.say(f"{what}: trained before (no checkpoint): the members' policy "
+                         f"files read back")
+            members = stored.members()
+            return stored, params, members, stack([m.hyper for m in members]), 0.0
     if not resume:
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)   # inside OUT, never a finished chunk: a fresh start
@@ -580,14 +615,15 @@ def train_members(scfg, run_dir: str, what: str, progress: Progress):
     progress.say(f"{what}: {'resuming' if resume else 'training'} {len(scfg.members())} "
                  f"DAMD members as one program (compiling first)")
     t0 = time.perf_counter()
-    rs, members, hyper, interrupted = sweep.train(scfg, run_dir, resume, on_chunk=on_chunk)
+    rs, members, hyper, interrupted = sweep.train(scfg, run_dir, resume, on_chunk=on_chunk,
+                                                  checkpoint_every=checkpoint_every)
     if interrupted:
         return None
     if state["last"] is None:
         progress.skip(n_chunks)
     seconds = time.perf_counter() - t0
     sweep.finish(scfg, run_dir, rs, members, hyper)     # member-<i>/ policy files
-    return scfg, rs, members, hyper, seconds
+    return scfg, to_host(rs.params), members, to_host(hyper), seconds
 
 
 def generalist_config(scfg, axis: Axis, vals) -> sweep.SweepConfig:
@@ -602,19 +638,19 @@ def generalist_config(scfg, axis: Axis, vals) -> sweep.SweepConfig:
     return dataclasses.replace(scfg, grid=(), config=cfg)
 
 
-def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict | None:
-    """Train (or continue) the axis's sweep, evaluate every point, write the figure; None
-    where Ctrl-C stopped the training."""
+def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
+             checkpoint_every: int = 1) -> dict | None:
+    """Train (or continue) the axis's sweep (checkpoints every `checkpoint_every` chunks),
+    evaluate every point, write the figure; None where Ctrl-C stopped the training."""
     t_axis = time.perf_counter()
     vals = job["points"][axis.name]
     what = f"figure {axis.figure} ({axis.name})"
     trained = train_members(scfg, os.path.join(out, "train", axis.name),
-                            f"{what}, {len(vals)} points x {scfg.seeds} seeds", progress)
+                            f"{what}, {len(vals)} points x {scfg.seeds} seeds", progress,
+                            checkpoint_every)
     if trained is None:
         return None
-    scfg, rs, members, hyper, train_seconds = trained
-    params = to_host(rs.params)
-    hyper_host = to_host(hyper)
+    scfg, params, members, hyper_host, train_seconds = trained
 
     inst_keys, play_keys = held_out_keys(job["eval_seed"], job["episodes"])
     heur, t0 = {}, time.perf_counter()
@@ -658,11 +694,10 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress) -> dict 
     if job.get("generalist"):
         gcfg = generalist_config(scfg, axis, vals)
         g = train_members(gcfg, os.path.join(out, "train", f"{axis.name}-generalist"),
-                          f"{what}, generalist x {scfg.seeds} seeds", progress)
+                          f"{what}, generalist x {scfg.seeds} seeds", progress, checkpoint_every)
         if g is None:
             return None
-        gcfg, grs, _, _, seconds["generalist_train"] = g
-        gparams = to_host(grs.params)
+        gcfg, gparams, _, _, seconds["generalist_train"] = g
         tile = np.asarray([m.index % scfg.seeds for m in members])  # member (p, s) -> seed s
         gen, seconds["generalist_eval"] = learned_of(
             "generalist", lambda: jax.tree.map(lambda x: np.asarray(x)[tile], gparams))
@@ -737,6 +772,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = build_parser()
     args = p.parse_args(argv)
+    check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
     job, out = open_out(p, args, argv)
     axes = [AXES[a] for a in job["axes"]]
     configs = {}
@@ -760,7 +796,7 @@ def main(argv=None) -> int:
             with open(fig_path) as f:
                 fig = json.load(f)
         else:
-            fig = run_axis(job, axis, out, c, progress)
+            fig = run_axis(job, axis, out, c, progress, args.checkpoint_every)
             if fig is None:
                 progress.say("interrupted: continue with --resume")
                 return 130

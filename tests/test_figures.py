@@ -86,6 +86,18 @@ def test_resume_skips(job, capsys):
     assert err.count("heuristics done before") == 2
     new = json.loads(fig_path.read_text())
     assert [p["methods"] for p in new["points"]] == [p["methods"] for p in old["points"]]
+    # the sweep's checkpoint and the learned results gone (a big checkpoint left on the
+    # machine that trained it): the members' policy files are read back, nothing trained,
+    # and the learned methods played again give the same numbers
+    os.remove(job / "train" / "density" / "checkpoint.msgpack")
+    os.remove(job / "points" / "density-learned.msgpack")
+    fig_path.unlink()
+    assert figures.main(["--out", str(job), "--resume", "--checkpoint-every", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "trained before (no checkpoint)" in err and "training chunk" not in err
+    assert "DAMD and DQN + rule, 2 members" in err
+    new = json.loads(fig_path.read_text())
+    assert [p["methods"] for p in new["points"]] == [p["methods"] for p in old["points"]]
 
 
 def test_refusals(job, tmp_path):

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import flax.serialization
 import numpy as np
@@ -247,3 +248,75 @@ def test_files_without_a_checksum_load_with_a_warning(straight, tmp_path, capsys
     capsys.readouterr()
     load_dispatcher(str(old))
     assert "without a checksum" in capsys.readouterr().err
+
+
+def test_checkpoint_every_k_chunks_commits_every_kth_the_last_and_the_stopped_one(tmp_path):
+    """runs.chunk_loop with checkpoint_every 3 over 7 chunks saves after chunks 3, 6 and 7
+    and logs all 7 rows; a resume from chunk 6's checkpoint rebuilds the log to 6 rows and
+    runs chunk 7 again; Ctrl-C during chunk 2 saves chunk 2 and stops."""
+    run = str(tmp_path)
+    saved = []
+
+    def loop(start, num_chunks, every, restored=None, interrupt_at=None):
+        def train_chunk(rs):
+            if rs + 1 == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)   # deferred: the chunk still ends
+            return rs + 1, {}
+        return runs.chunk_loop(
+            train_chunk, start, num_chunks=num_chunks, chunks_done=lambda rs: rs, run_dir=run,
+            save=lambda rs, rows: saved.append((rs, rows)),
+            rows=lambda rs, m, dt: [{"chunk": rs, "value": 10 * rs}],
+            progress=lambda rows: f"chunk {rows[0]['chunk']}", header="test",
+            restored_rows=restored, checkpoint_every=every)
+
+    assert loop(0, 7, 3) == (7, False)
+    assert [rs for rs, _ in saved] == [3, 6, 7]
+    assert saved[1][1] == [{"chunk": 6, "value": 60}]   # the checkpoint's own rows
+    assert _rows(tmp_path / "metrics.jsonl") == [1, 2, 3, 4, 5, 6, 7]
+
+    saved.clear()
+    assert loop(6, 7, 3, restored=[{"chunk": 6, "value": 60}]) == (7, False)
+    assert [rs for rs, _ in saved] == [7]
+    assert _rows(tmp_path / "metrics.jsonl") == [1, 2, 3, 4, 5, 6, 7]
+
+    if threading.current_thread() is threading.main_thread():   # signal handlers need it
+        saved.clear()
+        os.remove(tmp_path / "metrics.jsonl")
+        assert loop(0, 7, 3, interrupt_at=2) == (2, True)
+        assert [rs for rs, _ in saved] == [2]
+        assert _rows(tmp_path / "metrics.jsonl") == [1, 2]
+
+
+def test_a_payload_cut_into_pieces_round_trips_and_a_version_1_file_loads(tmp_path,
+                                                                         monkeypatch):
+    """A checkpoint whose payload exceeds PAYLOAD_PIECE is stored as several pieces (msgpack
+    holds no byte string of 4 GiB or more); it reads back bitwise, a flipped byte in a
+    piece is refused, and a version-1 file (one payload string) still loads."""
+    import msgpack
+
+    from damdjax import checkpoint
+    monkeypatch.setattr(checkpoint, "PAYLOAD_PIECE", 100)
+    tree = {"a": np.arange(300, dtype=np.float32), "b": {"c": np.int32(7)}}
+    path = tmp_path / "t.msgpack"
+    checkpoint.save_tree(tree, path, extra={"rows": [1]})
+    outer = msgpack.unpackb(path.read_bytes(), raw=False)
+    assert outer["version"] == 2 and len(outer["payload"]) > 10
+    assert all(len(x) <= 100 for x in outer["payload"])
+    state, extra = read_file(path)
+    np.testing.assert_array_equal(state["a"], tree["a"])
+    assert int(state["b"]["c"]) == 7 and extra == {"rows": [1]}
+
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "bad.msgpack").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bad.msgpack: damaged"):
+        read_file(tmp_path / "bad.msgpack")
+
+    payload = b"".join(outer["payload"])
+    v1 = {**outer, "version": 1, "payload": payload}
+    (tmp_path / "v1.msgpack").write_bytes(msgpack.packb(v1, use_bin_type=True))
+    np.testing.assert_array_equal(read_file(tmp_path / "v1.msgpack")[0]["a"], tree["a"])
+    v1_pieces = {**outer, "version": 1}   # a version-1 file never held a list
+    (tmp_path / "v1p.msgpack").write_bytes(msgpack.packb(v1_pieces, use_bin_type=True))
+    with pytest.raises(ValueError, match="damaged"):
+        read_file(tmp_path / "v1p.msgpack")

@@ -73,7 +73,7 @@ from damdjax.sharding import (
 from train import damd, dqn, mdqn
 
 MEMBER_DIR = "member-{}"
-RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed"}
+RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed", "checkpoint_every"}
 
 
 class Trainer(NamedTuple):
@@ -222,6 +222,11 @@ def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
     a("--distributed", action="store_true",
       help="call jax.distributed.initialize() first (one process per host under a cluster "
            "launcher; the member axis spans every host's devices)")
+    a("--checkpoint-every", type=int, default=1, metavar="K",
+      help="write the checkpoint after every K-th chunk (and the last, and at Ctrl-C) "
+           "instead of every chunk: a big sweep's checkpoint (every member's replay) can take "
+           "longer to write than a chunk to run; not part of the run's config, so a --resume "
+           "may change it (default %(default)s)")
     TRAINERS.get(trainer, TRAINERS[DEFAULT_TRAINER]).add_flags(p, name="sweep", init=False)
     return p
 
@@ -346,11 +351,12 @@ def progress_line(rows: list[dict], num_chunks: int) -> str:
 
 
 def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
-          on_chunk: Callable[[int], None] | None = None
+          on_chunk: Callable[[int], None] | None = None, checkpoint_every: int = 1
           ) -> tuple[Any, list[Member], Any, bool]:
     """Run (or continue) every member's chunks; `(runner [K'], members, hyper [K'],
     interrupted)` with K' >= K members (padding last). `on_chunk(chunks done)`, where
-    given, is called after each chunk is recorded (a caller's progress report)."""
+    given, is called after each chunk is recorded (a caller's progress report); the
+    checkpoint is written after every `checkpoint_every`-th chunk (`runs.chunk_loop`)."""
     cfg = scfg.config
     members = scfg.members()
     mesh = member_mesh()
@@ -400,7 +406,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
         chunk, rs, num_chunks=cfg.num_chunks,
         chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
         progress=progress, writer=writer, restored_rows=restored,
-        header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
+        checkpoint_every=checkpoint_every, header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
                f"device(s), chunks: {stages_text}, from chunk {done['chunks']}")
     return rs, members, hyper, interrupted
 
@@ -475,6 +481,7 @@ def main(argv=None) -> int:
     p = build_parser(trainer)
     args = p.parse_args(argv)
     check_counts(p, args)
+    check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
     if args.distributed:
         jax.distributed.initialize()
     writer = jax.process_index() == 0
@@ -485,7 +492,8 @@ def main(argv=None) -> int:
                                   config_parser=lambda c: functools.partial(build_parser,
                                                                             c.trainer))
     with runs.held(run_dir):
-        rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer)
+        rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer,
+                                                checkpoint_every=args.checkpoint_every)
         if interrupted:
             return 130
         finish(scfg, run_dir, rs, members, hyper, writer)
