@@ -11,24 +11,27 @@ import pytest
 from envs.config import EnvConfig, EnvParams
 from envs.generator import generate
 from envs.instance import (instance_from_arrays, instance_to_arrays, successor_counts,
-                           unpack_window)
+                           successor_list)
 from envs.observation import masked_stack
 
 
 @pytest.mark.parametrize("window, dtype", [(1, np.uint8), (255, np.uint8), (256, np.uint16),
                                            (70000, np.uint32)])
-def test_successor_counts_are_row_sums_in_a_type_that_holds_the_window(window, dtype):
+def test_successor_counts_are_the_filled_slots_in_a_type_that_holds_the_window(window, dtype):
     succ = np.zeros((3, window), bool)
     succ[0] = True
     succ[2, ::2] = True
-    counts = successor_counts(jnp.asarray(succ))
+    listed = successor_list(jnp.asarray(succ), window)
+    assert listed.dtype == dtype
+    assert int(listed[0, -1]) == window  # the window's last offset fits the type
+    counts = successor_counts(listed)
     assert counts.dtype == dtype
     np.testing.assert_array_equal(counts, succ.sum(axis=1))
 
 
 def test_every_instance_carries_its_successor_counts():
     inst = generate(jax.random.key(3), EnvConfig(), EnvParams())
-    np.testing.assert_array_equal(inst.num_succ, np.asarray(unpack_window(inst.succ)).sum(axis=1))
+    np.testing.assert_array_equal(inst.num_succ, (np.asarray(inst.succ) > 0).sum(axis=1))
     again = instance_from_arrays(instance_to_arrays(inst), window=EnvConfig().succ_window)
     np.testing.assert_array_equal(again.num_succ, inst.num_succ)
 
