@@ -57,40 +57,42 @@ class Instance:
         return self.cpu.shape[-1]
 
 
-def successor_window(preds: jax.Array, window: int) -> jax.Array:
-    """`succ[i, d]` = task `i+1+d` lists `i` among its predecessors.
-
-    Args: preds [N, P] int (global indices, -1 padding; one not below its row is left out);
-    window `W` >= the largest index gap between a task and its predecessor (edges with
-    larger gaps are left out). Returns: [N, W] bool, one scatter of the N * P edges.
-    """
-    n = preds.shape[0]
-    gap = jnp.arange(n)[:, None] - preds - 1  # [N, P] offset of each task in its pred's window
-    edge = (preds >= 0) & (gap >= 0) & (gap < window)
-    row = jnp.where(edge, preds, n)  # out of range: dropped
-    return jnp.zeros((n, window), bool).at[row, jnp.where(edge, gap, 0)].set(True, mode="drop")
-
-
 def count_dtype(window: int):
     """The narrowest unsigned integer type that holds `window` (successor offsets and
     counts)."""
     return jnp.uint8 if window <= 0xFF else jnp.uint16 if window <= 0xFFFF else jnp.uint32
 
 
-def successor_list(window_mask: jax.Array, slots: int) -> jax.Array:
-    """[N, W] bool (:func:`successor_window`) -> [N, D] successor offsets, `D = slots`.
+_KEY_LIMIT = 2**31 - 1  # one int32 sort key per edge while (N + 1) (W + 1) stays below
 
-    Row `i` lists the offsets `g = d + 1` of its set bits `d`, ascending, then 0s, in
-    `count_dtype(W)`. Successors beyond the first `D` are left out: the caller checks
-    the fan-out first (:func:`max_fan_out`, `envs.workload.check_library`).
+
+def successor_list(preds: jax.Array, window: int, slots: int) -> jax.Array:
+    """Each task's successors [N, D] (`D = slots`) as offsets, ascending, then 0s.
+
+    Args: preds [N, P] int (global indices, -1 padding; one not below its row is left
+    out); window `W` >= the largest index gap between a task and its predecessor (edges
+    with larger gaps are left out). Returns `succ` in `count_dtype(W)`: `succ[i, d] = g`
+    (1..W) when task `i+g` lists `i` among its predecessors. One sort of the N * P edges
+    by (predecessor, offset), then one scatter: no [N, W] array. Successors beyond the
+    first `D` are left out: the caller checks the fan-out first (:func:`max_fan_out`,
+    `envs.workload.check_library`).
     """
-    n, w = window_mask.shape
-    dtype = count_dtype(w)
-    slot = jnp.cumsum(window_mask, axis=1, dtype=jnp.int32) - 1  # [N, W] place in the list
-    col = jnp.where(window_mask & (slot < slots), slot, slots)  # out of range: dropped
-    offsets = jnp.broadcast_to(jnp.arange(1, w + 1, dtype=dtype), (n, w))
-    return jnp.zeros((n, slots), dtype).at[jnp.arange(n)[:, None], col].set(offsets,
-                                                                          mode="drop")
+    n, p = preds.shape
+    dtype = count_dtype(window)
+    gap = jnp.arange(n, dtype=jnp.int32)[:, None] - preds  # [N, P] offset in the pred's list
+    edge = (preds >= 0) & (gap >= 1) & (gap <= window)
+    row = jnp.where(edge, preds, n).reshape(-1).astype(jnp.int32)  # no edge: n, sorted last
+    offset = jnp.where(edge, gap, 0).reshape(-1).astype(jnp.int32)
+    if (n + 1) * (window + 1) <= _KEY_LIMIT:  # one int32 key: a faster sort
+        key = jnp.sort(row * (window + 1) + offset)
+        row, offset = key // (window + 1), key % (window + 1)
+    else:
+        row, offset = jax.lax.sort((row, offset), num_keys=2)
+    count = jnp.zeros(n + 1, jnp.int32).at[row].add(1)  # edges per predecessor
+    slot = jnp.arange(n * p, dtype=jnp.int32) - (jnp.cumsum(count) - count)[row]
+    keep = (row < n) & (slot < slots)
+    return jnp.zeros((n, slots), dtype).at[jnp.where(keep, row, n), jnp.where(keep, slot, 0)
+                                           ].set(offset.astype(dtype), mode="drop")
 
 
 def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.Array,
@@ -139,11 +141,11 @@ def successor_counts(succ: jax.Array) -> jax.Array:
 def dag_fields(preds: jax.Array, window: int, slots: int, work: jax.Array, cpu: jax.Array,
                k: jax.Array, server_mask: jax.Array) -> dict[str, jax.Array]:
     """The derived DAG fields of an :class:`Instance`: `succ` (the successor list
-    [N, `slots`] of the window of width `window`, :func:`successor_list`), `rank`
+    [N, `slots`] of successor window `window`, :func:`successor_list`), `rank`
     (:func:`upward_rank`) and `num_succ` (:func:`successor_counts`). preds [N, P];
     work [N]; cpu, k, server_mask [M]. A task with more than `slots` successors must have
     been refused before (its list would be cut)."""
-    succ = successor_list(successor_window(preds, window), slots)
+    succ = successor_list(preds, window, slots)
     return {"succ": succ,
             "rank": upward_rank(work, cpu, k, server_mask, succ),
             "num_succ": successor_counts(succ)}

@@ -33,8 +33,7 @@ from damdjax.rollout import run_from_instance
 from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, dispatch_needed, reset_to_instance, transition
 from envs.generator import generate
-from envs.instance import (instance_from_arrays, instance_to_arrays, successor_list,
-                           successor_window)
+from envs.instance import instance_from_arrays, instance_to_arrays, successor_list
 from envs.reference import contention_free_bound, simulate, upward_rank
 from envs.state import Action
 
@@ -109,7 +108,7 @@ def batched_generate():
     def one(key, params):
         inst = generate(key, CONFIG, params)
         # Re-pad the successor list to the shared width.
-        return inst.replace(succ=successor_list(successor_window(inst.preds, W), W))
+        return inst.replace(succ=successor_list(inst.preds, W, W))
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 

@@ -23,8 +23,7 @@ from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, eligible_slots, pick_needed
 from envs.env import EdgeEnv
 from envs.generator import generate
-from envs.instance import (instance_from_arrays, instance_to_arrays, successor_list,
-                           successor_window)
+from envs.instance import instance_from_arrays, instance_to_arrays
 from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 from envs.state import Action, done_time, unstarted_tasks
 
@@ -489,13 +488,14 @@ def check_generated(inst, config, params):
         assert (i - preds <= w).all()
         first_of_job = i == 0 or job[i - 1] != job[i]
         assert (len(preds) == 0) == first_of_job, "every later task of a job has a pred"
-    window = np.asarray(successor_window(jnp.asarray(inst.preds), w))
-    np.testing.assert_array_equal(inst.succ, successor_list(jnp.asarray(window),
-                                                            config.succ_slots))
-    for i in range(config.n_max):  # the list: the window's offsets, ascending, then 0s
-        offsets = np.flatnonzero(window[i]) + 1
-        np.testing.assert_array_equal(inst.succ[i, :len(offsets)], offsets)
-        assert (inst.succ[i, len(offsets):] == 0).all()
+    offsets = [[] for _ in range(config.n_max)]  # each task's successors' offsets
+    for t in range(config.n_max):
+        for q in inst.preds[t][inst.preds[t] >= 0]:
+            offsets[q].append(t - int(q))  # ascending, as t runs up
+    assert inst.succ.shape == (config.n_max, config.succ_slots)
+    for i, g in enumerate(offsets):  # the list: the offsets, then 0s
+        np.testing.assert_array_equal(inst.succ[i], g + [0] * (config.succ_slots - len(g)))
+    np.testing.assert_array_equal(inst.num_succ, [len(g) for g in offsets])
 
 
 generate_jit = jax.jit(generate, static_argnums=1)
