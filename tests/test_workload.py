@@ -306,6 +306,20 @@ def test_config_must_fit_the_library(small):
         EdgeEnv(dataclasses.replace(config, fan_out=narrow))
 
 
+def test_memory_estimate_counts_the_successor_slots(small):
+    """`damdjax.memory.env_state_bytes` of a library config (successor slots narrower than
+    the window) against the state `reset` makes, to the byte."""
+    from damdjax import memory
+
+    config = required_config(small, n_max=N_MAX, m_max=M_MAX, queue_capacity=QUEUE)
+    _, state = jax.eval_shape(EdgeEnv(config, workload=small).reset, jax.random.PRNGKey(0),
+                              PARAMS)
+    assert state.instance.succ.shape == (N_MAX, small.max_fan_out)
+    got = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+              for x in jax.tree_util.tree_leaves(state))
+    assert memory.env_state_bytes(config, memory.float_bytes()) == got
+
+
 def test_widest_fan_out_counts_successors_inside_each_job(specs, library, small):
     for lib, jobs in ((library, [job for spec in specs for job in spec.jobs]),
                       (small, [job for spec in specs for job in spec.jobs
