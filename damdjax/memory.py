@@ -2,8 +2,8 @@
 or compiled, and the check against what the machine has.
 
 One function per structure, each in bytes, from the padded sizes (`envs.config.EnvConfig`:
-`N` = n_max, `M` = m_max, `P` = p_max, `Q` = queue_capacity, `W` = succ_window) and the
-float width (4: float32; 8 under `jax_enable_x64`):
+`N` = n_max, `M` = m_max, `P` = p_max, `Q` = queue_capacity, `W` = succ_window, `D` =
+succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
 
     instance_bytes(config)            one episode's `envs.instance.Instance`
     env_state_bytes(config)           one `EnvState` (its instance included)
@@ -44,12 +44,11 @@ def float_bytes() -> int:
 
 def instance_bytes(config: EnvConfig, f: int = 4) -> int:
     """One `Instance`: cpu, bw, mem, k [M] F, server_mask [M]; size, work, arrival,
-    deadline, rank [N] F; preds [N, P] int32; succ [N, ceil(W/8)] uint8; task_mask [N];
-    job [N];
-    num_succ [N] (`count_dtype(W)`)."""
-    n, m, p, w = config.n_max, config.m_max, config.p_max, config.succ_window
-    counts = n * np.dtype(count_dtype(w)).itemsize
-    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * (-(-w // 8)) + counts
+    deadline, rank [N] F; preds [N, P] int32; task_mask [N]; job [N] int32; succ [N, D]
+    and num_succ [N] (`count_dtype(W)`)."""
+    n, m, p, d = config.n_max, config.m_max, config.p_max, config.succ_slots
+    offset = np.dtype(count_dtype(config.succ_window)).itemsize
+    return m * (4 * f + B1) + n * (5 * f + B1 + I32) + n * p * I32 + n * (d + 1) * offset
 
 
 def env_state_bytes(config: EnvConfig, f: int = 4) -> int:

@@ -61,6 +61,12 @@ class EnvConfig:
       queue_capacity: wait-queue slots per server `Q`.
       j_max: most tasks in one generated job; also the successor window `W =
         j_max - 1` (every successor of a task lies in the next `W` indices).
+      fan_out: successor slots per task `D` (`Instance.succ` [N, D]), at most `W`; None
+        (the default): `W`, which holds any DAG the window allows (the random generator's
+        fan-out is bounded only by `W`). A job library's `required_config` sets its widest
+        fan-out (66 for the Alibaba jobs against `W` = 202), and every instance is
+        checked against it where it is built (`envs.workload.check_library`,
+        `envs.instance.instance_from_arrays`).
     """
 
     n_max: int = 100
@@ -68,6 +74,7 @@ class EnvConfig:
     p_max: int = 3
     queue_capacity: int = 16
     j_max: int = 8
+    fan_out: int | None = None
 
     def __post_init__(self):
         for name in ("n_max", "m_max", "p_max", "queue_capacity", "j_max"):
@@ -77,11 +84,24 @@ class EnvConfig:
             if value > SIZE_LIMITS[name]:
                 raise ValueError(f"EnvConfig.{name} must be <= {SIZE_LIMITS[name]} (int32 "
                                  f"indices), got {value!r}")
+        d = self.fan_out
+        if d is not None:
+            if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+                raise ValueError(f"EnvConfig.fan_out must be None or an integer >= 1, got {d!r}")
+            if d > self.succ_window:
+                raise ValueError(f"EnvConfig.fan_out={d} exceeds the successor window "
+                                 f"j_max - 1 = {self.succ_window} (no task can have more "
+                                 f"successors)")
 
     @property
     def succ_window(self) -> int:
         """`W`: successors of task i lie in `i+1 .. i+W`."""
         return max(self.j_max - 1, 1)
+
+    @property
+    def succ_slots(self) -> int:
+        """`D`: successor slots per task, `fan_out` (default: the window `W`)."""
+        return self.succ_window if self.fan_out is None else self.fan_out
 
     @property
     def max_steps(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.instance import unpack_window
 from envs.state import Action, EnvState, done_time, initial_state
 
 
@@ -176,11 +175,11 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.
-    window = unpack_window(inst.succ[jnp.clip(task, 0)])  # [M, W'], W' = 8 ceil(W / 8)
-    succ = task[:, None] + 1 + jnp.arange(window.shape[1])[None, :]  # [M, W']
-    is_succ = need[:, None] & (task[:, None] >= 0) & window  # [M, W']
+    offset = inst.succ[jnp.clip(task, 0)]  # [M, D] successor offsets, 0 = none
+    succ = task[:, None] + offset.astype(jnp.int32)  # [M, D]
+    is_succ = need[:, None] & (task[:, None] >= 0) & (offset > 0)  # [M, D]
     succ_at = jnp.where(is_succ, succ, n)
-    succ_srv = take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, W]
+    succ_srv = take(state.server, jnp.where(is_succ, succ, -1), -1)  # [M, D]
     srv_c = jnp.clip(succ_srv, 0)
     avail = jnp.where(succ_srv == rows[:, None], finish[:, None],
                       (finish[:, None] + inst.k[:, None]) + inst.k[srv_c])

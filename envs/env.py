@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from envs.config import EnvConfig, EnvParams
 from envs.dynamics import reset_to_instance, transition
-from envs.generator import generate
+from envs.generator import check_generator_config, generate
 from envs.instance import Instance
 from envs.observation import Observation, observe
 from envs.state import Action, EnvState
@@ -54,11 +54,14 @@ class EdgeEnv:
     def __init__(self, config: EnvConfig = EnvConfig(), workload: JobLibrary | None = None,
                  setting_range: tuple = ()):
         """`workload`: a job library to draw jobs from (a constant of the env), or None for
-        the random generator. Raises ValueError if `config` does not fit the library.
+        the random generator. Raises ValueError if `config` does not fit the library (or,
+        without one, has fewer successor slots than the generator's window).
         `setting_range`: `((field, low, high), ...)` of RANGE_FIELDS drawn per episode
         (ValueError for another field, low > high, or integers outside the padding)."""
         if workload is not None:
             check_library(workload, config)
+        else:
+            check_generator_config(config)
         for field, low, high in setting_range:
             if field not in RANGE_FIELDS or not 0 < low <= high:
                 raise ValueError(f"setting range {field}={low}:{high}: the field must be one "

@@ -127,8 +127,8 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
     Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
     relaxed `depth` rounds: at least the longest chain of tasks of any job; default
-    `config.j_max`) and the DAG fields (`envs.instance.dag_fields`: the packed successor
-    window, the upward rank [N] and the successor counts [N]).
+    `config.j_max`) and the DAG fields (`envs.instance.dag_fields`: the successor list
+    [N, `config.succ_slots`], the upward rank [N] and the successor counts [N]).
     """
     cpu, bw, mem, k, server_mask = servers
     real = server_mask.astype(size.dtype)
@@ -143,12 +143,24 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
         cpu=cpu, bw=bw, mem=mem, k=k, server_mask=server_mask,
         size=size, work=work, arrival=arrival, deadline=deadline,
         preds=preds, task_mask=task_mask, job=job,
-        **dag_fields(preds, config.succ_window, work, cpu, k, server_mask),
+        **dag_fields(preds, config.succ_window, config.succ_slots, work, cpu, k, server_mask),
     )
 
 
+def check_generator_config(config: EnvConfig) -> None:
+    """ValueError unless `config` holds every DAG :func:`generate` may draw: a task may
+    have any of the `W` later tasks of its job as successors, so the successor slots must
+    be the whole window (`fan_out` None or `W`). Host side, before tracing."""
+    if config.succ_slots < config.succ_window:
+        raise ValueError(f"EnvConfig.fan_out={config.fan_out} is below the successor window "
+                         f"j_max - 1 = {config.succ_window}: the random generator may draw a "
+                         f"task with that many successors (leave fan_out None)")
+
+
 def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
-    """Draw one instance (jittable, vmappable over keys and params)."""
+    """Draw one instance (jittable, vmappable over keys and params). `config` must hold
+    every DAG drawn (:func:`check_generator_config`)."""
+    check_generator_config(config)
     dtype = jnp.zeros(()).dtype
     k_srv, k_job, k_dag, k_size = jax.random.split(key, 4)
     servers = generate_servers(k_srv, config, params, dtype)

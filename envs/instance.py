@@ -1,7 +1,8 @@
 """One episode's data as fixed-size padded arrays (a pytree).
 
 Shapes: `M` = server slots, `N` = task slots, `P` = predecessor slots,
-`W` = successor window. Padded servers and tasks are masked out.
+`W` = successor window, `D` = successor slots (the widest fan-out, at most `W`).
+Padded servers and tasks are masked out.
 """
 from __future__ import annotations
 
@@ -23,13 +24,12 @@ class Instance:
     `size` [N] data, `work` [N] work, `arrival` [N] time (its job's arrival;
     +inf for padding), `deadline` [N] absolute time, `preds` [N, P] global
     indices padded with -1, `task_mask` [N], `job` [N] (-1 for padding).
-    Derived once per instance (:func:`dag_fields`): `succ` [N, ceil(W/8)] uint8, the
-    successor window packed 8 offsets a byte (:func:`unpack_window`: `[i, d]` is set when
-    task `i+1+d` has `i` as a predecessor; bits at or beyond `W` are 0), a carried
-    state's largest array otherwise (W = 202 for the Alibaba jobs); `rank` [N] time,
-    HEFT's upward rank (:func:`upward_rank`, used by the critical-path scheduling rule);
-    `num_succ` [N]
-    unsigned int, each task's successors (:func:`successor_counts`).
+    Derived once per instance (:func:`dag_fields`): `succ` [N, D] unsigned int
+    (`count_dtype(W)`), each task's successors as offsets, ascending, `D` = the config's
+    `succ_slots` (its widest allowed fan-out; :func:`successor_list`): `succ[i, d] = g`
+    (1..W) is task `i+g`, 0 an empty slot; `rank` [N] time, HEFT's upward rank
+    (:func:`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
+    (`count_dtype(W)`), each task's successors (:func:`successor_counts`).
     """
 
     cpu: jax.Array
@@ -57,18 +57,42 @@ class Instance:
         return self.cpu.shape[-1]
 
 
-def successor_window(preds: jax.Array, window: int) -> jax.Array:
-    """`succ[i, d]` = task `i+1+d` lists `i` among its predecessors.
+def count_dtype(window: int):
+    """The narrowest unsigned integer type that holds `window` (successor offsets and
+    counts)."""
+    return jnp.uint8 if window <= 0xFF else jnp.uint16 if window <= 0xFFFF else jnp.uint32
 
-    Args: preds [N, P] int (global indices, -1 padding; one not below its row is left out);
-    window `W` >= the largest index gap between a task and its predecessor (edges with
-    larger gaps are left out). Returns: [N, W] bool, one scatter of the N * P edges.
+
+_KEY_LIMIT = 2**31 - 1  # one int32 sort key per edge while (N + 1) (W + 1) stays below
+
+
+def successor_list(preds: jax.Array, window: int, slots: int) -> jax.Array:
+    """Each task's successors [N, D] (`D = slots`) as offsets, ascending, then 0s.
+
+    Args: preds [N, P] int (global indices, -1 padding; one not below its row is left
+    out); window `W` >= the largest index gap between a task and its predecessor (edges
+    with larger gaps are left out). Returns `succ` in `count_dtype(W)`: `succ[i, d] = g`
+    (1..W) when task `i+g` lists `i` among its predecessors. One sort of the N * P edges
+    by (predecessor, offset), then one scatter: no [N, W] array. Successors beyond the
+    first `D` are left out: the caller checks the fan-out first (:func:`max_fan_out`,
+    `envs.workload.check_library`).
     """
-    n = preds.shape[0]
-    gap = jnp.arange(n)[:, None] - preds - 1  # [N, P] offset of each task in its pred's window
-    edge = (preds >= 0) & (gap >= 0) & (gap < window)
-    row = jnp.where(edge, preds, n)  # out of range: dropped
-    return jnp.zeros((n, window), bool).at[row, jnp.where(edge, gap, 0)].set(True, mode="drop")
+    n, p = preds.shape
+    dtype = count_dtype(window)
+    gap = jnp.arange(n, dtype=jnp.int32)[:, None] - preds  # [N, P] offset in the pred's list
+    edge = (preds >= 0) & (gap >= 1) & (gap <= window)
+    row = jnp.where(edge, preds, n).reshape(-1).astype(jnp.int32)  # no edge: n, sorted last
+    offset = jnp.where(edge, gap, 0).reshape(-1).astype(jnp.int32)
+    if (n + 1) * (window + 1) <= _KEY_LIMIT:  # one int32 key: a faster sort
+        key = jnp.sort(row * (window + 1) + offset)
+        row, offset = key // (window + 1), key % (window + 1)
+    else:
+        row, offset = jax.lax.sort((row, offset), num_keys=2)
+    count = jnp.zeros(n + 1, jnp.int32).at[row].add(1)  # edges per predecessor
+    slot = jnp.arange(n * p, dtype=jnp.int32) - (jnp.cumsum(count) - count)[row]
+    keep = (row < n) & (slot < slots)
+    return jnp.zeros((n, slots), dtype).at[jnp.where(keep, row, n), jnp.where(keep, slot, 0)
+                                           ].set(offset.astype(dtype), mode="drop")
 
 
 def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.Array,
@@ -81,9 +105,10 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     to right in server order, as the reference simulator's. Relaxed until nothing changes
     (each rank is final once its successors' are), so any DAG depth is exact.
 
-    Args: work [N], cpu/k/server_mask [M], succ [N, W] bool (successor window).
+    Args: work [N], cpu/k/server_mask [M], succ [N, D] successor offsets
+    (:func:`successor_list`, 0 = none).
     """
-    n, w = succ.shape
+    n = succ.shape[0]
     count = jnp.sum(server_mask).astype(work.dtype)
     proc = jnp.zeros_like(work)
     k_sum = jnp.zeros((), work.dtype)
@@ -92,12 +117,13 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
         k_sum = k_sum + jnp.where(server_mask[m], k[m], 0.0)
     wbar = proc / count
     cbar = jnp.where(count > 1, 2.0 * (k_sum / count), 0.0)
-    later = jnp.clip(jnp.arange(n)[:, None] + 1 + jnp.arange(w)[None, :], 0, n - 1)  # [N, W]
-    has_succ = jnp.any(succ, axis=1)
+    is_succ = succ > 0  # [N, D]
+    later = jnp.clip(jnp.arange(n)[:, None] + succ.astype(jnp.int32), 0, n - 1)  # [N, D]
+    has_succ = jnp.any(is_succ, axis=1)
 
     def relax(carry):
         rank, _, it = carry
-        best = jnp.max(jnp.where(succ, cbar + rank[later], -jnp.inf), axis=1)
+        best = jnp.max(jnp.where(is_succ, cbar + rank[later], -jnp.inf), axis=1)
         new = jnp.where(has_succ, wbar + best, wbar)
         return new, jnp.any(new != rank), it + 1
 
@@ -106,36 +132,31 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     return rank
 
 
-def count_dtype(window: int):
-    """The narrowest unsigned integer type that holds `window` (successor counts)."""
-    return jnp.uint8 if window <= 0xFF else jnp.uint16 if window <= 0xFFFF else jnp.uint32
-
-
 def successor_counts(succ: jax.Array) -> jax.Array:
-    """Each task's successors [N], `succ`'s [N, W] row sums, in `count_dtype(W)` (read at
-    every queue slot by each observation)."""
-    return jnp.sum(succ, axis=1, dtype=count_dtype(succ.shape[1]))
+    """Each task's successors [N]: the filled slots of `succ` [N, D] (:func:`successor_list`),
+    in its type (read at every queue slot by each observation)."""
+    return jnp.sum(succ > 0, axis=1, dtype=succ.dtype)
 
 
-def pack_window(window_mask: jax.Array) -> jax.Array:
-    """[N, W] bool -> [N, ceil(W/8)] uint8, offset `d` in bit `d % 8` of byte `d // 8`."""
-    return jnp.packbits(window_mask, axis=-1, bitorder="little")
+def dag_fields(preds: jax.Array, window: int, slots: int, work: jax.Array, cpu: jax.Array,
+               k: jax.Array, server_mask: jax.Array) -> dict[str, jax.Array]:
+    """The derived DAG fields of an :class:`Instance`: `succ` (the successor list
+    [N, `slots`] of successor window `window`, :func:`successor_list`), `rank`
+    (:func:`upward_rank`) and `num_succ` (:func:`successor_counts`). preds [N, P];
+    work [N]; cpu, k, server_mask [M]. A task with more than `slots` successors must have
+    been refused before (its list would be cut)."""
+    succ = successor_list(preds, window, slots)
+    return {"succ": succ,
+            "rank": upward_rank(work, cpu, k, server_mask, succ),
+            "num_succ": successor_counts(succ)}
 
 
-def unpack_window(bits: jax.Array) -> jax.Array:
-    """[..., B] uint8 (:func:`pack_window`) -> [..., 8 B] bool (offsets past `W` False)."""
-    return jnp.unpackbits(bits, axis=-1, bitorder="little").astype(bool)
-
-
-def dag_fields(preds: jax.Array, window: int, work: jax.Array, cpu: jax.Array, k: jax.Array,
-               server_mask: jax.Array) -> dict[str, jax.Array]:
-    """The derived DAG fields of an :class:`Instance`: `succ` (the packed successor window
-    of width `window`), `rank` (:func:`upward_rank`) and `num_succ`
-    (:func:`successor_counts`). preds [N, P]; work [N]; cpu, k, server_mask [M]."""
-    window_mask = successor_window(preds, window)
-    return {"succ": pack_window(window_mask),
-            "rank": upward_rank(work, cpu, k, server_mask, window_mask),
-            "num_succ": successor_counts(window_mask)}
+def max_fan_out(preds: np.ndarray) -> int:
+    """Most successors of one task (at least 1) of global `preds` [N, P] (-1 padding):
+    the successor slots `D` a file needs."""
+    preds = np.asarray(preds)
+    edges = preds[preds >= 0]
+    return max(int(np.bincount(edges).max(initial=0)) if edges.size else 0, 1)
 
 
 def max_pred_gap(preds: np.ndarray) -> int:
@@ -147,14 +168,22 @@ def max_pred_gap(preds: np.ndarray) -> int:
 
 
 def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = None,
-                         dtype=None) -> Instance:
+                         dtype=None, fan_out: int | None = None) -> Instance:
     """Build an :class:`Instance` from the numpy arrays of `envs.instance_io.padded_arrays`.
 
-    `window` defaults to the largest predecessor gap in `preds`.
+    `window` defaults to the largest predecessor gap in `preds`; `fan_out` (the successor
+    slots `D`) to the most successors of one task (:func:`max_fan_out`); a given
+    `fan_out` below that raises `envs.instance_io.InstanceError` (a ValueError) naming both.
     `dtype` defaults to JAX's default float (float64 only with x64 enabled).
     """
     dtype = dtype or jnp.zeros(()).dtype
     window = window or max_pred_gap(arrays["preds"])
+    widest = max_fan_out(arrays["preds"])
+    if fan_out is not None and fan_out < widest:
+        from envs.instance_io import InstanceError  # plain numpy, no cycle
+        raise InstanceError(f"a task has {widest} successors, more than the {fan_out} "
+                            f"successor slots (fan_out={fan_out})")
+    fan_out = fan_out or widest
     preds = jnp.asarray(arrays["preds"], jnp.int32)
     f = lambda name: jnp.asarray(arrays[name], dtype)
     server_mask = jnp.asarray(arrays["server_mask"], bool)
@@ -163,12 +192,12 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
         size=f("size"), work=f("work"), arrival=f("arrival"), deadline=f("deadline"),
         preds=preds, task_mask=jnp.asarray(arrays["task_mask"], bool),
         job=jnp.asarray(arrays["job"], jnp.int32),
-        **dag_fields(preds, window, f("work"), f("cpu"), f("k"), server_mask),
+        **dag_fields(preds, window, fan_out, f("work"), f("cpu"), f("k"), server_mask),
     )
 
 
 def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
-    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor window,
+    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor list,
     rank and successor counts are dropped)."""
     out = {name: np.asarray(getattr(instance, name)) for name in (
         "cpu", "bw", "mem", "k", "server_mask", "size", "work", "arrival", "deadline",
@@ -180,7 +209,7 @@ def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
     """An :class:`Instance` padded exactly to an `envs.instance_io.InstanceSpec`.
 
     Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
-    `P` and the successor window are the file's own), and the queue capacity
+    `P`, the successor window and the successor slots are the file's own), and the queue capacity
     is `N`, so it can never bind (a user may pass a smaller one to `reset`). An instance
     whose times overflow or lose all precision in `dtype` (default: JAX's default float,
     float32 unless x64) is refused (`envs.instance_io.check_times`, InstanceError).
@@ -195,10 +224,11 @@ def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
 def spec_config(spec):
     """The padded sizes `instance_from_spec(spec)` gives, as an `EnvConfig` (computed from
     the spec alone, before any array is made): `N`, `M`, the largest in-degree (at least
-    1), queue capacity `N`, and `j_max` the largest job (its window bounds the file's)."""
+    1), queue capacity `N`, `j_max` the largest job (its window bounds the file's) and
+    `fan_out` the most successors of one task (at least 1)."""
     from envs.config import EnvConfig
-    from envs.instance_io import max_in_degree, max_job_size
+    from envs.instance_io import max_in_degree, max_job_size, max_out_degree
 
     return EnvConfig(n_max=spec.num_tasks, m_max=spec.num_servers,
                      p_max=max(max_in_degree(spec), 1), queue_capacity=spec.num_tasks,
-                     j_max=max(max_job_size(spec), 2))
+                     j_max=max(max_job_size(spec), 2), fan_out=max(max_out_degree(spec), 1))

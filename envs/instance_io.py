@@ -61,6 +61,7 @@ server, and the offending value.
 
 from __future__ import annotations
 
+import collections
 import copy
 import decimal
 import heapq
@@ -711,6 +712,13 @@ def max_job_size(spec: InstanceSpec) -> int:
 def max_in_degree(spec: InstanceSpec) -> int:
     """Most predecessors of one task (0 if there are no edges)."""
     return max((len(t.preds) for job in spec.jobs for t in job.tasks), default=0)
+
+
+def max_out_degree(spec: InstanceSpec) -> int:
+    """Most successors of one task (0 if there are no edges): the successor slots its
+    instance needs (`envs.instance.max_fan_out` of its arrays)."""
+    counts = [collections.Counter(p for t in job.tasks for p in t.preds) for job in spec.jobs]
+    return max((max(c.values(), default=0) for c in counts), default=0)
 
 
 def _limit(value: int | None, default: int, name: str) -> int:

@@ -100,6 +100,14 @@ class JobLibrary:
         return int(self.preds.shape[2])
 
     @property
+    def max_fan_out(self) -> int:
+        """`D`: the most successors of one task in any job (the widest fan-out, at least 1):
+        the successor slots an instance drawn from the library needs."""
+        jobs, slots = self.size.shape
+        edges = (np.arange(jobs)[:, None, None] * slots + self.preds)[self.preds >= 0]
+        return max(int(np.bincount(edges).max(initial=0)) if edges.size else 0, 1)
+
+    @property
     def max_depth(self) -> int:
         """The longest chain of tasks in any job (1..T): the relaxation rounds that make a
         critical path exact (`envs.generator.critical_path`)."""
@@ -318,22 +326,29 @@ def matched_density(lib: JobLibrary, params: EnvParams) -> float:
 def required_config(lib: JobLibrary, n_max: int, m_max: int, queue_capacity: int
                     ) -> EnvConfig:
     """The EnvConfig that fits `lib`: `j_max = T` (the longest job, so the successor window
-    `T - 1` and the critical path's `T` relaxation rounds cover every job) and `p_max = P`
-    (the widest fan-in)."""
+    `T - 1` and the critical path's `T` relaxation rounds cover every job), `p_max = P`
+    (the widest fan-in) and `fan_out = D` (the widest fan-out: each task's successor list
+    is `D` wide, not the window's `T - 1`)."""
     return EnvConfig(n_max=n_max, m_max=m_max, p_max=lib.max_preds,
-                     queue_capacity=queue_capacity, j_max=lib.max_length)
+                     queue_capacity=queue_capacity, j_max=lib.max_length,
+                     fan_out=lib.max_fan_out)
 
 
 def check_library(lib: JobLibrary, config: EnvConfig, params: EnvParams | None = None) -> None:
-    """Raise LibraryError if `config` is too small for `lib` (`j_max < T` or `p_max < P`),
-    or (with concrete `params`) if a library task is larger than `mem_low`, so that it
-    might fit no server. Host side, before compiling."""
+    """Raise LibraryError if `config` is too small for `lib` (`j_max < T`, `p_max < P` or
+    successor slots `config.succ_slots < D`), or (with concrete `params`) if a library
+    task is larger than `mem_low`, so that it might fit no server. Host side, before
+    compiling."""
     if config.j_max < lib.max_length:
         raise LibraryError(f"EnvConfig.j_max={config.j_max} is below the library's longest "
                            f"job ({lib.max_length} tasks); see required_config")
     if config.p_max < lib.max_preds:
         raise LibraryError(f"EnvConfig.p_max={config.p_max} is below the library's widest "
                            f"fan-in ({lib.max_preds}); see required_config")
+    if config.succ_slots < lib.max_fan_out:
+        raise LibraryError(f"EnvConfig.fan_out={config.succ_slots} is below the library's "
+                           f"widest fan-out ({lib.max_fan_out} successors of one task); see "
+                           f"required_config")
     if params is not None:
         mem_low = float(jnp.asarray(params.mem_low))
         largest = float(np.max(lib.size))
@@ -350,7 +365,7 @@ def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
     filled in order by jobs drawn uniformly with replacement from `lib` (DAG, sizes, works
     as they are), the last one cut at `params.num_tasks`. Jobs arrive as a Poisson process:
     the first at 0, then gaps of mean `mean(lib.length) / params.density` time units, so
-    tasks arrive at `density` per time unit on average. Deadlines, the successor window and
+    tasks arrive at `density` per time unit on average. Deadlines, the successor list and
     the upward rank follow `generate` (the critical path relaxed `lib.max_depth` rounds, which
 is exact). `config` must fit `lib` (:func:`required_config`).
     """

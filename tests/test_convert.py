@@ -207,7 +207,8 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
     from damdjax.heuristics import pair_from_name
     from damdjax.metrics import episode_metrics
     from damdjax.rollout import run_from_instance
-    from envs.instance import instance_from_arrays, instance_to_arrays, max_pred_gap
+    from envs.instance import (instance_from_arrays, instance_to_arrays, max_fan_out,
+                               max_pred_gap)
     from envs.reference import simulate
     from test_differential import PENALTY, TAU, assert_same, reference_inputs
 
@@ -221,7 +222,9 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
         p = max(max(len(t.preds) for j in s.jobs for t in j.tasks) for s in specs.values())
         arrays = [padded_arrays(s, n_max=n, m_max=3, p_max=p) for s in specs.values()]
         window = max(max_pred_gap(a["preds"]) for a in arrays)
-        insts = [instance_from_arrays(a, window=window, dtype=jnp.float64) for a in arrays]
+        fan_out = max(max_fan_out(a["preds"]) for a in arrays)  # one list width to stack
+        insts = [instance_from_arrays(a, window=window, dtype=jnp.float64, fan_out=fan_out)
+                 for a in arrays]
         batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *insts)
         policy = pair_from_name("LS")
 

@@ -23,7 +23,7 @@ from envs.config import EnvConfig, EnvParams, check_params
 from envs.dynamics import dispatch_feasible, eligible_slots, pick_needed
 from envs.env import EdgeEnv
 from envs.generator import generate
-from envs.instance import instance_from_arrays, pack_window, successor_window
+from envs.instance import instance_from_arrays, instance_to_arrays
 from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 from envs.state import Action, done_time, unstarted_tasks
 
@@ -488,8 +488,14 @@ def check_generated(inst, config, params):
         assert (i - preds <= w).all()
         first_of_job = i == 0 or job[i - 1] != job[i]
         assert (len(preds) == 0) == first_of_job, "every later task of a job has a pred"
-    window = successor_window(jnp.asarray(inst.preds), w)
-    np.testing.assert_array_equal(inst.succ, pack_window(window))
+    offsets = [[] for _ in range(config.n_max)]  # each task's successors' offsets
+    for t in range(config.n_max):
+        for q in inst.preds[t][inst.preds[t] >= 0]:
+            offsets[q].append(t - int(q))  # ascending, as t runs up
+    assert inst.succ.shape == (config.n_max, config.succ_slots)
+    for i, g in enumerate(offsets):  # the list: the offsets, then 0s
+        np.testing.assert_array_equal(inst.succ[i], g + [0] * (config.succ_slots - len(g)))
+    np.testing.assert_array_equal(inst.num_succ, [len(g) for g in offsets])
 
 
 generate_jit = jax.jit(generate, static_argnums=1)
@@ -584,3 +590,29 @@ def test_check_params_names_the_bad_value(changes, message):
 def test_env_config_names_the_bad_value(field, value):
     with pytest.raises(ValueError, match=re.escape(f"EnvConfig.{field} must be an integer >= 1")):
         EnvConfig(**{field: value})
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, "EnvConfig.fan_out must be None or an integer >= 1, got 0"),
+    (2.0, "EnvConfig.fan_out must be None or an integer >= 1, got 2.0"),
+    (True, "EnvConfig.fan_out must be None or an integer >= 1, got True"),
+    (8, "EnvConfig.fan_out=8 exceeds the successor window j_max - 1 = 7")])
+def test_env_config_names_a_bad_fan_out(value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EnvConfig(fan_out=value)
+    assert EnvConfig().succ_slots == EnvConfig().succ_window == 7  # default: the window
+    assert EnvConfig(fan_out=3).succ_slots == 3
+
+
+def test_instance_arrays_refuse_a_fan_out_wider_than_the_slots():
+    """`instance_from_arrays`: the list is the arrays' own widest fan-out by default; a
+    given `fan_out` below it is refused, naming both."""
+    arrays = {k: np.array(v) for k, v in instance_to_arrays(small_instance()).items()}
+    arrays["preds"][2:4, 0] = 0  # task 0: three successors (1, 2, 3)
+    inst = instance_from_arrays(arrays)
+    assert inst.succ.shape == (CONFIG.n_max, 3)
+    np.testing.assert_array_equal(inst.succ[0], [1, 2, 3])
+    assert instance_from_arrays(arrays, fan_out=5).succ.shape == (CONFIG.n_max, 5)
+    with pytest.raises(ValueError, match=re.escape("a task has 3 successors, more than the 2 "
+                                                   "successor slots (fan_out=2)")):
+        instance_from_arrays(arrays, fan_out=2)

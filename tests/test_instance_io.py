@@ -29,6 +29,7 @@ from envs.instance_io import (
     load_instance,
     max_in_degree,
     max_job_size,
+    max_out_degree,
     padded_arrays,
     parse_instance,
     save_instance,
@@ -71,6 +72,21 @@ def test_worked_example_file():
     assert spec.jobs[0].tasks[1] == TaskSpec(size=4.0, work=4.0, deadline=12.0, preds=(0,))
     assert spec.jobs[1].tasks[0].work == 1.0  # work defaults to size
     assert (spec.num_tasks, spec.num_servers, max_job_size(spec), max_in_degree(spec)) == (4, 2, 3, 1)
+    assert max_out_degree(spec) == 2  # task A: B and C
+
+
+def test_successor_slots_are_the_files_own_widest_fan_out():
+    """`spec_config` and `instance_from_spec` agree on the successor slots: the file's
+    widest fan-out (2 in the worked example), and the list holds every successor."""
+    from envs.instance import instance_from_spec, spec_config
+
+    spec = load_instance(EXAMPLE)
+    config = spec_config(spec)
+    assert (config.fan_out, config.succ_slots, config.succ_window) == (2, 2, 2)
+    inst, _ = instance_from_spec(spec)
+    assert inst.succ.shape == (4, 2)
+    np.testing.assert_array_equal(inst.succ, [[1, 2], [0, 0], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(inst.num_succ, [2, 0, 0, 0])
 
 
 def test_worked_example_runs_in_reference_simulator():

@@ -7,6 +7,8 @@ reference simulator); the rest is numpy or eager JAX on small arrays.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from envs import convert
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
 from envs.generator import generate_servers
-from envs.instance_io import job_order
+from envs.instance_io import JobSpec, TaskSpec, job_order
 from envs.workload import (JobLibrary, LibraryError, generate_from_library, library_from_specs,
                            load_library, required_config, save_library)
 
@@ -288,11 +290,46 @@ def test_config_must_fit_the_library(small):
     config = required_config(small, n_max=30, m_max=3, queue_capacity=2)
     assert (config.j_max, config.p_max) == (small.max_length, small.max_preds)
     assert config.succ_window == small.max_length - 1
+    assert config.fan_out == config.succ_slots == small.max_fan_out < config.succ_window
     EdgeEnv(config, workload=small)
+    EdgeEnv(dataclasses.replace(config, fan_out=None), workload=small)  # the window: wider
     with pytest.raises(ValueError, match=f"j_max={SMALL - 1} is below the library's longest"):
         EdgeEnv(EnvConfig(j_max=SMALL - 1, p_max=small.max_preds), workload=small)
     with pytest.raises(ValueError, match="p_max=1 is below the library's widest fan-in"):
         EdgeEnv(EnvConfig(j_max=SMALL, p_max=1), workload=small)
+    narrow = small.max_fan_out - 1
+    with pytest.raises(ValueError, match=f"fan_out={narrow} is below the library's widest "
+                                         f"fan-out \\({small.max_fan_out} successors"):
+        EdgeEnv(dataclasses.replace(config, fan_out=narrow), workload=small)
+    # The random generator's fan-out is bounded only by the window: a narrower list refused.
+    with pytest.raises(ValueError, match=f"fan_out={narrow} is below the successor window"):
+        EdgeEnv(dataclasses.replace(config, fan_out=narrow))
+
+
+def test_memory_estimate_counts_the_successor_slots(small):
+    """`damdjax.memory.env_state_bytes` of a library config (successor slots narrower than
+    the window) against the state `reset` makes, to the byte."""
+    from damdjax import memory
+
+    config = required_config(small, n_max=N_MAX, m_max=M_MAX, queue_capacity=QUEUE)
+    _, state = jax.eval_shape(EdgeEnv(config, workload=small).reset, jax.random.PRNGKey(0),
+                              PARAMS)
+    assert state.instance.succ.shape == (N_MAX, small.max_fan_out)
+    got = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+              for x in jax.tree_util.tree_leaves(state))
+    assert memory.env_state_bytes(config, memory.float_bytes()) == got
+
+
+def test_widest_fan_out_counts_successors_inside_each_job(specs, library, small):
+    for lib, jobs in ((library, [job for spec in specs for job in spec.jobs]),
+                      (small, [job for spec in specs for job in spec.jobs
+                               if len(job.tasks) <= SMALL])):
+        want = max(max(collections.Counter(p for t in job.tasks for p in t.preds).values(),
+                       default=0) for job in jobs)
+        assert lib.max_fan_out == max(want, 1)
+    one = library_from_specs([JobSpec(arrival=0.0, tasks=(TaskSpec(size=1.0, work=1.0,
+                                                                   deadline=9.0, preds=()),))])
+    assert one.max_fan_out == 1  # no edge at all: one (empty) slot
 
 
 # ---------------------------------------------------------------------------
@@ -329,6 +366,11 @@ def test_generated_jobs_are_library_jobs(small, drawn):
             assert match, f"instance {b}, job {jid}: no library job has its structure"
             sources.add(small.names[match[0]])
             assert len(set(batch.arrival[b, idx])) == 1
+        # The successor lists hold every successor (none cut by the library's slots).
+        preds = batch.preds[b]
+        counts = np.bincount(preds[preds >= 0], minlength=config.n_max)
+        np.testing.assert_array_equal((batch.succ[b] > 0).sum(axis=1), counts)
+        np.testing.assert_array_equal(batch.num_succ[b], counts)
         # Deadlines by the generator's rule, recomputed independently.
         real = batch.server_mask[b]
         cpu_ref, bw_ref, k_ref = (float(np.mean(getattr(batch, f)[b][real]))
@@ -437,7 +479,10 @@ RANDOM_EXPECTED = {
 
 
 def test_random_generator_is_unchanged(small):
-    assert RANDOM_CONFIG == required_config(small, N_MAX, M_MAX, QUEUE)
+    # The library tests' padding, with the whole window as successor slots (the random
+    # generator's fan-out is bounded only by the window).
+    assert RANDOM_CONFIG == dataclasses.replace(required_config(small, N_MAX, M_MAX, QUEUE),
+                                                fan_out=None)
     key = jax.random.split(jax.random.PRNGKey(7), 16)[0]
     inst = jax.device_get(EdgeEnv(RANDOM_CONFIG).generate(key, PARAMS))  # eager
     expected = RANDOM_EXPECTED | {"work": RANDOM_EXPECTED["size"]}
