@@ -18,9 +18,11 @@ from damdjax.checkpoint import read_state_dict
 from damdjax.policies import load_dispatcher, load_schedulers
 from train import damd, dqn, mdqn, sweep
 
+# test_train_dqn's TINY (its single runs are that file's program: compiled once for the
+# suite, through the compilation cache, tests/conftest.py).
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
-        "--eps-decay-steps", "200", "--hidden", "16", "--target-every", "5", "--seed", "3",
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3",
         "--slack", "1.5"]
 DAMD_TINY = ["--num-tasks", "12", "--num-servers", "3", "--dqn-num-envs", "8", "--mdqn-num-envs",
              "8", "--dqn-num-chunks", "1", "--mdqn-num-chunks", "1", "--dqn-hidden", "16",
