@@ -13,11 +13,13 @@ import pytest
 from damdjax.heuristics import ALL_PAIRS, pair_names
 from eval import figures
 
+# tests/test_train_damd.py's TINY pipeline: its 2-member sweep and this job's (2 points x
+# 1 seed) are one program, compiled once for the suite (the compilation cache).
 TINY_TRAIN = ("--num-tasks 12 --num-servers 3 --dqn-num-envs 8 --mdqn-num-envs 8 "
               "--dqn-num-chunks 1 --mdqn-num-chunks 1 --dqn-hidden 16 --mdqn-hidden 16 "
-              "--dqn-steps-per-chunk 10 --mdqn-steps-per-chunk 10 --dqn-buffer-capacity 512 "
-              "--mdqn-buffer-capacity 256 --dqn-batch-size 16 --mdqn-batch-size 16 "
-              "--dqn-learning-starts 16 --mdqn-learning-starts 16")
+              "--dqn-steps-per-chunk 40 --mdqn-steps-per-chunk 40 --dqn-learning-starts 80 "
+              "--mdqn-learning-starts 80 --dqn-buffer-capacity 256 --mdqn-buffer-capacity 256 "
+              "--dqn-batch-size 16 --mdqn-batch-size 16")
 TINY = ["--axes", "density", "--points", "density=1,3", "--seeds", "1", "--episodes", "6",
         "--train-args", TINY_TRAIN]
 METRICS = ("avg_response_time", "deadline_miss_rate")

@@ -18,9 +18,11 @@ from damdjax.checkpoint import read_state_dict
 from damdjax.policies import load_dispatcher, load_schedulers
 from train import damd, dqn, mdqn, sweep
 
+# test_train_dqn's TINY (its single runs are that file's program: compiled once for the
+# suite, through the compilation cache, tests/conftest.py).
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
-        "--eps-decay-steps", "200", "--hidden", "16", "--target-every", "5", "--seed", "3",
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3",
         "--slack", "1.5"]
 DAMD_TINY = ["--num-tasks", "12", "--num-servers", "3", "--dqn-num-envs", "8", "--mdqn-num-envs",
              "8", "--dqn-num-chunks", "1", "--mdqn-num-chunks", "1", "--dqn-hidden", "16",
@@ -274,10 +276,11 @@ def test_damd_train_is_every_stage_and_vmaps_over_members():
     assert "invalid_dispatch" in metrics[0] and "invalid_picks" in metrics[1]
 
 
-MDQN_TINY = ["--num-envs", "4", "--num-tasks", "6", "--num-servers", "2", "--steps-per-chunk",
-             "8", "--buffer-capacity", "64", "--batch-size", "8", "--learning-starts", "8",
-             "--eps-decay-steps", "40", "--hidden", "8", "--target-every", "3", "--seed", "5",
-             "--dispatcher", "eft"]
+# test_train_mdqn's TINY (its single run is that file's program), at another seed.
+MDQN_TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk",
+             "10", "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
+             "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5",
+             "--dispatcher", "eft", "--seed", "5"]
 MDQN_EXACT = ("chunk", "env_steps", "updates", "episodes", "invalid_picks", "pool_ready_min")
 
 
@@ -296,7 +299,7 @@ def test_mdqn_members_equal_single_runs_and_load_as_schedulers(tmp_path):
     assert rows[-1]["updates"] > 0
     state = read_state_dict(root / "checkpoint.msgpack")
     first = np.asarray(params_of(state)[0])     # [member, agent, ...]: the lr matters
-    assert first.shape[:2] == (2, 2) and np.max(np.abs(first[0] - first[1])) > 1e-4
+    assert first.shape[:2] == (2, 3) and np.max(np.abs(first[0] - first[1])) > 1e-4
     assert mdqn.main(["--run-dir", rd, "--name", "r1", "--num-chunks", "2", "--eval-episodes",
                       "0", *MDQN_TINY, "--lr", "3e-3"]) == 0
     mine = [r for r in rows if r["member"] == 1]
@@ -309,14 +312,14 @@ def test_mdqn_members_equal_single_runs_and_load_as_schedulers(tmp_path):
         assert all(r["seed"] == 5 and r["hyper"]["lr"] == lr for r in rows if r["member"] == i)
         member = root / f"member-{i}"
         _, params, meta = load_schedulers(member)
-        assert (meta["num_agents"], meta["share"]) == (2, False)
+        assert (meta["num_agents"], meta["share"]) == (3, False)
         for a, b in zip(params_of(state), jax.tree_util.tree_leaves(params)):
             np.testing.assert_array_equal(np.asarray(a)[i], b)
         cfg = json.load(open(member / "config.json"))
-        assert (cfg["lr"], cfg["dispatcher"], cfg["num_servers"]) == (lr, "eft", 2)
+        assert (cfg["lr"], cfg["dispatcher"], cfg["num_servers"]) == (lr, "eft", 3)
     p = dqn.build_parser()
     cfg = dqn.config_from_args(p, p.parse_args(["--scheduler", str(root / "member-1"),
-                                                "--num-tasks", "6", "--num-servers", "2"]))
+                                                "--num-tasks", "12", "--num-servers", "3"]))
     assert cfg.scheduler.endswith("member-1")
     ev = json.load(open(root / "eval.json"))
     assert (ev["trainer"], ev["episodes"], len(ev["members"])) == ("mdqn", 2, 2)

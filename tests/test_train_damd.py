@@ -14,6 +14,15 @@ from damdjax.checkpoint import read_state_dict
 from damdjax.policies import DAMD_FILE, load_damd, load_dispatcher, load_schedulers
 from train import damd, sweep
 
+# The pipeline's flags here and in tests/test_figures.py's job (TINY_TRAIN), so that this
+# file's 2-member sweep and the figure's (2 points x 1 seed) are one program: whichever
+# runs second reads it from the suite's compilation cache (tests/conftest.py).
+TINY = ["--num-tasks", "12", "--num-servers", "3"] + [
+    flag for k in ("dqn", "mdqn") for flag in (
+        f"--{k}-num-envs", "8", f"--{k}-num-chunks", "1", f"--{k}-hidden", "16",
+        f"--{k}-steps-per-chunk", "40", f"--{k}-learning-starts", "80",
+        f"--{k}-buffer-capacity", "256", f"--{k}-batch-size", "16")]
+
 
 @pytest.mark.parametrize("flags, message", [
     (["--mdqn-gamma", "2"], "--mdqn-gamma must be in [0, 1], got 2"),
@@ -32,17 +41,13 @@ def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys
 
 def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
     """Two stages, saved, evaluated; eval.compare --damd-run reproduces the DAMD row; the
-    same pipeline as a member of `train.sweep --trainer damd` (both stages in one
-    program, the dispatcher's parameters traced into the schedulers' stage rather than
-    read from its file) ends with the same parameters, and its member folder loads as a
-    DAMD run."""
+    same pipeline as member 0 of a `train.sweep --trainer damd` over two seeds (both
+    stages in one program, the dispatcher's parameters traced into the schedulers' stage
+    rather than read from its file) ends with the same parameters, and its member folder
+    loads as a DAMD run."""
     from eval import compare
     rd = str(tmp_path)
-    tiny = ["--num-tasks", "12", "--num-servers", "3", "--seed", "2"] + [
-        flag for k in ("dqn", "mdqn") for flag in (
-            f"--{k}-num-envs", "8", f"--{k}-num-chunks", "1", f"--{k}-hidden", "16",
-            f"--{k}-steps-per-chunk", "40", f"--{k}-learning-starts", "80",
-            f"--{k}-buffer-capacity", "256", f"--{k}-batch-size", "16")]
+    tiny = [*TINY, "--seed", "2"]
     assert damd.main(["--run-dir", rd, "--name", "d", "--eval-episodes", "6", *tiny]) == 0
     root = tmp_path / "d"
     info = json.load(open(root / DAMD_FILE))
@@ -70,14 +75,16 @@ def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
     with pytest.raises(SystemExit) as exc:
         compare.main(["--damd-run", str(tmp_path / "nothing")])
     assert exc.value.code == 2
-    # The same pipeline as a one-member sweep.
+    # The same pipeline as member 0 of a sweep over 2 seeds (2, 3).
     assert sweep.main(["--trainer", "damd", "--run-dir", rd, "--name", "s", "--eval-episodes",
-                       "0", *tiny]) == 0
+                       "0", "--seeds", "2", *tiny]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl")]
-    assert [(r["stage"], r["chunk"]) for r in rows] == [("r1-dispatcher", 1),
-                                                       ("r1-schedulers", 2)]
+    assert [(r["stage"], r["chunk"], r["member"], r["seed"]) for r in rows] == [
+        ("r1-dispatcher", 1, 0, 2), ("r1-dispatcher", 1, 1, 3),
+        ("r1-schedulers", 2, 0, 2), ("r1-schedulers", 2, 1, 3)]
+    rows = [r for r in rows if r["member"] == 0]
     assert "invalid_dispatch" in rows[0] and "invalid_picks" in rows[1]
-    for row, stage in zip(rows, ("r1-dispatcher", "r1-schedulers")):
+    for row, stage in zip(rows, ("r1-dispatcher", "r1-schedulers"), strict=True):
         (want,) = [json.loads(line) for line in open(root / stage / "metrics.jsonl")]
         assert want["updates"] > 0 and want["episodes"] > 0   # both stages learned
         for k in ("episodes", "avg_response_time", "deadline_miss_rate", "loss"):

@@ -11,9 +11,12 @@ import pytest
 from envs.env import EdgeEnv
 from train import damd, dqn, mdqn
 
+# Under the EFT dispatcher: test_sweep's MDQN_TINY is this program (compiled once for the
+# suite, through the compilation cache, tests/conftest.py).
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
-        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5", "--seed", "3"]
+        "--eps-decay-steps", "200", "--hidden", "16,16", "--target-every", "5",
+        "--dispatcher", "eft", "--seed", "3"]
 
 
 @pytest.mark.parametrize("flags", [
