@@ -123,6 +123,9 @@ def restore(template, state: dict, path: str = "<state>"):
                 check(w[k], s[k], f"{where}/{k}")
             return
         if w is None:
+            if s is not None:   # e.g. a runner that carried a part it no longer does
+                raise ValueError(f"{path}: {where} holds data that this configuration does "
+                                 f"not carry (written by another version?)")
             return
         wa, sa = np.asarray(w), np.asarray(s)
         if wa.shape != sa.shape:

@@ -199,12 +199,15 @@ def reset_block(num_envs: int) -> int:
     return -(-num_envs // RESET_BLOCKS)
 
 
-def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state):
+def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state,
+               view: Callable | None = None):
     """`(obs, state)` [E] with a fresh episode `env.reset(keys[i], params)` in every env `i`
     where `done` [E], the rest untouched: the same as resetting all E envs and selecting,
     but only the finished envs' episodes are drawn. They are drawn in blocks of
     `reset_block(E)` envs (a `fori_loop` over ceil(count / block) blocks), so a step where
-    a few episodes end costs one block, not E instances."""
+    a few episodes end costs one block, not E instances. `view`, where given, maps a
+    fresh observation to the form `obs` is carried in (e.g. `envs.observation.
+    observation_part`: a trainer's agents' part)."""
     num = done.shape[0]
     block = reset_block(num)
     blocks = -(-num // block)
@@ -213,6 +216,8 @@ def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state):
     def fill(b, carry):
         idx = jax.lax.dynamic_slice(order, (b * block,), (block,))  # [block], num = none
         fresh = jax.vmap(env.reset, in_axes=(0, None))(keys[jnp.minimum(idx, num - 1)], params)
+        if view is not None:
+            fresh = (view(fresh[0]), fresh[1])
         return jax.tree.map(lambda full, new: full.at[idx].set(new, mode="drop"), carry, fresh)
 
     count = jnp.sum(done.astype(jnp.int32))
@@ -220,7 +225,7 @@ def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state):
 
 
 def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
-                   axis_name: str | None = None):
+                   axis_name: str | None = None, view: Callable | None = None):
     """Training loops' auto-reset: fresh episodes where `done` [E], metrics of the ended ones.
 
     Env `i` restarts from `env.reset(jax.random.split(key, E)[i], params)` (`reset_envs`:
@@ -230,7 +235,7 @@ def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
     work. Under `jax.vmap(..., axis_name=axis_name)` (a sweep's members) the skip is
     decided over the whole axis (no episode ended in any member): a predicate that
     differs between members would turn the `cond` into a `select` that resets every env
-    at every step.
+    at every step. `view`: as `reset_envs`'.
     """
     def finish(operand):
         obs, state = operand
@@ -239,7 +244,7 @@ def reset_finished(env, params, key: jax.Array, done: jax.Array, obs, state,
         stats = {"episodes": jnp.sum(w), "response_sum": jnp.sum(w * met["avg_response_time"]),
                  "miss_sum": jnp.sum(w * met["deadline_miss_rate"])}
         keys = jax.random.split(key, done.shape[0])
-        return (*reset_envs(env, params, keys, done, obs, state), stats)
+        return (*reset_envs(env, params, keys, done, obs, state, view), stats)
 
     def keep(operand):
         zero = jnp.zeros((), jnp.float32)

@@ -408,8 +408,13 @@ def first_runner(init: Callable, config, params=None, start_params=None):
 def restore_runner(template, run_dir: str):
     """`(runner, rows)`: the checkpointed runner state of `run_dir`, validated against
     `template`, and the metrics rows of its chunk that the checkpoint holds (None for a
-    checkpoint written before it held them)."""
-    tree, extra = load_tree_extra(template, run_paths(run_dir)["checkpoint"])
+    checkpoint written before it held them). A checkpoint that does not fit `template`
+    (another configuration or version) exits with one line naming the first leaf that
+    differs."""
+    try:
+        tree, extra = load_tree_extra(template, run_paths(run_dir)["checkpoint"])
+    except ValueError as err:
+        raise SystemExit(f"--resume: {err}") from None
     return tree, extra.get("rows")
 
 

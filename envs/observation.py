@@ -49,6 +49,24 @@ class Observation:
     time: jax.Array
 
 
+# What each learning agent reads (damdjax.networks.dispatch_inputs,
+# damdjax.schedulers.scheduler_inputs): a trainer that carries only its agents' part
+# lets XLA leave the rest of the observation uncomputed (`observation_part`).
+DISPATCHER_FIELDS = ("dispatch_needed", "dispatch_mask", "task", "servers", "server_mask")
+SCHEDULER_FIELDS = ("pick_needed", "pick_mask", "slots", "own", "server_mask")
+
+
+def observation_part(obs: Observation, fields: tuple[str, ...]) -> Observation:
+    """`obs` with every field outside `fields` set to None (an empty pytree node), any
+    batch axes. Under `jit`, a program whose outputs hold only this part never computes
+    the others; a field it reads by mistake is None and fails loudly."""
+    unknown = set(fields) - set(Observation.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"observation fields {sorted(unknown)} do not exist")
+    return obs.replace(**{f: None for f in Observation.__dataclass_fields__
+                          if f not in fields})
+
+
 def masked_stack(features: list[jax.Array], mask: jax.Array) -> jax.Array:
     """`features` (F arrays shaped like `mask`) stacked on a new last axis, 0 where `~mask`.
 

@@ -17,6 +17,9 @@ the batch it gives a per-env-step figure for each part of a step:
   training loop's env side does per step); `train step, state donated`: the same with
   the input state's buffers donated (`donate_argnums`), as a loop carrying the state
   updates it in place instead of copying what passes through unchanged.
+* `train step, dispatcher's observation` (`schedulers' observation`): the train step
+  returning only that part of the observation (`envs.observation.observation_part`):
+  the env side of train.dqn (train.mdqn), which carries only what its agents read.
 
 Only shapes matter, so the programs are lowered from abstract inputs and never run.
 The figures are a proxy from whatever backend compiles them (the CPU compiler on a
@@ -37,7 +40,8 @@ from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, pair_from_name, p
 from envs.config import EnvConfig, EnvParams
 from envs.dynamics import transition
 from envs.env import EdgeEnv
-from envs.observation import observe
+from envs.observation import (DISPATCHER_FIELDS, SCHEDULER_FIELDS, observation_part,
+                              observe)
 
 BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}   # bytes/s of HBM
 DEFAULT_N_MAX = (100, 400, 1600)
@@ -45,6 +49,10 @@ DEFAULT_BATCH = 1024
 TRAIN_STEP = "train step"
 EPISODE_STEP = "episode step"
 CEILING_PARTS = (EPISODE_STEP, TRAIN_STEP, TRAIN_STEP + ", state donated")
+# The observation parts the trainers carry (train.dqn: the dispatcher's; train.mdqn: the
+# schedulers'): their env step computes only that part.
+AGENT_PARTS = {"dispatcher's observation": DISPATCHER_FIELDS,
+               "schedulers' observation": SCHEDULER_FIELDS}
 
 
 def cost(fn: Callable, *args, donate: tuple[int, ...] = ()) -> dict[str, float]:
@@ -77,7 +85,15 @@ def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, t
     parts[EPISODE_STEP] = batched(lambda k, s: transition(s, policy(k, s), params.tau,
                                                           params.miss_penalty))
     parts[TRAIN_STEP] = batched(lambda k, s: env.step(k, s, policy(k, s), params))
+    for label, fields in AGENT_PARTS.items():   # what train.dqn / train.mdqn carry
+        parts[f"{TRAIN_STEP}, {label}"] = batched(
+            lambda k, s, fields=fields: _with_part(env.step(k, s, policy(k, s), params), fields))
     return parts
+
+
+def _with_part(step_out: tuple, fields: tuple[str, ...]) -> tuple:
+    obs, *rest = step_out
+    return (observation_part(obs, fields), *rest)
 
 
 def abstract_batch(config: EnvConfig, params: EnvParams, batch: int):

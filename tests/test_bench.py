@@ -42,11 +42,13 @@ def check_traffic(traffic, printed):
     from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
     from envs.config import EnvConfig, EnvParams
     from envs.env import EdgeEnv
+    from eval.traffic import AGENT_PARTS
     (size,) = traffic["sizes"]
     assert size["n_max"] == bench.QUICK_TRAFFIC_N_MAX[0] and traffic["backend"] == "cpu"
     parts = size["parts"]
     assert set(parts) == ({"transition", "observe", "policy LS (least_load+sdf)",
                            "episode step", "train step", "train step, state donated"}
+                          | {f"train step, {label}" for label in AGENT_PARTS}
                           | {f"dispatch {d}" for d in DISPATCH_RULES}
                           | {f"schedule {s}" for s in SCHEDULE_RULES})
     assert all(row["bytes"] > 0 and row["flops"] > 0 for row in parts.values())
@@ -55,6 +57,9 @@ def check_traffic(traffic, printed):
     assert parts["train step"]["flops"] >= parts["episode step"]["flops"]
     assert parts["episode step"]["flops"] >= parts["transition"]["flops"]
     assert parts["train step"]["bytes"] >= parts["observe"]["bytes"]
+    # A trainer's step computes only its agents' part of the observation: less work.
+    for label in AGENT_PARTS:
+        assert parts[f"train step, {label}"]["flops"] < parts["train step"]["flops"]
     # The state's bytes, counted on a real reset state.
     env = EdgeEnv(EnvConfig(n_max=size["n_max"]))
     _, state = env.reset(jax.random.key(0), EnvParams())

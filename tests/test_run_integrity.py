@@ -214,6 +214,27 @@ def test_flipped_bytes_are_refused_naming_the_file(copy, capsys):
     assert exc.value.code == 2 and "damaged" in capsys.readouterr().err
 
 
+def test_a_checkpoint_carrying_what_the_runner_does_not_is_refused_in_one_line(copy):
+    """A checkpoint whose runner holds a leaf that this version's runner does not carry (an
+    older version's: the whole observation, where the dispatcher's part is carried now)
+    is refused naming the leaf, no traceback, the checkpoint, policy file and metrics as
+    they were (config.json takes the new --num-chunks before the checkpoint is read)."""
+    from damdjax.checkpoint import save_tree
+    k, _ = copy
+    path = k / dqn.CHECKPOINT
+    state, extra = read_file(path)
+    assert state["obs"]["slots"] is None and state["obs"]["servers"] is not None
+    state["obs"]["slots"] = np.zeros((8, 3, 4, 10), np.float32)
+    save_tree(state, path, extra)
+    files = lambda: {p.name: p.read_bytes() for p in k.iterdir() if p.name != "config.json"}
+    before = files()
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(["--run-dir", str(k.parent), "--name", "k", "--resume", "--num-chunks", "9"])
+    msg = str(exc.value.code)
+    assert "\n" not in msg and "checkpoint.msgpack: /obs/slots holds data" in msg, msg
+    assert files() == before
+
+
 def test_a_stored_config_goes_through_the_flags_checks(copy):
     """Bad values and types in config.json, or a damaged metrics line, refuse the resume
     the way the flags refuse them, and config.json (num_chunks) is not rewritten."""

@@ -97,6 +97,7 @@ def test_reward_credit_and_masking():
     params = cfg.env_params()
     rs = dqn.init_runner(cfg, env, params)
     step = jax.jit(dqn.make_env_step(cfg, env, params))
+    part_of = jax.jit(lambda st: dqn.agents_part(jax.vmap(env.observe, (0, None))(st, params)))
     key = jax.random.PRNGKey(11)
     slot_task = {}  # buffer slot -> (env, task)
     num_steps = 20  # shorter than any episode of 15 tasks (>= 30 steps): no reset
@@ -106,6 +107,9 @@ def test_reward_credit_and_masking():
         writes = int(rs.buffer.writes)
         rs, info, _ = step(rs, k, 0.5)
         assert not np.any(np.asarray(info["invalid_dispatch"]))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                     rs.obs, part_of(rs.env_state))  # the dispatcher's part, carried
+        assert rs.obs.slots is None and rs.obs.own is None
         task = np.asarray(info["dispatched_task"])
         rank = 0
         for e in range(cfg.num_envs):

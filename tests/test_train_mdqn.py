@@ -78,6 +78,8 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
     params = cfg.env_params()
     rs = mdqn.init_runner(cfg, env, params)
     step = jax.jit(mdqn.make_env_step(cfg, env, params))
+    # The runner carries the schedulers' part of the observation of its state, resets too.
+    part_of = jax.jit(lambda st: mdqn.agents_part(jax.vmap(env.observe, (0, None))(st, params)))
     key = jax.random.PRNGKey(7)
     m, e = cfg.num_servers, cfg.num_envs
     decisions = {n: [] for n in range(m)}       # (env, step, slots view, pick) in write order
@@ -100,6 +102,9 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
             needed = needed & (np.asarray(rs.obs.pick_mask).sum(axis=-1) >= 2)
         rs, info, _ = step(rs, k, 0.3)
         assert not np.any(np.asarray(info["invalid_picks"]))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                     rs.obs, part_of(rs.env_state))
+        assert rs.obs.servers is None and rs.obs.task is None
         picks = np.asarray(info["picks"])
         for n in range(m):
             for env_i in range(e):

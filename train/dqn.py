@@ -55,6 +55,7 @@ from damdjax.policies import (
 from damdjax.targets import periodic_polyak, td_loss, td_targets, where_tree
 from envs.config import EnvParams
 from envs.env import EdgeEnv
+from envs.observation import DISPATCHER_FIELDS, observation_part
 from envs.state import Action
 
 CHECKPOINT = runs.CHECKPOINT
@@ -88,7 +89,7 @@ class RunnerState:
     opt_state: Any
     buffer: replay.ReplayBuffer
     env_state: Any
-    obs: Any
+    obs: Any                  # [E] the dispatcher's part (`agents_part`)
     table_idx: jax.Array      # [E, N] buffer slot of the transition that dispatched task i
     table_stamp: jax.Array    # [E, N]
     prev_idx: jax.Array       # [E] the env's previous dispatch (awaiting its next state)
@@ -98,6 +99,12 @@ class RunnerState:
     env_steps: jax.Array      # [] total env steps taken
     updates: jax.Array        # [] gradient updates done
     chunk: jax.Array          # [] chunks done
+
+
+def agents_part(obs):
+    """The part of an observation the dispatcher reads (`envs.observation.observation_part`):
+    all that the runner carries, so the compiled step never computes the rest."""
+    return observation_part(obs, DISPATCHER_FIELDS)
 
 
 def _network(config: DQNConfig) -> DispatchQNetwork:
@@ -160,8 +167,8 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
             buf = replay.set_reward(buf, prev_idx, prev_stamp, acc, last)
         acc = jnp.where(done, 0.0, acc)
 
-        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state,
-                                               axis_name)
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, agents_part(obs),
+                                               env_state, axis_name, agents_part)
         table_idx = jnp.where(done[:, None], -1, table_idx)
         table_stamp = jnp.where(done[:, None], -1, table_stamp)
         prev_idx = jnp.where(done, -1, prev_idx)
@@ -220,7 +227,8 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
         return RunnerState(
             params=q_params, target_params=q_params,
             opt_state=hyper.optimizer().init(q_params),
-            buffer=replay.init(view0, config.buffer_capacity), env_state=env_state, obs=obs,
+            buffer=replay.init(view0, config.buffer_capacity), env_state=env_state,
+            obs=agents_part(obs),
             table_idx=minus((e, n)), table_stamp=minus((e, n)), prev_idx=minus((e,)),
             prev_stamp=minus((e,)), sojourn=jnp.zeros((e,), jnp.float32), key=key,
             env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),

@@ -54,6 +54,7 @@ from damdjax.schedulers import (
 from damdjax.targets import periodic_polyak, where_tree
 from envs.config import EnvParams
 from envs.env import EdgeEnv
+from envs.observation import SCHEDULER_FIELDS, observation_part
 from envs.state import Action
 
 
@@ -92,7 +93,7 @@ class RunnerState:
     opt_state: Any
     pools: Any                # replay.ReplayBuffer, leaves [M, C, ...]
     env_state: Any            # [E]
-    obs: Any                  # [E]
+    obs: Any                  # [E] the schedulers' part (`agents_part`)
     prev_idx: jax.Array       # [E, M] pool slot of each agent's open transition (-1: none)
     prev_stamp: jax.Array     # [E, M]
     team_sum: jax.Array       # [E, M] team reward summed since each agent's last decision
@@ -113,6 +114,12 @@ def decision_epochs(view, epochs: str) -> jax.Array:
     if epochs == "choice":
         return view.needed & (jnp.sum(view.mask, axis=-1) >= 2)
     raise ValueError(f"epochs must be one of {EPOCHS}, got {epochs!r}")
+
+
+def agents_part(obs):
+    """The part of an observation the schedulers read (`envs.observation.observation_part`):
+    all that the runner carries, so the compiled step never computes the rest."""
+    return observation_part(obs, SCHEDULER_FIELDS)
 
 
 def _network(config: MDQNConfig):
@@ -162,8 +169,8 @@ def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None,
         pools = pools_complete(pools, prev_idx.T, prev_stamp.T, end_obs, team_sum.T,
                                terminal, last.T)
 
-        obs, env_state, stats = reset_finished(env, params, k_reset, done, obs, env_state,
-                                               axis_name)
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, agents_part(obs),
+                                               env_state, axis_name, agents_part)
         reset = done[:, None]
         rs = rs.replace(pools=pools, env_state=env_state, obs=obs,
                         prev_idx=jnp.where(reset, -1, prev_idx),
@@ -227,7 +234,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
         return RunnerState(
             params=q_params, target_params=q_params,
             opt_state=init_agents_opt(hyper.optimizer(), q_params, share),
-            pools=init_pools(one, config.buffer_capacity, m), env_state=env_state, obs=obs,
+            pools=init_pools(one, config.buffer_capacity, m), env_state=env_state,
+            obs=agents_part(obs),
             prev_idx=minus, prev_stamp=minus, team_sum=jnp.zeros((e, m), jnp.float32),
             key=key, env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
             chunk=jnp.zeros((), jnp.int32))
