@@ -98,6 +98,7 @@ class RunConfig:
     target_every: int = Hyper.target_every            # gradient updates between target copies
     updates_per_step: int = 4          # gradient updates per vmapped env step
     learning_starts: int = Hyper.learning_starts      # env steps before the first update
+    double_dqn: float = Hyper.double_dqn              # 1: double DQN targets, 0: max targets
     hidden: tuple = (64, 64)
     seed: int = 0
     eval_episodes: int = 200
@@ -152,10 +153,12 @@ class RunConfig:
     @classmethod
     def from_json(cls, d: dict):
         """The config of a stored dict; ValueError naming missing or unknown fields (a run
-        written by another version must not silently take today's defaults). The one
-        exception: a dict without `workload` (written before workloads existed) is a run of
-        the random generator, `workload = ""`, so that such runs still resume."""
-        d = {"workload": "", "setting_range": "", **d}
+        written by another version must not silently take today's defaults). The
+        exceptions: fields added since, whose default is what runs did before them, so that
+        such runs still resume: a dict without `workload` (written before workloads
+        existed) is a run of the random generator, `workload = ""`; without
+        `setting_range`, one setting; without `double_dqn`, max targets (0)."""
+        d = {"workload": "", "setting_range": "", "double_dqn": Hyper.double_dqn, **d}
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:
@@ -212,7 +215,7 @@ class RunConfig:
 PROGRAM_INTS = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "updates_per_step")
 VALUE_FIELDS = ("density", "slack", "tau", "lr", "max_grad_norm", "gamma", "eps_start",
-                "eps_end", "eps_decay_steps", "target_every", "learning_starts")
+                "eps_end", "eps_decay_steps", "target_every", "learning_starts", "double_dqn")
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
@@ -258,6 +261,9 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
       help="gradient updates per vmapped env step (default %(default)s)")
     a("--learning-starts", type=int, default=d.learning_starts,
       help="env steps before the first update (default %(default)s)")
+    a("--double-dqn", type=float, default=d.double_dqn,
+      help="1: double DQN targets (the online network picks the next action, the target "
+           "network values it), 0: max targets (default %(default)s)")
     a("--hidden", default=",".join(map(str, d.hidden)),
       help="hidden layer widths, comma-separated (default %(default)s)")
     a("--seed", type=int, default=d.seed,

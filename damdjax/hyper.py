@@ -12,7 +12,8 @@ scheduler); `Hyper` holds every scalar the program reads as a traced value,
 so one compiled program serves any values (and `jax.vmap` over a stacked
 `Hyper` trains many runs at once). Units: `lr` per gradient step;
 `eps_decay_steps` and `learning_starts` in env steps; `target_every` in
-gradient updates; `tau` in time units; the setting fields as in
+gradient updates; `double_dqn` 1 (double DQN targets) or 0 (max targets;
+`damdjax.targets.td_targets`); `tau` in time units; the setting fields as in
 `envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
 <= its `m_max`).
 """
@@ -44,6 +45,7 @@ class Hyper:
     eps_decay_steps: int = 100_000     # env steps of the linear epsilon decay
     target_every: int = 100            # gradient updates between target updates
     polyak: float = 1.0                # target <- polyak*online + (1-polyak)*target (1: copy)
+    double_dqn: float = 0.0            # 1: double DQN targets (online net picks), 0: max
     learning_starts: int = 5_000       # env steps before the first gradient update
     max_grad_norm: float = 10.0        # global gradient-norm clip
     tau: float = EnvParams.tau                    # reward time constant (time units)
@@ -134,9 +136,10 @@ def check_hyper(h, config: EnvConfig) -> None:
     a `PipelineHyper`: each stage kind's, named with its prefix).
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
-    `eps_end` in [0, 1]; `polyak` in (0, 1]; `learning_starts` >= 0; integers within int32
-    where INT_FIELDS, the other values within float32 (`envs.config.check_float`); the
-    setting as `envs.config.check_params` within `config`'s padding.
+    `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `learning_starts` >= 0;
+    integers within int32 where INT_FIELDS, the other values within float32
+    (`envs.config.check_float`); the setting as `envs.config.check_params` within
+    `config`'s padding.
     """
     if isinstance(h, PipelineHyper):
         for prefix, part in ((DISPATCHER_PREFIX, h.dispatcher), (SCHEDULERS_PREFIX, h.schedulers)):
@@ -165,6 +168,8 @@ def check_hyper(h, config: EnvConfig) -> None:
             raise ValueError(f"{name} must be in [0, 1], got {v[name]:g}")
     if not 0 < v["polyak"] <= 1:
         raise ValueError(f"polyak must be in (0, 1], got {v['polyak']:g}")
+    if v["double_dqn"] not in (0, 1):
+        raise ValueError(f"double_dqn must be 0 or 1, got {v['double_dqn']:g}")
     if v["learning_starts"] < 0:
         raise ValueError(f"learning_starts must be >= 0, got {v['learning_starts']}")
     check_params(config, h.env_params())

@@ -19,7 +19,7 @@ and holds the pools, the updates and the acting:
     pools = pools_complete(pools, idx, stamp, next_agent_obs, reward, terminal, valid)
     batch, valid = pools_sample(pools, key, batch_size)                 # leaves [M, B, ...]
     opt_state = init_agents_opt(optimizer, params, share)
-    update = make_agents_update(net, optimizer, gamma, share)
+    update = make_agents_update(net, optimizer, gamma, share, double)   # double: 0 or 1
     params, opt_state, loss = update(params, target_params, opt_state, batch, valid)
 
 Everything is pure and jittable. The pools are ordinary `damdjax.replay`
@@ -193,15 +193,15 @@ def init_agents_opt(optimizer: optax.GradientTransformation, params, share: bool
 
 
 def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, gamma: float,
-                       share: bool, double: bool = False):
+                       share: bool, double=False):
     """The agents' DQN step `update(params, target_params, opt_state, batch, valid)
     -> (params, opt_state, loss [M])`.
 
     `batch`: a `replay.Transition` of `AgentObs` with leaves [M, B, ...]
     (`pools_sample`), `valid` [M, B]. Agent n's loss: `td_loss` (Huber) of
     `net`'s Q of `batch.obs[n]` against `td_targets` of the target net's Q of
-    `batch.next_obs[n]` (masked by its `mask`; `double`: next action chosen by
-    the online net), weighted by `valid[n]`.
+    `batch.next_obs[n]` (masked by its `mask`; where `double` [] is on, a bool or 0/1,
+    e.g. `Hyper.double_dqn`: next action chosen by the online net), weighted by `valid[n]`.
 
     * `share=False`: `params`, `target_params`, `opt_state` have a leading agent
       axis; each agent takes its own gradient and optimizer step (vmapped), so
@@ -212,16 +212,17 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
     An agent (or, shared, the whole step) with no valid row leaves its params
     and optimizer state unchanged.
 
-    `optimizer` and `gamma` may hold traced values (e.g. `Hyper.optimizer()` and
-    `Hyper.gamma` inside a jitted, vmapped trainer): call this inside the traced function.
+    `optimizer`, `gamma` and `double` may hold traced values (e.g. `Hyper.optimizer()`,
+    `Hyper.gamma` and `Hyper.double_dqn` inside a jitted, vmapped trainer): call this
+    inside the traced function.
     """
 
     def agent_loss(p, tp, batch: Transition, valid):
         q = net.apply(p, *batch.obs)                                     # [B, Q]
         q_next = net.apply(tp, *batch.next_obs)
-        q_online = net.apply(p, *batch.next_obs) if double else None
+        q_online = net.apply(jax.lax.stop_gradient(p), *batch.next_obs)
         target = td_targets(q_next, batch.next_obs.mask, batch.reward, batch.terminal, gamma,
-                            q_online)
+                            q_online, double)
         return td_loss(q, batch.action, target, valid)
 
     if not share:

@@ -1,6 +1,7 @@
 """DQN targets, losses and target-network updates (pure, jittable).
 
     target = td_targets(q_next_target, mask_next, reward, terminal, gamma)     # [B]
+    target = td_targets(..., gamma, q_next_online, hyper.double_dqn)  # double DQN where on
     loss = td_loss(q, action, target, valid)                                    # []
     target_params = periodic_copy(params, target_params, step, every)   # or polyak(...)
     target_params = periodic_polyak(params, target_params, step, every, rate)  # both
@@ -24,20 +25,22 @@ def masked_max(q: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def td_targets(q_next_target: jax.Array, mask_next: jax.Array, reward: jax.Array,
-               terminal: jax.Array, gamma, q_next_online: jax.Array | None = None
-               ) -> jax.Array:
+               terminal: jax.Array, gamma, q_next_online: jax.Array | None = None,
+               double=True) -> jax.Array:
     """One-step targets `r + gamma * (1 - terminal) * max_valid Q_target(s')`; [B].
 
     `q_next_target`, `mask_next` [B, M]; `reward`, `terminal` [B]; `gamma` [] or
     [B] (e.g. a per-transition discount). With `q_next_online` [B, M] (double
-    DQN) the next action is the online greedy one, valued by the target net.
-    Gradients do not flow through the result.
+    DQN) the next action is the online greedy valid one, valued by the target
+    net, where `double` [] (a bool or 0/1, may be traced: one program for both;
+    e.g. `Hyper.double_dqn`) is on; where it is off the max (bitwise the target
+    without `q_next_online`). Gradients do not flow through the result.
     """
-    if q_next_online is None:
-        v_next = masked_max(q_next_target, mask_next)
-    else:
+    v_next = masked_max(q_next_target, mask_next)
+    if q_next_online is not None:
         a = greedy_action(q_next_online, mask_next)
-        v_next = jnp.take_along_axis(q_next_target, a[..., None], axis=-1)[..., 0]
+        v_double = jnp.take_along_axis(q_next_target, a[..., None], axis=-1)[..., 0]
+        v_next = jnp.where(jnp.asarray(double) > 0.5, v_double, v_next)
     boot = ~jnp.asarray(terminal, bool) & jnp.any(mask_next, axis=-1)
     return jax.lax.stop_gradient(reward + gamma * jnp.where(boot, v_next, 0.0))
 

@@ -304,6 +304,82 @@ def test_td_targets_hand_computed():
     np.testing.assert_allclose(t, [0.5 + 0.9 * 1.0, 1.0, 0.25 + 0.9 * 7.0, 0.75], rtol=1e-6)
 
 
+def test_double_td_targets_by_the_flag():
+    # online greedy != target greedy in rows 0 and 1; row 0's online max is on an invalid
+    # action (never chosen); row 2 is terminal; row 3 has no valid next action
+    q_next = jnp.array([[1.0, 50.0, 2.0, 3.0], [4.0, 3.0, 9.0, 0.0], [7.0, 0.0, 0.0, 1.0],
+                        [5.0, 6.0, 7.0, 8.0]])
+    online = jnp.array([[9.0, 99.0, 0.0, 1.0], [0.0, 1.0, 0.5, 0.0], [0.0, 5.0, 5.0, 0.0],
+                        [1.0, 0.0, 0.0, 0.0]])
+    mask = jnp.array([[True, False, True, True], [True, True, True, False],
+                      [True, True, True, True], [False, False, False, False]])
+    reward = jnp.array([0.5, 1.0, 0.25, 0.75])
+    terminal = jnp.array([False, False, True, False])
+    on = [0.5 + 0.9 * 1.0, 1.0 + 0.9 * 3.0, 0.25, 0.75]     # online picks 0 and 1
+    off = [0.5 + 0.9 * 3.0, 1.0 + 0.9 * 9.0, 0.25, 0.75]    # the masked max
+    f = jax.jit(td_targets)
+    for flag, want in ((1.0, on), (True, on), (0.0, off), (False, off)):
+        np.testing.assert_allclose(f(q_next, mask, reward, terminal, 0.9, online, flag), want,
+                                   rtol=1e-6)
+    plain = f(q_next, mask, reward, terminal, 0.9)
+    np.testing.assert_array_equal(f(q_next, mask, reward, terminal, 0.9, online, 0.0), plain)
+    np.testing.assert_allclose(td_targets(q_next, mask, reward, terminal, 0.9, online), on,
+                               rtol=1e-6)                  # the default: on
+    # the flag per member under vmap (a sweep)
+    both = jax.vmap(f, in_axes=(None,) * 6 + (0,))(q_next, mask, reward, terminal, 0.9,
+                                                   online, jnp.array([0.0, 1.0]))
+    np.testing.assert_array_equal(both, np.stack([plain, f(q_next, mask, reward, terminal,
+                                                           0.9, online, 1.0)]))
+
+
+def test_dispatcher_loss_double_by_hand():
+    from train.dqn import dispatcher_loss
+    net = DispatchQNetwork(hidden=(8, 8))
+    rng = np.random.default_rng(4)
+    b = 32
+
+    def view():
+        task, servers, smask = _inputs(int(rng.integers(1 << 30)), b)
+        mask = (rng.random((b, M)) < 0.5) & smask
+        mask[:3] = False                                       # no valid next action
+        return DispatchView(task=task, servers=servers, mask=mask, server_mask=smask)
+
+    batch = replay.Transition(obs=view(), action=rng.integers(0, M, b).astype(np.int32),
+                              reward=rng.random(b).astype(np.float32), next_obs=view(),
+                              terminal=rng.random(b) < 0.2, index=np.zeros(b, np.int32))
+    valid = rng.random(b) < 0.8
+    o, n = batch.obs, batch.next_obs
+    p = net.init(jax.random.PRNGKey(0), o.task, o.servers, o.server_mask)
+    tp = net.init(jax.random.PRNGKey(1), o.task, o.servers, o.server_mask)
+    q = np.asarray(net.apply(p, o.task, o.servers, o.server_mask))
+    qt = np.asarray(net.apply(tp, n.task, n.servers, n.server_mask), np.float64)
+    qo = np.asarray(net.apply(p, n.task, n.servers, n.server_mask))
+    live = ~batch.terminal & n.mask.any(-1)
+    pick = np.argmax(np.where(n.mask, qo, -np.inf), -1)
+    assert (pick != np.argmax(np.where(n.mask, qt, -np.inf), -1))[live].any()
+    assert n.mask[np.arange(b), pick][live].all()
+    by_pick = qt[np.arange(b), pick]
+    by_max = np.where(n.mask, qt, -np.inf).max(-1)
+
+    def huber_mean(v_next):
+        target = batch.reward + 0.9 * np.where(live, v_next, 0.0)
+        err = q[np.arange(b), batch.action] - target
+        per = np.where(np.abs(err) <= 1, 0.5 * err ** 2, np.abs(err) - 0.5)
+        return np.sum(per * valid) / valid.sum()
+
+    grad = jax.jit(jax.value_and_grad(dispatcher_loss, argnums=1), static_argnums=0)
+    for flag, v_next in ((1.0, by_pick), (0.0, by_max)):
+        loss, g = grad(net, p, tp, batch, valid, 0.9, flag)
+        assert float(loss) == pytest.approx(huber_mean(v_next), rel=1e-5)
+        # the gradient is the TD loss's against the fixed target (none through the target)
+        target = jnp.asarray(batch.reward + 0.9 * np.where(live, v_next, 0.0), jnp.float32)
+        want = jax.grad(lambda p: td_loss(net.apply(p, o.task, o.servers, o.server_mask),
+                                          batch.action, target, valid))(p)
+        for x, y in zip(jax.tree.leaves(g), jax.tree.leaves(want)):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    assert huber_mean(by_pick) != pytest.approx(huber_mean(by_max), rel=1e-3)
+
+
 def test_td_loss():
     q = jnp.array([[1.0, 2.0], [0.0, 5.0], [3.0, 3.0]])
     action = jnp.array([1, 0, 1])
@@ -336,3 +412,45 @@ def test_polyak_moves_by_rate():
     np.testing.assert_allclose(out["w"], [0.25, 1.5])
     np.testing.assert_array_equal(polyak(params, target, 1.0)["w"], params["w"])
     np.testing.assert_array_equal(polyak(params, target, 0.0)["w"], target["w"])
+
+
+# ---------------------------------------------------------------------------
+# The double_dqn value: checks and runs written before it
+# ---------------------------------------------------------------------------
+
+def test_check_hyper_takes_double_dqn_0_or_1():
+    from damdjax.hyper import Hyper, PipelineHyper, check_hyper
+    from envs.config import EnvConfig
+    for v in (0, 1, 0.0, 1.0):
+        check_hyper(Hyper(double_dqn=v), EnvConfig())
+    for v in (0.5, 2, -1):
+        with pytest.raises(ValueError, match=f"^double_dqn must be 0 or 1, got {v:g}$"):
+            check_hyper(Hyper(double_dqn=v), EnvConfig())
+    with pytest.raises(ValueError, match="^mdqn_double_dqn must be 0 or 1, got 2$"):
+        check_hyper(PipelineHyper(dispatcher=Hyper(), schedulers=Hyper(double_dqn=2)),
+                    EnvConfig())
+
+
+def test_flag_and_a_config_written_before_double_dqn(capsys):
+    from damdjax import runs
+    from damdjax.hyper import Hyper
+    from train import damd, dqn, mdqn
+    p = dqn.build_parser()
+    cfg = dqn.config_from_args(p, p.parse_args(["--double-dqn", "1"]))
+    assert cfg.double_dqn == 1.0 and Hyper.from_config(cfg).double_dqn == 1.0
+    with pytest.raises(SystemExit):
+        dqn.config_from_args(p, p.parse_args(["--double-dqn", "0.5"]))
+    assert "--double-dqn must be 0 or 1, got 0.5" in capsys.readouterr().err
+    for module in (dqn, mdqn):
+        old = module.build_parser()
+        old = module.config_from_args(old, old.parse_args([])).to_json()
+        del old["double_dqn"]                       # as written before the field existed
+        cfg = (dqn.DQNConfig if module is dqn else mdqn.MDQNConfig).from_json(old)
+        assert cfg.double_dqn == 0.0 and cfg.hyper().double_dqn == 0.0
+        runs.recheck_config(cfg, module.build_parser, module.config_from_args)  # resumable
+    p = damd.build_parser()
+    old = damd.config_from_args(p, p.parse_args([])).to_json()
+    for part in ("dispatcher", "schedulers"):
+        del old[part]["double_dqn"]
+    values = damd.DAMDConfig.from_json(old).hyper().values()
+    assert values["dqn_double_dqn"] == values["mdqn_double_dqn"] == 0.0

@@ -472,6 +472,39 @@ def test_per_agent_update_matches_single_agent_loop(double):
                            params["params"]["Dense_0"]["kernel"][0])
 
 
+def test_traced_double_flag_against_targets_by_hand():
+    """`double` traced (train.mdqn passes `Hyper.double_dqn`): each agent's loss is the
+    Huber TD loss against targets computed in numpy from the networks' Q (1: the online
+    net's greedy valid slot valued by the target net; 0: the masked max, bitwise the
+    update without the flag)."""
+    batch, valid = random_batch(2)
+    ex = take(batch.obs, (0, 0))
+    params, target = _stacked(jax.random.PRNGKey(0), ex), _stacked(jax.random.PRNGKey(1), ex)
+    opt_state = S.init_agents_opt(OPT, params, share=False)
+    run = jax.jit(lambda d, *a: S.make_agents_update(NET, OPT, GAMMA, False, d)(*a))
+    args = (params, target, opt_state, batch, valid)
+    q = np.asarray(S.agents_q(NET, params, batch.obs, False))                 # [UM, B, UQ]
+    qt = np.asarray(S.agents_q(NET, target, batch.next_obs, False), np.float64)
+    qo = np.asarray(S.agents_q(NET, params, batch.next_obs, False))
+    mask = batch.next_obs.mask
+    live = ~batch.terminal & mask.any(-1)
+    pick = np.argmax(np.where(mask, qo, -np.inf), -1)                        # [UM, B]
+    assert ((pick != np.argmax(np.where(mask, qt, -np.inf), -1)) & live & valid).any()
+    assert np.take_along_axis(mask, pick[..., None], -1)[..., 0][live].all()
+    by_pick = np.take_along_axis(qt, pick[..., None], -1)[..., 0]
+    by_max = np.where(mask, qt, -np.inf).max(-1)
+    q_a = np.take_along_axis(q, batch.action[..., None], -1)[..., 0]
+    for flag, v_next in ((1.0, by_pick), (0.0, by_max)):
+        err = q_a - (batch.reward + GAMMA * np.where(live, v_next, 0.0))
+        per = np.where(np.abs(err) <= 1, 0.5 * err ** 2, np.abs(err) - 0.5)
+        want = np.sum(per * valid, -1) / np.maximum(valid.sum(-1), 1)
+        np.testing.assert_allclose(run(jnp.float32(flag), *args)[2], want, rtol=1e-5, atol=1e-6)
+    tree_equal(run(jnp.float32(0.0), *args), jax.jit(S.make_agents_update(NET, OPT, GAMMA,
+                                                                            False))(*args))
+    tree_allclose(run(jnp.float32(1.0), *args), jax.jit(S.make_agents_update(
+        NET, OPT, GAMMA, False, True))(*args))
+
+
 def test_shared_update_is_mean_of_agent_losses():
     batch, valid = random_batch(1)
     ex = take(batch.obs, (0, 0))

@@ -69,7 +69,9 @@ STAGE_FIELDS = (
     ("eps_decay_steps", "env steps of the epsilon decay"),
     ("target_every", "gradient updates between target copies"),
     ("learning_starts", "env steps before the first update"),
-    ("max_grad_norm", "gradient-norm clip"), ("updates_per_step", "updates per vmapped step"),
+    ("max_grad_norm", "gradient-norm clip"),
+    ("double_dqn", "1: double DQN targets, 0: max targets"),
+    ("updates_per_step", "updates per vmapped step"),
     ("steps_per_chunk", "vmapped env steps per chunk"),
     ("buffer_capacity", "replay entries (the schedulers': per agent)"),
     ("batch_size", "replay batch (the schedulers': per agent)"))

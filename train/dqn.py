@@ -189,6 +189,20 @@ def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     return lambda rs, key, epsilon: step(rs, key, epsilon, params)
 
 
+def dispatcher_loss(net: DispatchQNetwork, params, target_params, batch: replay.Transition,
+                    valid, gamma, double) -> jax.Array:
+    """The dispatcher's TD loss []: `td_loss` (Huber) of `net`'s Q at `params` of
+    `batch.obs` (leaves [B, ...], `valid` [B]) against `td_targets` of its Q at
+    `target_params` of `batch.next_obs`; where `double` [] is on (`Hyper.double_dqn`,
+    traced) the next action is the greedy one of the Q at `params` there (double DQN)."""
+    o, n = batch.obs, batch.next_obs
+    q = net.apply(params, o.task, o.servers, o.server_mask)
+    q_next = net.apply(target_params, n.task, n.servers, n.server_mask)
+    q_online = net.apply(jax.lax.stop_gradient(params), n.task, n.servers, n.server_mask)
+    target = td_targets(q_next, n.mask, batch.reward, batch.terminal, gamma, q_online, double)
+    return td_loss(q, batch.action, target, valid)
+
+
 def make_train(config: DQNConfig, axis_name: str | None = None,
                schedule: ScheduleRule | None = None) -> TrainFns:
     """The DQN dispatcher's training program (PureJaxRL style).
@@ -234,17 +248,10 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
             env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
             chunk=jnp.zeros((), jnp.int32))
 
-    def loss_fn(p, target_p, batch, valid, gamma):
-        o, n = batch.obs, batch.next_obs
-        q = net.apply(p, o.task, o.servers, o.server_mask)
-        q_next = net.apply(target_p, n.task, n.servers, n.server_mask)
-        target = td_targets(q_next, n.mask, batch.reward, batch.terminal, gamma)
-        return td_loss(q, batch.action, target, valid)
-
     def update(rs: RunnerState, key, hyper: Hyper):
         batch, valid = replay.sample(rs.buffer, key, config.batch_size)
-        loss, grads = jax.value_and_grad(loss_fn)(rs.params, rs.target_params, batch, valid,
-                                                  hyper.gamma)
+        loss, grads = jax.value_and_grad(dispatcher_loss, argnums=1)(
+            net, rs.params, rs.target_params, batch, valid, hyper.gamma, hyper.double_dqn)
         upd, opt_state = hyper.optimizer().update(grads, rs.opt_state, rs.params)
         new_params = optax.apply_updates(rs.params, upd)
         active = (rs.env_steps >= hyper.learning_starts) & jnp.any(valid)

@@ -203,9 +203,10 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
     field of `Hyper` applies: `lr` and `max_grad_norm` (each agent's own Adam and
     clipping, or the shared network's: `damdjax.schedulers.make_agents_update`), `gamma`
     (per decision of an agent), the epsilon schedule (in env steps), `learning_starts`
-    (env steps), `target_every` (gradient steps in which some agent learned) and `polyak`
-    (all agents' targets at once), and the setting (`tau` and `miss_penalty` of the team
-    reward, `density`, `slack`, `num_tasks`, `num_servers` <= the padding). Nothing here
+    (env steps), `target_every` (gradient steps in which some agent learned), `polyak`
+    (all agents' targets at once), `double_dqn` (every agent's TD targets), and the
+    setting (`tau` and `miss_penalty` of the team reward, `density`, `slack`,
+    `num_tasks`, `num_servers` <= the padding). Nothing here
     reads `config.seed`, `config.init_schedulers` or the config's hyperparameter values
     (`Hyper.from_config(config)` gives those). `axis_name`: as in `train.dqn.make_train`.
     `dispatch`, where given, replaces `config.dispatcher` as the frozen dispatcher; it may
@@ -242,7 +243,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
 
     def update(rs: RunnerState, key, hyper: Hyper):
         # Built here, from the traced values (the optimizer's state does not depend on them).
-        agents_update = make_agents_update(net, hyper.optimizer(), hyper.gamma, share)
+        agents_update = make_agents_update(net, hyper.optimizer(), hyper.gamma, share,
+                                           hyper.double_dqn)
         batch, valid = pools_sample(rs.pools, key, config.batch_size)
         valid = valid & (rs.env_steps >= hyper.learning_starts)
         params_, opt_state, loss = agents_update(rs.params, rs.target_params, rs.opt_state,
