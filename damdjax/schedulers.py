@@ -39,7 +39,7 @@ import optax
 from damdjax import replay
 from damdjax.networks import epsilon_greedy, greedy_action, masked_mean
 from damdjax.replay import ReplayBuffer, Transition
-from damdjax.targets import td_loss, td_targets, where_tree
+from damdjax.targets import online_q_if, td_loss, td_targets, where_tree
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
     def agent_loss(p, tp, batch: Transition, valid):
         q = net.apply(p, *batch.obs)                                     # [B, Q]
         q_next = net.apply(tp, *batch.next_obs)
-        q_online = net.apply(jax.lax.stop_gradient(p), *batch.next_obs)
+        q_online = online_q_if(double, lambda: net.apply(p, *batch.next_obs), q_next)
         target = td_targets(q_next, batch.next_obs.mask, batch.reward, batch.terminal, gamma,
                             q_online, double)
         return td_loss(q, batch.action, target, valid)

@@ -11,6 +11,8 @@ valid action bootstraps 0, like a terminal one.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -43,6 +45,15 @@ def td_targets(q_next_target: jax.Array, mask_next: jax.Array, reward: jax.Array
         v_next = jnp.where(jnp.asarray(double) > 0.5, v_double, v_next)
     boot = ~jnp.asarray(terminal, bool) & jnp.any(mask_next, axis=-1)
     return jax.lax.stop_gradient(reward + gamma * jnp.where(boot, v_next, 0.0))
+
+
+def online_q_if(double, apply_online: Callable[[], jax.Array], like: jax.Array) -> jax.Array:
+    """The online net's Q of the next observations for double DQN, `apply_online()`, where
+    `double` [] (bool or 0/1, may be traced) is on, else zeros like `like` (the target
+    net's Q, whose shape it has). A `lax.cond`: a run with it off skips the forward pass
+    (under a `vmap` over members whose values differ, both sides run). No gradient."""
+    return jax.lax.stop_gradient(jax.lax.cond(jnp.asarray(double) > 0.5, apply_online,
+                                              lambda: jnp.zeros_like(like)))
 
 
 def td_loss(q: jax.Array, action: jax.Array, target: jax.Array, valid: jax.Array | None = None,

@@ -52,7 +52,7 @@ from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
 from damdjax.policies import (
     DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
     resolve_scheduler, save_dispatcher)
-from damdjax.targets import periodic_polyak, td_loss, td_targets, where_tree
+from damdjax.targets import online_q_if, periodic_polyak, td_loss, td_targets, where_tree
 from envs.config import EnvParams
 from envs.env import EdgeEnv
 from envs.observation import DISPATCHER_FIELDS, observation_part
@@ -198,7 +198,8 @@ def dispatcher_loss(net: DispatchQNetwork, params, target_params, batch: replay.
     o, n = batch.obs, batch.next_obs
     q = net.apply(params, o.task, o.servers, o.server_mask)
     q_next = net.apply(target_params, n.task, n.servers, n.server_mask)
-    q_online = net.apply(jax.lax.stop_gradient(params), n.task, n.servers, n.server_mask)
+    q_online = online_q_if(double, lambda: net.apply(params, n.task, n.servers, n.server_mask),
+                           q_next)
     target = td_targets(q_next, n.mask, batch.reward, batch.terminal, gamma, q_online, double)
     return td_loss(q, batch.action, target, valid)
 
