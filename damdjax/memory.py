@@ -8,7 +8,7 @@ succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
     instance_bytes(config)            one episode's `envs.instance.Instance`
     env_state_bytes(config)           one `EnvState` (its instance included)
     observation_bytes(config)         one `envs.observation.Observation`
-    dispatch_view_bytes(config)       one replay entry's dispatcher view (`DispatchView`)
+    dispatch_view_bytes(config, extra)  one replay entry's dispatcher view (`DispatchView`)
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
     replay_bytes(entry, capacity)     a `damdjax.replay.ReplayBuffer` of such entries
     evaluation_bytes(config, episodes, methods)   a held-out evaluation's batches
