@@ -72,7 +72,9 @@ def test_the_column_is_the_eft_estimate_on_feasible_servers(stepped):
 def test_replay_holds_the_column_in_obs_and_next_views(stepped):
     """Each transition's view is its decision's (column as computed separately); its next
     view is the env's next decision's view within the episode, and at an episode's end
-    (the pre-reset state) finite, 0 on infeasible servers."""
+    (the pre-reset state) finite, 0 on infeasible servers: at a terminal end all of them
+    (only a truncated end, which the step cap 2 N + 2 never reaches here, has feasible
+    servers there)."""
     rs, history = stepped
     ts = CFG.env_params().time_scale
     buf = rs.buffer
@@ -100,6 +102,8 @@ def test_replay_holds_the_column_in_obs_and_next_views(stepped):
                 nxt = np.asarray(buf.next_obs.servers[s1, :, -1])
                 assert np.isfinite(nxt).all()
                 assert (nxt[~np.asarray(buf.next_obs.mask[s1])] == 0).all()
+                if buf.terminal[s1]:   # all done: no feasible server, the column all 0
+                    assert not np.asarray(buf.next_obs.mask[s1]).any() and (nxt == 0).all()
     assert ends > 0
 
 
