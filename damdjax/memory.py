@@ -8,7 +8,7 @@ succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
     instance_bytes(config)            one episode's `envs.instance.Instance`
     env_state_bytes(config)           one `EnvState` (its instance included)
     observation_bytes(config)         one `envs.observation.Observation`
-    dispatch_view_bytes(config)       one replay entry's dispatcher view (`DispatchView`)
+    dispatch_view_bytes(config, extra)  one replay entry's dispatcher view (`DispatchView`)
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
     replay_bytes(entry, capacity)     a `damdjax.replay.ReplayBuffer` of such entries
     evaluation_bytes(config, episodes, methods)   a held-out evaluation's batches
@@ -72,11 +72,12 @@ def observation_bytes(config: EnvConfig, f: int = 4) -> int:
     return 4 * (t + m * s + m * q * sl + m * o + 1) + B1 * (1 + 3 * m + m * q)
 
 
-def dispatch_view_bytes(config: EnvConfig) -> int:
-    """One dispatcher view (`damdjax.networks.DispatchView`): task [T], servers [M, S],
+def dispatch_view_bytes(config: EnvConfig, extra: int = 0) -> int:
+    """One dispatcher view (`damdjax.networks.DispatchView`): task [T], servers [M, S +
+    extra] (`extra`: appended server features, e.g. `damdjax.policies.eft_view`'s),
     mask [M], server_mask [M]."""
     m = config.m_max
-    return 4 * (len(TASK_FEATURES) + m * len(SERVER_FEATURES)) + 2 * m * B1
+    return 4 * (len(TASK_FEATURES) + m * (len(SERVER_FEATURES) + extra)) + 2 * m * B1
 
 
 def scheduler_view_bytes(config: EnvConfig) -> int:

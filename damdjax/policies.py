@@ -2,8 +2,9 @@
 
 A trained dispatcher is saved as a *policy file* (`dispatcher.msgpack` in its
 run directory): flax msgpack of `{"meta": JSON text, "params": ...}`, where
-meta holds the kind, the network's shape and the observation `time_scale` it
-was trained with. Loading rebuilds the network from meta and checks every
+meta holds the kind, the network's shape, the observation `time_scale` it
+was trained with and, for a dispatcher, `eft_feature` (whether its server features
+end with the EFT estimate, `eft_view`; a file without it: false). Loading rebuilds the network from meta and checks every
 parameter's shape against it (damdjax.checkpoint.restore).
 
     rule = resolve_dispatcher("least-load")           # a heuristic
@@ -22,8 +23,9 @@ import jax.numpy as jnp
 from damdjax.checkpoint import read_state_dict, restore, save_tree
 from damdjax.cli import SETTING_FIELDS
 from damdjax.heuristics import (
-    DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
-from damdjax.networks import DispatchQNetwork, SlotQNetwork, dispatch_inputs, greedy_action
+    DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, eft_estimate, pair)
+from damdjax.networks import (
+    DispatchQNetwork, DispatchView, SlotQNetwork, dispatch_inputs, greedy_action)
 from damdjax.schedulers import (
     AgentObs, agent_axis, agents_greedy, agents_q, init_agent_params, scheduler_inputs)
 from envs.observation import (
@@ -63,31 +65,57 @@ def dispatcher_network(hidden) -> DispatchQNetwork:
     return DispatchQNetwork(hidden=tuple(int(h) for h in hidden))
 
 
-def init_dispatcher(net: DispatchQNetwork, key: jax.Array):
-    """Fresh parameters of `net` (shapes do not depend on the number of servers)."""
+def eft_view(view: DispatchView, state, time_scale) -> DispatchView:
+    """`view` (one env's) with the EFT rule's estimate appended to every server's
+    features: servers [M, F_s] -> [M, F_s + 1], the new column
+    `(eft_estimate(state) - state.time) / time_scale` (feature units) on feasible
+    servers (`view.mask`), 0 elsewhere (where the estimate may be inf: none reaches
+    the network)."""
+    est = (eft_estimate(state) - state.time) / time_scale                     # [M]
+    col = jnp.where(view.mask, est, 0.0).astype(view.servers.dtype)[:, None]  # [M, 1]
+    return view._replace(servers=jnp.concatenate([view.servers, col], axis=-1))
+
+
+def dispatcher_view(obs, state, time_scale, eft_feature: bool) -> DispatchView:
+    """The dispatcher's inputs of one env: `dispatch_inputs(obs)` (`obs` the observation,
+    or its dispatcher part, of `state`), with `eft_view`'s column where `eft_feature`."""
+    view = dispatch_inputs(obs)
+    return eft_view(view, state, time_scale) if eft_feature else view
+
+
+def init_dispatcher(net: DispatchQNetwork, key: jax.Array, eft_feature: bool = False):
+    """Fresh parameters of `net` for server features with (`eft_feature`) or without the
+    EFT column (shapes do not depend on the number of servers)."""
     task = jnp.zeros((len(TASK_FEATURES),))
-    servers = jnp.zeros((1, len(SERVER_FEATURES)))
+    servers = jnp.zeros((1, len(SERVER_FEATURES) + int(eft_feature)))
     return net.init(key, task, servers, jnp.ones((1,), bool))
 
 
-def save_dispatcher(path: str, hidden, time_scale: float, params) -> None:
+def save_dispatcher(path: str, hidden, time_scale: float, params,
+                    eft_feature: bool = False) -> None:
     save_policy(path, DISPATCHER_KIND, {"hidden": [int(h) for h in hidden],
-                                        "time_scale": float(time_scale)}, params)
+                                        "time_scale": float(time_scale),
+                                        "eft_feature": bool(eft_feature)}, params)
 
 
 def load_dispatcher(path: str) -> tuple[DispatchQNetwork, dict, dict]:
-    """`(network, params, meta)` from a dispatcher policy file or a run directory."""
+    """`(network, params, meta)` from a dispatcher policy file or a run directory; meta's
+    `eft_feature` is false where the file has none (written before the option)."""
     meta, raw, file = read_policy(path, DISPATCHER_KIND, DISPATCHER_FILE)
+    meta = {"eft_feature": False, **meta}
     net = dispatcher_network(meta["hidden"])
-    params = restore(init_dispatcher(net, jax.random.PRNGKey(0)), raw, file)
+    params = restore(init_dispatcher(net, jax.random.PRNGKey(0), meta["eft_feature"]), raw,
+                     file)
     return net, params, meta
 
 
-def dqn_dispatch_rule(net: DispatchQNetwork, params, time_scale) -> DispatchRule:
-    """The greedy dispatcher as a dispatch rule `(key, state) -> server []`."""
+def dqn_dispatch_rule(net: DispatchQNetwork, params, time_scale, *,
+                      eft_feature: bool) -> DispatchRule:
+    """The greedy dispatcher as a dispatch rule `(key, state) -> server []` (`eft_feature`:
+    the network reads `eft_view`'s column)."""
     def rule(key, state):
         del key
-        view = dispatch_inputs(observe(state, time_scale))
+        view = dispatcher_view(observe(state, time_scale), state, time_scale, eft_feature)
         q = net.apply(params, view.task, view.servers, view.server_mask)
         return greedy_action(q, view.mask)
     return rule
@@ -167,7 +195,7 @@ def resolve_dispatcher(name: str) -> DispatchRule:
         raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load, eft nor an "
                          "existing run directory or policy file")
     net, params, meta = load_dispatcher(name)
-    return dqn_dispatch_rule(net, params, meta["time_scale"])
+    return dqn_dispatch_rule(net, params, meta["time_scale"], eft_feature=meta["eft_feature"])
 
 
 def resolve_scheduler(name: str) -> ScheduleRule:

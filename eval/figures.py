@@ -373,7 +373,8 @@ def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_k
 
     def member_fn(mem):
         p, h, which = mem
-        dispatch = dqn_dispatch_rule(d_net, p["dispatcher"], time_scale)
+        dispatch = dqn_dispatch_rule(d_net, p["dispatcher"], time_scale,
+                                     eft_feature=cfg.dispatcher.eft_feature)
         learned = mdqn_schedule_rule(s_net, p["schedulers"], cfg.schedulers.share_params,
                                      time_scale)
 

@@ -61,8 +61,8 @@ if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
 # (its tiny run, at its start) before test_sweep.py.
 SLOWEST_FIRST = (
     "test_figures.py", "test_train_dqn.py", "test_train_damd.py", "test_sweep.py",
-    "test_differential.py", "test_compare.py", "test_train_mdqn.py", "test_mdqn_pieces.py",
-    "test_env_api.py", "test_step_digests.py", "test_bench_train.py", "test_bench.py",
+    "test_differential.py", "test_compare.py", "test_eft_feature.py", "test_train_mdqn.py",
+    "test_mdqn_pieces.py", "test_env_api.py", "test_step_digests.py", "test_bench_train.py", "test_bench.py",
     "test_run_integrity.py", "test_dqn_pieces.py", "test_workload.py", "test_properties.py",
     "test_workloads.py", "test_limits.py", "test_observation_parts.py", "test_convert.py")
 

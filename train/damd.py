@@ -171,6 +171,7 @@ class DAMDConfig:
             own = c.flag_values()
             for f in [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks", "hidden"]:
                 v[f"{prefix}_{f}"] = own[f]
+        v["dqn_eft_feature"] = d.eft_feature
         return v
 
     def to_json(self) -> dict:
@@ -247,7 +248,8 @@ def make_train(config: DAMDConfig, axis_name: str | None = None) -> TrainFns:
 
     def schedulers_under(dispatcher_params, hyper: PipelineHyper) -> TrainFns:
         rule = dqn_dispatch_rule(d_net, dispatcher_params,
-                                 hyper.dispatcher.env_params().time_scale)
+                                 hyper.dispatcher.env_params().time_scale,
+                                 eft_feature=dcfg.eft_feature)
         return mdqn.make_train(scfg, axis_name, dispatch=rule)
 
     def init(key, hyper: PipelineHyper) -> PipelineRunner:
@@ -312,7 +314,8 @@ def greedy_policy(config: DAMDConfig, params: dict, time_scale: float) -> Policy
     """DAMD greedy: the dispatcher and the schedulers of `params` (may be traced;
     `{"dispatcher": ..., "schedulers": ...}`)."""
     return pair(dqn_dispatch_rule(dispatcher_network(config.dispatcher.hidden),
-                                  params["dispatcher"], time_scale),
+                                  params["dispatcher"], time_scale,
+                                  eft_feature=config.dispatcher.eft_feature),
                 mdqn_schedule_rule(scheduler_network(config.schedulers.hidden),
                                    params["schedulers"], config.schedulers.share_params,
                                    time_scale))
@@ -363,6 +366,8 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
       help="dispatcher stages: chunks of 50 vmapped steps (default %(default)s)")
     a("--dqn-hidden", default=",".join(map(str, dd.hidden)),
       help="dispatcher hidden widths (default %(default)s)")
+    a("--dqn-eft-feature", action="store_true",
+      help="dispatcher stages: the EFT estimate as a server feature (train.dqn --eft-feature)")
     a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
       "(default %(default)s)")
     a("--mdqn-num-chunks", type=int, default=md.num_chunks,
@@ -420,7 +425,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
 
     cfg = DAMDConfig(
         dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
-                                 scheduler="fcfs"),
+                                 scheduler="fcfs", eft_feature=args.dqn_eft_feature),
         schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
                                    hidden=parse_hidden(p, args.mdqn_hidden),
                                    share_params=args.share_params, dispatcher=""),

@@ -48,10 +48,10 @@ from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
 from damdjax.hyper import Hyper, program_of
 from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns
-from damdjax.networks import DispatchQNetwork, dispatch_inputs, epsilon_greedy
+from damdjax.networks import DispatchQNetwork, DispatchView, epsilon_greedy
 from damdjax.policies import (
-    DISPATCHER_FILE, dispatcher_network, dqn_dispatch_rule, init_dispatcher, load_dispatcher,
-    resolve_scheduler, save_dispatcher)
+    DISPATCHER_FILE, dispatcher_network, dispatcher_view, dqn_dispatch_rule, init_dispatcher,
+    load_dispatcher, resolve_scheduler, save_dispatcher)
 from damdjax.targets import online_q_if, periodic_polyak, td_loss, td_targets, where_tree
 from envs.config import EnvParams
 from envs.env import EdgeEnv
@@ -69,6 +69,7 @@ class DQNConfig(RunConfig):
     scheduler: str = "fcfs"            # fcfs | sjf | sdf | cp | llf | a train.mdqn run directory
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
     init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
+    eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
 
@@ -78,8 +79,15 @@ class DQNConfig(RunConfig):
         return 8 * self.env_config().n_max + 12
 
     def replay_memory(self) -> int:
-        return memory.replay_bytes(memory.dispatch_view_bytes(self.env_config()),
-                                   self.buffer_capacity)
+        return memory.replay_bytes(
+            memory.dispatch_view_bytes(self.env_config(), int(self.eft_feature)),
+            self.buffer_capacity)
+
+    @classmethod
+    def from_json(cls, d: dict):
+        """`RunConfig.from_json`; a dict without `eft_feature` (written before the option)
+        is a run without the EFT column, false."""
+        return super().from_json({"eft_feature": False, **d})
 
 
 @struct.dataclass
@@ -111,6 +119,14 @@ def _network(config: DQNConfig) -> DispatchQNetwork:
     return dispatcher_network(config.hidden)
 
 
+def batch_view(config: DQNConfig, obs, env_state, time_scale) -> DispatchView:
+    """The dispatcher's inputs of a batch of envs (`obs`, `env_state` leaves [E, ...]):
+    `damdjax.policies.dispatcher_view` of each, with the EFT column where
+    `config.eft_feature`."""
+    return jax.vmap(lambda o, s: dispatcher_view(o, s, time_scale, config.eft_feature))(
+        obs, env_state)
+
+
 def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
                  schedule: ScheduleRule | None = None):
     """(runner, key, epsilon, env params) -> (runner, info, stats): one vmapped step with
@@ -123,7 +139,7 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
 
     def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
         k_act, k_sched, k_reset = jax.random.split(key, 3)
-        view = dispatch_inputs(rs.obs)
+        view = batch_view(config, rs.obs, rs.env_state, params.time_scale)
         needed = rs.obs.dispatch_needed
         q = net.apply(rs.params, view.task, view.servers, view.server_mask)
         dispatch = epsilon_greedy(k_act, q, view.mask, epsilon)
@@ -161,7 +177,8 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
         # Truncated by the step cap: it bootstraps from the state the cap stopped
         # (docs/model.md, "Termination and truncation"); `obs` is that state's, pre-reset.
         last = done & (prev_idx >= 0)
-        buf = replay.set_next(buf, prev_idx, prev_stamp, dispatch_inputs(obs),
+        buf = replay.set_next(buf, prev_idx, prev_stamp,
+                              batch_view(config, obs, env_state, params.time_scale),
                               ~info["truncated"], last)
         if sojourn:
             buf = replay.set_reward(buf, prev_idx, prev_stamp, acc, last)
@@ -210,14 +227,14 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
 
     `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
     = m_max, `queue_capacity`), `hidden`, `buffer_capacity`, `batch_size`, `num_envs`,
-    `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`), `reward` and
-    `scheduler` (a trained scheduler's file is read here, once). Every scalar that may
-    vary between runs comes in `hyper` (`damdjax.hyper.Hyper`, traced): `jax.vmap` the
-    functions over a stacked `Hyper` and keys to train many runs in one program. Nothing
-    here reads `config.seed`, `config.init_dispatcher` or the config's hyperparameter
-    values (`Hyper.from_config(config)` gives those). `axis_name`: the name of the
-    `jax.vmap` axis the caller maps the pieces over (a sweep's members), where one is;
-    it lets the auto-reset skip steps where no episode ended in any member
+    `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`), `reward`,
+    `eft_feature` and `scheduler` (a trained scheduler's file is read here, once). Every
+    scalar that may vary between runs comes in `hyper` (`damdjax.hyper.Hyper`, traced):
+    `jax.vmap` the functions over a stacked `Hyper` and keys to train many runs in one
+    program. Nothing here reads `config.seed`, `config.init_dispatcher` or the config's
+    hyperparameter values (`Hyper.from_config(config)` gives those). `axis_name`: the name
+    of the `jax.vmap` axis the caller maps the pieces over (a sweep's members), where one
+    is; it lets the auto-reset skip steps where no episode ended in any member
     (`damdjax.rollout.reset_finished`). The results are the same with or without it.
     `schedule`, where given, replaces `config.scheduler` as the servers' rule; it may
     close over traced values (train.damd's schedulers, trained in the same program), so
@@ -236,8 +253,9 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
         e, n = config.num_envs, env.config.n_max
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(k_env, e), hyper.env_params())
-        view0 = jax.tree.map(lambda x: x[0], dispatch_inputs(obs))
-        q_params = init_dispatcher(net, k_net)
+        view0 = jax.tree.map(lambda x: x[0], batch_view(config, obs, env_state,
+                                                         hyper.env_params().time_scale))
+        q_params = init_dispatcher(net, k_net, config.eft_feature)
         minus = lambda shape: jnp.full(shape, -1, jnp.int32)
         return RunnerState(
             params=q_params, target_params=q_params,
@@ -306,7 +324,8 @@ def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
 
 def greedy_policy(config: DQNConfig, q_params, time_scale: float) -> Policy:
     """The greedy DQN dispatcher with the config's scheduler (`q_params` may be traced)."""
-    return pair(dqn_dispatch_rule(_network(config), q_params, time_scale),
+    return pair(dqn_dispatch_rule(_network(config), q_params, time_scale,
+                                  eft_feature=config.eft_feature),
                 resolve_scheduler(config.scheduler))
 
 
@@ -346,6 +365,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) 
     a("--reward", default=d.reward, help="dispatcher reward: response = exp(-T_i/tau) of the "
       "dispatched task (the paper's), or sojourn = the schedulers' team reward between this "
       "dispatch and the next (default %(default)s)")
+    a("--eft-feature", action="store_true",
+      help="append the EFT rule's estimate of when the head task's result would be back "
+           "(from now, over time_scale) to every feasible server's features (default off)")
     if init:
         a("--init-dispatcher", default=d.init_dispatcher, metavar="PATH",
           help="start from the parameters of this dispatcher (a train.dqn run directory or "
@@ -377,14 +399,19 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
         if tuple(meta["hidden"]) != kw["hidden"]:
             p.error(f"--init-dispatcher {args.init_dispatcher} has hidden widths "
                     f"{','.join(map(str, meta['hidden']))}: pass the same --hidden")
-    return DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init)
+        if meta["eft_feature"] != args.eft_feature:
+            p.error(f"--init-dispatcher {args.init_dispatcher} has eft_feature "
+                    f"{str(meta['eft_feature']).lower()}, but --eft-feature is "
+                    f"{'on' if args.eft_feature else 'off'}: pass the same option")
+    return DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
+                     eft_feature=args.eft_feature)
 
 
 def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
     """The run's policy file `run_dir/dispatcher.msgpack` (what eval.compare
     --dispatcher-checkpoint and train.mdqn --dispatcher load), atomically."""
     save_dispatcher(f"{run_dir}/{DISPATCHER_FILE}", cfg.hidden, cfg.env_params().time_scale,
-                    q_params)
+                    q_params, cfg.eft_feature)
 
 
 def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:

@@ -1,0 +1,203 @@
+"""The DQN dispatcher's opt-in EFT input (train.dqn --eft-feature): the appended server
+column (`damdjax.policies.eft_view`) in the runner's views and replay buffer, its policy
+files, and runs and files written before the option."""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from damdjax import runs
+from damdjax.heuristics import eft_estimate
+from damdjax.networks import dispatch_inputs, greedy_action
+from damdjax.policies import (DISPATCHER_KIND, dispatcher_network, init_dispatcher,
+                              load_dispatcher, resolve_dispatcher, save_policy)
+from envs.observation import SERVER_FEATURES, TASK_FEATURES, observe
+from train import damd, dqn, sweep
+from tests.test_train_dqn import TINY
+
+# Short queues and dense arrivals: some servers are infeasible at some decisions.
+CFG = dqn.DQNConfig(num_envs=6, num_tasks=8, num_servers=3, queue_capacity=2, density=3.0,
+                    buffer_capacity=1024, hidden=(8,), seed=5, eft_feature=True)
+STEPS = 40   # episodes of 8 tasks end (and reset) within them
+
+
+def expected_column(obs, env_state, time_scale) -> np.ndarray:
+    """[E, M]: (eft_estimate - time) / time_scale on feasible servers, 0 elsewhere."""
+    eft = np.asarray(jax.vmap(eft_estimate)(env_state), np.float64)
+    t = np.asarray(env_state.time, np.float64)[:, None]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.asarray(obs.dispatch_mask), (eft - t) / time_scale, 0.0)
+
+
+@pytest.fixture(scope="module")
+def stepped():
+    """`(runner after STEPS steps, [(obs, env_state, buffer writes, done)] per step)` of
+    CFG's env step at epsilon 0.5."""
+    env, params = CFG.make_env(), CFG.env_params()
+    rs = dqn.init_runner(CFG, env, params)
+    step = jax.jit(dqn.make_env_step(CFG, env, params))
+    key, history = jax.random.PRNGKey(2), []
+    for _ in range(STEPS):
+        key, k = jax.random.split(key)
+        before = (rs.obs, rs.env_state, int(rs.buffer.writes))
+        rs, info, _ = step(rs, k, 0.5)
+        history.append((*before, np.asarray(info["done"])))
+    return rs, history
+
+
+def test_the_column_is_the_eft_estimate_on_feasible_servers(stepped):
+    _, history = stepped
+    ts = CFG.env_params().time_scale
+    seen_infeasible = False
+    for obs, env_state, _, _ in history:
+        view = dqn.batch_view(CFG, obs, env_state, ts)
+        plain = dispatch_inputs(obs)
+        assert view.servers.shape == plain.servers.shape[:-1] + (len(SERVER_FEATURES) + 1,)
+        np.testing.assert_array_equal(view.servers[..., :-1], plain.servers)
+        for f in ("task", "mask", "server_mask"):
+            np.testing.assert_array_equal(getattr(view, f), getattr(plain, f))
+        col = np.asarray(view.servers[..., -1])
+        assert np.isfinite(np.asarray(view.servers)).all()
+        np.testing.assert_allclose(col, expected_column(obs, env_state, ts), rtol=1e-5,
+                                   atol=1e-6)
+        real_infeasible = np.asarray(plain.server_mask) & ~np.asarray(plain.mask)
+        assert (col[~np.asarray(plain.mask)] == 0).all()
+        seen_infeasible |= bool((real_infeasible & np.asarray(obs.dispatch_needed)[:, None]).any())
+    assert seen_infeasible   # the zeros were exercised at real decisions
+
+
+def test_replay_holds_the_column_in_obs_and_next_views(stepped):
+    """Each transition's view is its decision's (column as computed separately); its next
+    view is the env's next decision's view within the episode, and at an episode's end
+    (the pre-reset state) finite, 0 on infeasible servers: at a terminal end all of them
+    (only a truncated end, which the step cap 2 N + 2 never reaches here, has feasible
+    servers there)."""
+    rs, history = stepped
+    ts = CFG.env_params().time_scale
+    buf = rs.buffer
+    assert buf.obs.servers.shape[-1] == buf.next_obs.servers.shape[-1] == len(SERVER_FEATURES) + 1
+    episode = np.zeros(CFG.num_envs, int)
+    taken = {}   # env -> [(slot, episode)] in order
+    for obs, env_state, writes, done in history:
+        needed = np.flatnonzero(np.asarray(obs.dispatch_needed))
+        col = expected_column(obs, env_state, ts)
+        for rank, e in enumerate(needed):
+            slot = (writes + rank) % CFG.buffer_capacity
+            np.testing.assert_allclose(buf.obs.servers[slot, :, -1], col[e], rtol=1e-5,
+                                       atol=1e-6)
+            taken.setdefault(e, []).append((slot, episode[e]))
+        episode += done
+    has_next = np.asarray(buf.has_next)
+    ends = 0
+    for e, seq in taken.items():
+        for (s1, ep1), (s2, ep2) in zip(seq, seq[1:] + [(None, None)]):
+            if ep1 == ep2:
+                assert has_next[s1]
+                np.testing.assert_array_equal(buf.next_obs.servers[s1], buf.obs.servers[s2])
+            elif has_next[s1]:     # the episode's last dispatch: its end's view
+                ends += 1
+                nxt = np.asarray(buf.next_obs.servers[s1, :, -1])
+                assert np.isfinite(nxt).all()
+                assert (nxt[~np.asarray(buf.next_obs.mask[s1])] == 0).all()
+                if buf.terminal[s1]:   # all done: no feasible server, the column all 0
+                    assert not np.asarray(buf.next_obs.mask[s1]).any() and (nxt == 0).all()
+    assert ends > 0
+
+
+@pytest.fixture(scope="module")
+def eft_run(tmp_path_factory):
+    """A 1-chunk tiny --eft-feature run with a 4-episode evaluation: runs/e."""
+    rd = tmp_path_factory.mktemp("runs")
+    assert dqn.main(["--run-dir", str(rd), "--name", "e", "--num-chunks", "1",
+                     "--eval-episodes", "4", "--eft-feature", *TINY]) == 0
+    return rd
+
+
+def test_a_run_with_the_option_writes_a_policy_file_that_loads_and_evaluates(eft_run, tmp_path):
+    from eval import compare
+    run = eft_run / "e"
+    cfg = dqn.DQNConfig.from_json(json.load(open(run / "config.json")))
+    assert cfg.eft_feature is True
+    runs.recheck_config(cfg, dqn.build_parser, dqn.config_from_args)   # resumable
+    net, params, meta = load_dispatcher(str(run))
+    assert meta["eft_feature"] is True
+    kernel = params["params"]["Dense_0"]["kernel"]
+    assert kernel.shape[0] == 2 * (len(SERVER_FEATURES) + 1) + len(TASK_FEATURES)
+    # eval.compare's DQN (the policy file, resolve_dispatcher) is training's evaluation.
+    ev = json.load(open(run / "eval.json"))
+    out = tmp_path / "cmp.json"
+    compare.main(["--dispatcher-checkpoint", str(run), "--seed", "3", "--episodes", "4",
+                  "--out", str(out)])
+    got = json.loads(out.read_text())["methods"]["DQN"]
+    for k in ("avg_response_time", "deadline_miss_rate"):
+        assert got[k] == pytest.approx(ev["methods"]["dqn"][k]["mean"], rel=1e-6)
+
+
+def test_init_dispatcher_with_the_other_option_is_refused_in_one_line(eft_run, tmp_path,
+                                                                      capsys):
+    old = tmp_path / "old.msgpack"   # a file written before the option: no eft_feature
+    net = dispatcher_network((16, 16))
+    save_policy(str(old), DISPATCHER_KIND, {"hidden": [16, 16], "time_scale": 10.0},
+                init_dispatcher(net, jax.random.PRNGKey(0)))
+    for init, flags, said in ((eft_run / "e", [], "eft_feature true, but --eft-feature is off"),
+                              (old, ["--eft-feature"],
+                               "eft_feature false, but --eft-feature is on")):
+        with pytest.raises(SystemExit) as exc:
+            dqn.main(["--run-dir", str(tmp_path), "--name", "x", "--init-dispatcher", str(init),
+                      *flags, *TINY])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("python -m train.dqn: error: --init-dispatcher")
+        assert said in err[-1] and str(init) in err[-1]
+    p = dqn.build_parser()   # the same option: taken
+    cfg = dqn.config_from_args(p, p.parse_args(["--init-dispatcher", str(old), *TINY]))
+    assert cfg.init_dispatcher == str(old) and not cfg.eft_feature
+
+
+def test_a_policy_file_without_the_option_loads_and_acts_as_before(stepped, tmp_path):
+    """A file whose meta lacks `eft_feature` (written before it): plain views, the greedy
+    action of the network on `dispatch_inputs(observe(state))`."""
+    _, history = stepped
+    net = dispatcher_network((8,))
+    params = init_dispatcher(net, jax.random.PRNGKey(7))
+    file = tmp_path / "dispatcher.msgpack"
+    save_policy(str(file), DISPATCHER_KIND, {"hidden": [8], "time_scale": 10.0}, params)
+    assert load_dispatcher(str(file))[2]["eft_feature"] is False
+    rule = jax.jit(jax.vmap(resolve_dispatcher(str(file)), in_axes=(None, 0)))
+
+    def before(state):   # the rule as it was before the option
+        view = dispatch_inputs(observe(state, 10.0))
+        return greedy_action(net.apply(params, view.task, view.servers, view.server_mask),
+                             view.mask)
+    for _, env_state, _, _ in history[::5]:
+        np.testing.assert_array_equal(rule(jax.random.PRNGKey(0), env_state),
+                                      jax.vmap(before)(env_state))
+
+
+def test_configs_and_flags_without_and_with_the_option():
+    p = dqn.build_parser()
+    made = dqn.config_from_args(p, p.parse_args([]))
+    assert made.eft_feature is False
+    old = made.to_json()
+    del old["eft_feature"]                      # as written before the field existed
+    cfg = dqn.DQNConfig.from_json(old)
+    assert cfg == made
+    runs.recheck_config(cfg, dqn.build_parser, dqn.config_from_args)
+    assert cfg.replay_memory() < dqn.DQNConfig(eft_feature=True).replay_memory()
+    # train.damd: --dqn-eft-feature, stored and rechecked; an old config without it: off.
+    p = damd.build_parser()
+    on = damd.config_from_args(p, p.parse_args(["--dqn-eft-feature"]))
+    assert on.dispatcher.eft_feature
+    runs.recheck_config(on, damd.build_parser, damd.config_from_args)
+    old = damd.config_from_args(p, p.parse_args([])).to_json()
+    del old["dispatcher"]["eft_feature"]
+    assert damd.DAMDConfig.from_json(old).dispatcher.eft_feature is False
+    # train.sweep takes train.dqn's and train.damd's flags.
+    for trainer, flag, of in (("dqn", "--eft-feature", lambda c: c),
+                              ("damd", "--dqn-eft-feature", lambda c: c.dispatcher)):
+        p = sweep.build_parser(trainer)
+        scfg = sweep.config_from_args(p, p.parse_args(["--trainer", trainer, flag]))
+        assert of(scfg.config).eft_feature is True
