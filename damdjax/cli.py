@@ -190,6 +190,7 @@ class RunConfig:
         raise NotImplementedError
 
     eval_methods = 1
+    observation_fields = None   # the observation fields the runner carries (None: all)
 
     def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"
                      ) -> list[tuple[str, int]]:
@@ -197,7 +198,8 @@ class RunConfig:
         runner arrays [num_envs], the replay buffer(s), the held-out evaluation; `what`
         names the flags that drive each (with `prefix`, e.g. "dqn-")."""
         c, f = self.env_config(), memory.float_bytes()
-        per_env = (memory.env_state_bytes(c, f) + memory.observation_bytes(c, f)
+        per_env = (memory.env_state_bytes(c, f)
+                   + memory.observation_bytes(c, f, self.observation_fields)
                    + self.runner_env_bytes())
         setting = (f"--num-tasks {self.num_tasks}, --num-servers {self.num_servers}, "
                    f"--queue-capacity {self.queue_capacity}")

@@ -7,7 +7,7 @@ succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
 
     instance_bytes(config)            one episode's `envs.instance.Instance`
     env_state_bytes(config)           one `EnvState` (its instance included)
-    observation_bytes(config)         one `envs.observation.Observation`
+    observation_bytes(config, fields) one `envs.observation.Observation` (or a part)
     dispatch_view_bytes(config, extra)  one replay entry's dispatcher view (`DispatchView`)
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
     replay_bytes(entry, capacity)     a `damdjax.replay.ReplayBuffer` of such entries
@@ -61,15 +61,24 @@ def env_state_bytes(config: EnvConfig, f: int = 4) -> int:
             + m * q * I32 + m * (I32 + f) + 2 * B1)
 
 
-def observation_bytes(config: EnvConfig, f: int = 4) -> int:
-    """One `Observation` (float32 features): task [T]; servers [M, S]; slots [M, Q, L];
-    own [M, O]; time []; dispatch_needed []; dispatch_mask, pick_needed, server_mask [M];
-    pick_mask [M, Q]."""
-    del f  # observations are float32 whatever the simulator's float type
+def observation_field_bytes(config: EnvConfig) -> dict[str, int]:
+    """Each field of one `Observation` (float32 features): task [T]; servers [M, S]; slots
+    [M, Q, L]; own [M, O]; time []; dispatch_needed []; dispatch_mask, pick_needed,
+    server_mask [M]; pick_mask [M, Q]."""
     m, q = config.m_max, config.queue_capacity
-    t, s, sl, o = (len(TASK_FEATURES), len(SERVER_FEATURES), len(SLOT_FEATURES),
-                   len(OWN_FEATURES))
-    return 4 * (t + m * s + m * q * sl + m * o + 1) + B1 * (1 + 3 * m + m * q)
+    return {"dispatch_needed": B1, "dispatch_mask": m * B1, "task": 4 * len(TASK_FEATURES),
+            "servers": 4 * m * len(SERVER_FEATURES), "pick_needed": m * B1,
+            "pick_mask": m * q * B1, "slots": 4 * m * q * len(SLOT_FEATURES),
+            "own": 4 * m * len(OWN_FEATURES), "server_mask": m * B1, "time": 4}
+
+
+def observation_bytes(config: EnvConfig, f: int = 4, fields: tuple[str, ...] | None = None
+                      ) -> int:
+    """One `Observation`, or only its `fields` (`envs.observation.observation_part`: what a
+    trainer's runner carries); float32 features whatever the simulator's float type."""
+    del f
+    sizes = observation_field_bytes(config)
+    return sum(sizes[k] for k in (sizes if fields is None else fields))
 
 
 def dispatch_view_bytes(config: EnvConfig, extra: int = 0) -> int:

@@ -72,6 +72,7 @@ class DQNConfig(RunConfig):
     eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
+    observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,

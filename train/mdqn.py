@@ -75,6 +75,7 @@ class MDQNConfig(RunConfig):
     init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
 
     eval_methods = 1 + len(SCHEDULE_RULES)   # `evaluate`: the MDQN and every schedule rule
+    observation_fields = SCHEDULER_FIELDS   # what the runner carries (`agents_part`)
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: prev_idx, prev_stamp [M] int32, team_sum [M]."""
