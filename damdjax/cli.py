@@ -154,11 +154,9 @@ class RunConfig:
     def from_json(cls, d: dict):
         """The config of a stored dict; ValueError naming missing or unknown fields (a run
         written by another version must not silently take today's defaults). The
-        exceptions: fields added since, whose default is what runs did before them, so that
-        such runs still resume: a dict without `workload` (written before workloads
-        existed) is a run of the random generator, `workload = ""`; without
-        `setting_range`, one setting; without `double_dqn`, max targets (0)."""
-        d = {"workload": "", "setting_range": "", "double_dqn": Hyper.double_dqn, **d}
+        exceptions: fields added since (`added_fields`), whose default is what runs did
+        before them, so that such runs still resume."""
+        d = {**cls.added_fields, **d}
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:
@@ -190,6 +188,9 @@ class RunConfig:
         raise NotImplementedError
 
     eval_methods = 1
+    # Fields added after runs were stored, with the value those runs had (`from_json`):
+    # the random generator (no workload), one setting, max targets.
+    added_fields = {"workload": "", "setting_range": "", "double_dqn": Hyper.double_dqn}
     observation_fields = None   # the observation fields the runner carries (None: all)
 
     def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"

@@ -73,6 +73,7 @@ class DQNConfig(RunConfig):
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
+    added_fields = {**RunConfig.added_fields, "eft_feature": False}   # no EFT column
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,
@@ -83,12 +84,6 @@ class DQNConfig(RunConfig):
         return memory.replay_bytes(
             memory.dispatch_view_bytes(self.env_config(), int(self.eft_feature)),
             self.buffer_capacity)
-
-    @classmethod
-    def from_json(cls, d: dict):
-        """`RunConfig.from_json`; a dict without `eft_feature` (written before the option)
-        is a run without the EFT column, false."""
-        return super().from_json({"eft_feature": False, **d})
 
 
 @struct.dataclass
@@ -113,7 +108,7 @@ class RunnerState:
 def agents_part(obs):
     """The part of an observation the dispatcher reads (`envs.observation.observation_part`):
     all that the runner carries, so the compiled step never computes the rest."""
-    return observation_part(obs, DISPATCHER_FIELDS)
+    return observation_part(obs, DQNConfig.observation_fields)
 
 
 def _network(config: DQNConfig) -> DispatchQNetwork:

@@ -120,7 +120,7 @@ def decision_epochs(view, epochs: str) -> jax.Array:
 def agents_part(obs):
     """The part of an observation the schedulers read (`envs.observation.observation_part`):
     all that the runner carries, so the compiled step never computes the rest."""
-    return observation_part(obs, SCHEDULER_FIELDS)
+    return observation_part(obs, MDQNConfig.observation_fields)
 
 
 def _network(config: MDQNConfig):
