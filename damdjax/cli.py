@@ -99,6 +99,7 @@ class RunConfig:
     updates_per_step: int = 4          # gradient updates per vmapped env step
     learning_starts: int = Hyper.learning_starts      # env steps before the first update
     double_dqn: float = Hyper.double_dqn              # 1: double DQN targets, 0: max targets
+    n_step: int = Hyper.n_step                        # decisions summed per target
     hidden: tuple = (64, 64)
     seed: int = 0
     eval_episodes: int = 200
@@ -189,8 +190,9 @@ class RunConfig:
 
     eval_methods = 1
     # Fields added after runs were stored, with the value those runs had (`from_json`):
-    # the random generator (no workload), one setting, max targets.
-    added_fields = {"workload": "", "setting_range": "", "double_dqn": Hyper.double_dqn}
+    # the random generator (no workload), one setting, max targets, one-step targets.
+    added_fields = {"workload": "", "setting_range": "", "double_dqn": Hyper.double_dqn,
+                    "n_step": Hyper.n_step}
     observation_fields = None   # the observation fields the runner carries (None: all)
 
     def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"
@@ -218,7 +220,7 @@ class RunConfig:
 PROGRAM_INTS = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "updates_per_step")
 VALUE_FIELDS = ("density", "slack", "tau", "lr", "max_grad_norm", "gamma", "eps_start",
-                "eps_end", "eps_decay_steps", "target_every", "learning_starts", "double_dqn")
+                "eps_end", "eps_decay_steps", "target_every", "learning_starts", "double_dqn", "n_step")
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
@@ -267,6 +269,9 @@ def add_common_flags(p: argparse.ArgumentParser, d, decision: str, name: str) ->
     a("--double-dqn", type=float, default=d.double_dqn,
       help="1: double DQN targets (the online network picks the next action, the target "
            "network values it), 0: max targets (default %(default)s)")
+    a("--n-step", type=int, default=d.n_step,
+      help=f"n-step returns: the discounted rewards of up to this many {decision}s, then "
+           "the target network's bootstrap (1: one-step targets; default %(default)s)")
     a("--hidden", default=",".join(map(str, d.hidden)),
       help="hidden layer widths, comma-separated (default %(default)s)")
     a("--seed", type=int, default=d.seed,

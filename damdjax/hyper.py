@@ -13,7 +13,8 @@ so one compiled program serves any values (and `jax.vmap` over a stacked
 `Hyper` trains many runs at once). Units: `lr` per gradient step;
 `eps_decay_steps` and `learning_starts` in env steps; `target_every` in
 gradient updates; `double_dqn` 1 (double DQN targets) or 0 (max targets;
-`damdjax.targets.td_targets`); `tau` in time units; the setting fields as in
+`damdjax.targets.td_targets`); `n_step` in decisions (the returns' length,
+`damdjax.replay.sample`; 1: one-step targets); `tau` in time units; the setting fields as in
 `envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
 <= its `m_max`).
 """
@@ -46,6 +47,7 @@ class Hyper:
     target_every: int = 100            # gradient updates between target updates
     polyak: float = 1.0                # target <- polyak*online + (1-polyak)*target (1: copy)
     double_dqn: float = 0.0            # 1: double DQN targets (online net picks), 0: max
+    n_step: int = 1                    # decisions summed per target (1: one-step targets)
     learning_starts: int = 5_000       # env steps before the first gradient update
     max_grad_norm: float = 10.0        # global gradient-norm clip
     tau: float = EnvParams.tau                    # reward time constant (time units)
@@ -103,8 +105,8 @@ class Hyper:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Hyper))
-INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "num_tasks",
-                        "num_servers"})
+INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "n_step",
+                        "num_tasks", "num_servers"})
 SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
 
 
@@ -136,7 +138,8 @@ def check_hyper(h, config: EnvConfig) -> None:
     a `PipelineHyper`: each stage kind's, named with its prefix).
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
-    `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `learning_starts` >= 0;
+    `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `n_step` >= 1;
+    `learning_starts` >= 0;
     integers within int32 where INT_FIELDS, the other values within float32
     (`envs.config.check_float`); the setting as `envs.config.check_params` within
     `config`'s padding.
@@ -160,7 +163,7 @@ def check_hyper(h, config: EnvConfig) -> None:
             raise ValueError(f"{name} must be <= {INT32_MAX} (int32), got {v[name]}")
         if name not in INT_FIELDS:   # traced (and stacked) as float32
             check_float(name, v[name], np.float32)
-    for name in ("lr", "max_grad_norm", "eps_decay_steps", "target_every"):
+    for name in ("lr", "max_grad_norm", "eps_decay_steps", "target_every", "n_step"):
         if not v[name] > 0:
             raise ValueError(f"{name} must be > 0, got {v[name]:g}")
     for name in ("gamma", "eps_start", "eps_end"):

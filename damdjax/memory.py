@@ -97,8 +97,9 @@ def scheduler_view_bytes(config: EnvConfig) -> int:
 
 def replay_bytes(entry: int, capacity: int) -> int:
     """A `ReplayBuffer` of `capacity` entries of `entry` bytes: obs and next_obs, action,
-    reward, stamp (4 bytes each), terminal, has_reward, has_next; 3 int32 scalars."""
-    return capacity * (2 * entry + 3 * 4 + 3 * B1) + 3 * I32
+    reward, stamp, succ, succ_stamp (4 bytes each), terminal, has_reward, has_next; 3
+    int32 scalars."""
+    return capacity * (2 * entry + 5 * 4 + 3 * B1) + 3 * I32
 
 
 def evaluation_bytes(config: EnvConfig, episodes: int, methods: int, f: int = 4) -> int:

@@ -10,7 +10,18 @@ ends). So an entry is written with both flags cleared and filled in later:
     ...                                                 # caller keeps (idx, stamp) per decision
     buf = set_next(buf, idx, stamp, next_obs_b, terminal_b, valid_b)
     buf = set_reward(buf, idx, stamp, reward_b, valid_b)
+    buf = set_successor(buf, idx, stamp, next_idx_b, next_stamp_b, valid_b)  # n-step chains
     batch, ok = sample(buf, key, batch_size)            # only entries that are `ready`
+    batch, ok = sample(buf, key, batch_size, n_step, gamma)   # n-step returns
+
+n-step returns: a decision's successor (the same env's or agent's next decision,
+whose observation is this one's next observation) is linked with
+`set_successor`; `sample(..., n_step, gamma)` follows the links from each drawn
+entry for up to `n_step - 1` further entries, summing their discounted rewards,
+and bootstraps from the last one's next observation. The walk stops early at an
+entry with no live, ready successor (an episode's end, a successor not yet
+complete or overwritten): a shorter return, still a valid one. With `n_step` 1
+the batch is the one-step batch, bitwise.
 
 Stale fills: the buffer wraps around, so an entry may be overwritten before
 its fill arrives. Every write gets a fresh `stamp` (the running write count,
@@ -34,7 +45,12 @@ PyTree = Any
 @struct.dataclass
 class Transition:
     """A sampled batch: `obs` (pytree, leaves [B, ...]), `action` [B], `reward` [B],
-    `next_obs` (pytree, leaves [B, ...]), `terminal` [B] bool, `index` [B] (buffer slots)."""
+    `next_obs` (pytree, leaves [B, ...]), `terminal` [B] bool, `index` [B] (buffer slots).
+
+    Sampled with n-step returns (`sample(..., n_step, gamma)`): `reward` is the
+    discounted sum of the walked entries' rewards, `next_obs` and `terminal` are the
+    last walked entry's, and `discount` [B] is the bootstrap's discount, `gamma ** k`
+    for a walk of k entries (exactly `gamma` for k = 1); else `discount` is None."""
 
     obs: PyTree
     action: jax.Array
@@ -42,6 +58,12 @@ class Transition:
     next_obs: PyTree
     terminal: jax.Array
     index: jax.Array
+    discount: jax.Array | None = None
+
+    def bootstrap_discount(self, gamma):
+        """The discount of the targets' bootstrap: `discount` [B] where sampled with
+        n-step returns, else `gamma` (one-step)."""
+        return gamma if self.discount is None else self.discount
 
 
 @struct.dataclass
@@ -51,7 +73,8 @@ class ReplayBuffer:
     `obs`, `next_obs`: pytrees with leaves [C, ...]; `action` [C] int32;
     `reward` [C]; `terminal` [C] bool; `has_reward`, `has_next` [C] bool (the
     fills have arrived); `stamp` [C] int32 (write count at the entry's write,
-    -1 if never written). Scalars: `position` (next write index), `count`
+    -1 if never written); `succ`, `succ_stamp` [C] int32 (the slot and stamp of the
+    entry's successor, -1 until `set_successor` links one). Scalars: `position` (next write index), `count`
     (entries written, at most C), `writes` (total writes = next stamp).
     """
 
@@ -63,6 +86,8 @@ class ReplayBuffer:
     has_reward: jax.Array
     has_next: jax.Array
     stamp: jax.Array
+    succ: jax.Array
+    succ_stamp: jax.Array
     position: jax.Array
     count: jax.Array
     writes: jax.Array
@@ -77,10 +102,11 @@ def init(example_obs: PyTree, capacity: int, reward_dtype=jnp.float32) -> Replay
     zeros = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype),
                          example_obs)
     false = jnp.zeros((capacity,), bool)
+    minus = jnp.full((capacity,), -1, jnp.int32)
     return ReplayBuffer(
         obs=zeros, action=jnp.zeros((capacity,), jnp.int32),
         reward=jnp.zeros((capacity,), reward_dtype), next_obs=zeros, terminal=false,
-        has_reward=false, has_next=false, stamp=jnp.full((capacity,), -1, jnp.int32),
+        has_reward=false, has_next=false, stamp=minus, succ=minus, succ_stamp=minus,
         position=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32),
         writes=jnp.zeros((), jnp.int32))
 
@@ -95,7 +121,7 @@ def add_batch(buffer: ReplayBuffer, obs: PyTree, action: jax.Array, valid: jax.A
     """Write the rows of `obs` (leaves [B, ...]), `action` [B] where `valid` [B].
 
     Valid rows go to consecutive slots from `position` (wrapping), in row
-    order, with fills cleared. Returns `(buffer, index [B], stamp [B])`, -1 for
+    order, with fills and successor links cleared. Returns `(buffer, index [B], stamp [B])`, -1 for
     rows not written. Requires B <= C.
     """
     c = buffer.capacity
@@ -108,11 +134,12 @@ def add_batch(buffer: ReplayBuffer, obs: PyTree, action: jax.Array, valid: jax.A
     stamp = jnp.where(valid, buffer.writes + offset, -1)
     at = jnp.where(valid, slot, c)                               # c: dropped by the scatter
     n = jnp.sum(valid, dtype=jnp.int32)
-    false = jnp.zeros((b,), bool)
+    false, minus = jnp.zeros((b,), bool), jnp.full((b,), -1, jnp.int32)
     buffer = buffer.replace(
         obs=_put(buffer.obs, at, obs), action=_put(buffer.action, at, action),
         has_reward=_put(buffer.has_reward, at, false), has_next=_put(buffer.has_next, at, false),
-        stamp=_put(buffer.stamp, at, stamp),
+        stamp=_put(buffer.stamp, at, stamp), succ=_put(buffer.succ, at, minus),
+        succ_stamp=_put(buffer.succ_stamp, at, minus),
         position=(buffer.position + n) % c, count=jnp.minimum(buffer.count + n, c),
         writes=buffer.writes + n)
     return buffer, index, stamp
@@ -158,6 +185,19 @@ def set_next(buffer: ReplayBuffer, index: jax.Array, stamp: jax.Array, next_obs:
                           has_next=_put(buffer.has_next, at, jnp.ones(at.shape, bool)))
 
 
+def set_successor(buffer: ReplayBuffer, index: jax.Array, stamp: jax.Array,
+                  succ_index: jax.Array, succ_stamp: jax.Array, valid: jax.Array
+                  ) -> ReplayBuffer:
+    """Link the entries `index` [B] expected to hold `stamp` [B] to their successors
+    `succ_index`, `succ_stamp` [B] (the slot and stamp `add_batch` gave the same env's
+    next decision), where `valid` [B]; stale rows are dropped. `sample`'s n-step walk
+    follows a link only while the successor still holds its stamp."""
+    at = _fill_slots(buffer, index, stamp, valid)
+    return buffer.replace(succ=_put(buffer.succ, at, jnp.asarray(succ_index, jnp.int32)),
+                          succ_stamp=_put(buffer.succ_stamp, at,
+                                          jnp.asarray(succ_stamp, jnp.int32)))
+
+
 def ready(buffer: ReplayBuffer) -> jax.Array:
     """[C] bool: written, with both its reward and its next observation."""
     return (buffer.stamp >= 0) & buffer.has_reward & buffer.has_next
@@ -168,13 +208,43 @@ def num_ready(buffer: ReplayBuffer) -> jax.Array:
     return jnp.sum(ready(buffer), dtype=jnp.int32)
 
 
-def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int
+def n_step_walk(buffer: ReplayBuffer, index: jax.Array, n_step, gamma
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """From the ready entries `index` [B], follow successor links for up to `n_step - 1`
+    (>= 0; may be traced, e.g. `Hyper.n_step`) further entries, each live (holding the
+    linked stamp) and ready. Returns `(reward [B], last [B], discount [B])`: `r_0 +
+    gamma r_1 + ... + gamma^(k-1) r_(k-1)` over the k walked entries, the slot of the
+    last one, and `gamma ** k` (a running product; exactly `gamma` for k = 1)."""
+    c = buffer.capacity
+    ok = ready(buffer)
+    reward0 = buffer.reward[index]
+    discount0 = jnp.broadcast_to(jnp.asarray(gamma, reward0.dtype), index.shape)
+
+    def body(_, carry):
+        ret, last, discount, alive = carry
+        nxt = buffer.succ[last]
+        at = jnp.clip(nxt, 0, c - 1)
+        step = (alive & (nxt >= 0) & (buffer.stamp[at] == buffer.succ_stamp[last]) & ok[at]
+                & ~buffer.terminal[last])
+        ret = jnp.where(step, ret + discount * buffer.reward[at], ret)
+        discount = jnp.where(step, discount * gamma, discount)
+        return ret, jnp.where(step, at, last), discount, step
+
+    alive0 = jnp.ones(index.shape, bool)
+    ret, last, discount, _ = jax.lax.fori_loop(1, jnp.maximum(n_step, 1), body,
+                                               (reward0, index, discount0, alive0))
+    return ret, last, discount
+
+
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, n_step=None, gamma=None
            ) -> tuple[Transition, jax.Array]:
     """`batch_size` (static) entries drawn uniformly, with replacement, among `ready`.
 
     Returns `(batch, valid [batch_size])`; `valid` is all False (and the batch
     holds slot 0's contents) when nothing is ready, so a loss weighted by
-    `valid` is then zero.
+    `valid` is then zero. With `n_step` (>= 1, may be traced) and `gamma` []:
+    n-step returns from each drawn entry (`n_step_walk`; `batch.discount` is the
+    bootstrap's discount). The draw is the same with or without them.
     """
     ok = ready(buffer)
     # A uniform rank among the ready entries, found by a sorted search of their
@@ -186,8 +256,12 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int
     rank = jnp.minimum(rank, jnp.maximum(n - 1, 0))
     idx = jnp.searchsorted(cum, rank + 1, side="left").astype(jnp.int32)  # (rank+1)-th ready
     idx = jnp.where(any_ready, jnp.minimum(idx, buffer.capacity - 1), 0)
-    take = lambda tree: jax.tree.map(lambda x: x[idx], tree)
-    batch = Transition(obs=take(buffer.obs), action=buffer.action[idx],
-                       reward=buffer.reward[idx], next_obs=take(buffer.next_obs),
-                       terminal=buffer.terminal[idx], index=idx)
+    take = lambda tree, at: jax.tree.map(lambda x: x[at], tree)
+    if n_step is None:
+        reward, last, discount = buffer.reward[idx], idx, None
+    else:
+        reward, last, discount = n_step_walk(buffer, idx, n_step, gamma)
+    batch = Transition(obs=take(buffer.obs, idx), action=buffer.action[idx], reward=reward,
+                       next_obs=take(buffer.next_obs, last), terminal=buffer.terminal[last],
+                       index=idx, discount=discount)
     return batch, ok[idx] & any_ready

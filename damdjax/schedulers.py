@@ -168,13 +168,22 @@ def pools_complete(pools: ReplayBuffer, index: jax.Array, stamp: jax.Array, next
     return jax.vmap(_complete)(pools, index, stamp, next_obs, reward, terminal, valid)
 
 
-def pools_sample(pools: ReplayBuffer, key: jax.Array, batch_size: int
-                 ) -> tuple[Transition, jax.Array]:
+def pools_link(pools: ReplayBuffer, index: jax.Array, stamp: jax.Array, succ_index: jax.Array,
+               succ_stamp: jax.Array, valid: jax.Array) -> ReplayBuffer:
+    """Link each agent's entries `index` [M, E] (expected to hold `stamp` [M, E]) to their
+    successors `succ_index`, `succ_stamp` [M, E] (the agent's next decision in the same
+    env), where `valid` [M, E] (`replay.set_successor` per agent)."""
+    return jax.vmap(replay.set_successor)(pools, index, stamp, succ_index, succ_stamp, valid)
+
+
+def pools_sample(pools: ReplayBuffer, key: jax.Array, batch_size: int, n_step=None,
+                 gamma=None) -> tuple[Transition, jax.Array]:
     """`batch_size` (static) ready entries of every agent's own pool, drawn independently
     (one key per agent). Returns `(batch, valid [M, B])`, batch leaves [M, B, ...];
-    an agent with nothing ready gets `valid` all False."""
+    an agent with nothing ready gets `valid` all False. `n_step`, `gamma` []: n-step
+    returns over the agent's own successive decisions (`replay.sample`)."""
     keys = jax.random.split(key, pools.action.shape[0])
-    return jax.vmap(lambda p, k: replay.sample(p, k, batch_size))(pools, keys)
+    return jax.vmap(lambda p, k: replay.sample(p, k, batch_size, n_step, gamma))(pools, keys)
 
 
 def pools_ready(pools: ReplayBuffer) -> jax.Array:
@@ -200,7 +209,8 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
     `batch`: a `replay.Transition` of `AgentObs` with leaves [M, B, ...]
     (`pools_sample`), `valid` [M, B]. Agent n's loss: `td_loss` (Huber) of
     `net`'s Q of `batch.obs[n]` against `td_targets` of the target net's Q of
-    `batch.next_obs[n]` (masked by its `mask`; where `double` [] is on, a bool or 0/1,
+    `batch.next_obs[n]` (masked by its `mask`; discounted by `batch.bootstrap_discount
+    (gamma)`, n-step returns where sampled so; where `double` [] is on, a bool or 0/1,
     e.g. `Hyper.double_dqn`: next action chosen by the online net), weighted by `valid[n]`.
 
     * `share=False`: `params`, `target_params`, `opt_state` have a leading agent
@@ -221,8 +231,8 @@ def make_agents_update(net: nn.Module, optimizer: optax.GradientTransformation, 
         q = net.apply(p, *batch.obs)                                     # [B, Q]
         q_next = net.apply(tp, *batch.next_obs)
         q_online = online_q_if(double, lambda: net.apply(p, *batch.next_obs), q_next)
-        target = td_targets(q_next, batch.next_obs.mask, batch.reward, batch.terminal, gamma,
-                            q_online, double)
+        target = td_targets(q_next, batch.next_obs.mask, batch.reward, batch.terminal,
+                            batch.bootstrap_discount(gamma), q_online, double)
         return td_loss(q, batch.action, target, valid)
 
     if not share:

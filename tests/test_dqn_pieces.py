@@ -185,6 +185,83 @@ def test_vmap_over_buffers():
     np.testing.assert_array_equal(bufs.count, [2, 1, 0])
 
 
+def _chain(gamma_rewards=(1.0, 2.0, 4.0, 8.0)):
+    """Slots 0-3: one env's four successive decisions (obs 0-3, actions 0-3, rewards
+    `gamma_rewards`, each next obs its successor's obs, the last terminal), linked;
+    slot 4: another env's decision (obs 9, reward 16, next obs 10), unlinked."""
+    buf = init(EXAMPLE, 8)
+    buf, idx, stamp = add_batch(buf, stack([0, 1, 2, 3, 9]), jnp.array([0, 1, 2, 3, 9]),
+                                jnp.ones(5, bool))
+    rewards = jnp.array(list(gamma_rewards) + [16.0])
+    buf = set_reward(buf, idx, stamp, rewards, jnp.ones(5, bool))
+    buf = set_next(buf, idx, stamp, stack([1, 2, 3, 4, 10]),
+                   jnp.array([False, False, False, True, False]), jnp.ones(5, bool))
+    link = jnp.array([True, True, True, False, False])
+    buf = jax.jit(replay.set_successor)(buf, idx, stamp, jnp.roll(idx, -1), jnp.roll(stamp, -1),
+                                        link)
+    return buf
+
+
+def _walks(buf, n, gamma=0.5, size=400):
+    """action -> (reward, next obs value, terminal, discount) over a large batch."""
+    batch, valid = sample(buf, jax.random.PRNGKey(0), size, n, gamma)
+    assert valid.all()
+    out = {}
+    for i in range(size):
+        got = (float(batch.reward[i]), float(batch.next_obs.task[i, 0]),
+               bool(batch.terminal[i]), float(batch.discount[i]))
+        assert out.setdefault(int(batch.action[i]), got) == got
+        assert float(batch.obs.task[i, 0]) == int(batch.action[i])   # obs stays the drawn one
+    return out
+
+
+def test_n_step_returns_by_hand():
+    buf = _chain()
+    np.testing.assert_array_equal(buf.succ[:5], [1, 2, 3, -1, -1])
+    assert _walks(buf, 3) == {0: (1 + 0.5 * 2 + 0.25 * 4, 3.0, False, 0.125),
+                              1: (2 + 0.5 * 4 + 0.25 * 8, 4.0, True, 0.125),
+                              2: (4 + 0.5 * 8, 4.0, True, 0.25),     # the episode ends
+                              3: (8.0, 4.0, True, 0.5),
+                              9: (16.0, 10.0, False, 0.5)}           # no successor
+    assert _walks(buf, 2)[0] == (1 + 0.5 * 2, 2.0, False, 0.25)
+    assert _walks(buf, 10)[0] == (1 + 1 + 1 + 1, 4.0, True, 0.0625)
+    # A successor not yet complete (no reward) ends the walk before it.
+    one = lambda x: jnp.asarray([x])
+    partial = buf.replace(has_reward=buf.has_reward.at[2].set(False))
+    assert _walks(partial, 3)[0] == (1 + 0.5 * 2, 2.0, False, 0.25)
+    # So does a successor overwritten by a later write (its stamp no longer the linked one).
+    stale = buf.replace(stamp=buf.stamp.at[1].set(99))
+    assert _walks(stale, 3)[0] == (1.0, 1.0, False, 0.5)
+    # A stale link (the entry was rewritten since) is dropped.
+    relinked = jax.jit(replay.set_successor)(buf, one(0), one(7), one(4), one(4), one(True))
+    np.testing.assert_array_equal(relinked.succ, buf.succ)
+
+
+def test_one_step_sample_is_the_plain_sample_bitwise():
+    buf = _chain((0.3, -0.7, 1.1, 2.9))
+    key = jax.random.PRNGKey(4)
+    plain, ok = sample(buf, key, 64)
+    one, ok1 = sample(buf, key, 64, 1, 0.9)
+    assert plain.discount is None
+    np.testing.assert_array_equal(ok, ok1)
+    for name in ("obs", "action", "reward", "next_obs", "terminal", "index"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(plain, name), getattr(one, name))
+    np.testing.assert_array_equal(one.discount, np.full(64, np.float32(0.9)))
+    assert plain.bootstrap_discount(0.9) == 0.9
+
+
+def test_n_step_traced_and_vmapped_equals_each_value():
+    """`n_step` traced (a sweep's `Hyper.n_step`), vmapped over members with different
+    values: each member's batch is the one of its value alone."""
+    buf = _chain()
+    key = jax.random.PRNGKey(2)
+    ns = jnp.array([1, 3, 2], jnp.int32)
+    many, _ = jax.jit(jax.vmap(lambda n: replay.sample(buf, key, 32, n, 0.5)))(ns)
+    for i, n in enumerate([1, 3, 2]):
+        alone, _ = sample(buf, key, 32, n, 0.5)
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[i], b), many, alone)
+
+
 # ---------------------------------------------------------------------------
 # Masking and action selection
 # ---------------------------------------------------------------------------
@@ -431,26 +508,34 @@ def test_check_hyper_takes_double_dqn_0_or_1():
                     EnvConfig())
 
 
-def test_flag_and_a_config_written_before_double_dqn(capsys):
+@pytest.mark.parametrize("field,value,bad,message", [
+    ("double_dqn", 1.0, "0.5", "must be 0 or 1, got 0.5"),
+    ("n_step", 3, "0", "must be > 0, got 0")])
+def test_flag_and_a_config_written_before_the_field(field, value, bad, message, capsys):
+    """Hyper fields added after runs were stored (`RunConfig.added_fields`): the flag sets
+    the traced value, a bad one is refused naming it, and a config.json without the field
+    loads at the value those runs had (resumable), in train.dqn, train.mdqn and train.damd."""
     from damdjax import runs
     from damdjax.hyper import Hyper
     from train import damd, dqn, mdqn
+    flag = "--" + field.replace("_", "-")
     p = dqn.build_parser()
-    cfg = dqn.config_from_args(p, p.parse_args(["--double-dqn", "1"]))
-    assert cfg.double_dqn == 1.0 and Hyper.from_config(cfg).double_dqn == 1.0
+    cfg = dqn.config_from_args(p, p.parse_args([flag, str(value)]))
+    assert getattr(cfg, field) == value and getattr(Hyper.from_config(cfg), field) == value
     with pytest.raises(SystemExit):
-        dqn.config_from_args(p, p.parse_args(["--double-dqn", "0.5"]))
-    assert "--double-dqn must be 0 or 1, got 0.5" in capsys.readouterr().err
+        dqn.config_from_args(p, p.parse_args([flag, bad]))
+    assert f"{flag} {message}" in capsys.readouterr().err
+    default = getattr(Hyper(), field)
     for module in (dqn, mdqn):
         old = module.build_parser()
-        old = module.config_from_args(old, old.parse_args([])).to_json()
-        del old["double_dqn"]                       # as written before the field existed
+        old = module.config_from_args(old, old.parse_args([flag, str(value)])).to_json()
+        del old[field]                              # as written before the field existed
         cfg = (dqn.DQNConfig if module is dqn else mdqn.MDQNConfig).from_json(old)
-        assert cfg.double_dqn == 0.0 and cfg.hyper().double_dqn == 0.0
+        assert getattr(cfg, field) == default and getattr(cfg.hyper(), field) == default
         runs.recheck_config(cfg, module.build_parser, module.config_from_args)  # resumable
     p = damd.build_parser()
     old = damd.config_from_args(p, p.parse_args([])).to_json()
     for part in ("dispatcher", "schedulers"):
-        del old[part]["double_dqn"]
+        del old[part][field]
     values = damd.DAMDConfig.from_json(old).hyper().values()
-    assert values["dqn_double_dqn"] == values["mdqn_double_dqn"] == 0.0
+    assert values["dqn_" + field] == values["mdqn_" + field] == default

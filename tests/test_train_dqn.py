@@ -133,6 +133,13 @@ def test_reward_credit_and_masking():
     now = np.asarray(final.time)
     for slot, (e, i) in slot_task.items():
         assert has_reward[slot] == (done_t[e, i] <= now[e])
+    # Each entry is linked to its env's next decision (n-step returns), the last one to none.
+    succ = np.asarray(rs.buffer.succ)
+    for slot, (e, _) in slot_task.items():
+        later = [s for s, (e2, _) in slot_task.items() if e2 == e and s > slot]
+        assert succ[slot] == (min(later) if later else -1)
+        if later:
+            assert rs.buffer.succ_stamp[slot] == min(later)    # no wrap: stamp == slot
 
 
 def test_compare_evaluates_the_checkpoint_like_training_did(tiny_run, tmp_path):

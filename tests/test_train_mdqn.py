@@ -128,14 +128,19 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
             nxt_t = nxt[0] if nxt else None
             ready = bool(pools.has_reward[n, j]) and bool(pools.has_next[n, j])
             if end is not None and (nxt_t is None or nxt_t > end):
-                stop, terminal = end + 1, not truncs[end, env_i]
+                stop, terminal, linked = end + 1, not truncs[end, env_i], False
                 capped += bool(truncs[end, env_i])
             elif nxt_t is not None:
-                stop, terminal = nxt_t, False
+                stop, terminal, linked = nxt_t, False, True
             else:
                 assert not ready
                 continue
             assert ready and bool(pools.terminal[n, j]) == terminal
+            # n-step returns: linked to the agent's next decision in the env, if it came first
+            later = [k for k, (ei, t, _, _) in enumerate(mine) if k > j and ei == env_i]
+            succ = later[0] if linked else -1
+            assert int(pools.succ[n, j]) == succ
+            assert int(pools.succ_stamp[n, j]) == succ         # no wrap: stamp == slot
             np.testing.assert_allclose(float(pools.reward[n, j]), team[t0:stop, env_i].sum(),
                                        rtol=1e-5, atol=1e-5)
             checked += 1

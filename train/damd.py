@@ -71,6 +71,7 @@ STAGE_FIELDS = (
     ("learning_starts", "env steps before the first update"),
     ("max_grad_norm", "gradient-norm clip"),
     ("double_dqn", "1: double DQN targets, 0: max targets"),
+    ("n_step", "decisions summed per target (n-step returns)"),
     ("updates_per_step", "updates per vmapped step"),
     ("steps_per_chunk", "vmapped env steps per chunk"),
     ("buffer_capacity", "replay entries (the schedulers': per agent)"),

@@ -151,6 +151,7 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
             buf = replay.set_reward(buf, rs.prev_idx, rs.prev_stamp, rs.sojourn, closing)
         acc = jnp.where(needed, 0.0, rs.sojourn)
         buf, idx, stamp = replay.add_batch(buf, view, dispatch, needed)
+        buf = replay.set_successor(buf, rs.prev_idx, rs.prev_stamp, idx, stamp, closing)
         prev_idx = jnp.where(needed, idx, rs.prev_idx)
         prev_stamp = jnp.where(needed, stamp, rs.prev_stamp)
 
@@ -206,14 +207,16 @@ def dispatcher_loss(net: DispatchQNetwork, params, target_params, batch: replay.
                     valid, gamma, double) -> jax.Array:
     """The dispatcher's TD loss []: `td_loss` (Huber) of `net`'s Q at `params` of
     `batch.obs` (leaves [B, ...], `valid` [B]) against `td_targets` of its Q at
-    `target_params` of `batch.next_obs`; where `double` [] is on (`Hyper.double_dqn`,
+    `target_params` of `batch.next_obs`, discounted by `batch.bootstrap_discount(gamma)`
+    (n-step returns where sampled so); where `double` [] is on (`Hyper.double_dqn`,
     traced) the next action is the greedy one of the Q at `params` there (double DQN)."""
     o, n = batch.obs, batch.next_obs
     q = net.apply(params, o.task, o.servers, o.server_mask)
     q_next = net.apply(target_params, n.task, n.servers, n.server_mask)
     q_online = online_q_if(double, lambda: net.apply(params, n.task, n.servers, n.server_mask),
                            q_next)
-    target = td_targets(q_next, n.mask, batch.reward, batch.terminal, gamma, q_online, double)
+    target = td_targets(q_next, n.mask, batch.reward, batch.terminal,
+                        batch.bootstrap_discount(gamma), q_online, double)
     return td_loss(q, batch.action, target, valid)
 
 
@@ -264,7 +267,8 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
             chunk=jnp.zeros((), jnp.int32))
 
     def update(rs: RunnerState, key, hyper: Hyper):
-        batch, valid = replay.sample(rs.buffer, key, config.batch_size)
+        batch, valid = replay.sample(rs.buffer, key, config.batch_size, hyper.n_step,
+                                     hyper.gamma)
         loss, grads = jax.value_and_grad(dispatcher_loss, argnums=1)(
             net, rs.params, rs.target_params, batch, valid, hyper.gamma, hyper.double_dqn)
         upd, opt_state = hyper.optimizer().update(grads, rs.opt_state, rs.params)

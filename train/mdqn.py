@@ -50,7 +50,8 @@ from damdjax.policies import (
     save_schedulers, scheduler_network)
 from damdjax.schedulers import (
     agent_axis, agents_act, agents_first, agents_q, init_agents_opt, init_pools,
-    make_agents_update, pools_add, pools_complete, pools_ready, pools_sample, scheduler_inputs)
+    make_agents_update, pools_add, pools_complete, pools_link, pools_ready, pools_sample,
+    scheduler_inputs)
 from damdjax.targets import periodic_polyak, where_tree
 from envs.config import EnvParams
 from envs.env import EdgeEnv
@@ -155,6 +156,7 @@ def _env_step_fn(config: MDQNConfig, env: EdgeEnv, axis_name: str | None = None,
                                rs.team_sum.T, jnp.zeros((m, e), bool), closing.T)
         team_sum = jnp.where(deciding, 0.0, rs.team_sum)
         pools, idx, stamp = pools_add(pools, agent_obs, picks.T, deciding.T)
+        pools = pools_link(pools, rs.prev_idx.T, rs.prev_stamp.T, idx, stamp, closing.T)
         prev_idx = jnp.where(deciding, idx.T, rs.prev_idx)
         prev_stamp = jnp.where(deciding, stamp.T, rs.prev_stamp)
 
@@ -205,7 +207,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
     clipping, or the shared network's: `damdjax.schedulers.make_agents_update`), `gamma`
     (per decision of an agent), the epsilon schedule (in env steps), `learning_starts`
     (env steps), `target_every` (gradient steps in which some agent learned), `polyak`
-    (all agents' targets at once), `double_dqn` (every agent's TD targets), and the
+    (all agents' targets at once), `double_dqn` and `n_step` (every agent's TD targets,
+    its returns over its own successive decisions), and the
     setting (`tau` and `miss_penalty` of the team reward, `density`, `slack`,
     `num_tasks`, `num_servers` <= the padding). Nothing here
     reads `config.seed`, `config.init_schedulers` or the config's hyperparameter values
@@ -246,7 +249,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
         # Built here, from the traced values (the optimizer's state does not depend on them).
         agents_update = make_agents_update(net, hyper.optimizer(), hyper.gamma, share,
                                            hyper.double_dqn)
-        batch, valid = pools_sample(rs.pools, key, config.batch_size)
+        batch, valid = pools_sample(rs.pools, key, config.batch_size, hyper.n_step,
+                                    hyper.gamma)
         valid = valid & (rs.env_steps >= hyper.learning_starts)
         params_, opt_state, loss = agents_update(rs.params, rs.target_params, rs.opt_state,
                                                  batch, valid)

@@ -12,7 +12,7 @@ dispatcher then schedulers stages, in one program); its flags follow it
 (`python -m train.sweep --trainer damd --help` lists them). Members are every
 point of the --grid (the cartesian product of its lists, over any field of
 damdjax.hyper.Hyper: lr, gamma, eps_start, eps_end, eps_decay_steps,
-target_every, polyak, double_dqn, learning_starts, max_grad_norm, tau,
+target_every, polyak, double_dqn, n_step, learning_starts, max_grad_norm, tau,
 miss_penalty, density, slack, num_tasks, num_servers; damd: of damdjax.hyper.PipelineHyper,
 the setting fields and each learning field twice, dqn_lr for the dispatcher
 stages, mdqn_lr for the schedulers', ...) times --seeds training seeds
