@@ -6,6 +6,7 @@
     python -m eval.compare --methods all                    # every heuristic pair
     python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L/E, same scheduler
     python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS, EC, best
+    python -m eval.compare --lookahead ES --methods ES          # the headroom above ES
     python -m eval.compare --workload wfcommons:../shared/data/wfcommons --num-tasks 120
 
 Every method runs on the same instances (the same keys), so differences are
@@ -20,6 +21,15 @@ schedule of each method in file order: jobs in file order, tasks in job order).
 `--workload SPEC` draws the generated instances' jobs from real jobs
 (damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz) instead of
 the random DAG generator; it contradicts --instance.
+
+`--lookahead PAIR` adds the method `lookahead(PAIR)`: a clairvoyant one-step
+lookahead over the heuristic pair (damdjax.lookahead: at each dispatch, every
+server tried by playing the episode out with the pair, future arrivals known),
+with the pair's scheduling rule. It is no worse than the pair on any episode
+(the pair is deterministic): a yardstick of how much a better dispatcher could
+gain over the pair, not a policy a dispatcher could run, nor a bound. It plays
+one episode per server at every step: about M x the steps of an episode times
+the pair's cost.
 
 A trained method brings its setting: with --dispatcher-checkpoint or
 --damd-run, --num-tasks, --num-servers, --density, --slack,
@@ -45,6 +55,7 @@ from damdjax.evaluation import (best_pair, format_paired, generate_held_out, hel
 from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
 from damdjax.io import check_output, json_number, write_json_atomic
+from damdjax.lookahead import lookahead_dispatch
 from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
@@ -84,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--damd-run", metavar="PATH",
                    help="add the method DAMD: a train.damd run directory (its dispatcher and "
                         "MDQN schedulers, greedy)")
+    p.add_argument("--lookahead", metavar="PAIR",
+                   help="add the method lookahead(PAIR): the clairvoyant one-step lookahead "
+                        "over the heuristic pair PAIR (e.g. ES), with its scheduling rule; a "
+                        "yardstick, not a runnable policy (above)")
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
     p.add_argument("--num-tasks", type=int, default=defaults.num_tasks,
@@ -235,7 +250,8 @@ def _setting_of(cfg: dict) -> dict:
 
 
 def learned_methods(args) -> tuple[dict[str, Policy], dict]:
-    """`({"DQN"/"DAMD": policy, "_scheduler": the DQN's scheduler name}, the run's setting)`.
+    """`({"DQN"/"DAMD"/"lookahead(PAIR)": policy, "_scheduler": the DQN's scheduler name},
+    the run's setting)`: the methods every other one is paired against.
 
     ValueError naming the path when a run cannot be loaded.
     """
@@ -252,6 +268,16 @@ def learned_methods(args) -> tuple[dict[str, Policy], dict]:
     if args.damd_run:
         learned["DAMD"], damd_cfg = load_damd(args.damd_run)
         setting = setting or _setting_of(damd_cfg)
+    if args.lookahead:
+        try:
+            d, s = pair_names(args.lookahead)
+        except ValueError as err:
+            raise ValueError(f"--lookahead: {err}") from None
+        if d == "random":
+            raise ValueError(f"--lookahead {args.lookahead}: the base pair must be "
+                             "deterministic (not Random's)")
+        learned[f"lookahead({pair_label(d, s)})"] = pair(
+            lookahead_dispatch(pair(DISPATCH_RULES[d], SCHEDULE_RULES[s])), SCHEDULE_RULES[s])
     return learned, setting
 
 

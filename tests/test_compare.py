@@ -101,6 +101,8 @@ def test_slack_moves_deadlines_only():
     (["--methods", "all,EC"], "lists a method twice"),
     (["--methods", "LS,LD"], "lists a method twice"),  # LD is the paper's LS
     (["--methods", "EZ"], "unknown method 'EZ'"),
+    (["--lookahead", "QQ"], "--lookahead: unknown method 'QQ'"),
+    (["--lookahead", "RS"], "--lookahead RS: the base pair must be deterministic"),
     (["--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["--queue-capacity", "0"], "--queue-capacity must be >= 1, got 0"),
     (["--num-tasks", "0"], "--num-tasks must be >= 1, got 0"),

@@ -1,0 +1,71 @@
+"""A clairvoyant one-step lookahead over a base policy: how much better than the best
+heuristic pair could a dispatcher do by deciding differently where it dispatches?
+
+    rule = lookahead_dispatch(pair_from_name("ES"))      # a DispatchRule
+    policy = pair(rule, SCHEDULE_RULES["sjf"])           # the lookahead over ES, with SJF
+    python -m eval.compare --lookahead ES --methods ES   # paired against ES itself
+
+Where a dispatch is needed, for every feasible server m the rule plays the episode to
+its end from the current state with the head task sent to m (and this step's picks the
+base policy's), then the base policy throughout, and sends the task where the episode's
+total response time comes out smallest (ties: the lowest index). Elsewhere it returns
+the base policy's dispatch (unused).
+
+It reads the whole instance, future arrivals included (the state holds them), so it is
+not a policy a dispatcher could run; it is a yardstick. The dynamics are deterministic
+given the instance, so for a deterministic base policy (every pair but Random's) the
+lookahead is the rollout policy of Bertsekas' rollout algorithm and, by the policy
+improvement argument, its total response time is at most the base policy's on every
+episode (`tests/test_lookahead.py` checks it). It is not a bound: a policy that deviates
+from the base at several decisions at once may do better still. Cost: at every step,
+one episode per server (M of them) played to the end.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from damdjax.heuristics import DispatchRule, Policy
+from envs.dynamics import dispatch_feasible, dispatch_needed, transition
+from envs.state import Action, EnvState, done_time
+
+
+def total_response_time(state: EnvState) -> jax.Array:
+    """Sum over the instance's real tasks of `done - arrival` (time units) []; infinite
+    where a task never finishes."""
+    inst = state.instance
+    return jnp.sum(jnp.where(inst.task_mask, done_time(state) - inst.arrival, 0.0))
+
+
+def _play_out(key: jax.Array, state: EnvState, base: Policy) -> EnvState:
+    """`state` played to the end of its episode with `base` (no reward kept)."""
+    def body(carry):
+        k, s = carry
+        k, k_act = jax.random.split(k)
+        return k, transition(s, base(k_act, s), 1.0, 0.0)[0]
+    return jax.lax.while_loop(lambda c: ~c[1].done, body, (key, state))[1]
+
+
+def lookahead_costs(key: jax.Array, state: EnvState, base: Policy) -> jax.Array:
+    """[M] the episode's total response time if the head task goes to each server now (this
+    step's picks the base policy's), then `base` to the end (infeasible servers included:
+    mask them with `dispatch_feasible`)."""
+    picks = base(key, state).picks
+    servers = jnp.arange(state.instance.cpu.shape[0], dtype=jnp.int32)
+
+    def cost(m):
+        s = transition(state, Action(dispatch=m, picks=picks), 1.0, 0.0)[0]
+        return total_response_time(_play_out(key, s, base))
+    return jax.vmap(cost)(servers)
+
+
+def lookahead_dispatch(base: Policy) -> DispatchRule:
+    """The clairvoyant one-step lookahead over `base` (module docstring) as a dispatch rule
+    `(key, state) -> server [] int32`."""
+    def rule(key: jax.Array, state: EnvState) -> jax.Array:
+        costs = lookahead_costs(key, state, base)
+        finite = jnp.where(jnp.isfinite(costs), costs, jnp.finfo(costs.dtype).max)
+        feasible = dispatch_feasible(state)
+        choice = jnp.argmin(jnp.where(feasible, finite, jnp.inf)).astype(jnp.int32)
+        return jnp.where(dispatch_needed(state), choice, base(key, state).dispatch)
+    return rule
