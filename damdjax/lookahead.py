@@ -19,6 +19,11 @@ improvement argument, its total response time is at most the base policy's on ev
 episode (`tests/test_lookahead.py` checks it). It is not a bound: a policy that deviates
 from the base at several decisions at once may do better still. Cost: at every step,
 one episode per server (M of them) played to the end.
+
+`rollout_targets` turns the costs into a dispatcher network's regression targets:
+`train.dqn --targets rollout` fits the network to them (one step of approximate policy
+iteration over the base pair), so its greedy rule approximates the lookahead without
+knowing the future.
 """
 from __future__ import annotations
 
@@ -57,6 +62,21 @@ def lookahead_costs(key: jax.Array, state: EnvState, base: Policy) -> jax.Array:
         s = transition(state, Action(dispatch=m, picks=picks), 1.0, 0.0)[0]
         return total_response_time(_play_out(key, s, base))
     return jax.vmap(cost)(servers)
+
+
+def rollout_targets(costs: jax.Array, mask: jax.Array, time_scale
+                    ) -> tuple[jax.Array, jax.Array]:
+    """A dispatcher's regression targets from `lookahead_costs` [..., M] (time units) over
+    the feasible servers `mask` [..., M]: `-(cost_m - mean over feasible of cost) /
+    time_scale` (larger is better; 0 off the mask) [..., M], and [...] whether every
+    feasible cost is finite (a target to keep). The greedy server of the targets is the
+    lookahead's."""
+    finite = jnp.all(jnp.isfinite(costs) | ~mask, axis=-1)
+    c = jnp.where(mask, costs, 0.0)
+    count = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1)
+    mean = jnp.sum(c, axis=-1, keepdims=True) / count
+    target = jnp.where(mask & finite[..., None], -(c - mean) / time_scale, 0.0)
+    return target, finite
 
 
 def lookahead_dispatch(base: Policy) -> DispatchRule:

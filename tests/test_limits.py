@@ -181,15 +181,16 @@ def _bytes(tree) -> int:
                for x in jax.tree_util.tree_leaves(tree))
 
 
-@pytest.mark.parametrize("trainer", ["dqn", "mdqn"])
-def test_estimate_matches_the_runner_init_allocates(trainer):
+@pytest.mark.parametrize("trainer,extra", [("dqn", {}), ("mdqn", {}),
+                                           ("dqn", {"targets": "rollout", "eft_feature": True})])
+def test_estimate_matches_the_runner_init_allocates(trainer, extra):
     """The env-state and replay estimates against `jax.eval_shape` of the trainer's own
     `init` on a small config: equal to the byte (the runner's scalars, key and network
     aside, which the estimate leaves out)."""
     mod = importlib.import_module(f"train.{trainer}")
     cls = mod.DQNConfig if trainer == "dqn" else mod.MDQNConfig
     cfg = cls(num_envs=3, num_tasks=7, num_servers=2, queue_capacity=5, buffer_capacity=11,
-              batch_size=4, hidden=(8,))
+              batch_size=4, hidden=(8,), **extra)
     out = jax.eval_shape(mod.make_train(cfg).init, jax.random.PRNGKey(0), Hyper.from_config(cfg))
     buffer = out.buffer if trainer == "dqn" else out.pools
     rest = out.replace(params=None, target_params=None, opt_state=None, key=None,

@@ -173,6 +173,7 @@ class DAMDConfig:
             for f in [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks", "hidden"]:
                 v[f"{prefix}_{f}"] = own[f]
         v["dqn_eft_feature"] = d.eft_feature
+        v["dqn_targets"] = d.targets
         return v
 
     def to_json(self) -> dict:
@@ -369,6 +370,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
       help="dispatcher hidden widths (default %(default)s)")
     a("--dqn-eft-feature", action="store_true",
       help="dispatcher stages: the EFT estimate as a server feature (train.dqn --eft-feature)")
+    a("--dqn-targets", default=dd.targets,
+      help="dispatcher stages: td (DQN targets) or rollout (fitted to EFT-with-the-"
+           "schedulers rollouts; train.dqn --targets) (default %(default)s)")
     a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
       "(default %(default)s)")
     a("--mdqn-num-chunks", type=int, default=md.num_chunks,
@@ -426,12 +430,14 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
 
     cfg = DAMDConfig(
         dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
-                                 scheduler="fcfs", eft_feature=args.dqn_eft_feature),
+                                 scheduler="fcfs", eft_feature=args.dqn_eft_feature,
+                                 targets=args.dqn_targets),
         schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
                                    hidden=parse_hidden(p, args.mdqn_hidden),
                                    share_params=args.share_params, dispatcher=""),
         rounds=args.rounds, eval_episodes=200 if args.eval_episodes is None else args.eval_episodes)
     try:  # the values and the setting, before anything is written or compiled
+        cfg.dispatcher.check_targets("--dqn-")
         check_hyper(cfg.hyper(), cfg.env_config())
     except ValueError as err:
         p.error(flag_message(err, PipelineHyper.field_names()))

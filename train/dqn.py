@@ -21,6 +21,17 @@ episode (then it bootstraps from the capped state). Rewards (--reward):
             tasks spend in the system, over tau, minus the miss penalty) summed
             over the env steps from this dispatch to the next one.
 
+Targets (--targets): td, the DQN's temporal-difference targets from the rewards
+above; or rollout, one step of approximate policy iteration over EFT with the run's
+scheduler: at every dispatch decision each feasible server is tried by playing
+the episode out with EFT and the scheduler (damdjax.lookahead.lookahead_costs),
+and the network is fitted (squared error, every feasible server at once) to
+`-(total response time - its mean over the servers) / time_scale`
+(damdjax.lookahead.rollout_targets). The rollouts know the episode's future
+arrivals, the network does not: its greedy rule estimates the lookahead's
+expected choice from what it sees. --reward, --gamma, --target-every,
+--double-dqn and --n-step do not apply to it (refused unless at their defaults).
+
 Writes runs/<name>/config.json, metrics.jsonl (one line per chunk),
 checkpoint.msgpack (online and target params, optimizer state, counters, RNG
 key and the replay buffer; flax msgpack, atomic replace; --resume continues it
@@ -35,7 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +56,8 @@ from flax import struct
 from damdjax import memory, replay, runs
 from damdjax.cli import RunConfig, add_common_flags, common_from_args
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
+from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, earliest_finish, pair
+from damdjax.lookahead import lookahead_costs, rollout_targets
 from damdjax.hyper import Hyper, program_of
 from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns
 from damdjax.networks import DispatchQNetwork, DispatchView, epsilon_greedy
@@ -60,6 +72,10 @@ from envs.state import Action
 
 CHECKPOINT = runs.CHECKPOINT
 REWARDS = ("response", "sojourn")
+TARGETS = ("td", "rollout")
+# What --targets rollout leaves unused: (field, flag), refused unless at the default.
+TD_ONLY = (("reward", "--reward"), ("gamma", "--gamma"), ("target_every", "--target-every"),
+           ("double_dqn", "--double-dqn"), ("n_step", "--n-step"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +86,25 @@ class DQNConfig(RunConfig):
     reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
     init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
     eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
+    targets: str = "td"                # td: DQN targets | rollout: fitted to EFT rollouts
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
-    added_fields = {**RunConfig.added_fields, "eft_feature": False}   # no EFT column
+    added_fields = {**RunConfig.added_fields, "eft_feature": False,   # no EFT column,
+                    "targets": "td"}                                  # DQN targets
+
+    def check_targets(self, prefix: str = "--") -> None:
+        """ValueError naming the flag (with `prefix`, e.g. "--dqn-") of an unknown
+        `targets`, or of a TD-only value away from its default with `targets` rollout."""
+        if self.targets not in TARGETS:
+            raise ValueError(f"{prefix}targets must be one of {', '.join(TARGETS)}, "
+                             f"got {self.targets!r}")
+        if self.targets == "rollout":
+            for field, flag in TD_ONLY:
+                value, default = getattr(self, field), getattr(DQNConfig, field)
+                if value != default:
+                    raise ValueError(f"{prefix}{flag[2:]} {value} does not apply to "
+                                     f"{prefix}targets rollout (leave it at {default})")
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,
@@ -81,9 +112,21 @@ class DQNConfig(RunConfig):
         return 8 * self.env_config().n_max + 12
 
     def replay_memory(self) -> int:
-        return memory.replay_bytes(
-            memory.dispatch_view_bytes(self.env_config(), int(self.eft_feature)),
-            self.buffer_capacity)
+        """The buffer of `DispatchView`s, with `RolloutSample`'s targets [M] (float32)
+        where `targets` is rollout."""
+        c = self.env_config()
+        entry = memory.dispatch_view_bytes(c, int(self.eft_feature))
+        if self.targets == "rollout":
+            entry += 4 * c.m_max
+        return memory.replay_bytes(entry, self.buffer_capacity)
+
+
+class RolloutSample(NamedTuple):
+    """One `--targets rollout` replay entry: the dispatcher's `view` (DispatchView) and
+    its `target` [M] (`damdjax.lookahead.rollout_targets`)."""
+
+    view: DispatchView
+    target: jax.Array
 
 
 @struct.dataclass
@@ -132,6 +175,8 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
         schedule = resolve_scheduler(config.scheduler)
     e = config.num_envs
     sojourn = config.reward == "sojourn"
+    if config.targets == "rollout":
+        return _rollout_env_step(config, env, net, schedule, axis_name)
 
     def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
         k_act, k_sched, k_reset = jax.random.split(key, 3)
@@ -196,6 +241,38 @@ def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
     return env_step
 
 
+def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
+                      schedule: ScheduleRule, axis_name: str | None):
+    """`_env_step_fn`'s step for `--targets rollout`: where a dispatch is needed the view
+    and its `rollout_targets` (EFT with `schedule` played out from every server) go to
+    the buffer as a complete entry (`RolloutSample`; reward 0, terminal, no successor)."""
+    e = config.num_envs
+    base = pair(earliest_finish, schedule)
+
+    def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
+        k_act, k_sched, k_reset = jax.random.split(key, 3)
+        view = batch_view(config, rs.obs, rs.env_state, params.time_scale)
+        q = net.apply(rs.params, view.task, view.servers, view.server_mask)
+        dispatch = epsilon_greedy(k_act, q, view.mask, epsilon)
+        keys = jax.random.split(k_sched, e)
+        picks = jax.vmap(schedule)(keys, rs.env_state)
+        costs = jax.vmap(lambda k, s: lookahead_costs(k, s, base))(keys, rs.env_state)
+        target, finite = rollout_targets(costs, view.mask, params.time_scale)
+        write = rs.obs.dispatch_needed & finite
+        entry = RolloutSample(view=view, target=target)
+        buf, idx, stamp = replay.add_batch(rs.buffer, entry, dispatch, write)
+        buf = replay.set_reward(buf, idx, stamp, jnp.zeros((e,)), write)
+        buf = replay.set_next(buf, idx, stamp, entry, jnp.ones((e,), bool), write)
+        obs, env_state, team_reward, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
+            k_act, rs.env_state, Action(dispatch=dispatch, picks=picks), params)
+        obs, env_state, stats = reset_finished(env, params, k_reset, done, agents_part(obs),
+                                               env_state, axis_name, agents_part)
+        rs = rs.replace(buffer=buf, env_state=env_state, obs=obs, env_steps=rs.env_steps + e)
+        return rs, {**info, "team_reward": team_reward, "done": done}, stats
+
+    return env_step
+
+
 def make_env_step(config: DQNConfig, env: EdgeEnv, params: EnvParams):
     """(runner, key, epsilon) -> (runner, info, stats): one vmapped env step at `params`
     with its buffer writes (the step `make_train`'s chunk takes; for step-level tests)."""
@@ -218,6 +295,18 @@ def dispatcher_loss(net: DispatchQNetwork, params, target_params, batch: replay.
     target = td_targets(q_next, n.mask, batch.reward, batch.terminal,
                         batch.bootstrap_discount(gamma), q_online, double)
     return td_loss(q, batch.action, target, valid)
+
+
+def rollout_loss(net: DispatchQNetwork, params, entry: RolloutSample, valid) -> jax.Array:
+    """`--targets rollout`'s loss []: the squared error of `net`'s Q at `params` of
+    `entry.view` (leaves [B, ...]) against `entry.target` [B, M], averaged over each
+    entry's feasible servers, then over `valid` [B] (0 if none)."""
+    v = entry.view
+    q = net.apply(params, v.task, v.servers, v.server_mask)
+    m = v.mask.astype(q.dtype)
+    per = jnp.sum(m * 0.5 * (q - entry.target) ** 2, axis=-1) / jnp.maximum(jnp.sum(m, -1), 1)
+    w = jnp.asarray(valid, per.dtype)
+    return jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def make_train(config: DQNConfig, axis_name: str | None = None,
@@ -254,6 +343,8 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
             jax.random.split(k_env, e), hyper.env_params())
         view0 = jax.tree.map(lambda x: x[0], batch_view(config, obs, env_state,
                                                          hyper.env_params().time_scale))
+        if config.targets == "rollout":
+            view0 = RolloutSample(view=view0, target=jnp.zeros((env.config.m_max,)))
         q_params = init_dispatcher(net, k_net, config.eft_feature)
         minus = lambda shape: jnp.full(shape, -1, jnp.int32)
         return RunnerState(
@@ -267,10 +358,15 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
             chunk=jnp.zeros((), jnp.int32))
 
     def update(rs: RunnerState, key, hyper: Hyper):
-        batch, valid = replay.sample(rs.buffer, key, config.batch_size, hyper.n_step,
-                                     hyper.gamma)
-        loss, grads = jax.value_and_grad(dispatcher_loss, argnums=1)(
-            net, rs.params, rs.target_params, batch, valid, hyper.gamma, hyper.double_dqn)
+        if config.targets == "rollout":
+            batch, valid = replay.sample(rs.buffer, key, config.batch_size)
+            loss, grads = jax.value_and_grad(rollout_loss, argnums=1)(
+                net, rs.params, batch.obs, valid)
+        else:
+            batch, valid = replay.sample(rs.buffer, key, config.batch_size, hyper.n_step,
+                                         hyper.gamma)
+            loss, grads = jax.value_and_grad(dispatcher_loss, argnums=1)(
+                net, rs.params, rs.target_params, batch, valid, hyper.gamma, hyper.double_dqn)
         upd, opt_state = hyper.optimizer().update(grads, rs.opt_state, rs.params)
         new_params = optax.apply_updates(rs.params, upd)
         active = (rs.env_steps >= hyper.learning_starts) & jnp.any(valid)
@@ -365,6 +461,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) 
     a("--reward", default=d.reward, help="dispatcher reward: response = exp(-T_i/tau) of the "
       "dispatched task (the paper's), or sojourn = the schedulers' team reward between this "
       "dispatch and the next (default %(default)s)")
+    a("--targets", default=d.targets, help="td: the DQN's TD targets from --reward; rollout: "
+      "fitted to EFT-with-the-scheduler rollouts from every server at each dispatch "
+      "(approximate policy iteration over EFT; above) (default %(default)s)")
     a("--eft-feature", action="store_true",
       help="append the EFT rule's estimate of when the head task's result would be back "
            "(from now, over time_scale) to every feasible server's features (default off)")
@@ -403,8 +502,13 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
             p.error(f"--init-dispatcher {args.init_dispatcher} has eft_feature "
                     f"{str(meta['eft_feature']).lower()}, but --eft-feature is "
                     f"{'on' if args.eft_feature else 'off'}: pass the same option")
-    return DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
-                     eft_feature=args.eft_feature)
+    cfg = DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
+                    eft_feature=args.eft_feature, targets=args.targets)
+    try:
+        cfg.check_targets()
+    except ValueError as err:
+        p.error(str(err))
+    return cfg
 
 
 def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
