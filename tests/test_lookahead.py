@@ -138,6 +138,16 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     old = dqn.config_from_args(p, p.parse_args([])).to_json()
     del old["targets"]
     assert dqn.DQNConfig.from_json(old).targets == "td"
+    from train import sweep
+    for argv, message in ((["--trainer", "dqn", "--targets", "rollout", "--grid", "gamma=0.5,0.9"],
+                           "--grid gamma does not apply to --targets rollout"),
+                          (["--trainer", "damd", "--dqn-targets", "rollout", "--grid",
+                            "dqn_polyak=0.5,1"],
+                           "--grid dqn_polyak does not apply to --dqn-targets rollout")):
+        sp = sweep.build_parser(argv[1])
+        with pytest.raises(SystemExit):
+            sweep.config_from_args(sp, sp.parse_args(argv))
+        assert message in capsys.readouterr().err
     d = damd.config_from_args(q, q.parse_args(["--dqn-targets", "rollout"]))
     assert d.dispatcher.targets == "rollout"
     runs.recheck_config(d, damd.build_parser, damd.config_from_args)

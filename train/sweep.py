@@ -247,6 +247,12 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
         check_grid(grid, base, cfg.env_config())
     except ValueError as err:
         p.error(str(err))
+    dispatcher, prefix = (cfg.dispatcher, "dqn_") if args.trainer == "damd" else (cfg, "")
+    if getattr(dispatcher, "targets", "td") == "rollout":   # fitted, not TD: no target net
+        for field in grid:
+            if field in {prefix + f for f in (*dict(dqn.TD_ONLY), "polyak")}:
+                p.error(f"--grid {field} does not apply to --{prefix.replace('_', '-')}targets "
+                        "rollout")
     return SweepConfig(trainer=args.trainer, seeds=args.seeds,
                        grid=tuple((f, tuple(v)) for f, v in grid.items()), config=cfg)
 
