@@ -2,7 +2,6 @@
 bad grids."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -108,8 +107,8 @@ def test_members_equal_single_runs_and_load_as_dispatchers(straight, tmp_path):
         cfg = json.load(open(member / "config.json"))
         assert (cfg["seed"], cfg["lr"], cfg["num_tasks"], cfg["slack"]) == (seed, lr, 12, 1.5)
     from eval import compare
-    ns = argparse.Namespace(dispatcher_checkpoint=str(straight / "member-3"), scheduler=None,
-                            damd_run=None)
+    ns = compare.build_parser().parse_args(["--dispatcher-checkpoint",
+                                            str(straight / "member-3")])
     assert compare.learned_methods(ns)[1]["num_tasks"] == 12
     p = mdqn.build_parser()
     cfg = mdqn.config_from_args(p, p.parse_args(["--dispatcher", str(straight / "member-3"),
