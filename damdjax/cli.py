@@ -220,7 +220,8 @@ class RunConfig:
 PROGRAM_INTS = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
                 "buffer_capacity", "batch_size", "updates_per_step")
 VALUE_FIELDS = ("density", "slack", "tau", "lr", "max_grad_norm", "gamma", "eps_start",
-                "eps_end", "eps_decay_steps", "target_every", "learning_starts", "double_dqn", "n_step")
+                "eps_end", "eps_decay_steps", "target_every", "learning_starts", "double_dqn",
+                "n_step")
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")

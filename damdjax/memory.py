@@ -10,7 +10,7 @@ succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
     observation_bytes(config, fields) one `envs.observation.Observation` (or a part)
     dispatch_view_bytes(config, extra)  one replay entry's dispatcher view (`DispatchView`)
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
-    replay_bytes(entry, capacity)     a `damdjax.replay.ReplayBuffer` of such entries
+    replay_bytes(entry, capacity, next_entry)   a `damdjax.replay.ReplayBuffer` of such entries
     evaluation_bytes(config, episodes, methods)   a held-out evaluation's batches
 
 The trainers' configs add them up (`RunConfig.memory_parts`: the vmapped env states
@@ -95,11 +95,13 @@ def scheduler_view_bytes(config: EnvConfig) -> int:
     return 4 * (q * len(SLOT_FEATURES) + 2 * len(OWN_FEATURES)) + q * B1
 
 
-def replay_bytes(entry: int, capacity: int) -> int:
-    """A `ReplayBuffer` of `capacity` entries of `entry` bytes: obs and next_obs, action,
+def replay_bytes(entry: int, capacity: int, next_entry: int | None = None) -> int:
+    """A `ReplayBuffer` of `capacity` entries: obs of `entry` bytes and next_obs of
+    `next_entry` (None: `entry`; 0 for a buffer without next observations), action,
     reward, stamp, succ, succ_stamp (4 bytes each), terminal, has_reward, has_next; 3
     int32 scalars."""
-    return capacity * (2 * entry + 5 * 4 + 3 * B1) + 3 * I32
+    next_entry = entry if next_entry is None else next_entry
+    return capacity * (entry + next_entry + 5 * 4 + 3 * B1) + 3 * I32
 
 
 def evaluation_bytes(config: EnvConfig, episodes: int, methods: int, f: int = 4) -> int:

@@ -97,15 +97,20 @@ class ReplayBuffer:
         return self.action.shape[0]
 
 
-def init(example_obs: PyTree, capacity: int, reward_dtype=jnp.float32) -> ReplayBuffer:
-    """An empty buffer for observations shaped like `example_obs` (no batch axis)."""
-    zeros = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype),
-                         example_obs)
+def init(example_obs: PyTree, capacity: int, reward_dtype=jnp.float32,
+         example_next_obs: PyTree | None = None) -> ReplayBuffer:
+    """An empty buffer for observations shaped like `example_obs` (no batch axis), and next
+    observations shaped like `example_next_obs` (None: like `example_obs`; `()` for
+    entries that have none, e.g. fitted targets: `set_next` then only marks them)."""
+    zeros_like = lambda tree: jax.tree.map(
+        lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), tree)
+    zeros = zeros_like(example_obs)
+    next_zeros = zeros if example_next_obs is None else zeros_like(example_next_obs)
     false = jnp.zeros((capacity,), bool)
     minus = jnp.full((capacity,), -1, jnp.int32)
     return ReplayBuffer(
         obs=zeros, action=jnp.zeros((capacity,), jnp.int32),
-        reward=jnp.zeros((capacity,), reward_dtype), next_obs=zeros, terminal=false,
+        reward=jnp.zeros((capacity,), reward_dtype), next_obs=next_zeros, terminal=false,
         has_reward=false, has_next=false, stamp=minus, succ=minus, succ_stamp=minus,
         position=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32),
         writes=jnp.zeros((), jnp.int32))
@@ -208,15 +213,16 @@ def num_ready(buffer: ReplayBuffer) -> jax.Array:
     return jnp.sum(ready(buffer), dtype=jnp.int32)
 
 
-def n_step_walk(buffer: ReplayBuffer, index: jax.Array, n_step, gamma
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def n_step_walk(buffer: ReplayBuffer, index: jax.Array, n_step, gamma,
+                ok: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """From the ready entries `index` [B], follow successor links for up to `n_step - 1`
     (>= 0; may be traced, e.g. `Hyper.n_step`) further entries, each live (holding the
-    linked stamp) and ready. Returns `(reward [B], last [B], discount [B])`: `r_0 +
+    linked stamp) and ready (`ok` [C]: `ready(buffer)`, computed here if not given).
+    Returns `(reward [B], last [B], discount [B])`: `r_0 +
     gamma r_1 + ... + gamma^(k-1) r_(k-1)` over the k walked entries, the slot of the
     last one, and `gamma ** k` (a running product; exactly `gamma` for k = 1)."""
     c = buffer.capacity
-    ok = ready(buffer)
+    ok = ready(buffer) if ok is None else ok
     reward0 = buffer.reward[index]
     discount0 = jnp.broadcast_to(jnp.asarray(gamma, reward0.dtype), index.shape)
 
@@ -260,7 +266,7 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, n_step=None, g
     if n_step is None:
         reward, last, discount = buffer.reward[idx], idx, None
     else:
-        reward, last, discount = n_step_walk(buffer, idx, n_step, gamma)
+        reward, last, discount = n_step_walk(buffer, idx, n_step, gamma, ok)
     batch = Transition(obs=take(buffer.obs, idx), action=buffer.action[idx], reward=reward,
                        next_obs=take(buffer.next_obs, last), terminal=buffer.terminal[last],
                        index=idx, discount=discount)

@@ -112,13 +112,13 @@ class DQNConfig(RunConfig):
         return 8 * self.env_config().n_max + 12
 
     def replay_memory(self) -> int:
-        """The buffer of `DispatchView`s, with `RolloutSample`'s targets [M] (float32)
-        where `targets` is rollout."""
+        """The buffer of `DispatchView`s (and next ones); where `targets` is rollout,
+        `RolloutSample`s (a view and its targets [M] float32) without next ones."""
         c = self.env_config()
-        entry = memory.dispatch_view_bytes(c, int(self.eft_feature))
+        view = memory.dispatch_view_bytes(c, int(self.eft_feature))
         if self.targets == "rollout":
-            entry += 4 * c.m_max
-        return memory.replay_bytes(entry, self.buffer_capacity)
+            return memory.replay_bytes(view + 4 * c.m_max, self.buffer_capacity, 0)
+        return memory.replay_bytes(view, self.buffer_capacity)
 
 
 class RolloutSample(NamedTuple):
@@ -245,7 +245,8 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
                       schedule: ScheduleRule, axis_name: str | None):
     """`_env_step_fn`'s step for `--targets rollout`: where a dispatch is needed the view
     and its `rollout_targets` (EFT with `schedule` played out from every server) go to
-    the buffer as a complete entry (`RolloutSample`; reward 0, terminal, no successor)."""
+    the buffer as a complete entry (`RolloutSample`; reward 0, terminal, no next
+    observation, no successor)."""
     e = config.num_envs
     base = pair(earliest_finish, schedule)
 
@@ -262,7 +263,7 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
         entry = RolloutSample(view=view, target=target)
         buf, idx, stamp = replay.add_batch(rs.buffer, entry, dispatch, write)
         buf = replay.set_reward(buf, idx, stamp, jnp.zeros((e,)), write)
-        buf = replay.set_next(buf, idx, stamp, entry, jnp.ones((e,), bool), write)
+        buf = replay.set_next(buf, idx, stamp, (), jnp.ones((e,), bool), write)
         obs, env_state, team_reward, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
             k_act, rs.env_state, Action(dispatch=dispatch, picks=picks), params)
         obs, env_state, stats = reset_finished(env, params, k_reset, done, agents_part(obs),
@@ -350,7 +351,9 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
         return RunnerState(
             params=q_params, target_params=q_params,
             opt_state=hyper.optimizer().init(q_params),
-            buffer=replay.init(view0, config.buffer_capacity), env_state=env_state,
+            buffer=replay.init(view0, config.buffer_capacity,
+                               example_next_obs=() if config.targets == "rollout" else None),
+            env_state=env_state,
             obs=agents_part(obs),
             table_idx=minus((e, n)), table_stamp=minus((e, n)), prev_idx=minus((e,)),
             prev_stamp=minus((e,)), sojourn=jnp.zeros((e,), jnp.float32), key=key,
