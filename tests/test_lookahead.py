@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.heuristics import SCHEDULE_RULES, pair, pair_from_name, pair_names
@@ -73,18 +74,20 @@ def test_rollout_targets_by_hand():
     np.testing.assert_array_equal(finite, [True, True, False])
 
 
-def test_rollout_trainer_writes_the_lookahead_targets():
-    """train.dqn --targets rollout: each step writes, for every env that must dispatch, a
-    complete buffer entry holding its view and `rollout_targets` of EFT-with-the-scheduler
-    played out from every server (computed here from the state separately); the targets'
-    best server is `lookahead_dispatch`'s choice."""
+@pytest.mark.parametrize("rollout_envs", [0, 2])
+def test_rollout_trainer_writes_the_lookahead_targets(rollout_envs):
+    """train.dqn --targets rollout: each step writes, for every env that must dispatch (at
+    most --rollout-envs of them where set), a complete buffer entry holding its view and
+    `rollout_targets` of EFT-with-the-scheduler played out from every server (computed
+    here from the state separately); the targets' best server is `lookahead_dispatch`'s
+    choice."""
     from damdjax import replay
     from damdjax.heuristics import earliest_finish
     from envs.env import EdgeEnv
     from train import dqn
     cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
                         hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
-                        eft_feature=True)
+                        eft_feature=True, rollout_envs=rollout_envs)
     env = EdgeEnv(cfg.env_config())
     params = cfg.env_params()
     rs = dqn.init_runner(cfg, env, params)
@@ -93,15 +96,22 @@ def test_rollout_trainer_writes_the_lookahead_targets():
     one = jax.jit(lambda s: (rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
                                              dispatch_feasible(s), params.time_scale),
                              lookahead_dispatch(base)(jax.random.PRNGKey(0), s)))
-    key, written = jax.random.PRNGKey(3), 0
+    view = jax.jit(lambda o, s: dqn.batch_view(cfg, o, s, params.time_scale))
+    key, written, capped = jax.random.PRNGKey(3), 0, False
     for _ in range(12):
-        needed = np.asarray(rs.obs.dispatch_needed)
-        writes, states = int(rs.buffer.writes), rs.env_state
+        needed = np.flatnonzero(np.asarray(rs.obs.dispatch_needed))
+        writes, states, views = int(rs.buffer.writes), rs.env_state, view(rs.obs, rs.env_state)
         key, k = jax.random.split(key)
         rs, _, _ = step(rs, k, 0.5)
-        assert int(rs.buffer.writes) - writes == needed.sum()
-        for rank, e in enumerate(np.flatnonzero(needed)):
-            slot = writes + rank
+        n = int(rs.buffer.writes) - writes
+        assert n == (min(len(needed), rollout_envs) if rollout_envs else len(needed))
+        capped |= n < len(needed)
+        for slot in range(writes, writes + n):
+            # the env whose view this entry holds: in order, unless capped (random order)
+            same = [e for e in needed if all(np.array_equal(a[e], b[slot]) for a, b in zip(
+                jax.tree.leaves(views), jax.tree.leaves(rs.buffer.obs.view)))]
+            e = needed[slot - writes] if not rollout_envs else same[0]
+            assert e in same
             (target, finite), choice = one(jax.tree.map(lambda x: x[e], states))
             assert bool(finite) and bool(replay.ready(rs.buffer)[slot])
             np.testing.assert_allclose(rs.buffer.obs.target[slot], target, rtol=1e-5, atol=1e-6)
@@ -109,14 +119,13 @@ def test_rollout_trainer_writes_the_lookahead_targets():
             best = np.where(mask, np.asarray(rs.buffer.obs.target[slot]), -np.inf)
             assert best[int(choice)] == best.max()
             written += 1
-    assert written >= 8
+    assert written >= 8 and capped == bool(rollout_envs)
 
 
 def test_targets_flag_checks_and_runs_written_before_it(capsys):
     """--targets: an unknown value and TD-only flags away from their defaults are refused
-    in one line naming the flag (train.dqn, train.damd); a config.json without the field
-    loads as td."""
-    import pytest
+    in one line naming the flag (train.dqn, train.damd), as is --rollout-envs out of range
+    or without rollout targets; a config.json without the fields loads as td, all envs."""
     from damdjax import runs
     from train import damd, dqn
     p = dqn.build_parser()
@@ -124,7 +133,11 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
                           (["--targets", "rollout", "--n-step", "3"],
                            "--n-step 3 does not apply to --targets rollout"),
                           (["--targets", "rollout", "--reward", "sojourn"],
-                           "--reward sojourn does not apply to --targets rollout")):
+                           "--reward sojourn does not apply to --targets rollout"),
+                          (["--rollout-envs", "2"],
+                           "--rollout-envs 2 applies only to --targets rollout"),
+                          (["--targets", "rollout", "--num-envs", "8", "--rollout-envs", "9"],
+                           "--rollout-envs must be in [0, --num-envs 8], got 9")):
         with pytest.raises(SystemExit):
             dqn.config_from_args(p, p.parse_args(argv))
         assert message in capsys.readouterr().err
@@ -132,12 +145,17 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     with pytest.raises(SystemExit):
         damd.config_from_args(q, q.parse_args(["--dqn-targets", "rollout", "--dqn-gamma", "0.5"]))
     assert "--dqn-gamma 0.5 does not apply to --dqn-targets rollout" in capsys.readouterr().err
-    cfg = dqn.config_from_args(p, p.parse_args(["--targets", "rollout"]))
-    assert cfg.targets == "rollout"
+    cfg = dqn.config_from_args(p, p.parse_args(["--targets", "rollout", "--rollout-envs", "3"]))
+    assert (cfg.targets, cfg.rollout_envs) == ("rollout", 3)
     runs.recheck_config(cfg, dqn.build_parser, dqn.config_from_args)
+    made = damd.config_from_args(q, q.parse_args(["--dqn-targets", "rollout",
+                                                  "--dqn-rollout-envs", "5"]))
+    assert made.dispatcher.rollout_envs == 5
+    runs.recheck_config(made, damd.build_parser, damd.config_from_args)
     old = dqn.config_from_args(p, p.parse_args([])).to_json()
-    del old["targets"]
-    assert dqn.DQNConfig.from_json(old).targets == "td"
+    del old["targets"], old["rollout_envs"]
+    assert (dqn.DQNConfig.from_json(old).targets, dqn.DQNConfig.from_json(old).rollout_envs) == (
+        "td", 0)
     from train import sweep
     for argv, message in ((["--trainer", "dqn", "--targets", "rollout", "--grid", "gamma=0.5,0.9"],
                            "--grid gamma does not apply to --targets rollout"),

@@ -174,6 +174,7 @@ class DAMDConfig:
                 v[f"{prefix}_{f}"] = own[f]
         v["dqn_eft_feature"] = d.eft_feature
         v["dqn_targets"] = d.targets
+        v["dqn_rollout_envs"] = d.rollout_envs
         return v
 
     def to_json(self) -> dict:
@@ -373,6 +374,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
     a("--dqn-targets", default=dd.targets,
       help="dispatcher stages: td (DQN targets) or rollout (fitted to EFT-with-the-"
            "schedulers rollouts; train.dqn --targets) (default %(default)s)")
+    a("--dqn-rollout-envs", type=int, default=dd.rollout_envs, metavar="K",
+      help="dispatcher stages with --dqn-targets rollout: rollouts for at most K envs per "
+           "step (train.dqn --rollout-envs) (default %(default)s: all)")
     a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
       "(default %(default)s)")
     a("--mdqn-num-chunks", type=int, default=md.num_chunks,
@@ -431,7 +435,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
     cfg = DAMDConfig(
         dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
                                  scheduler="fcfs", eft_feature=args.dqn_eft_feature,
-                                 targets=args.dqn_targets),
+                                 targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs),
         schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
                                    hidden=parse_hidden(p, args.mdqn_hidden),
                                    share_params=args.share_params, dispatcher=""),

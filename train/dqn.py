@@ -87,18 +87,26 @@ class DQNConfig(RunConfig):
     init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
     eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
     targets: str = "td"                # td: DQN targets | rollout: fitted to EFT rollouts
+    rollout_envs: int = 0              # rollout: the most envs per step given targets (0: all)
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
     added_fields = {**RunConfig.added_fields, "eft_feature": False,   # no EFT column,
-                    "targets": "td"}                                  # DQN targets
+                    "targets": "td", "rollout_envs": 0}               # DQN targets
 
     def check_targets(self, prefix: str = "--") -> None:
         """ValueError naming the flag (with `prefix`, e.g. "--dqn-") of an unknown
-        `targets`, or of a TD-only value away from its default with `targets` rollout."""
+        `targets`, of a TD-only value away from its default with `targets` rollout, or of
+        `rollout_envs` outside [0, num_envs] or set with `targets` td."""
         if self.targets not in TARGETS:
             raise ValueError(f"{prefix}targets must be one of {', '.join(TARGETS)}, "
                              f"got {self.targets!r}")
+        if not 0 <= self.rollout_envs <= self.num_envs:
+            raise ValueError(f"{prefix}rollout-envs must be in [0, {prefix}num-envs "
+                             f"{self.num_envs}], got {self.rollout_envs}")
+        if self.rollout_envs and self.targets != "rollout":
+            raise ValueError(f"{prefix}rollout-envs {self.rollout_envs} applies only to "
+                             f"{prefix}targets rollout")
         if self.targets == "rollout":
             for field, flag in TD_ONLY:
                 value, default = getattr(self, field), getattr(DQNConfig, field)
@@ -246,8 +254,11 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
     """`_env_step_fn`'s step for `--targets rollout`: where a dispatch is needed the view
     and its `rollout_targets` (EFT with `schedule` played out from every server) go to
     the buffer as a complete entry (`RolloutSample`; reward 0, terminal, no next
-    observation, no successor)."""
+    observation, no successor). With `config.rollout_envs` K in (0, num_envs) only K
+    envs are played out per step: those that must dispatch, K of them at random where
+    there are more."""
     e = config.num_envs
+    k = config.rollout_envs if 0 < config.rollout_envs < e else e
     base = pair(earliest_finish, schedule)
 
     def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
@@ -257,13 +268,20 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
         dispatch = epsilon_greedy(k_act, q, view.mask, epsilon)
         keys = jax.random.split(k_sched, e)
         picks = jax.vmap(schedule)(keys, rs.env_state)
-        costs = jax.vmap(lambda k, s: lookahead_costs(k, s, base))(keys, rs.env_state)
-        target, finite = rollout_targets(costs, view.mask, params.time_scale)
-        write = rs.obs.dispatch_needed & finite
-        entry = RolloutSample(view=view, target=target)
-        buf, idx, stamp = replay.add_batch(rs.buffer, entry, dispatch, write)
-        buf = replay.set_reward(buf, idx, stamp, jnp.zeros((e,)), write)
-        buf = replay.set_next(buf, idx, stamp, (), jnp.ones((e,), bool), write)
+        needed, played, states, views, actions = (rs.obs.dispatch_needed, keys, rs.env_state,
+                                                  view, dispatch)
+        if k < e:   # the envs that must dispatch first, in random order: K rows [K]
+            draw = jax.random.uniform(jax.random.fold_in(k_sched, 1), (e,))
+            rows = jax.lax.top_k(needed + 0.5 * draw, k)[1]
+            needed, played, states, views, actions = jax.tree.map(
+                lambda x: x[rows], (needed, keys, states, views, actions))
+        costs = jax.vmap(lambda kk, s: lookahead_costs(kk, s, base))(played, states)
+        target, finite = rollout_targets(costs, views.mask, params.time_scale)
+        write = needed & finite
+        entry = RolloutSample(view=views, target=target)
+        buf, idx, stamp = replay.add_batch(rs.buffer, entry, actions, write)
+        buf = replay.set_reward(buf, idx, stamp, jnp.zeros((k,)), write)
+        buf = replay.set_next(buf, idx, stamp, (), jnp.ones((k,), bool), write)
         obs, env_state, team_reward, done, info = jax.vmap(env.step, in_axes=(None, 0, 0, None))(
             k_act, rs.env_state, Action(dispatch=dispatch, picks=picks), params)
         obs, env_state, stats = reset_finished(env, params, k_reset, done, agents_part(obs),
@@ -467,6 +485,10 @@ def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) 
     a("--targets", default=d.targets, help="td: the DQN's TD targets from --reward; rollout: "
       "fitted to EFT-with-the-scheduler rollouts from every server at each dispatch "
       "(approximate policy iteration over EFT; above) (default %(default)s)")
+    a("--rollout-envs", type=int, default=d.rollout_envs, metavar="K",
+      help="--targets rollout: per step, play rollouts out for at most K of the envs that "
+           "must dispatch (drawn at random; the others act but store nothing): about "
+           "K/num_envs of the rollout cost (default %(default)s: all of them)")
     a("--eft-feature", action="store_true",
       help="append the EFT rule's estimate of when the head task's result would be back "
            "(from now, over time_scale) to every feasible server's features (default off)")
@@ -506,7 +528,8 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
                     f"{str(meta['eft_feature']).lower()}, but --eft-feature is "
                     f"{'on' if args.eft_feature else 'off'}: pass the same option")
     cfg = DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
-                    eft_feature=args.eft_feature, targets=args.targets)
+                    eft_feature=args.eft_feature, targets=args.targets,
+                    rollout_envs=args.rollout_envs)
     try:
         cfg.check_targets()
     except ValueError as err:
