@@ -56,12 +56,18 @@ def mode() -> str:
     return "unoptimized" if jax.config.read("jax_disable_most_optimizations") else "optimized"
 
 
+# One program for every family: the setting is traced (a third of the time of generating
+# each family op by op, whose float64 times differ in the last bits: the digests were
+# recorded again for that change alone, with transition and observe as they were).
+_generate = jax.jit(jax.vmap(lambda k, p: generate(k, EnvConfig(), p), in_axes=(0, None)))
+
+
 def instances(queue_capacity: int):
     """The families of one queue capacity as one batch (leaves [B, ...])."""
     parts = []
     for _, seed, count, params in FAMILIES[queue_capacity]:
         keys = jax.random.split(jax.random.key(seed), count)
-        parts.append(jax.vmap(lambda k, p=params: generate(k, EnvConfig(), p))(keys))
+        parts.append(_generate(keys, params))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
