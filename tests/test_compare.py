@@ -52,10 +52,9 @@ def test_every_pair_and_the_best_one_and_the_bound(tmp_path):
     smallest mean response time; the bound is below every method on every episode."""
     import jax
     import numpy as np
-    from damdjax.evaluation import held_out_keys
+    from damdjax.evaluation import generate_held_out, held_out_keys
     from damdjax.heuristics import ALL_PAIRS, pair_from_name
     from envs.config import EnvConfig, EnvParams
-    from envs.generator import generate
 
     out = tmp_path / "all.json"
     res = compare.main(["--num-tasks", "20", "--num-servers", "3", "--episodes", "8",
@@ -75,7 +74,7 @@ def test_every_pair_and_the_best_one_and_the_bound(tmp_path):
     params = EnvParams(num_tasks=20, num_servers=3)
     config = EnvConfig(n_max=20, m_max=3)
     inst_keys, play_keys = held_out_keys(0, 8)
-    instances = jax.vmap(lambda k: generate(k, config, params))(inst_keys)
+    instances = generate_held_out(config, params, inst_keys)   # compare's own instances
     alone = compare.run_batch(pair_from_name("RX"), play_keys, instances,
                               config.queue_capacity, params)
     np.testing.assert_allclose(compare.summarize(alone)["_per_episode"]["avg_response_time"],

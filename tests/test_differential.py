@@ -269,8 +269,8 @@ def test_named_pairs_are_covered():
 
 def test_default_settings():
     """EnvConfig() and EnvParams() exactly as shipped: 100 tasks, 5 servers, Q = 16."""
-    instances = generated(1, 16, EnvParams())
-    assert int(instances.task_mask.sum()) == 16 * 100
+    instances = generated(1, 8, EnvParams())
+    assert int(instances.task_mask.sum()) == 8 * 100
     check_batch("default", instances, Q_DEFAULT)
 
 

@@ -130,7 +130,7 @@ def test_setting_range_draws_per_episode():
     assert rng == (("num_servers", 2.0, 4.0),)
     env = EdgeEnv(EnvConfig(n_max=10, m_max=5), setting_range=rng)
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
-    inst = jax.vmap(lambda k: env.generate(k, EnvParams(num_tasks=10)))(keys)
+    inst = jax.jit(jax.vmap(lambda k: env.generate(k, EnvParams(num_tasks=10))))(keys)
     servers = np.asarray(inst.server_mask.sum(axis=1))
     assert set(servers.tolist()) == {2, 3, 4}
     assert np.all(np.asarray(inst.task_mask.sum(axis=1)) == 10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import pytest
 
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.heuristics import SCHEDULE_RULES, pair, pair_from_name, pair_names
@@ -74,8 +73,7 @@ def test_rollout_targets_by_hand():
     np.testing.assert_array_equal(finite, [True, True, False])
 
 
-@pytest.mark.parametrize("rollout_envs", [0, 2])
-def test_rollout_trainer_writes_the_lookahead_targets(rollout_envs):
+def test_rollout_trainer_writes_the_lookahead_targets():
     """train.dqn --targets rollout: each step writes, for every env that must dispatch (at
     most --rollout-envs of them where set), a complete buffer entry holding its view and
     `rollout_targets` of EFT-with-the-scheduler played out from every server (computed
@@ -85,47 +83,53 @@ def test_rollout_trainer_writes_the_lookahead_targets(rollout_envs):
     from damdjax.heuristics import earliest_finish
     from envs.env import EdgeEnv
     from train import dqn
-    cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
-                        hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
-                        eft_feature=True, rollout_envs=rollout_envs)
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
-    rs = dqn.init_runner(cfg, env, params)
-    step = jax.jit(dqn.make_env_step(cfg, env, params))
     base = pair(earliest_finish, SCHEDULE_RULES["sjf"])
-    one = jax.jit(lambda s: (rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
-                                             dispatch_feasible(s), params.time_scale),
-                             lookahead_dispatch(base)(jax.random.PRNGKey(0), s)))
-    view = jax.jit(lambda o, s: dqn.batch_view(cfg, o, s, params.time_scale))
-    key, written, capped = jax.random.PRNGKey(3), 0, False
-    for _ in range(12):
-        needed = np.flatnonzero(np.asarray(rs.obs.dispatch_needed))
-        writes, states, views = int(rs.buffer.writes), rs.env_state, view(rs.obs, rs.env_state)
-        key, k = jax.random.split(key)
-        rs, _, _ = step(rs, k, 0.5)
-        n = int(rs.buffer.writes) - writes
-        assert n == (min(len(needed), rollout_envs) if rollout_envs else len(needed))
-        capped |= n < len(needed)
-        for slot in range(writes, writes + n):
-            # the env whose view this entry holds: in order, unless capped (random order)
-            same = [e for e in needed if all(np.array_equal(a[e], b[slot]) for a, b in zip(
-                jax.tree.leaves(views), jax.tree.leaves(rs.buffer.obs.view)))]
-            e = needed[slot - writes] if not rollout_envs else same[0]
-            assert e in same
-            (target, finite), choice = one(jax.tree.map(lambda x: x[e], states))
-            assert bool(finite) and bool(replay.ready(rs.buffer)[slot])
-            np.testing.assert_allclose(rs.buffer.obs.target[slot], target, rtol=1e-5, atol=1e-6)
-            mask = np.asarray(rs.buffer.obs.view.mask[slot])
-            best = np.where(mask, np.asarray(rs.buffer.obs.target[slot]), -np.inf)
-            assert best[int(choice)] == best.max()
-            written += 1
-    assert written >= 8 and capped == bool(rollout_envs)
+    for rollout_envs in (0, 2):
+        cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
+                            hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
+                            eft_feature=True, rollout_envs=rollout_envs)
+        env = EdgeEnv(cfg.env_config())
+        params = cfg.env_params()
+        if not rollout_envs:   # the same for both configs
+            one = jax.jit(lambda s: (
+                rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
+                                dispatch_feasible(s), params.time_scale),
+                lookahead_dispatch(base)(jax.random.PRNGKey(0), s)))
+            view = jax.jit(lambda o, s: dqn.batch_view(cfg, o, s, params.time_scale))
+        rs = dqn.init_runner(cfg, env, params)
+        step = jax.jit(dqn.make_env_step(cfg, env, params))
+        key, written, capped = jax.random.PRNGKey(3), 0, False
+        for _ in range(12):
+            needed = np.flatnonzero(np.asarray(rs.obs.dispatch_needed))
+            writes, states = int(rs.buffer.writes), rs.env_state
+            views = view(rs.obs, rs.env_state)
+            key, k = jax.random.split(key)
+            rs, _, _ = step(rs, k, 0.5)
+            n = int(rs.buffer.writes) - writes
+            assert n == (min(len(needed), rollout_envs) if rollout_envs else len(needed))
+            capped |= n < len(needed)
+            for slot in range(writes, writes + n):
+                # the env whose view this entry holds: in order, unless capped (random order)
+                same = [e for e in needed if all(np.array_equal(a[e], b[slot]) for a, b in zip(
+                    jax.tree.leaves(views), jax.tree.leaves(rs.buffer.obs.view)))]
+                e = needed[slot - writes] if not rollout_envs else same[0]
+                assert e in same
+                (target, finite), choice = one(jax.tree.map(lambda x: x[e], states))
+                assert bool(finite) and bool(replay.ready(rs.buffer)[slot])
+                np.testing.assert_allclose(rs.buffer.obs.target[slot], target, rtol=1e-5,
+                                           atol=1e-6)
+                mask = np.asarray(rs.buffer.obs.view.mask[slot])
+                best = np.where(mask, np.asarray(rs.buffer.obs.target[slot]), -np.inf)
+                assert best[int(choice)] == best.max()
+                written += 1
+        assert written >= 8 and capped == bool(rollout_envs), rollout_envs
 
 
 def test_targets_flag_checks_and_runs_written_before_it(capsys):
     """--targets: an unknown value and TD-only flags away from their defaults are refused
     in one line naming the flag (train.dqn, train.damd), as is --rollout-envs out of range
     or without rollout targets; a config.json without the fields loads as td, all envs."""
+    import pytest
     from damdjax import runs
     from train import damd, dqn
     p = dqn.build_parser()
