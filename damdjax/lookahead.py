@@ -51,11 +51,13 @@ def _play_out(key: jax.Array, state: EnvState, base: Policy) -> EnvState:
     return jax.lax.while_loop(lambda c: ~c[1].done, body, (key, state))[1]
 
 
-def lookahead_costs(key: jax.Array, state: EnvState, base: Policy) -> jax.Array:
+def lookahead_costs(key: jax.Array, state: EnvState, base: Policy,
+                    picks: jax.Array | None = None) -> jax.Array:
     """[M] the episode's total response time if the head task goes to each server now (this
-    step's picks the base policy's), then `base` to the end (infeasible servers included:
-    mask them with `dispatch_feasible`)."""
-    picks = base(key, state).picks
+    step's picks `picks` [M], by default the base policy's), then `base` to the end
+    (infeasible servers included: mask them with `dispatch_feasible`)."""
+    if picks is None:
+        picks = base(key, state).picks
     servers = jnp.arange(state.instance.cpu.shape[0], dtype=jnp.int32)
 
     def cost(m):
@@ -83,9 +85,10 @@ def lookahead_dispatch(base: Policy) -> DispatchRule:
     """The clairvoyant one-step lookahead over `base` (module docstring) as a dispatch rule
     `(key, state) -> server [] int32`."""
     def rule(key: jax.Array, state: EnvState) -> jax.Array:
-        costs = lookahead_costs(key, state, base)
+        act = base(key, state)
+        costs = lookahead_costs(key, state, base, act.picks)
         finite = jnp.where(jnp.isfinite(costs), costs, jnp.finfo(costs.dtype).max)
         feasible = dispatch_feasible(state)
         choice = jnp.argmin(jnp.where(feasible, finite, jnp.inf)).astype(jnp.int32)
-        return jnp.where(dispatch_needed(state), choice, base(key, state).dispatch)
+        return jnp.where(dispatch_needed(state), choice, act.dispatch)
     return rule
