@@ -31,6 +31,9 @@ and the network is fitted (squared error, every feasible server at once) to
 arrivals, the network does not: its greedy rule estimates the lookahead's
 expected choice from what it sees. --reward, --gamma, --target-every,
 --double-dqn and --n-step do not apply to it (refused unless at their defaults).
+Every env is played out at every step, a dispatch needed or not (a vmapped step
+computes them all); --rollout-envs K plays out only K envs a step, drawn among
+those that must dispatch (the rest act and store nothing).
 
 Writes runs/<name>/config.json, metrics.jsonl (one line per chunk),
 checkpoint.msgpack (online and target params, optimizer state, counters, RNG
