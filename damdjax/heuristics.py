@@ -62,41 +62,39 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
     Every server plays its slot holders (dispatched, not started) in increasing task
     index after its running task, each as soon as it has arrived, its predecessors'
     results are available and the previous one is done (docs/model.md, "EFT
-    dispatch"). The estimates are relaxed together until nothing changes; each is final
-    once its predecessors' and its queue predecessor's are. +inf for tasks not
-    dispatched.
+    dispatch"). +inf for tasks not dispatched.
+
+    One pass over the slot holders in increasing task index: a holder's predecessors and
+    the holder before it on its server have smaller indices (docs/model.md, "Instances"),
+    so each estimate reads final values only and is the same expression of them as the
+    fixed point of relaxing all estimates together (`tests/test_properties.py` checks
+    it bitwise against that relaxation). The loop runs once per slot holder: about 1.5-2x
+    faster ES episodes than the relaxation on the CPU, whose rounds were as many as the
+    longest chain of dependent holders.
     """
     inst = state.instance
     q = state.queue                                            # [M, Q]
     n = state.server.shape[0]
-    holder = q >= 0
-    # The slot holder of the same server with the next lower task index (-1: none).
-    below = holder[:, None, :] & (q[:, None, :] < q[:, :, None])          # [M, Q, Q]
-    prev = jnp.max(jnp.where(below, q[:, None, :], -1), axis=2)           # [M, Q]
-    free = take(state.finish, state.running, state.time)                  # [M]
-    rows = jnp.arange(q.shape[0])[:, None]                                # [M, 1]
-    arrive = take(state.arrive, q, jnp.inf)
-    run_time = take(inst.work, q, 0.0) / inst.cpu[:, None]
-    preds = inst.preds[jnp.clip(q, 0)]                                    # [M, Q, P]
-    pred_srv = take(state.server, preds, 0)
-    k_pred = inst.k[jnp.clip(pred_srv, 0)]
-    at = jnp.where(holder, q, n)
+    flat = q.reshape(-1)                                       # [M Q] task id or -1
+    order = jnp.argsort(jnp.where(flat >= 0, flat, n))         # slots, holders by task id
+    free = take(state.finish, state.running, state.time)       # [M]
+    # [M Q] (as one array, as the relaxation computed it: XLA may divide by a broadcast
+    # as a multiplication by its reciprocal, a last-bit difference from a lone division)
+    run_time = (take(inst.work, q, 0.0) / inst.cpu[:, None]).reshape(-1)
 
-    def relax(carry):
-        finish, _, it = carry
+    def one(i, carry):   # the i-th holder in task order: task t in a slot of server m
+        finish, last = carry                                   # [N], [M]: m's previous one
+        slot = order[i]
+        t, m = flat[slot], slot // q.shape[1]
+        preds = inst.preds[t]                                  # [P]
         fp = take(finish, preds, -jnp.inf)
-        avail = jnp.where(pred_srv == rows[..., None], fp, (fp + k_pred) + inst.k[rows][..., None])
-        ready = jnp.max(jnp.where(preds >= 0, avail, -jnp.inf), axis=2)   # [M, Q]
-        after = jnp.where(prev >= 0, finish[jnp.clip(prev, 0)], free[:, None])
-        est = jnp.maximum(jnp.maximum(arrive, ready), after) + run_time
-        new = finish.at[at].set(est, mode="drop")
-        return new, jnp.any(new != finish), it + 1
+        pred_srv = take(state.server, preds, 0)
+        avail = jnp.where(pred_srv == m, fp, (fp + inst.k[jnp.clip(pred_srv, 0)]) + inst.k[m])
+        ready = jnp.max(jnp.where(preds >= 0, avail, -jnp.inf))
+        est = jnp.maximum(jnp.maximum(state.arrive[t], ready), last[m]) + run_time[slot]
+        return finish.at[t].set(est), last.at[m].set(est)
 
-    # At most one round per slot holder (plus one to see nothing change): a guard that
-    # keeps a NaN in the input from looping forever.
-    finish, _, _ = jax.lax.while_loop(lambda c: c[1] & (c[2] <= q.size), relax,
-                                      (state.finish, jnp.ones((), bool), 0))
-    return finish
+    return jax.lax.fori_loop(0, jnp.sum(flat >= 0), one, (state.finish, free))[0]
 
 
 def eft_estimate(state: EnvState) -> jax.Array:
