@@ -9,7 +9,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from damdjax.heuristics import pair_from_name, slot_finish_estimates
 from envs.config import EnvConfig, EnvParams
@@ -52,31 +51,30 @@ def relaxed_finish_estimates(state):
     return finish, rounds
 
 
-@pytest.mark.parametrize("x64", [False, True])
-def test_one_pass_equals_the_relaxation_bitwise(x64):
+def test_one_pass_equals_the_relaxation_bitwise():
     """Every state of 6 overloaded episodes per pair (EFT and LeastLoad dispatch, so that
-    queues fill): the two computations agree bit for bit, and the relaxation needed
-    several rounds on some states (chains of dependent holders)."""
+    queues fill), in float32 (users' precision, where rounding differences show first):
+    the two computations agree bit for bit, and the relaxation needed several rounds on
+    some states (chains of dependent holders)."""
     params = EnvParams(num_tasks=40, num_servers=3, density=8.0)
-    with jax.enable_x64(x64):
-        keys = jax.random.split(jax.random.PRNGKey(7), 6)
-        instances = jax.jit(jax.vmap(lambda k: generate(k, CONFIG, params)))(keys)
+    keys = jax.random.split(jax.random.PRNGKey(7), 6)
+    instances = jax.jit(jax.vmap(lambda k: generate(k, CONFIG, params)))(keys)
 
-        @functools.partial(jax.jit, static_argnums=0)
-        def compare(name, instances, keys):
-            policy = pair_from_name(name)
+    @functools.partial(jax.jit, static_argnums=0)
+    def compare(name, instances, keys):
+        policy = pair_from_name(name)
 
-            def episode(inst, key):
-                def body(s, k):
-                    got = slot_finish_estimates(s)
-                    want, rounds = relaxed_finish_estimates(s)
-                    same = jnp.all((got == want) | (jnp.isnan(got) & jnp.isnan(want)))
-                    return transition(s, policy(k, s), 1.0, 0.0)[0], (same, rounds)
-                return jax.lax.scan(body, reset_to_instance(inst, CONFIG.queue_capacity),
-                                    jax.random.split(key, 2 * CONFIG.n_max))[1]
-            return jax.vmap(episode)(instances, keys)
+        def episode(inst, key):
+            def body(s, k):
+                got = slot_finish_estimates(s)
+                want, rounds = relaxed_finish_estimates(s)
+                same = jnp.all((got == want) | (jnp.isnan(got) & jnp.isnan(want)))
+                return transition(s, policy(k, s), 1.0, 0.0)[0], (same, rounds)
+            return jax.lax.scan(body, reset_to_instance(inst, CONFIG.queue_capacity),
+                                jax.random.split(key, 2 * CONFIG.n_max))[1]
+        return jax.vmap(episode)(instances, keys)
 
-        for name in ("ES", "LF"):
-            same, rounds = map(np.asarray, compare(name, instances, keys))
-            assert same.all(), (name, np.argwhere(~same)[:5])
-            assert rounds.max() >= 5, rounds.max()
+    for name in ("ES", "LF"):
+        same, rounds = map(np.asarray, compare(name, instances, keys))
+        assert same.all(), (name, np.argwhere(~same)[:5])
+        assert rounds.max() >= 5, rounds.max()
