@@ -67,7 +67,7 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
     One pass over the slot holders in increasing task index: a holder's predecessors and
     the holder before it on its server have smaller indices (docs/model.md, "Instances"),
     so each estimate reads final values only and is the same expression of them as the
-    fixed point of relaxing all estimates together (`tests/test_properties.py` checks
+    fixed point of relaxing all estimates together (`tests/test_heuristics.py` checks
     it bitwise against that relaxation). The loop runs once per slot holder: about 1.5-2x
     faster ES episodes than the relaxation on the CPU, whose rounds were as many as the
     longest chain of dependent holders.
