@@ -271,14 +271,16 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
         dispatch = epsilon_greedy(k_act, q, view.mask, epsilon)
         keys = jax.random.split(k_sched, e)
         picks = jax.vmap(schedule)(keys, rs.env_state)
-        needed, played, states, views, actions = (rs.obs.dispatch_needed, keys, rs.env_state,
-                                                  view, dispatch)
+        # The rollouts start from this step's picks (the scheduler is deterministic).
+        needed, played, states, views, actions, played_picks = (
+            rs.obs.dispatch_needed, keys, rs.env_state, view, dispatch, picks)
         if k < e:   # the envs that must dispatch first, in random order: K rows [K]
             draw = jax.random.uniform(jax.random.fold_in(k_sched, 1), (e,))
             rows = jax.lax.top_k(needed + 0.5 * draw, k)[1]
-            needed, played, states, views, actions = jax.tree.map(
-                lambda x: x[rows], (needed, keys, states, views, actions))
-        costs = jax.vmap(lambda kk, s: lookahead_costs(kk, s, base))(played, states)
+            needed, played, states, views, actions, played_picks = jax.tree.map(
+                lambda x: x[rows], (needed, keys, states, views, actions, played_picks))
+        costs = jax.vmap(lambda kk, s, p: lookahead_costs(kk, s, base, p))(
+            played, states, played_picks)
         target, finite = rollout_targets(costs, views.mask, params.time_scale)
         write = needed & finite
         entry = RolloutSample(view=views, target=target)
