@@ -9,8 +9,10 @@ out of range or infeasible (so the replacement rules run too).
 
 Values are hashed after a cast to float64 / int64, so narrower storage types give the
 same digests; the compiler mode matters (XLA may round a fused program differently), so
-the file holds one set per mode: "unoptimized" (the suite's default,
-`jax_disable_most_optimizations`) and "optimized" (DAMDJAX_TEST_OPTIMIZED=1, users' mode).
+the file holds one set per mode: "unoptimized, older emitters" (the suite's default,
+`jax_disable_most_optimizations` with tests/conftest.py's FAST_COMPILE_FLAG),
+"unoptimized" (the same where XLA does not take that flag) and "optimized"
+(DAMDJAX_TEST_OPTIMIZED=1, users' mode).
 
 Recording again is a deliberate act, never part of a test run:
 
@@ -49,11 +51,17 @@ FAMILIES = {
     2: [("small queue", 8, 4, SMALL.replace(num_servers=3, density=4.0)),
         ("burst", 9, 4, SMALL.replace(density=1000.0, num_servers=4))],
 }
-MODES = ("unoptimized", "optimized")
+FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"   # tests/conftest.py's
+MODES = {"unoptimized, older emitters": (True, FAST_COMPILE_FLAG),
+         "unoptimized": (True, ""), "optimized": (False, "")}
 
 
 def mode() -> str:
-    return "unoptimized" if jax.config.read("jax_disable_most_optimizations") else "optimized"
+    """This process's compiler mode: a key of MODES."""
+    older = FAST_COMPILE_FLAG in os.environ.get("XLA_FLAGS", "").split()
+    if not jax.config.read("jax_disable_most_optimizations"):
+        return "optimized"
+    return "unoptimized, older emitters" if older else "unoptimized"
 
 
 # One program for every family: the setting is traced (a third of the time of generating
@@ -133,13 +141,17 @@ def _record_mode() -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1] in MODES:  # one mode, in a fresh process
-        jax.config.update("jax_disable_most_optimizations", sys.argv[1] == "unoptimized")
+        jax.config.update("jax_disable_most_optimizations", MODES[sys.argv[1]][0])
+        assert mode() == sys.argv[1], (mode(), sys.argv[1])
         print(json.dumps(_record_mode()))
         sys.exit(0)
     recorded = {}
-    for m in MODES:
+    for m, (_, flag) in MODES.items():
+        flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                         if f != FAST_COMPILE_FLAG)
+        env = {**os.environ, "XLA_FLAGS": f"{flags} {flag}".strip()}
         run = subprocess.run([sys.executable, __file__, m], check=True, capture_output=True,
-                             text=True)
+                             text=True, env=env)
         recorded[m] = json.loads(run.stdout.strip().splitlines()[-1])
     with open(PATH + ".tmp", "w") as f:
         json.dump(recorded, f, indent=1, sort_keys=True)

@@ -65,7 +65,8 @@ def four_devices(tmp_path_factory):
     code = ("import sys, jax; from train import sweep; assert len(jax.devices()) == 4; "
             f"sys.exit(max(sweep.main(a) for a in {argv_lists!r}))")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+           + " --xla_force_host_platform_device_count=4"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     yield proc, Path(rd)
