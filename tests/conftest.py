@@ -14,7 +14,8 @@ Most of the suite's time is XLA compiling small programs, so:
 - XLA's cheapest compiles (`jax_disable_most_optimizations`; subprocesses get it
   through JAX_DISABLE_MOST_OPTIMIZATIONS): about half the compile time. On top of it,
   XLA's older elemental emitters for the CPU's fused loops (FAST_COMPILE_FLAG, in
-  XLA_FLAGS, which subprocesses inherit) instead of its newer fusion emitters: the tiny
+  XLA_FLAGS, which subprocesses inherit; tests/compile_modes.py) instead of its newer
+  fusion emitters: the tiny
   DQN chunk compiles in 4.2 s instead of 7.1 s, the suite runs in about two thirds of
   the time (402 s against 618 s on a 2-core CPU). The flag is set only where a probe
   process accepts it (XLA aborts on a flag it does not know; a newer XLA may have
@@ -40,30 +41,17 @@ Most of the suite's time is XLA compiling small programs, so:
 """
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
-FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
-
-
-def _xla_accepts(flag: str) -> bool:
-    """Whether a fresh process with `flag` added to XLA_FLAGS computes on the CPU."""
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(),
-           "JAX_PLATFORMS": "cpu"}
-    code = "import jax.numpy as j; j.ones(2).sum().block_until_ready()"
-    probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           timeout=300)
-    return probe.returncode == 0
-
+from compile_modes import FAST_COMPILE_FLAG, xla_accepts, xla_flags_with
 
 # Before jax starts a backend (XLA reads XLA_FLAGS once); probed once, in the controlling
 # process: pytest-xdist's workers and the CLI tests' subprocesses inherit the result.
 if (os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1"
         and not os.environ.get("DAMDJAX_TEST_XLA_PROBED")):
     os.environ["DAMDJAX_TEST_XLA_PROBED"] = "1"
-    if _xla_accepts(FAST_COMPILE_FLAG):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+    if xla_accepts(FAST_COMPILE_FLAG):
+        os.environ["XLA_FLAGS"] = xla_flags_with(FAST_COMPILE_FLAG)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -9,10 +9,8 @@ out of range or infeasible (so the replacement rules run too).
 
 Values are hashed after a cast to float64 / int64, so narrower storage types give the
 same digests; the compiler mode matters (XLA may round a fused program differently), so
-the file holds one set per mode: "unoptimized, older emitters" (the suite's default,
-`jax_disable_most_optimizations` with tests/conftest.py's FAST_COMPILE_FLAG),
-"unoptimized" (the same where XLA does not take that flag) and "optimized"
-(DAMDJAX_TEST_OPTIMIZED=1, users' mode).
+the file holds one set per mode of tests/compile_modes.py (the suite's default, the
+same without the older emitters, and users' optimized mode).
 
 Recording again is a deliberate act, never part of a test run:
 
@@ -32,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compile_modes import MODES, mode, xla_flags_with
 from damdjax.heuristics import pair_from_name
 from envs.config import EnvConfig, EnvParams
 from envs.env import EdgeEnv
@@ -51,19 +50,6 @@ FAMILIES = {
     2: [("small queue", 8, 4, SMALL.replace(num_servers=3, density=4.0)),
         ("burst", 9, 4, SMALL.replace(density=1000.0, num_servers=4))],
 }
-FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"   # tests/conftest.py's
-MODES = {"unoptimized, older emitters": (True, FAST_COMPILE_FLAG),
-         "unoptimized": (True, ""), "optimized": (False, "")}
-
-
-def mode() -> str:
-    """This process's compiler mode: a key of MODES."""
-    older = FAST_COMPILE_FLAG in os.environ.get("XLA_FLAGS", "").split()
-    if not jax.config.read("jax_disable_most_optimizations"):
-        return "optimized"
-    return "unoptimized, older emitters" if older else "unoptimized"
-
-
 # One program for every family: the setting is traced (a third of the time of generating
 # each family op by op, whose float64 times differ in the last bits: the digests were
 # recorded again for that change alone, with transition and observe as they were).
@@ -147,9 +133,7 @@ if __name__ == "__main__":
         sys.exit(0)
     recorded = {}
     for m, (_, flag) in MODES.items():
-        flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                         if f != FAST_COMPILE_FLAG)
-        env = {**os.environ, "XLA_FLAGS": f"{flags} {flag}".strip()}
+        env = {**os.environ, "XLA_FLAGS": xla_flags_with(flag)}
         run = subprocess.run([sys.executable, __file__, m], check=True, capture_output=True,
                              text=True, env=env)
         recorded[m] = json.loads(run.stdout.strip().splitlines()[-1])
