@@ -30,13 +30,24 @@ TINY = ["--num-tasks", "12", "--num-servers", "3"] + [
     (["--mdqn-buffer-capacity", "4", "--mdqn-num-envs", "8"],
      "--mdqn-buffer-capacity must be >= --mdqn-num-envs (8), got 4"),
     (["--slack", "0"], "--slack must be > 0, got 0.0"),
-    (["--rounds", "0"], "--rounds must be >= 1, got 0")])
+    (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    (["--dqn-scheduler", "lifo"], "--dqn-scheduler: invalid choice: 'lifo'")])
 def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         damd.main(["--run-dir", str(tmp_path), "--name", "x", *flags])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_dqn_scheduler_is_round_1_dispatchers_rule_only(tmp_path):
+    p = damd.build_parser()
+    for flags, want in (([], "fcfs"), (["--dqn-scheduler", "sjf"], "sjf")):
+        cfg = damd.config_from_args(p, p.parse_args(["--rounds", "2", *flags]))
+        stages = damd.stage_configs(cfg, str(tmp_path))
+        assert stages["r1-dispatcher"].scheduler == want
+        assert stages["r2-dispatcher"].scheduler == f"{tmp_path}/r1-schedulers"
+        assert damd.DAMDConfig.from_json(cfg.to_json()) == cfg   # what --resume reads
 
 
 def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):

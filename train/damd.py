@@ -5,13 +5,13 @@
     python -m eval.compare --damd-run runs/damd       # DAMD against NF, RS, LS, EC, best again
 
 Round 1: stage `r1-dispatcher` trains the DQN dispatcher with FCFS servers
-(train.dqn), then stage `r1-schedulers` trains the MDQN schedulers with that
-dispatcher frozen (train.mdqn). Round k > 1 continues both: the dispatcher
-from round k-1's parameters against round k-1's schedulers (frozen), then the
-schedulers from their round k-1 parameters under the new dispatcher. The
-scheduler stages discount per agent decision by --mdqn-gamma (0.5, not
-train.mdqn's 0.9: under a trained dispatcher an agent's decisions are far
-apart; docs/model.md, "The schedulers' discount"). Each
+(train.dqn; --dqn-scheduler names another rule), then stage `r1-schedulers`
+trains the MDQN schedulers with that dispatcher frozen (train.mdqn). Round
+k > 1 continues both: the dispatcher from round k-1's parameters against round
+k-1's schedulers (frozen), then the schedulers from their round k-1 parameters
+under the new dispatcher. The scheduler stages discount per agent decision by
+--mdqn-gamma (0.5, not train.mdqn's 0.9: under a trained dispatcher an agent's
+decisions are far apart; docs/model.md, "The schedulers' discount"). Each
 stage is an ordinary run directory inside the DAMD run (config.json,
 metrics.jsonl, checkpoint.msgpack, the policy file, eval.json), so a stage can
 be inspected, compared or resumed on its own.
@@ -49,7 +49,7 @@ from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_int_flag, chec
                          check_workload_flag, flag_message, int_limit, parse_hidden, setting_config,
                          setting_params, setting_workload)
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import ALL_PAIRS, Policy, pair
+from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, Policy, pair
 from damdjax.hyper import PipelineHyper, check_hyper
 from damdjax.io import write_json_atomic
 from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
@@ -89,9 +89,10 @@ class DAMDConfig:
     """A DAMD pipeline: `rounds` of a dispatcher stage then a schedulers stage.
 
     `dispatcher` is every dispatcher stage's train.dqn config (round 1 under its
-    `scheduler`, FCFS; round k > 1 under round k-1's schedulers) and `schedulers` every
-    schedulers stage's train.mdqn config (under the dispatcher just trained: its
-    `dispatcher` field is unused, ""). Both hold the same setting and seed.
+    `scheduler`, --dqn-scheduler, FCFS by default; round k > 1 under round k-1's
+    schedulers) and `schedulers` every schedulers stage's train.mdqn config (under the
+    dispatcher just trained: its `dispatcher` field is unused, ""). Both hold the same
+    setting and seed.
     `eval_episodes`: the final held-out evaluation (the stage configs' own
     `eval_episodes` are train.damd's --stage-eval-episodes). The setting includes the
     `workload` (--workload sets both stages'; they must agree).
@@ -369,6 +370,10 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
       help="dispatcher stages: chunks of 50 vmapped steps (default %(default)s)")
     a("--dqn-hidden", default=",".join(map(str, dd.hidden)),
       help="dispatcher hidden widths (default %(default)s)")
+    a("--dqn-scheduler", default="fcfs", choices=tuple(SCHEDULE_RULES),
+      help="round 1's dispatcher stage: the servers' scheduling rule while the dispatcher "
+           "learns (train.dqn --scheduler; rounds > 1 use the schedulers trained before) "
+           "(default %(default)s)")
     a("--dqn-eft-feature", action="store_true",
       help="dispatcher stages: the EFT estimate as a server feature (train.dqn --eft-feature)")
     a("--dqn-targets", default=dd.targets,
@@ -434,7 +439,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
 
     cfg = DAMDConfig(
         dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
-                                 scheduler="fcfs", eft_feature=args.dqn_eft_feature,
+                                 scheduler=args.dqn_scheduler, eft_feature=args.dqn_eft_feature,
                                  targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs),
         schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
                                    hidden=parse_hidden(p, args.mdqn_hidden),
