@@ -15,9 +15,8 @@ Most of the suite's time is XLA compiling small programs, so:
   through JAX_DISABLE_MOST_OPTIMIZATIONS): about half the compile time. On top of it,
   XLA's older elemental emitters for the CPU's fused loops (FAST_COMPILE_FLAG, in
   XLA_FLAGS, which subprocesses inherit; tests/compile_modes.py) instead of its newer
-  fusion emitters: the tiny
-  DQN chunk compiles in 4.2 s instead of 7.1 s, the suite runs in about two thirds of
-  the time (402 s against 618 s on a 2-core CPU). The flag is set only where a probe
+  fusion emitters: the tiny DQN chunk compiles in 4.2 s instead of 7.1 s, the suite
+  runs in about two thirds of the time (402 s against 618 s on a 2-core CPU). The flag is set only where a probe
   process accepts it (XLA aborts on a flag it does not know; a newer XLA may have
   dropped the older emitters), and never with DAMDJAX_TEST_OPTIMIZED=1. The
   tests compare computations with each other (JAX against the reference, jit

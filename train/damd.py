@@ -370,7 +370,7 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
       help="dispatcher stages: chunks of 50 vmapped steps (default %(default)s)")
     a("--dqn-hidden", default=",".join(map(str, dd.hidden)),
       help="dispatcher hidden widths (default %(default)s)")
-    a("--dqn-scheduler", default="fcfs", choices=tuple(SCHEDULE_RULES),
+    a("--dqn-scheduler", default=dd.scheduler, choices=tuple(SCHEDULE_RULES),
       help="round 1's dispatcher stage: the servers' scheduling rule while the dispatcher "
            "learns (train.dqn --scheduler; rounds > 1 use the schedulers trained before) "
            "(default %(default)s)")
