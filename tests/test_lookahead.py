@@ -65,6 +65,41 @@ def test_costs_are_the_episodes_played_out():
         np.testing.assert_allclose(costs[m], float(total_response_time(s)), rtol=1e-6)
 
 
+def test_costs_over_the_arrived_tasks_are_the_full_play_outs_restricted():
+    """`lookahead_costs` with a horizon (its play-outs stop once every counted task has
+    started) equals the full play-outs' totals over the tasks arriving by `time +
+    horizon`, at states along an episode; a horizon past every arrival is the plain
+    costs, bitwise."""
+    import jax.numpy as jnp
+    from damdjax.lookahead import _play_out
+    from envs.dynamics import reset_to_instance, transition
+    from envs.state import Action
+    config = EnvConfig(n_max=12, m_max=3, queue_capacity=6)
+    params = EnvParams(num_tasks=12, num_servers=3, density=4.0)
+    inst = jax.tree.map(lambda x: x[0], generate_held_out(config, params, held_out_keys(6, 1)[0]))
+    base = pair_from_name("ES")
+    key = jax.random.PRNGKey(0)
+
+    @jax.jit
+    def both(s, horizon):
+        picks = base(key, s).picks
+        full = jax.vmap(lambda m: total_response_time(_play_out(key, transition(
+            s, Action(dispatch=m, picks=picks), 1.0, 0.0)[0], base), s.time + horizon))(
+            jnp.arange(3, dtype=jnp.int32))
+        return lookahead_costs(key, s, base, None, horizon), full, lookahead_costs(key, s, base)
+    step = jax.jit(lambda s: transition(s, base(key, s), 1.0, 0.0)[0])
+    s, checked = reset_to_instance(inst, config.queue_capacity), 0
+    while not bool(s.done):
+        for horizon in (0.0, 1.0, 1e9):
+            cut, full, plain = map(np.asarray, both(s, horizon))
+            np.testing.assert_array_equal(cut, full)
+            if horizon == 1e9:
+                np.testing.assert_array_equal(cut, plain)
+            checked += 1
+        s = step(s)
+    assert checked >= 30
+
+
 def test_rollout_targets_by_hand():
     costs = np.array([[10.0, 12.0, 20.0], [5.0, np.inf, 7.0], [1.0, np.inf, 3.0]])
     mask = np.array([[True, True, False], [True, False, True], [True, True, True]])
@@ -77,28 +112,31 @@ def test_rollout_trainer_writes_the_lookahead_targets():
     """train.dqn --targets rollout: each step writes, for every env that must dispatch (at
     most --rollout-envs of them where set), a complete buffer entry holding its view and
     `rollout_targets` of EFT-with-the-scheduler played out from every server (computed
-    here from the state separately); the targets' best server is `lookahead_dispatch`'s
-    choice."""
+    here from the state separately; with --rollout-tasks arrived, over the arrived tasks);
+    over all tasks, the targets' best server is `lookahead_dispatch`'s choice."""
     from damdjax import replay
     from damdjax.heuristics import earliest_finish
     from envs.env import EdgeEnv
     from train import dqn
     base = pair(earliest_finish, SCHEDULE_RULES["sjf"])
-    for rollout_envs in (0, 2):
+    for rollout_envs, tasks in ((0, "all"), (2, "arrived")):
         cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
                             hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
-                            eft_feature=True, rollout_envs=rollout_envs)
+                            eft_feature=True, rollout_envs=rollout_envs, rollout_tasks=tasks)
         env = EdgeEnv(cfg.env_config())
         params = cfg.env_params()
+        horizon = {"all": None, "arrived": 0.0}[tasks]
+        one = jax.jit(lambda s: (
+            rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base, None, horizon),
+                            dispatch_feasible(s), params.time_scale),
+            lookahead_dispatch(base)(jax.random.PRNGKey(0), s),
+            rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
+                            dispatch_feasible(s), params.time_scale)[0]))
         if not rollout_envs:   # the same for both configs
-            one = jax.jit(lambda s: (
-                rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
-                                dispatch_feasible(s), params.time_scale),
-                lookahead_dispatch(base)(jax.random.PRNGKey(0), s)))
             view = jax.jit(lambda o, s: dqn.batch_view(cfg, o, s, params.time_scale))
         rs = dqn.init_runner(cfg, env, params)
         step = jax.jit(dqn.make_env_step(cfg, env, params))
-        key, written, capped = jax.random.PRNGKey(3), 0, False
+        key, written, capped, other = jax.random.PRNGKey(3), 0, False, 0
         for _ in range(12):
             needed = np.flatnonzero(np.asarray(rs.obs.dispatch_needed))
             writes, states = int(rs.buffer.writes), rs.env_state
@@ -114,15 +152,17 @@ def test_rollout_trainer_writes_the_lookahead_targets():
                     jax.tree.leaves(views), jax.tree.leaves(rs.buffer.obs.view)))]
                 e = needed[slot - writes] if not rollout_envs else same[0]
                 assert e in same
-                (target, finite), choice = one(jax.tree.map(lambda x: x[e], states))
+                (target, finite), choice, over_all = one(jax.tree.map(lambda x: x[e], states))
+                other += not np.allclose(target, over_all)
                 assert bool(finite) and bool(replay.ready(rs.buffer)[slot])
                 np.testing.assert_allclose(rs.buffer.obs.target[slot], target, rtol=1e-5,
                                            atol=1e-6)
                 mask = np.asarray(rs.buffer.obs.view.mask[slot])
                 best = np.where(mask, np.asarray(rs.buffer.obs.target[slot]), -np.inf)
-                assert best[int(choice)] == best.max()
+                assert tasks == "arrived" or best[int(choice)] == best.max()
                 written += 1
         assert written >= 8 and capped == bool(rollout_envs), rollout_envs
+        assert (other > 0) == (tasks == "arrived"), other   # the two totals differ
 
 
 def test_targets_flag_checks_and_runs_written_before_it(capsys):
@@ -141,7 +181,9 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
                           (["--rollout-envs", "2"],
                            "--rollout-envs 2 applies only to --targets rollout"),
                           (["--targets", "rollout", "--num-envs", "8", "--rollout-envs", "9"],
-                           "--rollout-envs must be in [0, --num-envs 8], got 9")):
+                           "--rollout-envs must be in [0, --num-envs 8], got 9"),
+                          (["--rollout-tasks", "arrived"],
+                           "--rollout-tasks arrived applies only to --targets rollout")):
         with pytest.raises(SystemExit):
             dqn.config_from_args(p, p.parse_args(argv))
         assert message in capsys.readouterr().err
@@ -153,13 +195,14 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     assert (cfg.targets, cfg.rollout_envs) == ("rollout", 3)
     runs.recheck_config(cfg, dqn.build_parser, dqn.config_from_args)
     made = damd.config_from_args(q, q.parse_args(["--dqn-targets", "rollout",
-                                                  "--dqn-rollout-envs", "5"]))
-    assert made.dispatcher.rollout_envs == 5
+                                                  "--dqn-rollout-envs", "5",
+                                                  "--dqn-rollout-tasks", "arrived"]))
+    assert (made.dispatcher.rollout_envs, made.dispatcher.rollout_tasks) == (5, "arrived")
     runs.recheck_config(made, damd.build_parser, damd.config_from_args)
     old = dqn.config_from_args(p, p.parse_args([])).to_json()
-    del old["targets"], old["rollout_envs"]
-    assert (dqn.DQNConfig.from_json(old).targets, dqn.DQNConfig.from_json(old).rollout_envs) == (
-        "td", 0)
+    del old["targets"], old["rollout_envs"], old["rollout_tasks"]
+    loaded = dqn.DQNConfig.from_json(old)
+    assert (loaded.targets, loaded.rollout_envs, loaded.rollout_tasks) == ("td", 0, "all")
     from train import sweep
     for argv, message in ((["--trainer", "dqn", "--targets", "rollout", "--grid", "gamma=0.5,0.9"],
                            "--grid gamma does not apply to --targets rollout"),
@@ -173,3 +216,29 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     d = damd.config_from_args(q, q.parse_args(["--dqn-targets", "rollout"]))
     assert d.dispatcher.targets == "rollout"
     runs.recheck_config(d, damd.build_parser, damd.config_from_args)
+
+
+def test_target_spread_parts_add_up(tmp_path, capsys):
+    """eval.target_spread: the full targets are the arrived tasks' plus the later tasks'
+    (so the mean squares add up with the cross term), at most every drawn state counts,
+    the table and JSON agree; bad flags are one-line errors naming the flag."""
+    import json
+    import pytest
+    from eval import target_spread
+    out = tmp_path / "spread.json"
+    assert target_spread.main(["--num-tasks", "8", "--states", "16", "--out", str(out)]) == 0
+    rows, table = json.loads(out.read_text())["rows"], capsys.readouterr().out
+    assert [r["num_tasks"] for r in rows] == [8]
+    for r in rows:
+        assert 0 < r["states"] <= r["drawn"] == 16
+        assert r["mean_square"] == pytest.approx(r["arrived"] + r["later"] + r["cross"],
+                                                 rel=1e-4, abs=1e-6)
+        assert 0 <= r["agree"] <= 1 and 0 < r["arrived_fraction"] <= 1
+        assert f"| {r['num_tasks']} | {r['states']} | {r['mean_square']:.3f} |" in table
+    for argv, message in ((["--states", "0"], "--states must be >= 1, got 0"),
+                          (["--num-tasks", "0"], "--num-tasks"),
+                          (["--method", "XX"], "XX"),
+                          (["--out", str(tmp_path)], "is a folder")):
+        with pytest.raises(SystemExit):
+            target_spread.main(argv)
+        assert message in capsys.readouterr().err

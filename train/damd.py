@@ -176,6 +176,7 @@ class DAMDConfig:
         v["dqn_eft_feature"] = d.eft_feature
         v["dqn_targets"] = d.targets
         v["dqn_rollout_envs"] = d.rollout_envs
+        v["dqn_rollout_tasks"] = d.rollout_tasks
         return v
 
     def to_json(self) -> dict:
@@ -382,6 +383,9 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
     a("--dqn-rollout-envs", type=int, default=dd.rollout_envs, metavar="K",
       help="dispatcher stages with --dqn-targets rollout: rollouts for at most K envs per "
            "step (train.dqn --rollout-envs) (default %(default)s: all)")
+    a("--dqn-rollout-tasks", default=dd.rollout_tasks, choices=tuple(dqn.ROLLOUT_TASKS),
+      help="dispatcher stages with --dqn-targets rollout: the tasks a rollout total sums, "
+           "all or arrived (train.dqn --rollout-tasks) (default %(default)s)")
     a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
       "(default %(default)s)")
     a("--mdqn-num-chunks", type=int, default=md.num_chunks,
@@ -440,7 +444,8 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
     cfg = DAMDConfig(
         dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
                                  scheduler=args.dqn_scheduler, eft_feature=args.dqn_eft_feature,
-                                 targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs),
+                                 targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs,
+                                 rollout_tasks=args.dqn_rollout_tasks),
         schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
                                    hidden=parse_hidden(p, args.mdqn_hidden),
                                    share_params=args.share_params, dispatcher=""),

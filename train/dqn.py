@@ -33,7 +33,11 @@ expected choice from what it sees. --reward, --gamma, --target-every,
 --double-dqn and --n-step do not apply to it (refused unless at their defaults).
 Every env is played out at every step, a dispatch needed or not (a vmapped step
 computes them all); --rollout-envs K plays out only K envs a step, drawn among
-those that must dispatch (the rest act and store nothing).
+those that must dispatch (the rest act and store nothing). --rollout-tasks arrived
+sums only the response times of the tasks arrived by the decision (the head task
+and earlier ones; each rollout stops once they have all started) instead of the
+whole episode's: on long episodes most of the full total's spread over the
+servers comes from tasks that have not arrived yet, which the network cannot see.
 
 Writes runs/<name>/config.json, metrics.jsonl (one line per chunk),
 checkpoint.msgpack (online and target params, optimizer state, counters, RNG
@@ -76,6 +80,9 @@ from envs.state import Action
 CHECKPOINT = runs.CHECKPOINT
 REWARDS = ("response", "sojourn")
 TARGETS = ("td", "rollout")
+# --rollout-tasks: the tasks a rollout total sums, as lookahead_costs' horizon (time units
+# after the decision; None: the whole episode).
+ROLLOUT_TASKS = {"all": None, "arrived": 0.0}
 # What --targets rollout leaves unused: (field, flag), refused unless at the default.
 TD_ONLY = (("reward", "--reward"), ("gamma", "--gamma"), ("target_every", "--target-every"),
            ("double_dqn", "--double-dqn"), ("n_step", "--n-step"))
@@ -91,16 +98,19 @@ class DQNConfig(RunConfig):
     eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
     targets: str = "td"                # td: DQN targets | rollout: fitted to EFT rollouts
     rollout_envs: int = 0              # rollout: the most envs per step given targets (0: all)
+    rollout_tasks: str = "all"         # rollout: the tasks a total sums (ROLLOUT_TASKS)
 
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
     added_fields = {**RunConfig.added_fields, "eft_feature": False,   # no EFT column,
-                    "targets": "td", "rollout_envs": 0}               # DQN targets
+                    "targets": "td", "rollout_envs": 0,               # DQN targets
+                    "rollout_tasks": "all"}
 
     def check_targets(self, prefix: str = "--") -> None:
         """ValueError naming the flag (with `prefix`, e.g. "--dqn-") of an unknown
-        `targets`, of a TD-only value away from its default with `targets` rollout, or of
-        `rollout_envs` outside [0, num_envs] or set with `targets` td."""
+        `targets`, of a TD-only value away from its default with `targets` rollout, of
+        `rollout_envs` outside [0, num_envs] or set with `targets` td, or of an unknown
+        `rollout_tasks` or one other than "all" with `targets` td."""
         if self.targets not in TARGETS:
             raise ValueError(f"{prefix}targets must be one of {', '.join(TARGETS)}, "
                              f"got {self.targets!r}")
@@ -109,6 +119,12 @@ class DQNConfig(RunConfig):
                              f"{self.num_envs}], got {self.rollout_envs}")
         if self.rollout_envs and self.targets != "rollout":
             raise ValueError(f"{prefix}rollout-envs {self.rollout_envs} applies only to "
+                             f"{prefix}targets rollout")
+        if self.rollout_tasks not in ROLLOUT_TASKS:
+            raise ValueError(f"{prefix}rollout-tasks must be one of "
+                             f"{', '.join(ROLLOUT_TASKS)}, got {self.rollout_tasks!r}")
+        if self.rollout_tasks != "all" and self.targets != "rollout":
+            raise ValueError(f"{prefix}rollout-tasks {self.rollout_tasks} applies only to "
                              f"{prefix}targets rollout")
         if self.targets == "rollout":
             for field, flag in TD_ONLY:
@@ -263,6 +279,7 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
     e = config.num_envs
     k = config.rollout_envs if 0 < config.rollout_envs < e else e
     base = pair(earliest_finish, schedule)
+    horizon = ROLLOUT_TASKS[config.rollout_tasks]
 
     def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
         k_act, k_sched, k_reset = jax.random.split(key, 3)
@@ -279,7 +296,7 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
             rows = jax.lax.top_k(needed + 0.5 * draw, k)[1]
             needed, played, states, views, actions, played_picks = jax.tree.map(
                 lambda x: x[rows], (needed, keys, states, views, actions, played_picks))
-        costs = jax.vmap(lambda kk, s, p: lookahead_costs(kk, s, base, p))(
+        costs = jax.vmap(lambda kk, s, p: lookahead_costs(kk, s, base, p, horizon))(
             played, states, played_picks)
         target, finite = rollout_targets(costs, views.mask, params.time_scale)
         write = needed & finite
@@ -494,6 +511,11 @@ def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) 
       help="--targets rollout: per step, play rollouts out for at most K of the envs that "
            "must dispatch (drawn at random; the others act but store nothing): about "
            "K/num_envs of the rollout cost (default %(default)s: all of them)")
+    a("--rollout-tasks", default=d.rollout_tasks, choices=tuple(ROLLOUT_TASKS),
+      help="--targets rollout: the tasks whose response times a rollout total sums: all "
+           "(the episode's) or arrived (those arrived by the decision: the head task and "
+           "earlier ones; the rollouts stop once they have all started) (default "
+           "%(default)s)")
     a("--eft-feature", action="store_true",
       help="append the EFT rule's estimate of when the head task's result would be back "
            "(from now, over time_scale) to every feasible server's features (default off)")
@@ -534,7 +556,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
                     f"{'on' if args.eft_feature else 'off'}: pass the same option")
     cfg = DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
                     eft_feature=args.eft_feature, targets=args.targets,
-                    rollout_envs=args.rollout_envs)
+                    rollout_envs=args.rollout_envs, rollout_tasks=args.rollout_tasks)
     try:
         cfg.check_targets()
     except ValueError as err:
