@@ -35,13 +35,18 @@ from envs.dynamics import dispatch_feasible, dispatch_needed, transition
 from envs.state import Action, EnvState, done_time
 
 
+def _counted(state: EnvState, until: jax.Array | None) -> jax.Array:
+    """[N] the real tasks a total counts: all, or with `until` [] those arriving by then."""
+    inst = state.instance
+    return inst.task_mask if until is None else inst.task_mask & (inst.arrival <= until)
+
+
 def total_response_time(state: EnvState, until: jax.Array | None = None) -> jax.Array:
     """Sum over the instance's real tasks of `done - arrival` (time units) []; infinite
     where a task never finishes. With `until` [] (time units), only the tasks arriving by
     then."""
-    inst = state.instance
-    counted = inst.task_mask if until is None else inst.task_mask & (inst.arrival <= until)
-    return jnp.sum(jnp.where(counted, done_time(state) - inst.arrival, 0.0))
+    return jnp.sum(jnp.where(_counted(state, until),
+                             done_time(state) - state.instance.arrival, 0.0))
 
 
 def _play_out(key: jax.Array, state: EnvState, base: Policy,
@@ -50,19 +55,31 @@ def _play_out(key: jax.Array, state: EnvState, base: Policy,
     `until` [] only until every real task arriving by then has started: a task's done
     time is fixed when it starts (`EnvState.done_at`), so `total_response_time(., until)`
     of the result is the full play-out's."""
-    inst = state.instance
-    counted = inst.task_mask if until is None else inst.task_mask & (inst.arrival <= until)
-
     def going(carry):
         s = carry[1]
-        return ~s.done & jnp.any(counted & ~jnp.isfinite(s.done_at))
+        if until is None:
+            return ~s.done
+        return ~s.done & jnp.any(_counted(state, until) & ~jnp.isfinite(s.done_at))
 
     def body(carry):
         k, s = carry
         k, k_act = jax.random.split(k)
         return k, transition(s, base(k_act, s), 1.0, 0.0)[0]
-    return jax.lax.while_loop(going if until is not None else (lambda c: ~c[1].done),
-                              body, (key, state))[1]
+    return jax.lax.while_loop(going, body, (key, state))[1]
+
+
+def played_out(key: jax.Array, state: EnvState, base: Policy, picks: jax.Array | None = None,
+               until: jax.Array | None = None) -> EnvState:
+    """The states [M] (leaves with a leading server axis) of the episode played out with
+    the head task sent to each server now (this step's picks `picks` [M], by default the
+    base policy's), then `base`: to the end, or with `until` [] only until every task
+    arriving by then has started (`_play_out`)."""
+    if picks is None:
+        picks = base(key, state).picks
+    servers = jnp.arange(state.instance.cpu.shape[0], dtype=jnp.int32)
+    return jax.vmap(lambda m: _play_out(
+        key, transition(state, Action(dispatch=m, picks=picks), 1.0, 0.0)[0], base, until))(
+        servers)
 
 
 def lookahead_costs(key: jax.Array, state: EnvState, base: Policy,
@@ -74,15 +91,9 @@ def lookahead_costs(key: jax.Array, state: EnvState, base: Policy,
     (time units, >= 0), the total counts only the tasks arriving by `state.time +
     horizon` (0: those arrived by now, the head task included), and each episode is
     played only until they have all started."""
-    if picks is None:
-        picks = base(key, state).picks
-    servers = jnp.arange(state.instance.cpu.shape[0], dtype=jnp.int32)
     until = None if horizon is None else state.time + horizon
-
-    def cost(m):
-        s = transition(state, Action(dispatch=m, picks=picks), 1.0, 0.0)[0]
-        return total_response_time(_play_out(key, s, base, until), until)
-    return jax.vmap(cost)(servers)
+    return jax.vmap(lambda s: total_response_time(s, until))(
+        played_out(key, state, base, picks, until))
 
 
 def rollout_targets(costs: jax.Array, mask: jax.Array, time_scale

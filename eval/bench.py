@@ -61,7 +61,7 @@ from envs.generator import generate
 from envs.instance import instance_to_arrays
 from envs.state import unstarted_tasks
 from eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
-from eval.traffic import check_n_max_flag, markdown_traffic, traffic_report
+from eval.traffic import check_method_flag, check_n_max_flag, markdown_traffic, traffic_report
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 DEFAULT_REPEATS = 5
@@ -174,8 +174,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_int_flag(parser, "--traffic-batch", args.traffic_batch, 1)
     check_n_max_flag(parser, "--traffic-n-max", args.traffic_n_max)
     check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
+    check_method_flag(parser, args.method)
     try:
-        pair_names(args.method)
         check_memory(memory_parts(EnvConfig(), args))
     except ValueError as err:
         parser.error(str(err))

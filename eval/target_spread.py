@@ -15,7 +15,7 @@ a uniform number of steps in [N/5, 8N/5), then on to its next dispatch decision)
   from; its per-server loss is half of it), split as `arrived + later + 2 cov`: the
   targets of the totals over the tasks arrived by the decision (the head task and
   earlier ones; `lookahead_costs(..., horizon=0)`, what `--rollout-tasks arrived`
-  fits) and of the rest (the full total minus that);
+  fits, here from the same full play-outs) and of the rest (the full total minus that);
 * how often the arrived tasks' best server is the full total's (`agree`);
 * the fraction of the real tasks arrived at the decision states.
 
@@ -33,13 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.cli import check_int_flag
-from damdjax.heuristics import Policy, pair_from_name, pair_names
+from damdjax.heuristics import Policy, pair_from_name
 from damdjax.io import check_output, write_json_atomic
-from damdjax.lookahead import lookahead_costs, rollout_targets
+from damdjax.lookahead import played_out, rollout_targets, total_response_time
 from envs.config import EnvConfig, EnvParams
 from envs.dynamics import dispatch_feasible, dispatch_needed, transition
 from envs.env import EdgeEnv
-from eval.traffic import check_n_max_flag
+from eval.traffic import check_method_flag, check_n_max_flag
 
 
 def decision_state(key: jax.Array, env: EdgeEnv, params: EnvParams, base: Policy):
@@ -62,9 +62,9 @@ def spread_parts(key: jax.Array, state, base: Policy, time_scale: float) -> dict
     """At one decision `state`: the targets [M] of the full totals, of the arrived tasks'
     totals and of the rest, the feasible servers [M], whether the state counts (a dispatch
     needed, two feasible servers, finite totals) [] and the arrived fraction []."""
-    picks = base(key, state).picks
-    total = lookahead_costs(key, state, base, picks)
-    arrived = lookahead_costs(key, state, base, picks, 0.0)
+    ends = played_out(key, state, base)   # one full play-out per server gives both totals
+    total = jax.vmap(total_response_time)(ends)
+    arrived = jax.vmap(lambda e: total_response_time(e, state.time))(ends)
     mask = dispatch_feasible(state) & dispatch_needed(state)
     t_all, ok_all = rollout_targets(total, mask, time_scale)
     t_arr, ok_arr = rollout_targets(arrived, mask, time_scale)
@@ -129,10 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_int_flag(p, "--states", args.states, 1)
     check_int_flag(p, "--seed", args.seed, 0)
     check_n_max_flag(p, "--num-tasks", args.num_tasks)
-    try:
-        pair_names(args.method)
-    except ValueError as err:
-        p.error(str(err))
+    check_method_flag(p, args.method)
     if args.out:
         try:
             check_output(args.out)

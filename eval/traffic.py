@@ -156,6 +156,14 @@ def check_n_max_flag(parser: argparse.ArgumentParser, flag: str, values) -> None
             parser.error(f"{flag}: {err}")
 
 
+def check_method_flag(parser: argparse.ArgumentParser, method: str) -> None:
+    """`parser.error` (one line naming the value) unless `method` names a heuristic pair."""
+    try:
+        pair_names(method)
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def _num(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -195,10 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_int_flag(parser, "--batch", args.batch, 1)
     check_n_max_flag(parser, "--n-max", args.n_max)
-    try:
-        pair_names(args.method)
-    except ValueError as err:
-        parser.error(str(err))
+    check_method_flag(parser, args.method)
     report = traffic_report(args.n_max, args.method, args.batch,
                             lambda line: print(line, file=sys.stderr, flush=True))
     print(markdown_traffic(report))

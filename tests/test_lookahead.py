@@ -221,7 +221,9 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
 def test_target_spread_parts_add_up(tmp_path, capsys):
     """eval.target_spread: the full targets are the arrived tasks' plus the later tasks'
     (so the mean squares add up with the cross term), at most every drawn state counts,
-    the table and JSON agree; bad flags are one-line errors naming the flag."""
+    the table and JSON agree; the arrived part, from the full play-outs, is the early-
+    stopped `lookahead_costs(..., horizon=0)`'s targets; bad flags are one-line errors
+    naming the flag."""
     import json
     import pytest
     from eval import target_spread
@@ -235,6 +237,16 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
                                                  rel=1e-4, abs=1e-6)
         assert 0 <= r["agree"] <= 1 and 0 < r["arrived_fraction"] <= 1
         assert f"| {r['num_tasks']} | {r['states']} | {r['mean_square']:.3f} |" in table
+    # the arrived part (from the full play-outs) is the early-stopped rollouts' targets
+    from envs.env import EdgeEnv
+    config, params, base = EnvConfig(n_max=8), EnvParams(num_tasks=8), pair_from_name("ES")
+    key = jax.random.PRNGKey(4)
+    state = EdgeEnv(config).reset(key, params)[1]   # the first decision: tasks still to come
+    parts = target_spread.spread_parts(key, state, base, params.time_scale)
+    assert bool(parts["counts"]) and not np.allclose(parts["arrived"], parts["all"])
+    want = rollout_targets(lookahead_costs(key, state, base, None, 0.0), parts["mask"],
+                           params.time_scale)[0]
+    np.testing.assert_allclose(parts["arrived"], want, rtol=1e-6, atol=1e-6)
     for argv, message in ((["--states", "0"], "--states must be >= 1, got 0"),
                           (["--num-tasks", "0"], "--num-tasks"),
                           (["--method", "XX"], "XX"),
