@@ -417,13 +417,18 @@ def learned_summary(per_seed: dict, seeds: int) -> dict:
 def paired_vs(per_seed: dict, ref: dict, seeds: int) -> dict:
     """metric -> paired difference (method - reference) on the same episodes: per seed the
     mean over episodes, then mean and 95% CI over seeds (one seed: over episodes), and
-    whether the CI excludes 0; `per_seed` [seeds, E], `ref` [E] or [seeds, E] (seed by
-    seed)."""
+    whether the CI excludes 0; per seed also the paired 95% CI over its episodes and
+    whether it excludes 0 (`per_seed_ci95`, `per_seed_excludes_zero`). `per_seed` [seeds,
+    E], `ref` [E] or [seeds, E] (seed by seed)."""
     out = {}
     for k, v in per_seed.items():
         d = v - (ref[k] if np.ndim(ref[k]) == 2 else ref[k][None])
         row = learned_summary({k: d}, seeds)[k]
-        row["per_seed"] = [json_number(float(x)) for x in d.mean(axis=1)]
+        means = d.mean(axis=1)
+        halves = [mean_ci95(x)[1] for x in d]   # over each seed's episodes
+        row["per_seed"] = [json_number(float(x)) for x in means]
+        row["per_seed_ci95"] = [json_number(h) for h in halves]
+        row["per_seed_excludes_zero"] = [bool(abs(m) > h) for m, h in zip(means, halves)]
         lo_hi = None if row["ci95"] is None else (row["mean"] - row["ci95"],
                                                   row["mean"] + row["ci95"])
         row["excludes_zero"] = lo_hi is not None and (lo_hi[0] > 0 or lo_hi[1] < 0)
@@ -726,7 +731,9 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
                   "DQN + rule": "the trained dispatcher with the scheduling rule of the "
                                 "point's best heuristic pair",
                   "paired_vs_best": "method - best pair on the same episodes: per seed the "
-                                    "mean over episodes, then mean and 95% CI over seeds",
+                                    "mean over episodes, then mean and 95% CI over seeds; "
+                                    "per_seed_ci95: each seed's paired 95% CI over the "
+                                    "episodes",
                   "generalist": "one DAMD per seed trained with the axis's field drawn per "
                                 "episode uniformly over the axis's range; paired_vs_per_point: "
                                 "generalist - the per-point DAMD of the same seed index"},

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from damdjax.checkpoint import read_state_dict
 from damdjax.heuristics import ALL_PAIRS, pair_names
 from eval import figures
 
@@ -61,6 +62,19 @@ def test_files_and_contents(job):
                 # paired: the difference of the means is the mean difference
                 want = pt["methods"][name][k]["mean"] - pt["methods"]["best pair"][k]["mean"]
                 assert d["mean"] == pytest.approx(want, abs=1e-9)
+    # each seed's paired CI over the held-out episodes, by hand from the stored episodes
+    learned = read_state_dict(job / "points" / "density-learned.msgpack")
+    for p, pt in enumerate(fig["points"]):   # one seed: member p
+        heur = read_state_dict(job / "points" / f"density-{pt['value']}.msgpack")
+        for row, name in ((0, "DAMD"), (1, "DQN + rule")):
+            for k in METRICS:
+                d = (np.asarray(learned[k][row][p], np.float64)
+                     - np.asarray(heur[pt["best_pair"]][k], np.float64))   # [6 episodes]
+                half = 2.570582 * d.std(ddof=1) / math.sqrt(d.size)   # t 0.975, 5 df
+                got = pt["paired_vs_best"][name][k]
+                assert got["per_seed"] == [pytest.approx(d.mean(), abs=1e-6)]
+                assert got["per_seed_ci95"] == [pytest.approx(half, rel=1e-3)]   # table: 2.571
+                assert got["per_seed_excludes_zero"] == [bool(abs(d.mean()) > half)]
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
     assert len(rows) == 2 * len(figures.METHODS)
     for v in ("1.0", "3.0"):
