@@ -75,6 +75,13 @@ def test_files_and_contents(job):
                 assert got["per_seed"] == [pytest.approx(d.mean(), abs=1e-6)]
                 assert got["per_seed_ci95"] == [pytest.approx(half, rel=1e-3)]   # table: 2.571
                 assert got["per_seed_excludes_zero"] == [bool(abs(d.mean()) > half)]
+    # the printed table gives them per seed; a figure written before them prints without
+    table = figures.format_table(fig)
+    assert table.count("- best, per seed |") == len(figures.LEARNED)
+    for pt in fig["points"]:
+        for name in figures.LEARNED:
+            del pt["paired_vs_best"][name]["avg_response_time"]["per_seed_excludes_zero"]
+    assert "per seed |" not in figures.format_table(fig)
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
     assert len(rows) == 2 * len(figures.METHODS)
     for v in ("1.0", "3.0"):
