@@ -27,7 +27,7 @@ import numpy as np
 from damdjax.bound import bound_metrics
 from damdjax.heuristics import Policy
 from damdjax.io import json_number
-from damdjax.metrics import episode_metrics, mean_ci95
+from damdjax.metrics import ci_excludes_zero, episode_metrics, mean_ci95
 from damdjax.rollout import play_batch, play_pairs, play_policies
 from damdjax.sharding import to_host
 from envs.config import EnvConfig, EnvParams
@@ -169,8 +169,7 @@ def paired_summary(per: dict[str, dict[str, np.ndarray]], reference: str) -> dic
         diffs = {}
         for k in per[reference]:
             d = _ci(per[reference][k] - vals[k])
-            lo_hi = (None if d["ci95"] is None else (d["mean"] - d["ci95"], d["mean"] + d["ci95"]))
-            d["excludes_zero"] = lo_hi is not None and (lo_hi[0] > 0 or lo_hi[1] < 0)
+            d["excludes_zero"] = ci_excludes_zero(d["mean"], d["ci95"])
             diffs[k] = d
         out["differences"][name] = diffs
     return out

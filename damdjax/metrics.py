@@ -74,3 +74,8 @@ def mean_ci95(values) -> tuple[float, float]:
         return float(x[0]), math.nan
     half = t_quantile_975(x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     return float(x.mean()), float(half)
+
+
+def ci_excludes_zero(mean: float, half: float | None) -> bool:
+    """Whether the CI `mean ± half` excludes 0 (False where it is undefined: None or NaN)."""
+    return half is not None and bool(abs(mean) > half)

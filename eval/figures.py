@@ -72,7 +72,7 @@ from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_ge
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
 from damdjax.io import json_number, write_bytes_atomic, write_json_atomic
-from damdjax.metrics import episode_metrics, mean_ci95
+from damdjax.metrics import ci_excludes_zero, episode_metrics, mean_ci95
 from damdjax.policies import (DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
                               dqn_dispatch_rule, load_dispatcher, load_schedulers,
                               mdqn_schedule_rule, scheduler_network)
@@ -428,10 +428,8 @@ def paired_vs(per_seed: dict, ref: dict, seeds: int) -> dict:
         halves = [mean_ci95(x)[1] for x in d]   # over each seed's episodes
         row["per_seed"] = [json_number(float(x)) for x in means]
         row["per_seed_ci95"] = [json_number(h) for h in halves]
-        row["per_seed_excludes_zero"] = [bool(abs(m) > h) for m, h in zip(means, halves)]
-        lo_hi = None if row["ci95"] is None else (row["mean"] - row["ci95"],
-                                                  row["mean"] + row["ci95"])
-        row["excludes_zero"] = lo_hi is not None and (lo_hi[0] > 0 or lo_hi[1] < 0)
+        row["per_seed_excludes_zero"] = [ci_excludes_zero(m, h) for m, h in zip(means, halves)]
+        row["excludes_zero"] = ci_excludes_zero(row["mean"], row["ci95"])
         out[k] = row
     return out
 
@@ -769,11 +767,9 @@ def format_table(fig: dict) -> str:
         return cell(d, 3) + ("*" if d["excludes_zero"] else "")
 
     for name in pts[0]["paired_vs_best"]:
-        lines.append(f"| {name} - best | " + " | ".join(
-            diff(p["paired_vs_best"][name]["avg_response_time"]) for p in pts) + " |")
-    for name in pts[0]["paired_vs_best"]:   # a figure written before per_seed_ci95: none
         rows = [p["paired_vs_best"][name]["avg_response_time"] for p in pts]
-        if all("per_seed_excludes_zero" in d for d in rows):
+        lines.append(f"| {name} - best | " + " | ".join(diff(d) for d in rows) + " |")
+        if all("per_seed_excludes_zero" in d for d in rows):   # none in an older figure
             lines.append(f"| {name} - best, per seed | " + " | ".join(", ".join(
                 f"{m:.3f}" + ("*" if e else "") for m, e in zip(
                     d["per_seed"], d["per_seed_excludes_zero"])) for d in rows) + " |")
