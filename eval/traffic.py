@@ -1,6 +1,8 @@
 """Memory traffic of one env step, from XLA's cost analysis (used by `eval.bench`).
 
     PYTHONPATH=. python -m eval.traffic                    # the table at n_max 100, 400, 1600
+    PYTHONPATH=. python -m eval.traffic --n-max 100 --kernels "train step, state donated"
+                                                           # where one part's bytes go
 
 A vmapped env step over thousands of envs is bound by memory traffic, not arithmetic.
 XLA's cost analysis of a compiled program (`jax.jit(f).lower(...).compile()
@@ -30,6 +32,8 @@ roofline is the memory-bound ceiling `bandwidth / bytes per env step` on an H100
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -48,7 +52,8 @@ DEFAULT_N_MAX = (100, 400, 1600)
 DEFAULT_BATCH = 1024
 TRAIN_STEP = "train step"
 EPISODE_STEP = "episode step"
-CEILING_PARTS = (EPISODE_STEP, TRAIN_STEP, TRAIN_STEP + ", state donated")
+DONATED = ", state donated"   # a part's name with this suffix: the state's buffers donated
+CEILING_PARTS = (EPISODE_STEP, TRAIN_STEP, TRAIN_STEP + DONATED)
 # The observation parts the trainers carry (train.dqn: the dispatcher's; train.mdqn: the
 # schedulers'): their env step computes only that part.
 AGENT_PARTS = {"dispatcher's observation": DISPATCHER_FIELDS,
@@ -58,11 +63,94 @@ AGENT_PARTS = {"dispatcher's observation": DISPATCHER_FIELDS,
 def cost(fn: Callable, *args, donate: tuple[int, ...] = ()) -> dict[str, float]:
     """`{"bytes": bytes accessed, "flops": flops}` of `jit(fn)` compiled for `args`
     (arrays or abstract `jax.ShapeDtypeStruct`s; nothing runs)."""
-    analysis = jax.jit(fn, donate_argnums=donate).lower(*args).compile().cost_analysis()
+    return cost_of(jax.jit(fn, donate_argnums=donate).lower(*args).compile())
+
+
+def cost_of(compiled) -> dict[str, float]:
+    """`{"bytes", "flops"}` from a compiled program's cost analysis (see `cost`)."""
+    analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):   # older JAX: one dict per computation
         analysis = analysis[0]
     return {"bytes": float(analysis.get("bytes accessed", 0.0)),
             "flops": float(analysis.get("flops", 0.0))}
+
+
+# Bytes per element of the HLO element types (what a shape such as `f32[1024,10]` holds).
+_HLO_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                   "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
+                   "c128": 16}
+_HLO_ARRAY = re.compile(r"\b(" + "|".join(_HLO_ITEM_BYTES) + r")\[([0-9,]*)\]")
+_HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][\w\-]*)\((.*)")
+# Instructions that move no data of their own (views, tuples, inputs).
+_NO_KERNEL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+
+
+def _hlo_shape_bytes(shape: str) -> int:
+    """Bytes of every array in an HLO shape's text (a tuple's arrays summed)."""
+    total = 0
+    for item, dims in _HLO_ARRAY.findall(shape):
+        total += _HLO_ITEM_BYTES[item] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def kernels(fn: Callable, *args, donate: tuple[int, ...] = ()) -> dict:
+    """Where the bytes of `jit(fn)` compiled for `args` go, one row per kernel.
+
+    Reads the compiled program's top-level (entry) instructions: a kernel's bytes are
+    its operands' plus its output's sizes (what XLA's cost analysis charges a kernel
+    that reads and writes its arrays whole), its kind the root instruction of a fused
+    kernel, seen through bitcasts (`fusion:gather`, `fusion:scatter`, ...), or its own
+    opcode (`copy`, ...).
+    Returns `{"cost_analysis_bytes", "kernel_bytes" (the rows' sum), "kernels": [{"name",
+    "kind", "bytes"}] (largest first), "by_kind": {kind: {"count", "bytes"}}}`. Where the
+    program has no loops the rows add up to `cost`'s bytes; a loop (`while`, or a `call`
+    of one: the CPU compiler's older emitters write a scatter so) is one row here, its
+    operands and outputs, which the cost analysis counts otherwise."""
+    compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+    total = cost_of(compiled)["bytes"]
+    text = compiled.as_text()
+    roots = {}   # computation -> the opcode of its root instruction, seen through bitcasts
+    name, opcodes = None, {}
+    for line in text.splitlines():
+        if line and not line[0].isspace() and "{" in line:
+            name, opcodes = line.split()[0].lstrip("%"), {}
+        match = _HLO_INSTRUCTION.match(line)
+        if not match or name is None:
+            continue
+        inst, _, opcode, rest = match.groups()
+        opcodes[inst] = (opcode, re.findall(r"%([\w.\-]+)", rest.split("), ")[0]))
+        if line.lstrip().startswith("ROOT"):
+            while opcode == "bitcast" and opcodes[inst][1] and opcodes[inst][1][0] in opcodes:
+                inst = opcodes[inst][1][0]
+                opcode = opcodes[inst][0]
+            roots[name] = opcode
+    entry = text[text.index("\nENTRY"):]
+    entry = entry[1:entry.index("\n}")]
+    sizes, rows = {}, []
+    for line in entry.splitlines()[1:]:
+        match = _HLO_INSTRUCTION.match(line)
+        if not match:
+            continue
+        inst, shape, opcode, rest = match.groups()
+        sizes[inst] = _hlo_shape_bytes(shape)
+        if opcode in _NO_KERNEL:
+            continue
+        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+        kind = opcode
+        if opcode == "fusion":
+            called = re.search(r"calls=%?([\w.\-]+)", rest)
+            kind = "fusion:" + roots.get(called.group(1) if called else "", "?")
+        rows.append({"name": inst, "kind": kind,
+                     "bytes": float(sizes[inst] + sum(sizes.get(o, 0) for o in operands))})
+    rows.sort(key=lambda r: -r["bytes"])
+    by_kind: dict[str, dict] = {}
+    for row in rows:
+        entry_kind = by_kind.setdefault(row["kind"], {"count": 0, "bytes": 0.0})
+        entry_kind["count"] += 1
+        entry_kind["bytes"] += row["bytes"]
+    return {"cost_analysis_bytes": total, "kernel_bytes": sum(r["bytes"] for r in rows),
+            "kernels": rows, "by_kind": dict(sorted(by_kind.items(),
+                                                    key=lambda kv: -kv[1]["bytes"]))}
 
 
 def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, tuple]:
@@ -119,8 +207,8 @@ def traffic(config: EnvConfig, params: EnvParams, method: str, batch: int) -> di
         c = cost(fn, *batch_args)
         rows[name] = {"bytes": c["bytes"] / batch, "flops": c["flops"] / batch}
     donated = cost(parts[TRAIN_STEP], *batch_args, donate=(1,))
-    rows[TRAIN_STEP + ", state donated"] = {"bytes": donated["bytes"] / batch,
-                                            "flops": donated["flops"] / batch}
+    rows[TRAIN_STEP + DONATED] = {"bytes": donated["bytes"] / batch,
+                                  "flops": donated["flops"] / batch}
     roofline = {gpu: {part: bw / rows[part]["bytes"] for part in CEILING_PARTS}
                 for gpu, bw in BANDWIDTH.items()}
     return {"n_max": config.n_max, "config": {k: getattr(config, k) for k in (
@@ -144,6 +232,58 @@ def traffic_report(n_max_values: Sequence[int], method: str, batch: int,
                     "flops), divided by the batch: a proxy from this backend's compiler, "
                     "not a measurement of memory traffic",
             "sizes": sizes}
+
+
+def part_names(method: str) -> list[str]:
+    """Every part `kernel_report` can break down: `step_parts`' and the donated train step."""
+    return [*step_parts(EnvConfig(), EnvParams(), method), TRAIN_STEP + DONATED]
+
+
+def kernel_report(n_max_values: Sequence[int], method: str, batch: int, part: str,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """`kernels` of one part (a `part_names` entry) at `EnvConfig(n_max=n)` for each n,
+    bytes per env step (divided by the batch), JSON-ready."""
+    params = EnvParams()
+    sizes = []
+    for n in n_max_values:
+        if progress is not None:
+            progress(f"traffic: compiling {part!r} at n_max {n} (batch {batch})")
+        config = EnvConfig(n_max=n)
+        donated = part.endswith(DONATED)
+        fn = step_parts(config, params, method)[part.removesuffix(DONATED) if donated
+                                                else part]
+        k = kernels(fn, *abstract_batch(config, params, batch),
+                    donate=(1,) if donated else ())
+        per_env = lambda x: x / batch
+        sizes.append({"n_max": n, "cost_analysis_bytes": per_env(k["cost_analysis_bytes"]),
+                      "kernel_bytes": per_env(k["kernel_bytes"]),
+                      "by_kind": {kind: {"count": v["count"], "bytes": per_env(v["bytes"])}
+                                  for kind, v in k["by_kind"].items()}})
+    return {"backend": jax.default_backend(), "batch": batch, "method": method, "part": part,
+            "sizes": sizes}
+
+
+def markdown_kernels(report: dict) -> str:
+    """The kernel report as a markdown table: a row per kind, kernels / bytes per n_max."""
+    sizes = report["sizes"]
+    kinds = sorted({k for s in sizes for k in s["by_kind"]},
+                   key=lambda k: -sizes[0]["by_kind"].get(k, {"bytes": 0.0})["bytes"])
+    lines = [f"{report['part']}: kernels of the compiled program, bytes per env step",
+             "", "| kind of kernel | " + " | ".join(
+                 f"n_max {s['n_max']}: kernels / bytes" for s in sizes) + " |",
+             "|---|" + "---:|" * len(sizes)]
+    for kind in kinds:
+        cells = []
+        for s in sizes:
+            v = s["by_kind"].get(kind)
+            cells.append(f"{v['count']} / {_num(v['bytes'])}" if v else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append("| all kernels (operands + outputs) | " + " | ".join(
+        f"{sum(v['count'] for v in s['by_kind'].values())} / {_num(s['kernel_bytes'])}"
+        for s in sizes) + " |")
+    lines.append("| cost analysis (bytes accessed) | " + " | ".join(
+        f"{_num(s['cost_analysis_bytes'])}" for s in sizes) + " |")
+    return "\n".join(lines)
 
 
 def check_n_max_flag(parser: argparse.ArgumentParser, flag: str, values) -> None:
@@ -200,12 +340,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"vmapped batch of the compiled programs, >= 1 "
                              f"(default: {DEFAULT_BATCH})")
     parser.add_argument("--method", default="LS", help="heuristic pair (default: LS)")
+    parser.add_argument("--kernels", metavar="PART", default=None,
+                        help="instead of the table: where one part's bytes go, grouped by "
+                             "kind of kernel of the compiled program (e.g. 'train step, "
+                             "state donated')")
     args = parser.parse_args(argv)
     check_int_flag(parser, "--batch", args.batch, 1)
     check_n_max_flag(parser, "--n-max", args.n_max)
     check_method_flag(parser, args.method)
-    report = traffic_report(args.n_max, args.method, args.batch,
-                            lambda line: print(line, file=sys.stderr, flush=True))
+    progress = lambda line: print(line, file=sys.stderr, flush=True)
+    if args.kernels is not None:
+        names = part_names(args.method)
+        if args.kernels not in names:
+            parser.error(f"--kernels: unknown part {args.kernels!r}; one of "
+                         + ", ".join(repr(n) for n in names))
+        report = kernel_report(args.n_max, args.method, args.batch, args.kernels, progress)
+        print(markdown_kernels(report))
+        print(f"\nbackend: {report['backend']}; a kernel's bytes are its operands' and its "
+              "output's sizes (a loop counts once); the cost analysis' total beside them")
+        return 0
+    report = traffic_report(args.n_max, args.method, args.batch, progress)
     print(markdown_traffic(report))
     print(f"\nbackend: {report['backend']}; {report['what']}")
     return 0

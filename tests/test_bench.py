@@ -94,6 +94,43 @@ def test_cost_of_a_hand_computed_program():
     assert c == {"bytes": 8000.0, "flops": 1000.0}
 
 
+def test_kernels_add_up_to_the_cost_analysis():
+    """A program without loops: the kernels' operand + output bytes, summed, are XLA's own
+    bytes accessed (to 1%), and the rows sum to their kinds."""
+    from eval.traffic import kernels
+    x = jax.ShapeDtypeStruct((1000,), jnp.float32)
+    k = kernels(lambda a, b: (a + 1.0, jnp.sum(a * b)), x, x)
+    assert k["kernel_bytes"] == pytest.approx(k["cost_analysis_bytes"], rel=0.01)
+    assert k["kernel_bytes"] >= 4 * 1000 * 3   # reads a and b, writes a + 1
+    assert sum(v["bytes"] for v in k["by_kind"].values()) == k["kernel_bytes"]
+    assert sum(v["count"] for v in k["by_kind"].values()) == len(k["kernels"])
+
+
+def test_traffic_kernels_flag(capsys, monkeypatch):
+    """--kernels PART: an unknown part exits 2 naming it before compiling; a known one
+    prints its kinds, and its kernels' total beside the cost analysis' (observe has no
+    loops: they agree to 1%)."""
+    from eval import traffic
+
+    def boom(*args, **kwargs):
+        raise AssertionError("compiled despite a bad flag")
+
+    with monkeypatch.context() as m:
+        m.setattr(traffic, "kernel_report", boom)
+        with pytest.raises(SystemExit) as exc:
+            traffic.main(["--kernels", "no such part"])
+        assert exc.value.code == 2
+        assert "'no such part'" in capsys.readouterr().err
+    assert traffic.main(["--n-max", "8", "--batch", "2", "--kernels", "observe"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip("| ")
+            for line in out.splitlines() if line.startswith("| ")}
+    total = float(rows["all kernels (operands + outputs)"].split(" / ")[1].replace(",", ""))
+    assert total == pytest.approx(float(rows["cost analysis (bytes accessed)"].replace(
+        ",", "")), rel=0.01)
+    assert any(kind.startswith("fusion:") for kind in rows)
+
+
 def test_reference_input_keeps_real_servers_and_tasks_only():
     f = lambda *rows: np.array(rows, dtype=np.float32)
     arrays = {  # a batch of one padded instance: servers 0, 2 and tasks 0, 1, 3 are real
