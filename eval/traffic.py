@@ -107,50 +107,50 @@ def kernels(fn: Callable, *args, donate: tuple[int, ...] = ()) -> dict:
     of one: the CPU compiler's older emitters write a scatter so) is one row here, its
     operands and outputs, which the cost analysis counts otherwise."""
     compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-    total = cost_of(compiled)["bytes"]
-    text = compiled.as_text()
-    roots = {}   # computation -> the opcode of its root instruction, seen through bitcasts
-    name, opcodes = None, {}
-    for line in text.splitlines():
-        if line and not line[0].isspace() and "{" in line:
-            name, opcodes = line.split()[0].lstrip("%"), {}
-        match = _HLO_INSTRUCTION.match(line)
-        if not match or name is None:
+    # One pass over the program's text: each computation's instructions, in order, as
+    # {name: (shape, opcode, operands, rest of the line)}, and its root's name.
+    computations, roots, entry, body = {}, {}, None, None
+    for line in compiled.as_text().splitlines():
+        if line and not line[0].isspace() and "{" in line:   # a computation's header
+            head = line.split()
+            name = head[head[0] == "ENTRY"].lstrip("%")
+            entry = name if head[0] == "ENTRY" else entry
+            body = computations.setdefault(name, {})
             continue
-        inst, _, opcode, rest = match.groups()
-        opcodes[inst] = (opcode, re.findall(r"%([\w.\-]+)", rest.split("), ")[0]))
-        if line.lstrip().startswith("ROOT"):
-            while opcode == "bitcast" and opcodes[inst][1] and opcodes[inst][1][0] in opcodes:
-                inst = opcodes[inst][1][0]
-                opcode = opcodes[inst][0]
-            roots[name] = opcode
-    entry = text[text.index("\nENTRY"):]
-    entry = entry[1:entry.index("\n}")]
-    sizes, rows = {}, []
-    for line in entry.splitlines()[1:]:
         match = _HLO_INSTRUCTION.match(line)
-        if not match:
-            continue
-        inst, shape, opcode, rest = match.groups()
-        sizes[inst] = _hlo_shape_bytes(shape)
+        if match and body is not None:
+            inst, shape, opcode, rest = match.groups()
+            body[inst] = (shape, opcode, re.findall(r"%([\w.\-]+)", rest.split("), ")[0]),
+                          rest)
+            if line.lstrip().startswith("ROOT"):
+                roots[name] = inst
+
+    def root_opcode(name: str) -> str:   # a fused computation's root, seen through bitcasts
+        body, inst = computations.get(name, {}), roots.get(name)
+        while inst in body and body[inst][1] == "bitcast" and body[inst][2]:
+            inst = body[inst][2][0]
+        return body[inst][1] if inst in body else "?"
+
+    program = computations[entry]
+    rows = []
+    for inst, (shape, opcode, operands, rest) in program.items():
         if opcode in _NO_KERNEL:
             continue
-        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
         kind = opcode
         if opcode == "fusion":
             called = re.search(r"calls=%?([\w.\-]+)", rest)
-            kind = "fusion:" + roots.get(called.group(1) if called else "", "?")
-        rows.append({"name": inst, "kind": kind,
-                     "bytes": float(sizes[inst] + sum(sizes.get(o, 0) for o in operands))})
+            kind = "fusion:" + root_opcode(called.group(1) if called else "")
+        rows.append({"name": inst, "kind": kind, "bytes": float(_hlo_shape_bytes(shape) + sum(
+            _hlo_shape_bytes(program[o][0]) for o in operands if o in program))})
     rows.sort(key=lambda r: -r["bytes"])
     by_kind: dict[str, dict] = {}
     for row in rows:
-        entry_kind = by_kind.setdefault(row["kind"], {"count": 0, "bytes": 0.0})
-        entry_kind["count"] += 1
-        entry_kind["bytes"] += row["bytes"]
-    return {"cost_analysis_bytes": total, "kernel_bytes": sum(r["bytes"] for r in rows),
-            "kernels": rows, "by_kind": dict(sorted(by_kind.items(),
-                                                    key=lambda kv: -kv[1]["bytes"]))}
+        group = by_kind.setdefault(row["kind"], {"count": 0, "bytes": 0.0})
+        group["count"] += 1
+        group["bytes"] += row["bytes"]
+    return {"cost_analysis_bytes": cost_of(compiled)["bytes"],
+            "kernel_bytes": sum(r["bytes"] for r in rows), "kernels": rows,
+            "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1]["bytes"]))}
 
 
 def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, tuple]:
@@ -244,17 +244,16 @@ def kernel_report(n_max_values: Sequence[int], method: str, batch: int, part: st
     """`kernels` of one part (a `part_names` entry) at `EnvConfig(n_max=n)` for each n,
     bytes per env step (divided by the batch), JSON-ready."""
     params = EnvParams()
+    donated = part.endswith(DONATED)
+    base = part.removesuffix(DONATED) if donated else part
+    per_env = lambda x: x / batch
     sizes = []
     for n in n_max_values:
         if progress is not None:
             progress(f"traffic: compiling {part!r} at n_max {n} (batch {batch})")
         config = EnvConfig(n_max=n)
-        donated = part.endswith(DONATED)
-        fn = step_parts(config, params, method)[part.removesuffix(DONATED) if donated
-                                                else part]
-        k = kernels(fn, *abstract_batch(config, params, batch),
-                    donate=(1,) if donated else ())
-        per_env = lambda x: x / batch
+        k = kernels(step_parts(config, params, method)[base],
+                    *abstract_batch(config, params, batch), donate=(1,) if donated else ())
         sizes.append({"n_max": n, "cost_analysis_bytes": per_env(k["cost_analysis_bytes"]),
                       "kernel_bytes": per_env(k["kernel_bytes"]),
                       "by_kind": {kind: {"count": v["count"], "bytes": per_env(v["bytes"])}
