@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.instance import Instance
+from damdjax.envs.instance import Instance
 
 
 def bound_done(instance: Instance) -> jax.Array:

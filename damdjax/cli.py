@@ -21,9 +21,9 @@ import math
 from damdjax import memory
 from damdjax.hyper import Hyper, check_hyper
 from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
-from envs.config import INT32_MAX, SEED_MAX, SIZE_LIMITS, EnvConfig, EnvParams
-from envs.env import EdgeEnv
-from envs.workload import JobLibrary
+from damdjax.envs.config import INT32_MAX, SEED_MAX, SIZE_LIMITS, EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.workload import JobLibrary
 
 # The environment setting a run is trained and evaluated at (trainer config fields, run
 # files and eval.compare's flags all use these names).
@@ -343,7 +343,7 @@ def check_int_flag(p: argparse.ArgumentParser, flag: str, value: int, low: int,
 
 def int_limit(name: str) -> tuple[int, str]:
     """`(largest value, why)` of an integer flag: int32, but --num-tasks, whose step cap
-    `2 N + 2` must fit int32 (`envs.config.SIZE_LIMITS`), and --seed, `envs.config.SEED_MAX`
+    `2 N + 2` must fit int32 (`damdjax.envs.config.SIZE_LIMITS`), and --seed, `damdjax.envs.config.SEED_MAX`
     (seeds are >= 0: `check_int_flag(p, "--seed", v, 0, *int_limit("seed"))`)."""
     if name == "num_tasks":
         return SIZE_LIMITS["n_max"], "the step cap 2 N + 2 must fit int32"

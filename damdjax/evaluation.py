@@ -30,9 +30,9 @@ from damdjax.io import json_number
 from damdjax.metrics import ci_excludes_zero, episode_metrics, mean_ci95
 from damdjax.rollout import play_batch, play_pairs, play_policies
 from damdjax.sharding import to_host
-from envs.config import EnvConfig, EnvParams
-from envs.env import EdgeEnv
-from envs.workload import JobLibrary
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.workload import JobLibrary
 
 EVAL_FOLD = 7_777_777
 PAIRED_METRICS = ("avg_response_time", "deadline_miss_rate")

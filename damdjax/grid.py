@@ -20,7 +20,7 @@ import numpy as np
 from damdjax.hyper import Hyper, check_hyper
 from damdjax.io import json_number
 from damdjax.metrics import mean_ci95
-from envs.config import EnvConfig
+from damdjax.envs.config import EnvConfig
 
 RANK_METRICS = ("avg_response_time", "deadline_miss_rate")
 

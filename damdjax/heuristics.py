@@ -18,8 +18,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from envs.dynamics import dispatch_feasible, eligible_slots, head_task, least_load, take
-from envs.state import Action, EnvState
+from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, head_task, least_load, take
+from damdjax.envs.state import Action, EnvState
 
 DispatchRule = Callable[[jax.Array, EnvState], jax.Array]
 ScheduleRule = Callable[[jax.Array, EnvState], jax.Array]
@@ -38,7 +38,7 @@ def nearest(key: jax.Array, state: EnvState) -> jax.Array:
 
 
 def least_loaded(key: jax.Array, state: EnvState) -> jax.Array:
-    """Feasible server with the smallest estimated wait (envs.dynamics.least_load)."""
+    """Feasible server with the smallest estimated wait (damdjax.envs.dynamics.least_load)."""
     del key
     return _argmin_masked(least_load(state), dispatch_feasible(state))
 

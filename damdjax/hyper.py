@@ -15,7 +15,7 @@ so one compiled program serves any values (and `jax.vmap` over a stacked
 gradient updates; `double_dqn` 1 (double DQN targets) or 0 (max targets;
 `damdjax.targets.td_targets`); `n_step` in decisions (the returns' length,
 `damdjax.replay.sample`; 1: one-step targets); `tau` in time units; the setting fields as in
-`envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
+`damdjax.envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
 <= its `m_max`).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from envs.config import INT32_MAX, EnvConfig, EnvParams, check_float, check_params
+from damdjax.envs.config import INT32_MAX, EnvConfig, EnvParams, check_float, check_params
 
 
 @struct.dataclass
@@ -141,7 +141,7 @@ def check_hyper(h, config: EnvConfig) -> None:
     `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `n_step` >= 1;
     `learning_starts` >= 0;
     integers within int32 where INT_FIELDS, the other values within float32
-    (`envs.config.check_float`); the setting as `envs.config.check_params` within
+    (`damdjax.envs.config.check_float`); the setting as `damdjax.envs.config.check_params` within
     `config`'s padding.
     """
     if isinstance(h, PipelineHyper):

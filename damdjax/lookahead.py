@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from damdjax.heuristics import DispatchRule, Policy
-from envs.dynamics import dispatch_feasible, dispatch_needed, transition
-from envs.state import Action, EnvState, done_time
+from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed, transition
+from damdjax.envs.state import Action, EnvState, done_time
 
 
 def _counted(state: EnvState, until: jax.Array | None) -> jax.Array:

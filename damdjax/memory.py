@@ -1,13 +1,13 @@
 """How much memory a run will hold, estimated from its config before anything is allocated
 or compiled, and the check against what the machine has.
 
-One function per structure, each in bytes, from the padded sizes (`envs.config.EnvConfig`:
+One function per structure, each in bytes, from the padded sizes (`damdjax.envs.config.EnvConfig`:
 `N` = n_max, `M` = m_max, `P` = p_max, `Q` = queue_capacity, `W` = succ_window, `D` =
 succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
 
-    instance_bytes(config)            one episode's `envs.instance.Instance`
+    instance_bytes(config)            one episode's `damdjax.envs.instance.Instance`
     env_state_bytes(config)           one `EnvState` (its instance included)
-    observation_bytes(config, fields) one `envs.observation.Observation` (or a part)
+    observation_bytes(config, fields) one `damdjax.envs.observation.Observation` (or a part)
     dispatch_view_bytes(config, extra)  one replay entry's dispatcher view (`DispatchView`)
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
     replay_bytes(entry, capacity, next_entry)   a `damdjax.replay.ReplayBuffer` of such entries
@@ -28,9 +28,9 @@ import os
 
 import numpy as np
 
-from envs.config import EnvConfig
-from envs.instance import count_dtype
-from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
+from damdjax.envs.config import EnvConfig
+from damdjax.envs.instance import count_dtype
+from damdjax.envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 
 I32 = 4      # int32 (indices, counters, stamps)
 B1 = 1       # bool
@@ -74,7 +74,7 @@ def observation_field_bytes(config: EnvConfig) -> dict[str, int]:
 
 def observation_bytes(config: EnvConfig, f: int = 4, fields: tuple[str, ...] | None = None
                       ) -> int:
-    """One `Observation`, or only its `fields` (`envs.observation.observation_part`: what a
+    """One `Observation`, or only its `fields` (`damdjax.envs.observation.observation_part`: what a
     trainer's runner carries); float32 features whatever the simulator's float type."""
     del f
     sizes = observation_field_bytes(config)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.state import EnvState, done_time
+from damdjax.envs.state import EnvState, done_time
 
 METRIC_NAMES = ("avg_response_time", "deadline_miss_rate", "makespan", "utilisation",
                 "fairness", "end_time")

@@ -50,7 +50,7 @@ class DispatchView(NamedTuple):
 
 
 def dispatch_inputs(obs) -> DispatchView:
-    """(task, servers, mask, server_mask) of an `envs.observation.Observation`."""
+    """(task, servers, mask, server_mask) of a `damdjax.envs.observation.Observation`."""
     return DispatchView(obs.task, obs.servers, obs.dispatch_mask, obs.server_mask)
 
 

@@ -28,7 +28,7 @@ from damdjax.networks import (
     DispatchQNetwork, DispatchView, SlotQNetwork, dispatch_inputs, greedy_action)
 from damdjax.schedulers import (
     AgentObs, agent_axis, agents_greedy, agents_q, init_agent_params, scheduler_inputs)
-from envs.observation import (
+from damdjax.envs.observation import (
     OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES, observe)
 
 DISPATCHER_FILE = "dispatcher.msgpack"

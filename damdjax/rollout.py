@@ -12,9 +12,9 @@ import numpy as np
 
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, Policy, pair_names
 from damdjax.metrics import episode_metrics
-from envs.dynamics import reset_to_instance, transition
-from envs.instance import Instance
-from envs.state import Action, EnvState
+from damdjax.envs.dynamics import reset_to_instance, transition
+from damdjax.envs.instance import Instance
+from damdjax.envs.state import Action, EnvState
 
 
 def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_capacity: int,
@@ -206,7 +206,7 @@ def reset_envs(env, params, keys: jax.Array, done: jax.Array, obs, state,
     but only the finished envs' episodes are drawn. They are drawn in blocks of
     `reset_block(E)` envs (a `fori_loop` over ceil(count / block) blocks), so a step where
     a few episodes end costs one block, not E instances. `view`, where given, maps a
-    fresh observation to the form `obs` is carried in (e.g. `envs.observation.
+    fresh observation to the form `obs` is carried in (e.g. `damdjax.envs.observation.
     observation_part`: a trainer's agents' part)."""
     num = done.shape[0]
     block = reset_block(num)

@@ -65,7 +65,7 @@ class SchedView(NamedTuple):
 
 
 def scheduler_inputs(obs) -> SchedView:
-    """`SchedView` of an `envs.observation.Observation` (any leading batch axes)."""
+    """`SchedView` of a `damdjax.envs.observation.Observation` (any leading batch axes)."""
     real = obs.server_mask
     m = real.shape[-1]
     # other[..., n, j]: server j is real and j != n

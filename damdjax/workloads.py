@@ -1,12 +1,12 @@
 """Workload specs: the one string that names which jobs a run's instances are drawn from.
 
-    ""                   the random DAG generator (envs.generator.generate; the default)
+    ""                   the random DAG generator (damdjax.envs.generator.generate; the default)
     "wfcommons:PATH"     WfFormat workflow files: every *.json of a directory (sorted), or one
     "alibaba:CSV"        an Alibaba v2018 batch_task CSV
-    "library:FILE.npz"   a packed job library (envs.workload.save_library)
+    "library:FILE.npz"   a packed job library (damdjax.envs.workload.save_library)
 
-`resolve_workload(spec)` turns a spec into an `envs.workload.JobLibrary` (None for ""):
-WfCommons and Alibaba jobs are read with envs.convert's readers at its default units
+`resolve_workload(spec)` turns a spec into a `damdjax.envs.workload.JobLibrary` (None for ""):
+WfCommons and Alibaba jobs are read with damdjax.envs.convert's readers at its default units
 (5 s per time unit; 2**28 bytes or 0.15 plan_mem per data unit), bad jobs skipped as the
 converter skips them (and a job with a task larger than the generator's smallest server
 memory `mem_low`, which might fit no server), with one summary line on stderr; then
@@ -22,9 +22,9 @@ import functools
 import os
 import sys
 
-from envs import convert
-from envs.config import EnvConfig, EnvParams, generated_mean_work, offered_load
-from envs.workload import (JobLibrary, check_library, library_from_specs, load_library,
+from damdjax.envs import convert
+from damdjax.envs.config import EnvConfig, EnvParams, generated_mean_work, offered_load
+from damdjax.envs.workload import (JobLibrary, check_library, library_from_specs, load_library,
                            matched_density, mean_task_work, required_config)
 
 KINDS = ("wfcommons", "alibaba", "library")
@@ -115,7 +115,7 @@ def resolve_workload(spec: str) -> JobLibrary | None:
 
 
 def load_summary(lib: JobLibrary, params: EnvParams = EnvParams()) -> str:
-    """One line on the load `lib`'s jobs offer (`envs.config.offered_load`) against the
+    """One line on the load `lib`'s jobs offer (`damdjax.envs.config.offered_load`) against the
     random generator's at `params`, and the density that matches it."""
     work = mean_task_work(lib)
     return (f"{lib.num_jobs} jobs, {work:.3g} work units per task (the random generator's "

@@ -1,5 +1,6 @@
-"""The edge model (MODEL.md): instances, generator, pure reset/step, observations.
+"""Command-line entry points of the model's tools, run from a clone.
 
-The reference simulator (`envs.reference`) and the instance files
-(`envs.instance_io`) are plain Python and import nothing JAX-side.
+The code lives in :mod:`damdjax.envs`; ``python -m envs.convert`` runs
+:func:`damdjax.envs.convert.main`. Nothing here is installed: an installed
+damdjax claims only the name ``damdjax`` on the import path.
 """

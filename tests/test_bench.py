@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eval import bench
+from damdjax.eval import bench
 
 
 def test_quick_run_writes_every_batch_size(tmp_path, capsys):
@@ -40,9 +40,9 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
 def check_traffic(traffic, printed):
     """The quick run's traffic table: every part at the quick size, consistent sums."""
     from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
-    from envs.config import EnvConfig, EnvParams
-    from envs.env import EdgeEnv
-    from eval.traffic import AGENT_PARTS
+    from damdjax.envs.config import EnvConfig, EnvParams
+    from damdjax.envs.env import EdgeEnv
+    from damdjax.eval.traffic import AGENT_PARTS
     (size,) = traffic["sizes"]
     assert size["n_max"] == bench.QUICK_TRAFFIC_N_MAX[0] and traffic["backend"] == "cpu"
     parts = size["parts"]
@@ -75,7 +75,7 @@ def check_traffic(traffic, printed):
 @pytest.mark.parametrize("argv", [["--n-max", "0"], ["--n-max", "100,2000000000"],
                                   ["--batch", "0"], ["--method", "XY"]])
 def test_traffic_flag_errors_exit_before_compiling(argv, capsys, monkeypatch):
-    from eval import traffic
+    from damdjax.eval import traffic
 
     def boom(*args, **kwargs):
         raise AssertionError("compiled despite a bad flag")
@@ -89,7 +89,7 @@ def test_traffic_flag_errors_exit_before_compiling(argv, capsys, monkeypatch):
 
 def test_cost_of_a_hand_computed_program():
     """x + 1 over 1000 float32: reads 4000 bytes, writes 4000, one flop each."""
-    from eval.traffic import cost
+    from damdjax.eval.traffic import cost
     c = cost(lambda x: x + 1.0, jax.ShapeDtypeStruct((1000,), jnp.float32))
     assert c == {"bytes": 8000.0, "flops": 1000.0}
 
@@ -97,7 +97,7 @@ def test_cost_of_a_hand_computed_program():
 def test_kernels_add_up_to_the_cost_analysis():
     """A program without loops: the kernels' operand + output bytes, summed, are XLA's own
     bytes accessed (to 1%), and the rows sum to their kinds."""
-    from eval.traffic import kernels
+    from damdjax.eval.traffic import kernels
     x = jax.ShapeDtypeStruct((1000,), jnp.float32)
     k = kernels(lambda a, b: (a + 1.0, jnp.sum(a * b)), x, x)
     assert k["kernel_bytes"] == pytest.approx(k["cost_analysis_bytes"], rel=0.01)
@@ -110,7 +110,7 @@ def test_traffic_kernels_flag(capsys, monkeypatch):
     """--kernels PART: an unknown part exits 2 naming it before compiling; a known one
     prints its kinds, and its kernels' total beside the cost analysis' (observe has no
     loops: they agree to 1%)."""
-    from eval import traffic
+    from damdjax.eval import traffic
 
     def boom(*args, **kwargs):
         raise AssertionError("compiled despite a bad flag")

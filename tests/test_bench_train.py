@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval import bench_train
+from damdjax.eval import bench_train
 
 TINY = ["--num-envs", "4,8", "--steps-per-chunk", "2", "--repeats", "1", "--num-tasks", "10",
         "--num-servers", "2", "--batch-size", "8", "--buffer-capacity", "64"]

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from eval import compare
+from damdjax.eval import compare
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "worked_example.json")
 
@@ -54,7 +54,7 @@ def test_every_pair_and_the_best_one_and_the_bound(tmp_path):
     import numpy as np
     from damdjax.evaluation import generate_held_out, held_out_keys
     from damdjax.heuristics import ALL_PAIRS, pair_from_name
-    from envs.config import EnvConfig, EnvParams
+    from damdjax.envs.config import EnvConfig, EnvParams
 
     out = tmp_path / "all.json"
     res = compare.main(["--num-tasks", "20", "--num-servers", "3", "--episodes", "8",
@@ -154,7 +154,7 @@ def test_out_never_overwrites_an_input_and_is_checked_before_computing(tmp_path,
         assert exc.value.code == 2
         err = capsys.readouterr()
         assert says in err.err.strip().splitlines()[-1] and "comparing" not in err.out
-    from envs import convert       # the converter checks its --out the same way
+    from damdjax.envs import convert       # the converter checks its --out the same way
     with pytest.raises(SystemExit) as exc:
         convert.main(["wfcommons", str(inst), "--out", str(inst)])
     assert exc.value.code == 2 and "would overwrite the input" in capsys.readouterr().err
@@ -171,8 +171,8 @@ def test_chunked_episodes_equal_the_whole_episode_loop_and_stop_on_ctrl_c(
     import numpy as np
 
     from damdjax import rollout
-    from envs.instance import instance_from_spec
-    from envs.instance_io import load_instance
+    from damdjax.envs.instance import instance_from_spec
+    from damdjax.envs.instance_io import load_instance
 
     instance, q = instance_from_spec(load_instance(EXAMPLE))
     inst = jax.tree.map(lambda x: np.broadcast_to(x, (3,) + x.shape), instance)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs import convert
-from envs.instance_io import load_instance, padded_arrays, save_instance
+from damdjax.envs import convert
+from damdjax.envs.instance_io import load_instance, padded_arrays, save_instance
 
 DATA = Path(__file__).resolve().parent / "data"  # committed: tests/data/README.md
 WF = DATA / "wfcommons"
@@ -90,7 +90,7 @@ def test_round_trip_and_deadlines_by_the_generators_rule(tmp_path, capsys):
     # Deadlines: arrival + slack * (ef + k_ref), ef the generator's critical path (JAX).
     import jax.numpy as jnp
 
-    from envs.generator import critical_path
+    from damdjax.envs.generator import critical_path
 
     servers = spec.servers
     cpu_ref, bw_ref, k_ref = (float(np.mean([getattr(s, key) for s in servers]))
@@ -104,7 +104,7 @@ def test_round_trip_and_deadlines_by_the_generators_rule(tmp_path, capsys):
 
 
 def test_defaults_mirror_the_generators():
-    from envs.config import EnvParams
+    from damdjax.envs.config import EnvParams
 
     params = EnvParams()
     for f in dataclasses.fields(convert.ServerModel):
@@ -207,9 +207,9 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
     from damdjax.heuristics import pair_from_name
     from damdjax.metrics import episode_metrics
     from damdjax.rollout import run_from_instance
-    from envs.instance import (instance_from_arrays, instance_to_arrays, max_fan_out,
+    from damdjax.envs.instance import (instance_from_arrays, instance_to_arrays, max_fan_out,
                                max_pred_gap)
-    from envs.reference import simulate
+    from damdjax.envs.reference import simulate
     from test_differential import PENALTY, TAU, assert_same, reference_inputs
 
     wf, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out",
@@ -378,7 +378,7 @@ def test_the_whole_shared_data(alibaba_file, tmp_path, monkeypatch):
     files, the whole Alibaba CSV); skipped where it is absent, e.g. a fresh clone in CI.
     Checks what only the whole data can show: the data unit's calibration on the largest
     input, the skip counts docs/model.md reports, and that tests/data is a faithful cut."""
-    from envs.config import EnvParams
+    from damdjax.envs.config import EnvParams
 
     # The default data unit fits every task of the six files into the smallest memory.
     six = sorted(SHARED_WF.glob("*.json"))

@@ -30,12 +30,12 @@ from damdjax import heuristics as H
 from damdjax.bound import bound_done
 from damdjax.metrics import episode_metrics
 from damdjax.rollout import run_from_instance
-from envs.config import EnvConfig, EnvParams, check_params
-from envs.dynamics import dispatch_feasible, dispatch_needed, reset_to_instance, transition
-from envs.generator import generate
-from envs.instance import instance_from_arrays, instance_to_arrays, successor_list
-from envs.reference import contention_free_bound, simulate, upward_rank
-from envs.state import Action
+from damdjax.envs.config import EnvConfig, EnvParams, check_params
+from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed, reset_to_instance, transition
+from damdjax.envs.generator import generate
+from damdjax.envs.instance import instance_from_arrays, instance_to_arrays, successor_list
+from damdjax.envs.reference import contention_free_bound, simulate, upward_rank
+from damdjax.envs.state import Action
 
 TAU = 7.0  # not the defaults, so a confusion of constants shows
 PENALTY = 2.5

@@ -410,7 +410,7 @@ def test_double_td_targets_by_the_flag():
 
 
 def test_dispatcher_loss_double_by_hand():
-    from train.dqn import dispatcher_loss
+    from damdjax.train.dqn import dispatcher_loss
     net = DispatchQNetwork(hidden=(8, 8))
     rng = np.random.default_rng(4)
     b = 32
@@ -497,7 +497,7 @@ def test_polyak_moves_by_rate():
 
 def test_check_hyper_takes_double_dqn_0_or_1():
     from damdjax.hyper import Hyper, PipelineHyper, check_hyper
-    from envs.config import EnvConfig
+    from damdjax.envs.config import EnvConfig
     for v in (0, 1, 0.0, 1.0):
         check_hyper(Hyper(double_dqn=v), EnvConfig())
     for v in (0.5, 2, -1):
@@ -517,7 +517,7 @@ def test_flag_and_a_config_written_before_the_field(field, value, bad, message, 
     loads at the value those runs had (resumable), in train.dqn, train.mdqn and train.damd."""
     from damdjax import runs
     from damdjax.hyper import Hyper
-    from train import damd, dqn, mdqn
+    from damdjax.train import damd, dqn, mdqn
     flag = "--" + field.replace("_", "-")
     p = dqn.build_parser()
     cfg = dqn.config_from_args(p, p.parse_args([flag, str(value)]))

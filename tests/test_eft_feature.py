@@ -14,8 +14,8 @@ from damdjax.heuristics import eft_estimate
 from damdjax.networks import dispatch_inputs, greedy_action
 from damdjax.policies import (DISPATCHER_KIND, dispatcher_network, init_dispatcher,
                               load_dispatcher, resolve_dispatcher, save_policy)
-from envs.observation import SERVER_FEATURES, TASK_FEATURES, observe
-from train import damd, dqn, sweep
+from damdjax.envs.observation import SERVER_FEATURES, TASK_FEATURES, observe
+from damdjax.train import damd, dqn, sweep
 from tests.test_train_dqn import TINY
 
 # Short queues and dense arrivals: some servers are infeasible at some decisions.
@@ -121,7 +121,7 @@ def eft_run(tmp_path_factory):
 
 
 def test_a_run_with_the_option_writes_a_policy_file_that_loads_and_evaluates(eft_run, tmp_path):
-    from eval import compare
+    from damdjax.eval import compare
     run = eft_run / "e"
     cfg = dqn.DQNConfig.from_json(json.load(open(run / "config.json")))
     assert cfg.eft_feature is True

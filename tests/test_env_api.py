@@ -1,4 +1,4 @@
-"""The gymnax-style API of envs.env.EdgeEnv and its guards (default float32).
+"""The gymnax-style API of damdjax.envs.env.EdgeEnv and its guards (default float32).
 
 jit equals eager execution, vmap equals a Python loop, the checked mode
 raises and names what is wrong, invalid actions in the jitted step are
@@ -18,14 +18,14 @@ import pytest
 
 from damdjax import heuristics as H
 from damdjax.rollout import run_from_instance
-from envs.checks import check_action, checked_step
-from envs.config import EnvConfig, EnvParams, check_params
-from envs.dynamics import dispatch_feasible, eligible_slots, pick_needed
-from envs.env import EdgeEnv
-from envs.generator import generate
-from envs.instance import instance_from_arrays, instance_to_arrays
-from envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
-from envs.state import Action, done_time, unstarted_tasks
+from damdjax.envs.checks import check_action, checked_step
+from damdjax.envs.config import EnvConfig, EnvParams, check_params
+from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, pick_needed
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.generator import generate
+from damdjax.envs.instance import instance_from_arrays, instance_to_arrays
+from damdjax.envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
+from damdjax.envs.state import Action, done_time, unstarted_tasks
 
 CONFIG = EnvConfig(n_max=16, m_max=4, p_max=4, queue_capacity=3, j_max=4)
 ENV = EdgeEnv(CONFIG)
@@ -312,7 +312,7 @@ reset_to_jit = jax.jit(ENV.reset_to)
 
 
 class JittedEnv:
-    """ENV with a compiled step, for envs.checks.checked_step."""
+    """ENV with a compiled step, for damdjax.envs.checks.checked_step."""
     step = staticmethod(step_jit)
 
 

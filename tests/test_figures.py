@@ -12,7 +12,7 @@ import pytest
 
 from damdjax.checkpoint import read_state_dict
 from damdjax.heuristics import ALL_PAIRS, pair_names
-from eval import figures
+from damdjax.eval import figures
 
 # tests/test_train_damd.py's TINY pipeline: its 2-member sweep and this job's (2 points x
 # 1 seed) are one program, compiled once for the suite (the compilation cache).
@@ -144,8 +144,8 @@ def test_setting_range_draws_per_episode():
     configs without the field (older runs) read as ""."""
     import jax
     from damdjax.cli import RunConfig, parse_setting_range
-    from envs.config import EnvConfig, EnvParams
-    from envs.env import EdgeEnv
+    from damdjax.envs.config import EnvConfig, EnvParams
+    from damdjax.envs.env import EdgeEnv
 
     rng = parse_setting_range("num_servers=2:4")
     assert rng == (("num_servers", 2.0, 4.0),)

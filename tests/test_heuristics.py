@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.heuristics import pair_from_name, slot_finish_estimates
-from envs.config import EnvConfig, EnvParams
-from envs.dynamics import reset_to_instance, take, transition
-from envs.generator import generate
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.dynamics import reset_to_instance, take, transition
+from damdjax.envs.generator import generate
 
 CONFIG = EnvConfig(n_max=40, m_max=4, p_max=3, queue_capacity=8, j_max=6)
 

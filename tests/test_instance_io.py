@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.instance_io import (
+from damdjax.envs.instance_io import (
     InstanceError,
     InstanceSpec,
     JobSpec,
@@ -36,7 +36,7 @@ from envs.instance_io import (
     servers_list,
     spec_from_arrays,
 )
-from envs.reference import simulate
+from damdjax.envs.reference import simulate
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "worked_example.json"
 
@@ -78,7 +78,7 @@ def test_worked_example_file():
 def test_successor_slots_are_the_files_own_widest_fan_out():
     """`spec_config` and `instance_from_spec` agree on the successor slots: the file's
     widest fan-out (2 in the worked example), and the list holds every successor."""
-    from envs.instance import instance_from_spec, spec_config
+    from damdjax.envs.instance import instance_from_spec, spec_config
 
     spec = load_instance(EXAMPLE)
     config = spec_config(spec)

@@ -15,9 +15,9 @@ from damdjax import memory
 from damdjax.hyper import Hyper
 from damdjax.rollout import play_batch
 from damdjax.heuristics import pair_from_name
-from envs.config import EnvConfig
-from envs.generator import generate
-from envs.config import EnvParams
+from damdjax.envs.config import EnvConfig
+from damdjax.envs.generator import generate
+from damdjax.envs.config import EnvParams
 
 HUGE = str(10**12)
 
@@ -65,7 +65,7 @@ FLAGS = [
     ("envs.convert", "--jobs", "argument --jobs: must be <= 1073741822 (each job holds a task"),
     ("envs.convert", "--num-servers", "argument --num-servers: must be <= 2147483647 (int32)"),
 ]
-# Every CLI's --seed: [0, 2**32 - 1] (envs.config.SEED_MAX; PRNGKey keeps 32 bits).
+# Every CLI's --seed: [0, 2**32 - 1] (damdjax.envs.config.SEED_MAX; PRNGKey keeps 32 bits).
 SEED_CLIS = ["train.dqn", "train.mdqn", "train.damd", "train.sweep", "eval.compare",
              "eval.bench", "envs.convert"]
 HUGE_SEED = str(10**30)
@@ -123,7 +123,7 @@ def _fail_main(module, argv, capsys, monkeypatch, tmp_path):
     def boom(*args, **kwargs):
         raise AssertionError("compiled despite a bad flag")
 
-    mod = importlib.import_module(module)
+    mod = importlib.import_module(module if module.startswith("damdjax.") else f"damdjax.{module}")
     monkeypatch.setattr(jax, "jit", boom)
     if module.startswith("train."):
         argv = [*argv, "--run-dir", str(tmp_path)]
@@ -187,7 +187,7 @@ def test_estimate_matches_the_runner_init_allocates(trainer, extra):
     """The env-state and replay estimates against `jax.eval_shape` of the trainer's own
     `init` on a small config: equal to the byte (the runner's scalars, key and network
     aside, which the estimate leaves out)."""
-    mod = importlib.import_module(f"train.{trainer}")
+    mod = importlib.import_module(f"damdjax.train.{trainer}")
     cls = mod.DQNConfig if trainer == "dqn" else mod.MDQNConfig
     cfg = cls(num_envs=3, num_tasks=7, num_servers=2, queue_capacity=5, buffer_capacity=11,
               batch_size=4, hidden=(8,), **extra)
@@ -223,8 +223,8 @@ import decimal  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 
-from envs.instance import instance_from_spec  # noqa: E402
-from envs.instance_io import InstanceError, load_instance, parse_instance  # noqa: E402
+from damdjax.envs.instance import instance_from_spec  # noqa: E402
+from damdjax.envs.instance_io import InstanceError, load_instance, parse_instance  # noqa: E402
 
 EXAMPLE = "examples/worked_example.json"
 # (path in the file, value, the message's start or None where the value is valid)
@@ -315,7 +315,7 @@ def test_a_span_that_loses_precision_is_refused(tmp_path):
 def test_compare_output_has_no_inf_or_nan_on_extreme_valid_values(tmp_path, capsys):
     """The values an instance may take at 1e308 / 1e-308 (a memory, a first arrival, a
     deadline) give finite numbers in eval.compare's table and JSON."""
-    from eval import compare
+    from damdjax.eval import compare
     obj = json.load(open(EXAMPLE))
     for path, value in ((("servers", 0, "mem"), 1e308), (("jobs", 0, "arrival"), 1e-308),
                         (("jobs", 0, "tasks", 1, "deadline"), 1e-308)):
@@ -330,7 +330,7 @@ def test_compare_output_has_no_inf_or_nan_on_extreme_valid_values(tmp_path, caps
 def test_convert_refuses_jobs_whose_tasks_exceed_the_task_slots(tmp_path, capsys):
     """--jobs within its own limit, but --jobs x the fewest tasks of a job is more than an
     instance may hold: one line before any job is drawn."""
-    from envs import convert
+    from damdjax.envs import convert
     with pytest.raises(SystemExit) as exc:
         convert.main(["wfcommons", "tests/data/wfcommons/helloworld-forkjoin-10-chameleon.json",
                       "--out", str(tmp_path / "o.json"), "--jobs", "200000000"])
@@ -349,7 +349,7 @@ def test_convert_refuses_jobs_whose_tasks_exceed_the_task_slots(tmp_path, capsys
 def test_check_params_refuses_floats_beyond_float32(field, value, message):
     """`check_params` (eval.bench, eval.bench_train, check_hyper): a knob that would be inf
     or flush to 0 in the device's float type is refused, named, with the limit."""
-    from envs.config import check_params
+    from damdjax.envs.config import check_params
     with pytest.raises(ValueError) as exc:
         check_params(EnvConfig(), EnvParams(**{field: value}))
     assert str(exc.value) == message

@@ -10,8 +10,8 @@ from damdjax.heuristics import SCHEDULE_RULES, pair, pair_from_name, pair_names
 from damdjax.lookahead import (
     lookahead_costs, lookahead_dispatch, rollout_targets, total_response_time)
 from damdjax.rollout import play_batch
-from envs.config import EnvConfig, EnvParams
-from envs.dynamics import dispatch_feasible
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.dynamics import dispatch_feasible
 
 
 def _play(names, num_servers, episodes=12):
@@ -45,8 +45,8 @@ def test_lookahead_never_worse_than_its_base_and_sometimes_better():
 def test_costs_are_the_episodes_played_out():
     """`lookahead_costs` at the first dispatch equals playing the episode with that first
     server forced, then the base policy (a separate host loop of single steps)."""
-    from envs.dynamics import dispatch_needed, reset_to_instance, transition
-    from envs.state import Action
+    from damdjax.envs.dynamics import dispatch_needed, reset_to_instance, transition
+    from damdjax.envs.state import Action
     config = EnvConfig(n_max=8, m_max=3, queue_capacity=6)
     params = EnvParams(num_tasks=8, num_servers=3, density=4.0)
     inst = jax.tree.map(lambda x: x[0], generate_held_out(
@@ -72,8 +72,8 @@ def test_costs_over_the_arrived_tasks_are_the_full_play_outs_restricted():
     costs, bitwise."""
     import jax.numpy as jnp
     from damdjax.lookahead import _play_out
-    from envs.dynamics import reset_to_instance, transition
-    from envs.state import Action
+    from damdjax.envs.dynamics import reset_to_instance, transition
+    from damdjax.envs.state import Action
     config = EnvConfig(n_max=12, m_max=3, queue_capacity=6)
     params = EnvParams(num_tasks=12, num_servers=3, density=4.0)
     inst = jax.tree.map(lambda x: x[0], generate_held_out(config, params, held_out_keys(6, 1)[0]))
@@ -116,8 +116,8 @@ def test_rollout_trainer_writes_the_lookahead_targets():
     over all tasks, the targets' best server is `lookahead_dispatch`'s choice."""
     from damdjax import replay
     from damdjax.heuristics import earliest_finish
-    from envs.env import EdgeEnv
-    from train import dqn
+    from damdjax.envs.env import EdgeEnv
+    from damdjax.train import dqn
     base = pair(earliest_finish, SCHEDULE_RULES["sjf"])
     for rollout_envs, tasks in ((0, "all"), (2, "arrived")):
         cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
@@ -171,7 +171,7 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     or without rollout targets; a config.json without the fields loads as td, all envs."""
     import pytest
     from damdjax import runs
-    from train import damd, dqn
+    from damdjax.train import damd, dqn
     p = dqn.build_parser()
     for argv, message in ((["--targets", "mc"], "--targets must be one of td, rollout"),
                           (["--targets", "rollout", "--n-step", "3"],
@@ -203,7 +203,7 @@ def test_targets_flag_checks_and_runs_written_before_it(capsys):
     del old["targets"], old["rollout_envs"], old["rollout_tasks"]
     loaded = dqn.DQNConfig.from_json(old)
     assert (loaded.targets, loaded.rollout_envs, loaded.rollout_tasks) == ("td", 0, "all")
-    from train import sweep
+    from damdjax.train import sweep
     for argv, message in ((["--trainer", "dqn", "--targets", "rollout", "--grid", "gamma=0.5,0.9"],
                            "--grid gamma does not apply to --targets rollout"),
                           (["--trainer", "damd", "--dqn-targets", "rollout", "--grid",
@@ -226,7 +226,7 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
     naming the flag."""
     import json
     import pytest
-    from eval import target_spread
+    from damdjax.eval import target_spread
     out = tmp_path / "spread.json"
     assert target_spread.main(["--num-tasks", "8", "--states", "16", "--out", str(out)]) == 0
     rows, table = json.loads(out.read_text())["rows"], capsys.readouterr().out
@@ -238,7 +238,7 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
         assert 0 <= r["agree"] <= 1 and 0 < r["arrived_fraction"] <= 1
         assert f"| {r['num_tasks']} | {r['states']} | {r['mean_square']:.3f} |" in table
     # the arrived part (from the full play-outs) is the early-stopped rollouts' targets
-    from envs.env import EdgeEnv
+    from damdjax.envs.env import EdgeEnv
     config, params, base = EnvConfig(n_max=8), EnvParams(num_tasks=8), pair_from_name("ES")
     key = jax.random.PRNGKey(4)
     state = EdgeEnv(config).reset(key, params)[1]   # the first decision: tasks still to come

@@ -14,9 +14,9 @@ from damdjax.heuristics import pair_from_name
 from damdjax.networks import SlotQNetwork
 from damdjax.schedulers import AgentObs
 from damdjax.targets import td_loss, td_targets
-from envs.config import EnvConfig, EnvParams
-from envs.env import EdgeEnv
-from envs.observation import OWN_FEATURES, SLOT_FEATURES
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.observation import OWN_FEATURES, SLOT_FEATURES
 
 CFG = EnvConfig(n_max=20, m_max=4, queue_capacity=6)
 PARAMS = EnvParams(num_tasks=20, num_servers=3, density=3.0)   # 3 real servers of 4

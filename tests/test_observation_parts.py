@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.config import EnvConfig, EnvParams
-from envs.generator import generate
-from envs.instance import (instance_from_arrays, instance_to_arrays, successor_counts,
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.generator import generate
+from damdjax.envs.instance import (instance_from_arrays, instance_to_arrays, successor_counts,
                            successor_list)
-from envs.observation import masked_stack
+from damdjax.envs.observation import masked_stack
 
 
 @pytest.mark.parametrize("window, dtype", [(1, np.uint8), (255, np.uint8), (256, np.uint16),
@@ -32,7 +32,7 @@ def test_successor_counts_are_the_filled_slots_in_a_type_that_holds_the_window(w
 def test_successor_list_by_hand_and_its_two_sorts(monkeypatch):
     """Edges beyond the window and successors beyond the slots are left out; the wide
     configs' two-key sort gives the one-key sort's list."""
-    import envs.instance as instance
+    import damdjax.envs.instance as instance
 
     rng = np.random.default_rng(0)
     n, p, window = 40, 3, 6

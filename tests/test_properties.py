@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 from damdjax import heuristics as H
-from envs.config import EnvConfig, EnvParams, check_params
-from envs.dynamics import reset_to_instance, transition
-from envs.generator import generate
-from envs.state import Action, unstarted_tasks
+from damdjax.envs.config import EnvConfig, EnvParams, check_params
+from damdjax.envs.dynamics import reset_to_instance, transition
+from damdjax.envs.generator import generate
+from damdjax.envs.state import Action, unstarted_tasks
 
 CONFIG = EnvConfig(n_max=24, m_max=5, p_max=3, queue_capacity=2, j_max=6)
 BATCH = 4

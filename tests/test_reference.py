@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from envs.reference import (
+from damdjax.envs.reference import (
     DISPATCHERS,
     SCHEDULERS,
     bound_response,

@@ -18,7 +18,7 @@ import pytest
 from damdjax import runs
 from damdjax.checkpoint import read_file, read_state_dict
 from damdjax.policies import load_dispatcher
-from train import damd, dqn
+from damdjax.train import damd, dqn
 
 # test_train_dqn's TINY program (8 envs, 12 tasks; the suite compiles it once, through the
 # shared compilation cache): a chunk is milliseconds once compiled.
@@ -191,7 +191,7 @@ def copy(straight, tmp_path, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert "Traceback" not in "\n".join(err), err
-        assert err[-1].startswith(f"python -m train.{module.__name__[6:]}: error:"), err
+        assert err[-1].startswith(f"python -m train.{module.__name__.rsplit('.', 1)[1]}: error:"), err
         assert {p.name: p.read_bytes() for p in k.iterdir()} == before
         return err[-1]
     return k, refused
@@ -208,7 +208,7 @@ def test_flipped_bytes_are_refused_naming_the_file(copy, capsys):
     _flip(k / "dispatcher.msgpack")
     with pytest.raises(ValueError, match="dispatcher.msgpack: damaged"):
         load_dispatcher(str(k))
-    from eval import compare
+    from damdjax.eval import compare
     with pytest.raises(SystemExit) as exc:
         compare.main(["--dispatcher-checkpoint", str(k), "--episodes", "2"])
     assert exc.value.code == 2 and "damaged" in capsys.readouterr().err

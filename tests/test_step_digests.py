@@ -32,10 +32,10 @@ import pytest
 
 from compile_modes import MODES, mode, xla_flags_with
 from damdjax.heuristics import pair_from_name
-from envs.config import EnvConfig, EnvParams
-from envs.env import EdgeEnv
-from envs.generator import generate
-from envs.state import Action
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.generator import generate
+from damdjax.envs.state import Action
 
 PATH = os.path.join(os.path.dirname(__file__), "data", "step_digests.json")
 SMALL = EnvParams(num_tasks=40, num_servers=5)

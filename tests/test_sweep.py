@@ -15,7 +15,7 @@ import pytest
 
 from damdjax.checkpoint import read_state_dict
 from damdjax.policies import load_dispatcher, load_schedulers
-from train import damd, dqn, mdqn, sweep
+from damdjax.train import damd, dqn, mdqn, sweep
 
 # test_train_dqn's TINY (its single runs are that file's program: compiled once for the
 # suite, through the compilation cache, tests/conftest.py).
@@ -107,7 +107,7 @@ def test_members_equal_single_runs_and_load_as_dispatchers(straight, tmp_path):
             np.testing.assert_array_equal(np.asarray(a)[i], b)
         cfg = json.load(open(member / "config.json"))
         assert (cfg["seed"], cfg["lr"], cfg["num_tasks"], cfg["slack"]) == (seed, lr, 12, 1.5)
-    from eval import compare
+    from damdjax.eval import compare
     ns = compare.build_parser().parse_args(["--dispatcher-checkpoint",
                                             str(straight / "member-3")])
     assert compare.learned_methods(ns)[1]["num_tasks"] == 12

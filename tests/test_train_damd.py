@@ -12,7 +12,7 @@ import pytest
 
 from damdjax.checkpoint import read_state_dict
 from damdjax.policies import DAMD_FILE, load_damd, load_dispatcher, load_schedulers
-from train import damd, sweep
+from damdjax.train import damd, sweep
 
 # The pipeline's flags here and in tests/test_figures.py's job (TINY_TRAIN), so that this
 # file's 2-member sweep and the figure's (2 points x 1 seed) are one program: whichever
@@ -56,7 +56,7 @@ def test_tiny_damd_end_to_end_through_compare_and_as_a_sweep_member(tmp_path):
     stages in one program, the dispatcher's parameters traced into the schedulers' stage
     rather than read from its file) ends with the same parameters, and its member folder
     loads as a DAMD run."""
-    from eval import compare
+    from damdjax.eval import compare
     rd = str(tmp_path)
     tiny = [*TINY, "--seed", "2"]
     assert damd.main(["--run-dir", rd, "--name", "d", "--eval-episodes", "6", *tiny]) == 0

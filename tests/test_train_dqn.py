@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from damdjax.checkpoint import read_state_dict
-from envs.env import EdgeEnv
-from envs.state import done_time
-from train import dqn
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.state import done_time
+from damdjax.train import dqn
 
 TINY = ["--num-envs", "8", "--num-tasks", "12", "--num-servers", "3", "--steps-per-chunk", "10",
         "--buffer-capacity", "512", "--batch-size", "16", "--learning-starts", "16",
@@ -145,7 +145,7 @@ def test_reward_credit_and_masking():
 def test_compare_evaluates_the_checkpoint_like_training_did(tiny_run, tmp_path):
     """eval.compare --dispatcher-checkpoint (policy file, the run's setting) reproduces the
     run's own end-of-training evaluation: same held-out instances, same greedy dispatcher."""
-    from eval import compare
+    from damdjax.eval import compare
     ev = json.load(open(tiny_run / "a" / "eval.json"))
     out = tmp_path / "cmp.json"
     res = compare.main(["--dispatcher-checkpoint", str(tiny_run / "a"), "--seed", "3",

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from envs.env import EdgeEnv
-from train import damd, dqn, mdqn
+from damdjax.envs.env import EdgeEnv
+from damdjax.train import damd, dqn, mdqn
 
 # Under the EFT dispatcher: test_sweep's MDQN_TINY is this program (compiled once for the
 # suite, through the compilation cache, tests/conftest.py).

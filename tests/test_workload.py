@@ -1,7 +1,7 @@
 """Tests of envs/workload.py: the job library of real jobs and the generator drawing from it.
 
 The library is built from the committed real fixtures (tests/data: two WfCommons files and
-the Alibaba excerpt, converted with envs.convert's functions). Cheap by design: two
+the Alibaba excerpt, converted with damdjax.envs.convert's functions). Cheap by design: two
 compilations (the vmapped library generator, and one vmapped episode against the
 reference simulator); the rest is numpy or eager JAX on small arrays.
 """
@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import convert
-from envs.config import EnvConfig, EnvParams
-from envs.env import EdgeEnv
-from envs.generator import generate_servers
-from envs.instance_io import JobSpec, TaskSpec, job_order
-from envs.workload import (JobLibrary, LibraryError, generate_from_library, library_from_specs,
+from damdjax.envs import convert
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.generator import generate_servers
+from damdjax.envs.instance_io import JobSpec, TaskSpec, job_order
+from damdjax.envs.workload import (JobLibrary, LibraryError, generate_from_library, library_from_specs,
                            load_library, required_config, save_library)
 
 DATA = Path(__file__).resolve().parent / "data"  # tests/data/README.md
@@ -43,7 +43,7 @@ def x64():
 
 @pytest.fixture(scope="module")
 def specs():
-    """The fixtures converted as envs.convert does (default units), 3 servers."""
+    """The fixtures converted as damdjax.envs.convert does (default units), 3 servers."""
     servers = convert.draw_servers(3, np.random.default_rng(0))
     wf_jobs = [convert.read_wfcommons(p) for p in WF_FILES]
     ali_jobs, _ = convert.read_alibaba(ALIBABA)
@@ -241,8 +241,8 @@ def test_max_depth_of_the_fixtures(library):
 
 
 def test_offered_load_and_the_matched_density_by_hand():
-    from envs.config import offered_load
-    from envs.workload import matched_density, mean_task_work
+    from damdjax.envs.config import offered_load
+    from damdjax.envs.workload import matched_density, mean_task_work
 
     params = EnvParams()  # density 2, work = size ~ U[0.5, 4], 5 servers, cpu ~ U[1, 3]
     assert offered_load(params) == pytest.approx(2 * 2.25 / (5 * 2.0))
@@ -417,8 +417,8 @@ def test_jax_env_and_reference_agree_on_library_instances(drawn):
     from damdjax.heuristics import pair_from_name
     from damdjax.metrics import episode_metrics
     from damdjax.rollout import run_from_instance
-    from envs.instance import instance_to_arrays
-    from envs.reference import simulate
+    from damdjax.envs.instance import instance_to_arrays
+    from damdjax.envs.reference import simulate
     from test_differential import PENALTY, TAU, assert_same, reference_inputs
 
     _, keys, batch = drawn
@@ -439,7 +439,7 @@ def test_jax_env_and_reference_agree_on_library_instances(drawn):
 
 
 # The random generator's output before the library generator was split out of it
-# (envs.generator at commit 28ba40b, compiled), float64, key 0 of split(PRNGKey(7), 16),
+# (damdjax.envs.generator at commit 28ba40b, compiled), float64, key 0 of split(PRNGKey(7), 16),
 # at the library tests' padding (so eager JAX reuses the library tests' small programs).
 RANDOM_CONFIG = EnvConfig(n_max=N_MAX, m_max=M_MAX, p_max=8, queue_capacity=QUEUE, j_max=SMALL)
 RANDOM_EXPECTED = {

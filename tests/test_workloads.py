@@ -20,11 +20,11 @@ from damdjax.cli import RunConfig, setting_config
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.policies import dispatcher_network, init_dispatcher, save_dispatcher
 from damdjax.workloads import WorkloadError, parse_workload, resolve_workload
-from envs import convert
-from envs.config import EnvParams
-from envs.workload import library_from_specs, load_library, required_config, save_library
-from eval import compare
-from train import damd, dqn, mdqn
+from damdjax.envs import convert
+from damdjax.envs.config import EnvParams
+from damdjax.envs.workload import library_from_specs, load_library, required_config, save_library
+from damdjax.eval import compare
+from damdjax.train import damd, dqn, mdqn
 
 DATA = Path(__file__).resolve().parent / "data"  # tests/data/README.md
 HELLO = DATA / "wfcommons" / "helloworld-forkjoin-10-chameleon.json"

@@ -1,8 +1,8 @@
 """Real-DAG workloads: a packed library of real jobs and a jittable generator drawing from it.
 
-A :class:`JobLibrary` holds real jobs (converted WfCommons / Alibaba jobs, `envs.convert`)
+A :class:`JobLibrary` holds real jobs (converted WfCommons / Alibaba jobs, `damdjax.envs.convert`)
 as padded arrays. `generate_from_library(key, config, params, lib)` draws an instance like
-`envs.generator.generate`, except that each job's DAG, task sizes and works are those of a
+`damdjax.envs.generator.generate`, except that each job's DAG, task sizes and works are those of a
 library job drawn uniformly with replacement; servers, arrivals (a Poisson process at
 `params.density` tasks per time unit) and deadlines follow the random generator's rules
 (docs/model.md, "Drawing from real jobs: the job library").
@@ -14,7 +14,7 @@ library job drawn uniformly with replacement; servers, arrivals (a Poisson proce
 
 Shapes: `J` jobs, `T` task slots per job (the longest job), `P` predecessor slots (the
 widest fan-in, at least 1). Inside a job, tasks are in the stable topological order of
-`envs.instance_io.job_order` and `preds` are positions in that order, each smaller than
+`damdjax.envs.instance_io.job_order` and `preds` are positions in that order, each smaller than
 its task's own. The library's arrays are numpy (host constants); the generator casts the
 floats to JAX's default float.
 
@@ -39,10 +39,10 @@ import numpy as np
 from flax import struct
 
 from damdjax.io import warn, write_bytes_atomic
-from envs.config import EnvConfig, EnvParams, offered_load
-from envs.generator import finish_instance, generate_servers, layout_jobs
-from envs.instance import Instance
-from envs.instance_io import InstanceSpec, JobSpec, job_order
+from damdjax.envs.config import EnvConfig, EnvParams, offered_load
+from damdjax.envs.generator import finish_instance, generate_servers, layout_jobs
+from damdjax.envs.instance import Instance
+from damdjax.envs.instance_io import InstanceSpec, JobSpec, job_order
 
 __all__ = [
     "LibraryError", "JobLibrary", "library_from_specs", "save_library", "load_library",
@@ -110,7 +110,7 @@ class JobLibrary:
     @property
     def max_depth(self) -> int:
         """The longest chain of tasks in any job (1..T): the relaxation rounds that make a
-        critical path exact (`envs.generator.critical_path`)."""
+        critical path exact (`damdjax.envs.generator.critical_path`)."""
         depth = np.zeros(self.size.shape, np.int64)  # [J, T] tasks on the longest chain to it
         rows = np.arange(depth.shape[0])[:, None]
         for t in range(depth.shape[1]):  # predecessors come first
@@ -307,13 +307,13 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
 
 def mean_task_work(lib: JobLibrary) -> float:
     """Expected work units per drawn task (jobs drawn uniformly): `E[job work] / E[length]`,
-    for `envs.config.offered_load`."""
+    for `damdjax.envs.config.offered_load`."""
     return float(lib.work.sum(axis=1).mean() / lib.length.mean())
 
 
 def matched_density(lib: JobLibrary, params: EnvParams) -> float:
     """The arrival density (tasks per time unit) at which `lib`'s jobs offer the load that
-    the random generator offers at `params` (`envs.config.offered_load`): `params.density *
+    the random generator offers at `params` (`damdjax.envs.config.offered_load`): `params.density *
     generator mean work / library mean work`."""
     return offered_load(params) / offered_load(params.replace(density=1.0), mean_task_work(lib))
 
@@ -361,7 +361,7 @@ def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
                           lib: JobLibrary) -> Instance:
     """Draw one instance whose jobs are library jobs (jittable, vmappable over keys and params).
 
-    Servers are exactly `envs.generator.generate`'s for the same key. The N task slots are
+    Servers are exactly `damdjax.envs.generator.generate`'s for the same key. The N task slots are
     filled in order by jobs drawn uniformly with replacement from `lib` (DAG, sizes, works
     as they are), the last one cut at `params.num_tasks`. Jobs arrive as a Poisson process:
     the first at 0, then gaps of mean `mean(lib.length) / params.density` time units, so

@@ -23,8 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.config import EnvConfig, EnvParams
-from envs.instance import Instance, dag_fields
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.instance import Instance, dag_fields
 
 SIZE_QUANTUM = 1.0 / 64.0
 
@@ -127,7 +127,7 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
     Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
     relaxed `depth` rounds: at least the longest chain of tasks of any job; default
-    `config.j_max`) and the DAG fields (`envs.instance.dag_fields`: the successor list
+    `config.j_max`) and the DAG fields (`damdjax.envs.instance.dag_fields`: the successor list
     [N, `config.succ_slots`], the upward rank [N] and the successor counts [N]).
     """
     cpu, bw, mem, k, server_mask = servers

@@ -75,7 +75,7 @@ def successor_list(preds: jax.Array, window: int, slots: int) -> jax.Array:
     (1..W) when task `i+g` lists `i` among its predecessors. One sort of the N * P edges
     by (predecessor, offset), then one scatter: no [N, W] array. Successors beyond the
     first `D` are left out: the caller checks the fan-out first (:func:`max_fan_out`,
-    `envs.workload.check_library`).
+    `damdjax.envs.workload.check_library`).
     """
     n, p = preds.shape
     dtype = count_dtype(window)
@@ -169,18 +169,18 @@ def max_pred_gap(preds: np.ndarray) -> int:
 
 def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = None,
                          dtype=None, fan_out: int | None = None) -> Instance:
-    """Build an :class:`Instance` from the numpy arrays of `envs.instance_io.padded_arrays`.
+    """Build an :class:`Instance` from the numpy arrays of `damdjax.envs.instance_io.padded_arrays`.
 
     `window` defaults to the largest predecessor gap in `preds`; `fan_out` (the successor
     slots `D`) to the most successors of one task (:func:`max_fan_out`); a given
-    `fan_out` below that raises `envs.instance_io.InstanceError` (a ValueError) naming both.
+    `fan_out` below that raises `damdjax.envs.instance_io.InstanceError` (a ValueError) naming both.
     `dtype` defaults to JAX's default float (float64 only with x64 enabled).
     """
     dtype = dtype or jnp.zeros(()).dtype
     window = window or max_pred_gap(arrays["preds"])
     widest = max_fan_out(arrays["preds"])
     if fan_out is not None and fan_out < widest:
-        from envs.instance_io import InstanceError  # plain numpy, no cycle
+        from damdjax.envs.instance_io import InstanceError  # plain numpy, no cycle
         raise InstanceError(f"a task has {widest} successors, more than the {fan_out} "
                             f"successor slots (fan_out={fan_out})")
     fan_out = fan_out or widest
@@ -206,15 +206,15 @@ def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
 
 
 def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
-    """An :class:`Instance` padded exactly to an `envs.instance_io.InstanceSpec`.
+    """An :class:`Instance` padded exactly to a `damdjax.envs.instance_io.InstanceSpec`.
 
     Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
     `P`, the successor window and the successor slots are the file's own), and the queue capacity
     is `N`, so it can never bind (a user may pass a smaller one to `reset`). An instance
     whose times overflow or lose all precision in `dtype` (default: JAX's default float,
-    float32 unless x64) is refused (`envs.instance_io.check_times`, InstanceError).
+    float32 unless x64) is refused (`damdjax.envs.instance_io.check_times`, InstanceError).
     """
-    from envs.instance_io import check_times, padded_arrays  # plain numpy, no cycle
+    from damdjax.envs.instance_io import check_times, padded_arrays  # plain numpy, no cycle
 
     check_times(spec, dtype or jnp.zeros(()).dtype)
     arrays = padded_arrays(spec)
@@ -226,8 +226,8 @@ def spec_config(spec):
     the spec alone, before any array is made): `N`, `M`, the largest in-degree (at least
     1), queue capacity `N`, `j_max` the largest job (its window bounds the file's) and
     `fan_out` the most successors of one task (at least 1)."""
-    from envs.config import EnvConfig
-    from envs.instance_io import max_in_degree, max_job_size, max_out_degree
+    from damdjax.envs.config import EnvConfig
+    from damdjax.envs.instance_io import max_in_degree, max_job_size, max_out_degree
 
     return EnvConfig(n_max=spec.num_tasks, m_max=spec.num_servers,
                      p_max=max(max_in_degree(spec), 1), queue_capacity=spec.num_tasks,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.dynamics import dispatch_feasible, dispatch_needed, eligible_slots, pick_needed
-from envs.state import Action, EnvState
+from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed, eligible_slots, pick_needed
+from damdjax.envs.state import Action, EnvState
 
 
 def check_action(state: EnvState, action: Action) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.state import Action, EnvState, done_time, initial_state
+from damdjax.envs.state import Action, EnvState, done_time, initial_state
 
 
 def take(x: jax.Array, idx: jax.Array, fill) -> jax.Array:
@@ -260,7 +260,7 @@ def missed_by(state: EnvState, t: jax.Array, since=-jnp.inf) -> jax.Array:
 
 
 def reset_to_instance(instance, queue_capacity: int) -> EnvState:
-    """The state at the first epoch of `instance` (no observation; see envs.env)."""
+    """The state at the first epoch of `instance` (no observation; see damdjax.envs.env)."""
     return advance(initial_state(instance, queue_capacity))
 
 

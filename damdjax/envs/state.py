@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.instance import Instance
+from damdjax.envs.instance import Instance
 
 
 @struct.dataclass

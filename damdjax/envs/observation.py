@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.dynamics import (
+from damdjax.envs.dynamics import (
     pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots, eligible_time,
     head_task, least_load, pick_needed, queue_length)
-from envs.state import EnvState
+from damdjax.envs.state import EnvState
 
 TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
 SERVER_FEATURES = (

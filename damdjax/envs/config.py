@@ -65,8 +65,8 @@ class EnvConfig:
         (the default): `W`, which holds any DAG the window allows (the random generator's
         fan-out is bounded only by `W`). A job library's `required_config` sets its widest
         fan-out (66 for the Alibaba jobs against `W` = 202), and every instance is
-        checked against it where it is built (`envs.workload.check_library`,
-        `envs.instance.instance_from_arrays`).
+        checked against it where it is built (`damdjax.envs.workload.check_library`,
+        `damdjax.envs.instance.instance_from_arrays`).
     """
 
     n_max: int = 100
@@ -146,7 +146,7 @@ def offered_load(params: EnvParams, mean_work: float | None = None) -> float:
     """Expected work arriving per unit of expected capacity (host side, concrete params):
     `density * mean_work / (num_servers * (cpu_low + cpu_high) / 2)`. `mean_work`: work
     units per task (default: the random generator's, `generated_mean_work`; a job library's
-    `envs.workload.mean_task_work`). Above 1 the servers cannot keep up on
+    `damdjax.envs.workload.mean_task_work`). Above 1 the servers cannot keep up on
     average; the default setting offers 0.45 (docs/model.md, "Load of real workloads")."""
     f = lambda name: float(jnp.asarray(getattr(params, name)))
     work = generated_mean_work(params) if mean_work is None else mean_work

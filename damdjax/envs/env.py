@@ -11,8 +11,8 @@ loops reset explicitly. `reward` is the team (scheduler) reward of the step;
 the dispatcher's delayed reward is in `info` (docs/model.md, "Rewards").
 
 `EdgeEnv(config, workload=lib)` draws each job from a job library of real jobs
-(`envs.workload`) instead of the random DAG model; `config` must fit the library
-(`envs.workload.required_config`).
+(`damdjax.envs.workload`) instead of the random DAG model; `config` must fit the library
+(`damdjax.envs.workload.required_config`).
 
 `EdgeEnv(config, setting_range=(("density", 1.0, 6.0),))` draws that setting field per
 episode, uniformly in [low, high] (integers for num_tasks and num_servers), in place of
@@ -23,13 +23,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from envs.config import EnvConfig, EnvParams
-from envs.dynamics import reset_to_instance, transition
-from envs.generator import check_generator_config, generate
-from envs.instance import Instance
-from envs.observation import Observation, observe
-from envs.state import Action, EnvState
-from envs.workload import JobLibrary, check_library, generate_from_library
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.dynamics import reset_to_instance, transition
+from damdjax.envs.generator import check_generator_config, generate
+from damdjax.envs.instance import Instance
+from damdjax.envs.observation import Observation, observe
+from damdjax.envs.state import Action, EnvState
+from damdjax.envs.workload import JobLibrary, check_library, generate_from_library
 
 
 RANGE_FIELDS = ("num_tasks", "num_servers", "density", "slack")

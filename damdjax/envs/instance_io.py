@@ -1,7 +1,7 @@
 """Instance files: JSON workloads <-> validated specs <-> the simulators' inputs.
 
 Plain Python and numpy only (no JAX): both the reference simulator
-(`envs.reference`) and the JAX environment (`envs.instance`) consume it.
+(`damdjax.envs.reference`) and the JAX environment (`damdjax.envs.instance`) consume it.
 
 File format (MODEL.md, "Instance files")::
 
@@ -716,7 +716,7 @@ def max_in_degree(spec: InstanceSpec) -> int:
 
 def max_out_degree(spec: InstanceSpec) -> int:
     """Most successors of one task (0 if there are no edges): the successor slots its
-    instance needs (`envs.instance.max_fan_out` of its arrays)."""
+    instance needs (`damdjax.envs.instance.max_fan_out` of its arrays)."""
     counts = [collections.Counter(p for t in job.tasks for p in t.preds) for job in spec.jobs]
     return max((max(c.values(), default=0) for c in counts), default=0)
 

@@ -1,0 +1,5 @@
+"""The edge model (MODEL.md): instances, generator, pure reset/step, observations.
+
+The reference simulator (`damdjax.envs.reference`) and the instance files
+(`damdjax.envs.instance_io`) are plain Python and import nothing JAX-side.
+"""

@@ -1,0 +1,467 @@
+"""Compare methods on average response time and deadline-miss rate.
+
+    python -m eval.compare                                  # generated instances
+    python -m eval.compare --num-tasks 200 --density 3 --num-servers 8 --episodes 300
+    python -m eval.compare --instance examples/worked_example.json --out result.json
+    python -m eval.compare --methods all                    # every heuristic pair
+    python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L/E, same scheduler
+    python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS, EC, best
+    python -m eval.compare --lookahead ES --methods ES          # the headroom above ES
+    python -m eval.compare --workload wfcommons:../shared/data/wfcommons --num-tasks 120
+
+Every method runs on the same instances (the same keys), so differences are
+paired. Generated instances are the held-out ones of --seed
+(damdjax.evaluation.held_out_keys), which training never draws. The table
+gives means with 95% confidence intervals over episodes, the contention-free
+`bound` (no method can beat it: docs/model.md), and, when a trained
+method is compared, its paired differences from every other method;
+`--out` writes the numbers as JSON (and, for a single instance, the per-task
+schedule of each method in file order: jobs in file order, tasks in job order).
+
+`--workload SPEC` draws the generated instances' jobs from real jobs
+(damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz) instead of
+the random DAG generator; it contradicts --instance.
+
+`--lookahead PAIR` adds the method `lookahead(PAIR)`: a clairvoyant one-step
+lookahead over the heuristic pair (damdjax.lookahead: at each dispatch, every
+server tried by playing the episode out with the pair, future arrivals known),
+with the pair's scheduling rule. It is no worse than the pair on any episode
+(the pair is deterministic): a yardstick of how much a better dispatcher could
+gain over the pair, not a policy a dispatcher could run, nor a bound. It plays
+one episode per server at every step: about M x the steps of an episode times
+the pair's cost.
+
+A trained method brings its setting: with --dispatcher-checkpoint or
+--damd-run, --num-tasks, --num-servers, --density, --slack,
+--queue-capacity and --workload default to the run's own (flags given
+override them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from damdjax.bound import bound_metrics
+from damdjax.cli import SETTING_FIELDS, check_int_flag, check_workload_flag, int_limit
+from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
+                                paired_summary)
+from damdjax.heuristics import (
+    ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
+from damdjax.io import check_output, json_number, write_json_atomic
+from damdjax.lookahead import lookahead_dispatch
+from damdjax.memory import check_memory, evaluation_bytes
+from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
+from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
+from damdjax.rollout import play_in_chunks, play_pairs
+from damdjax.runs import CONFIG, explicit_flags
+from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
+from damdjax.envs.config import EnvConfig, EnvParams, check_float, check_params
+from damdjax.envs.instance import instance_from_spec, spec_config
+from damdjax.envs.instance_io import InstanceError, global_index, load_instance
+from damdjax.envs.state import done_time, unstarted_tasks
+
+DEFAULT_METHODS = "NF,RS,LS,EC"
+DAMD_METHODS = "NF,RS,LS,EC,best"
+
+GENERATED_EPISODES = 200   # --episodes' default on generated instances
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EnvParams()
+    p = argparse.ArgumentParser(
+        prog="python -m eval.compare", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=None,
+                   help="comma-separated heuristic methods: two letters, dispatch N(earest)/"
+                        "R(andom)/L(east load)/E(FT) then schedule F(CFS)/S(JF)/D (SDF)/"
+                        "C(ritical path)/X (least laxity); 'all' for every pair, 'best' for "
+                        "the pair with the smallest mean response time on these episodes "
+                        f"(default {DEFAULT_METHODS}; with --dispatcher-checkpoint, the four "
+                        "dispatch heuristics with the DQN's scheduler; with --damd-run, "
+                        f"{DAMD_METHODS})")
+    p.add_argument("--dispatcher-checkpoint", metavar="PATH",
+                   help="add the method DQN: a trained dispatcher (a train.dqn run directory "
+                        "or its dispatcher.msgpack), greedy, with --scheduler")
+    p.add_argument("--scheduler", default=None,
+                   help="the DQN method's scheduler: fcfs, sjf, sdf, cp, llf or a train.mdqn run "
+                        "directory (default: the one the dispatcher was trained with)")
+    p.add_argument("--damd-run", metavar="PATH",
+                   help="add the method DAMD: a train.damd run directory (its dispatcher and "
+                        "MDQN schedulers, greedy)")
+    p.add_argument("--lookahead", metavar="PAIR",
+                   help="add the method lookahead(PAIR): the clairvoyant one-step lookahead "
+                        "over the heuristic pair PAIR (e.g. ES), with its scheduling rule; a "
+                        "yardstick, not a runnable policy (above)")
+    p.add_argument("--instance", metavar="FILE",
+                   help="a JSON instance file (MODEL.md format) instead of generated instances")
+    p.add_argument("--num-tasks", type=int, default=defaults.num_tasks,
+                   help="tasks per generated episode (default %(default)s)")
+    p.add_argument("--density", type=float, default=defaults.density,
+                   help="task arrival density, tasks per time unit (default %(default)s)")
+    p.add_argument("--num-servers", type=int, default=defaults.num_servers,
+                   help="edge servers (default %(default)s)")
+    p.add_argument("--slack", type=float, default=defaults.slack,
+                   help="deadline slack: deadline = arrival + slack x the task's critical-path "
+                        "time on an average server (default %(default)s)")
+    p.add_argument("--workload", default="", metavar="SPEC",
+                   help=f"{WORKLOAD_HELP} (default: the random generator, or the run's "
+                        "recorded workload with --dispatcher-checkpoint / --damd-run)")
+    p.add_argument("--queue-capacity", type=int, default=None,
+                   help="queue slots per server (default: 16 for generated instances, "
+                        "the number of tasks for an instance file, so it never binds)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes: generated instances, or random draws on --instance "
+                        f"(default {GENERATED_EPISODES}, or 1 with --instance)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of instances and draws, in [0, 2**32 - 1] (default 0)")
+    p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse and check flags; nonsense values exit with a one-line error (code 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.instance is not None and args.workload:
+        parser.error(f"--workload {args.workload!r} contradicts --instance {args.instance!r} "
+                     "(an instance file brings its own jobs)")
+    try:
+        args.learned, args.run_setting = learned_methods(args)
+    except ValueError as e:
+        parser.error(str(e))
+    given = explicit_flags(build_parser, argv)
+    for name, value in args.run_setting.items():
+        if name not in given:
+            setattr(args, name, value)
+    if args.methods is None:
+        sched = args.learned.pop("_scheduler", None)
+        args.methods = (",".join(pair_label(d, sched) for d in DISPATCH_RULES)
+                        if sched in SCHEDULE_RULES
+                        else DAMD_METHODS if "DAMD" in args.learned else DEFAULT_METHODS)
+    args.learned.pop("_scheduler", None)
+    try:
+        args.method_list = method_list(args.methods)
+    except ValueError as e:
+        parser.error(str(e))
+    check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
+    if args.episodes is not None:
+        check_int_flag(parser, "--episodes", args.episodes, 1)
+    if args.queue_capacity is not None:
+        check_int_flag(parser, "--queue-capacity", args.queue_capacity, 1)
+    if args.instance is None:
+        check_int_flag(parser, "--num-tasks", args.num_tasks, 1, *int_limit("num_tasks"))
+        check_int_flag(parser, "--num-servers", args.num_servers, 1)
+        for name in ("density", "slack"):
+            v = getattr(args, name)
+            if not v > 0 or not np.isfinite(v):
+                parser.error(f"--{name} must be a finite number > 0, got {v}")
+            try:   # a float32 value on the device (or float64 under x64)
+                check_float(f"--{name}", v)
+            except ValueError as e:
+                parser.error(str(e))
+        check_workload_flag(parser, args.workload, args.num_tasks)
+        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
+                                 queue_capacity=args.queue_capacity or EnvConfig.queue_capacity)
+        try:
+            check_memory(memory_parts(args, config, args.episodes or GENERATED_EPISODES, 4))
+        except ValueError as e:
+            parser.error(str(e))
+    if args.out is not None:
+        try:
+            check_output(args.out, input_files(args))
+        except ValueError as e:
+            parser.error(str(e))
+    return args
+
+
+def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[str, int]]:
+    """The evaluation batches (`damdjax.memory.evaluation_bytes`): `episodes` instances of
+    `config` and the final states of every method played (learned ones, the heuristic
+    pairs, all 20 with `best`); floats of `f` bytes."""
+    named = [m for m in args.method_list if m != "best"]
+    methods = len(args.learned) + len(set(named) | (set(ALL_PAIRS) if "best" in
+                                                      args.method_list else set()))
+    at = (f"an instance file's {config.n_max} tasks" if args.instance is not None else
+          f"--num-tasks {config.n_max}, --num-servers {config.m_max}")
+    return [(f"the evaluation batches (--episodes {episodes} x {methods + 1} batches at {at})",
+             evaluation_bytes(config, episodes, methods, f))]
+
+
+RUN_FILES = ("config.json", "dispatcher.msgpack", "schedulers.msgpack", "damd.json",
+             "checkpoint.msgpack")
+
+
+def input_files(args) -> list[str]:
+    """Every file the comparison reads: the instance file, the trained runs' files (a run
+    directory: its RUN_FILES, stage folders included), the workload's path."""
+    paths = [args.instance, args.dispatcher_checkpoint, args.scheduler, args.damd_run]
+    if args.workload and ":" in args.workload:
+        paths.append(args.workload.split(":", 1)[1])
+    out = []
+    for path in filter(None, paths):
+        if os.path.isdir(path):
+            out += [os.path.join(root, f) for root, _, files in os.walk(path)
+                    for f in files if f in RUN_FILES]
+        else:
+            out.append(path)
+    return out
+
+
+def method_list(text: str) -> list[str]:
+    """`--methods` as a list of canonical pair names (`heuristics.pair_label`: `LD` is
+    shown as the paper's `LS`) and `best`; `all` expands to every pair.
+
+    ValueError naming a bad or repeated method."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError("--methods is empty")
+    out = []
+    for m in names:
+        if m.lower() == "all":
+            out.extend(ALL_PAIRS)
+        elif m.lower() == "best":
+            out.append("best")
+        else:
+            out.append(pair_label(*pair_names(m)))
+    if len(set(out)) != len(out):
+        raise ValueError(f"--methods lists a method twice: {text}")
+    return out
+
+
+def _run_config(path: str) -> dict:
+    """config.json of the run directory holding `path` (a run directory or a file in one)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(folder, CONFIG)
+    if not os.path.exists(file):
+        return {}
+    with open(file) as f:
+        return json.load(f)
+
+
+def _setting_of(cfg: dict) -> dict:
+    return {k: cfg[k] for k in SETTING_FIELDS if k != "tau" and k in cfg}
+
+
+def learned_methods(args) -> tuple[dict[str, Policy], dict]:
+    """`({"DQN"/"DAMD"/"lookahead(PAIR)": policy, "_scheduler": the DQN's scheduler name},
+    the run's setting)`: the methods every other one is paired against.
+
+    ValueError naming the path when a run cannot be loaded.
+    """
+    learned, setting = {}, {}
+    if args.dispatcher_checkpoint:
+        cfg = _run_config(args.dispatcher_checkpoint)
+        sched = args.scheduler or cfg.get("scheduler", "fcfs")
+        learned["DQN"] = pair(resolve_dispatcher(args.dispatcher_checkpoint),
+                              resolve_scheduler(sched))
+        learned["_scheduler"] = sched
+        setting = _setting_of(cfg)
+    elif args.scheduler:
+        raise ValueError("--scheduler goes with --dispatcher-checkpoint")
+    if args.damd_run:
+        learned["DAMD"], damd_cfg = load_damd(args.damd_run)
+        setting = setting or _setting_of(damd_cfg)
+    if args.lookahead:
+        try:
+            d, s = pair_names(args.lookahead)
+        except ValueError as err:
+            raise ValueError(f"--lookahead: {err}") from None
+        if d == "random":
+            raise ValueError(f"--lookahead {args.lookahead}: the base pair must be "
+                             "deterministic (not Random's)")
+        learned[f"lookahead({pair_label(d, s)})"] = pair(
+            lookahead_dispatch(pair(DISPATCH_RULES[d], SCHEDULE_RULES[s])), SCHEDULE_RULES[s])
+    return learned, setting
+
+
+def progress_printer(method: str):
+    """A `play_in_chunks` progress callback printing one line for `method`."""
+    t0 = time.perf_counter()
+
+    def show(steps, episodes, finished, tasks):
+        print(f"  {method}: {steps} steps, {episodes} episode(s) done, {finished}/{tasks} "
+              f"tasks finished, {time.perf_counter() - t0:.0f} s", flush=True)
+    return show
+
+
+def run_batch(policy: Policy, keys: jax.Array, instances, queue_capacity: int,
+              params: EnvParams, method: str = ""):
+    """Play every instance (batched on axis 0) with `policy`; returns final states
+    (`play_in_chunks`: progress lines on long episodes, Ctrl-C within a chunk)."""
+    return play_in_chunks(policy, keys, instances, queue_capacity, params.tau,
+                          params.miss_penalty, progress=progress_printer(method or "policy"))
+
+
+def summarize(states) -> dict:
+    """Means and 95% CI half-widths of the metrics over a batch of final states."""
+    metrics = jax.vmap(episode_metrics)(states)
+    out = {"episodes": int(states.step.shape[0]),
+           "truncated": int(np.sum(np.asarray(states.truncated))),
+           "stranded": int(np.sum(np.asarray(jax.vmap(unstarted_tasks)(states)) > 0))}
+    for name in METRIC_NAMES:
+        mean, half = mean_ci95(np.asarray(metrics[name]))
+        out[name] = mean
+        out[name + "_ci95"] = half
+    out["_per_episode"] = {name: np.asarray(metrics[name]) for name in
+                           ("avg_response_time", "deadline_miss_rate")}
+    return out
+
+
+def summarize_bound(instances) -> dict:
+    """The contention-free bound's response time and miss rate over a batch of instances,
+    in `summarize`'s format (lower bounds on every method's, episode by episode)."""
+    bounds = jax.jit(jax.vmap(bound_metrics))(instances)
+    out = {"episodes": int(bounds["avg_response_time"].shape[0]), "truncated": 0, "stranded": 0}
+    for name in ("avg_response_time", "deadline_miss_rate"):
+        out[name], out[name + "_ci95"] = mean_ci95(np.asarray(bounds[name]))
+    out["_per_episode"] = {name: np.asarray(bounds[name], np.float64) for name in
+                           ("avg_response_time", "deadline_miss_rate")}
+    return out
+
+
+def schedule_in_file_order(state, spec) -> dict:
+    """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode);
+    times on the simulator's clock (the file's minus `spec.time_offset`, its first
+    arrival: the setting's `time_offset`); None for a time that never came (a task that
+    never started)."""
+    first = jax.tree_util.tree_map(lambda x: x[0], state)
+    order = [g for job in global_index(spec) for g in job]
+    server = np.asarray(first.server)[order]
+    times = lambda xs: [json_number(float(x)) for x in np.asarray(xs)[order]]  # noqa: E731
+    return {"server": [int(s) for s in server], "start": times(first.start),
+            "finish": times(first.finish), "done": times(done_time(first))}
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table: method, avg response time ± CI, miss rate ± CI."""
+    w = max([8, *(len(name) for name in results)])
+    lines = [f"{'method':<{w}} {'avg response time':>24} {'deadline-miss rate':>24} {'episodes':>9}"]
+    for name, r in results.items():
+        def cell(key):
+            half = r[key + "_ci95"]
+            return f"{r[key]:.4f}" + ("" if np.isnan(half) else f" ± {half:.4f}")
+        lines.append(f"{name:<{w}} {cell('avg_response_time'):>24} "
+                     f"{cell('deadline_miss_rate'):>24} {r['episodes']:>9}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Run the comparison; returns `{"setting", "methods"}` (also printed / written)."""
+    args = parse_args(argv)
+    # One instance file is cheap: run it in float64 so its times come out exact.
+    try:
+        with jax.enable_x64(args.instance is not None):
+            return _compare(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): nothing written", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+def _compare(args: argparse.Namespace) -> dict:
+    params = EnvParams()
+    if args.instance is not None:
+        try:
+            spec = load_instance(args.instance)
+        except InstanceError as e:
+            sys.exit(f"error: {e}")
+        print(f"loaded {args.instance}: {sum(len(j.tasks) for j in spec.jobs)} tasks",
+              flush=True)
+        episodes = args.episodes or 1
+        try:  # before anything is allocated: the instance's sizes, float64 (x64)
+            check_memory(memory_parts(args, spec_config(spec), episodes, 8))
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        instance, q_default = instance_from_spec(spec)
+        instances = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (episodes,) + x.shape), instance)
+        setting = {"instance": args.instance}
+        if spec.time_offset:  # the file's times are the simulator's plus this
+            setting["time_offset"] = spec.time_offset
+    else:
+        spec = None
+        args.episodes = args.episodes or GENERATED_EPISODES
+        params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
+                                density=args.density, slack=args.slack)
+        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
+                                 queue_capacity=EnvConfig.queue_capacity)
+        try:
+            check_params(config, params)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        q_default = config.queue_capacity
+        episodes = args.episodes
+        inst_keys, play_keys = held_out_keys(args.seed, episodes)
+        instances = generate_held_out(config, params, inst_keys, resolve_workload(args.workload))
+        setting = {"num_tasks": args.num_tasks, "density": args.density,
+                   "num_servers": args.num_servers, "slack": args.slack}
+        if args.workload:
+            setting["workload"] = args.workload
+    if args.instance is not None:
+        play_keys = held_out_keys(args.seed, episodes)[1]
+    q = args.queue_capacity or q_default
+    setting.update(queue_capacity=q, episodes=episodes, seed=args.seed)
+    wants_best = "best" in args.method_list
+    named = [m for m in args.method_list if m != "best"]
+    heuristics = list(dict.fromkeys([*named, *(ALL_PAIRS if wants_best else ())]))
+    print(f"comparing {', '.join([*args.learned, *args.method_list])} on {episodes} "
+          f"episode(s): {setting}", flush=True)
+    states = {}
+    for method, policy in args.learned.items():
+        states[method] = run_batch(policy, play_keys, instances, q, params, method)
+    t0 = time.perf_counter()
+    pair_states = play_pairs(heuristics, play_keys, instances, q, params.tau, params.miss_penalty,
+                             chunked={"progress": progress_printer("heuristics")})
+    pair_seconds = time.perf_counter() - t0
+    pair_results = {name: summarize(st) for name, st in pair_states.items()}
+    best = None
+    if wants_best:
+        best = best_pair({n: r["_per_episode"] for n, r in pair_results.items()}, ALL_PAIRS)
+        print(f"best heuristic pair on these episodes (smallest mean response time, of "
+              f"{len(ALL_PAIRS)}): {best}")
+    shown = list(dict.fromkeys([*named, *([best] if best else [])]))
+    states.update({name: pair_states[name] for name in shown})
+    results = {**{m: summarize(states[m]) for m in args.learned},
+               **{name: pair_results[name] for name in shown}}
+    if spec is not None:
+        for method, st in states.items():
+            results[method].update(schedule_in_file_order(st, spec))
+    results["bound"] = summarize_bound(instances)
+    print(format_table(results))
+    for name, r in results.items():
+        if r["truncated"]:
+            print(f"warning: {name}: {r['truncated']} episode(s) hit the step cap", file=sys.stderr)
+        if r["stranded"]:
+            print(f"warning: {name}: {r['stranded']} episode(s) ended with tasks that no "
+                  "server can run (counted as missed, infinite response time)", file=sys.stderr)
+    out = {"setting": setting,
+           "methods": {name: {k: json_number(v) for k, v in r.items() if not k.startswith("_")}
+                       for name, r in results.items()},
+           "heuristic_seconds": pair_seconds}
+    if wants_best:
+        out["best_heuristic"] = best
+        out["heuristics"] = {name: {k: json_number(r[k]) for k in
+                                    ("avg_response_time", "avg_response_time_ci95",
+                                     "deadline_miss_rate", "deadline_miss_rate_ci95")}
+                             for name, r in pair_results.items() if name in ALL_PAIRS}
+    if args.learned and episodes > 1:
+        per = {name: r["_per_episode"] for name, r in results.items()}
+        for ref in args.learned:
+            paired = paired_summary(per, reference=ref)
+            print(format_paired({**paired, "methods": {}}, f"paired differences, {ref} - other:"))
+            out.setdefault("paired", {})[ref] = paired
+    if args.out:
+        write_json_atomic(out, args.out)
+        print(f"wrote {args.out}")
+    return {"setting": setting, "methods": results, "paired": out.get("paired", {}),
+            "best_heuristic": best}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""The DAMD pipeline: a DQN dispatcher, then MDQN schedulers under it, alternating.
+
+    python -m train.damd --name damd                  # runs/damd/
+    python -m train.damd --name damd --rounds 2       # dispatcher retrained against the schedulers
+    python -m eval.compare --damd-run runs/damd       # DAMD against NF, RS, LS, EC, best again
+
+Round 1: stage `r1-dispatcher` trains the DQN dispatcher with FCFS servers
+(train.dqn; --dqn-scheduler names another rule), then stage `r1-schedulers`
+trains the MDQN schedulers with that dispatcher frozen (train.mdqn). Round
+k > 1 continues both: the dispatcher from round k-1's parameters against round
+k-1's schedulers (frozen), then the schedulers from their round k-1 parameters
+under the new dispatcher. The scheduler stages discount per agent decision by
+--mdqn-gamma (0.5, not train.mdqn's 0.9: under a trained dispatcher an agent's
+decisions are far apart; docs/model.md, "The schedulers' discount"). Each
+stage is an ordinary run directory inside the DAMD run (config.json,
+metrics.jsonl, checkpoint.msgpack, the policy file, eval.json), so a stage can
+be inspected, compared or resumed on its own.
+
+Each stage kind takes its trainer's learning flags with its prefix (--dqn-lr,
+--mdqn-learning-starts, ...; train.dqn's and train.mdqn's defaults, but
+--mdqn-gamma). `make_train(config)` is the same pipeline as one traced program
+(the partner's parameters passed in, not read from a file): `python -m
+train.sweep --trainer damd` trains many pipelines at once with it, and its
+member equals this command's run with the same values and seed.
+
+At the end, damd.json names the final dispatcher and schedulers and the
+setting, and eval.json holds DAMD (both, greedy) against NF, RS, LS, EC (EFT +
+critical path) and the best of all 20 heuristic pairs at the setting (its name
+in `best_heuristic`, every pair's means in `heuristics`), with the
+contention-free bound, on held-out instances, paired, with 95% confidence
+intervals. --resume continues
+an interrupted pipeline: finished stages are kept, a partial one resumes from
+its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_int_flag, check_positive,
+                         check_workload_flag, flag_message, int_limit, parse_hidden, setting_config,
+                         setting_params, setting_workload)
+from damdjax.evaluation import evaluate_paired, format_paired
+from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, Policy, pair
+from damdjax.hyper import PipelineHyper, check_hyper
+from damdjax.io import write_json_atomic
+from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
+                              dqn_dispatch_rule, load_damd, mdqn_schedule_rule,
+                              scheduler_network)
+from damdjax.rollout import Stage, TrainFns, with_params
+from damdjax import memory, runs
+from damdjax.runs import write_evaluation
+from damdjax.train import dqn, mdqn
+
+BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
+MDQN_GAMMA = 0.5   # the scheduler stages' discount (docs/model.md, "The schedulers' discount")
+# Each stage kind's own flags (--dqn-lr, --mdqn-lr, ...; as train.dqn's and train.mdqn's).
+STAGE_FIELDS = (
+    ("lr", "Adam learning rate"), ("gamma", "discount per decision"),
+    ("eps_start", "initial epsilon"), ("eps_end", "final epsilon"),
+    ("eps_decay_steps", "env steps of the epsilon decay"),
+    ("target_every", "gradient updates between target copies"),
+    ("learning_starts", "env steps before the first update"),
+    ("max_grad_norm", "gradient-norm clip"),
+    ("double_dqn", "1: double DQN targets, 0: max targets"),
+    ("n_step", "decisions summed per target (n-step returns)"),
+    ("updates_per_step", "updates per vmapped step"),
+    ("steps_per_chunk", "vmapped env steps per chunk"),
+    ("buffer_capacity", "replay entries (the schedulers': per agent)"),
+    ("batch_size", "replay batch (the schedulers': per agent)"))
+PARTS = (("dispatcher", "dqn"), ("schedulers", "mdqn"))
+
+
+def stage_names(rounds: int) -> list[tuple[str, str]]:
+    """`[(stage directory, "dqn" | "mdqn")]` in training order."""
+    return [(f"r{r}-{part}", kind) for r in range(1, rounds + 1) for part, kind in PARTS]
+
+
+@dataclasses.dataclass(frozen=True)
+class DAMDConfig:
+    """A DAMD pipeline: `rounds` of a dispatcher stage then a schedulers stage.
+
+    `dispatcher` is every dispatcher stage's train.dqn config (round 1 under its
+    `scheduler`, --dqn-scheduler, FCFS by default; round k > 1 under round k-1's
+    schedulers) and `schedulers` every schedulers stage's train.mdqn config (under the
+    dispatcher just trained: its `dispatcher` field is unused, ""). Both hold the same
+    setting and seed.
+    `eval_episodes`: the final held-out evaluation (the stage configs' own
+    `eval_episodes` are train.damd's --stage-eval-episodes). The setting includes the
+    `workload` (--workload sets both stages'; they must agree).
+    """
+
+    dispatcher: dqn.DQNConfig
+    schedulers: mdqn.MDQNConfig
+    rounds: int = 1
+    eval_episodes: int = 200
+
+    def __post_init__(self):
+        d, s = self.dispatcher, self.schedulers
+        if d.setting() != s.setting() or d.seed != s.seed:
+            raise ValueError("a DAMD pipeline's stages must share the setting and seed; got "
+                             f"{d.setting()} seed {d.seed} and {s.setting()} seed {s.seed}")
+
+    @property
+    def seed(self) -> int:
+        return self.dispatcher.seed
+
+    @property
+    def num_chunks(self) -> int:
+        return sum(n for _, n, _ in self.stage_plan())
+
+    def stage_plan(self) -> list[tuple[str, int, int]]:
+        """`[(stage name, chunks, env steps per chunk)]` in training order."""
+        cfg = {"dqn": self.dispatcher, "mdqn": self.schedulers}
+        return [(name, cfg[kind].num_chunks, cfg[kind].steps_per_chunk * cfg[kind].num_envs)
+                for name, kind in stage_names(self.rounds)]
+
+    def setting(self) -> dict:
+        return self.dispatcher.setting()
+
+    def env_config(self):
+        return self.dispatcher.env_config()
+
+    def env_params(self):
+        return self.dispatcher.env_params()
+
+    def job_library(self):
+        """The workload's job library (None: the random generator)."""
+        return self.dispatcher.job_library()
+
+    def hyper(self) -> PipelineHyper:
+        return PipelineHyper(dispatcher=self.dispatcher.hyper(),
+                             schedulers=self.schedulers.hyper())
+
+    def with_hyper(self, hyper: PipelineHyper, seed: int) -> "DAMDConfig":
+        return dataclasses.replace(self, dispatcher=self.dispatcher.with_hyper(hyper.dispatcher, seed),
+                                   schedulers=self.schedulers.with_hyper(hyper.schedulers, seed))
+
+    def counter_totals(self) -> list[tuple[str, int]]:
+        """The pipeline's int32 counters (env steps and updates, summed over its stages)
+        after the last stage, and each stage kind's own (`RunConfig.counter_totals`)."""
+        d, s = self.dispatcher.counter_totals("dqn-"), self.schedulers.counter_totals("mdqn-")
+        whole = [(f"--rounds {self.rounds} x ({a} + {b})", self.rounds * (x + y))
+                 for (a, x), (b, y) in zip(d, s)]
+        return whole + d + s
+
+    def memory_parts(self) -> list[tuple[str, int]]:
+        """Both stage kinds' runners (`RunConfig.memory_parts`) and the final evaluation
+        (DAMD and every heuristic pair)."""
+        f = memory.float_bytes()
+        methods = 1 + len(ALL_PAIRS)
+        return (self.dispatcher.memory_parts("dqn-", "--stage-eval-episodes")
+                + self.schedulers.memory_parts("mdqn-", "--stage-eval-episodes")
+                + [(f"the final evaluation (--eval-episodes {self.eval_episodes} x "
+                    f"{methods + 1} batches)",
+                    memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
+
+    def flag_values(self) -> dict:
+        """Flag destination -> value: train.damd's flags that make this config."""
+        d, s = self.dispatcher, self.schedulers
+        v = {k: getattr(d, k) for k in SETTING_FIELDS}
+        v.update(seed=d.seed, rounds=self.rounds, eval_episodes=self.eval_episodes,
+                 stage_eval_episodes=d.eval_episodes, share_params=s.share_params)
+        for prefix, c in (("dqn", d), ("mdqn", s)):
+            own = c.flag_values()
+            for f in [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks", "hidden"]:
+                v[f"{prefix}_{f}"] = own[f]
+        v["dqn_eft_feature"] = d.eft_feature
+        v["dqn_targets"] = d.targets
+        v["dqn_rollout_envs"] = d.rollout_envs
+        v["dqn_rollout_tasks"] = d.rollout_tasks
+        return v
+
+    def to_json(self) -> dict:
+        return {"rounds": self.rounds, "eval_episodes": self.eval_episodes,
+                "dispatcher": self.dispatcher.to_json(), "schedulers": self.schedulers.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DAMDConfig":
+        """ValueError/KeyError/TypeError where `d` is not a stored DAMD config."""
+        if sorted(d) != ["dispatcher", "eval_episodes", "rounds", "schedulers"]:
+            raise ValueError(f"not a DAMD config (keys {sorted(d)})")
+        return cls(dispatcher=dqn.DQNConfig.from_json(d["dispatcher"]),
+                   schedulers=mdqn.MDQNConfig.from_json(d["schedulers"]),
+                   rounds=int(d["rounds"]), eval_episodes=int(d["eval_episodes"]))
+
+
+def stage_configs(config: DAMDConfig, root: str) -> dict[str, object]:
+    """train.damd's run of `config` in `root`: every stage's config (dqn.DQNConfig /
+    mdqn.MDQNConfig) by directory name, the frozen partner and starting parameters read
+    from the stage directories before it."""
+    out = {}
+    for r in range(1, config.rounds + 1):
+        prev_d, prev_s = f"{root}/r{r - 1}-dispatcher", f"{root}/r{r - 1}-schedulers"
+        out[f"r{r}-dispatcher"] = dataclasses.replace(
+            config.dispatcher, scheduler=config.dispatcher.scheduler if r == 1 else prev_s,
+            init_dispatcher="" if r == 1 else prev_d)
+        out[f"r{r}-schedulers"] = dataclasses.replace(
+            config.schedulers, dispatcher=f"{root}/r{r}-dispatcher",
+            init_schedulers="" if r == 1 else prev_s)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The pipeline as one program (train.sweep --trainer damd)
+# ---------------------------------------------------------------------------
+
+@struct.dataclass
+class PipelineRunner:
+    """Both stage kinds' runner states and the pipeline's counters."""
+
+    dispatcher: Any           # train.dqn.RunnerState
+    schedulers: Any           # train.mdqn.RunnerState
+    key: jax.Array            # the run's key: each stage's fresh runner is made from it
+    env_steps: jax.Array      # [] env steps of every stage so far
+    updates: jax.Array        # [] gradient updates of every stage so far
+    chunk: jax.Array          # [] chunks done, all stages
+
+    @property
+    def params(self) -> dict:
+        return {"dispatcher": self.dispatcher.params, "schedulers": self.schedulers.params}
+
+
+def make_train(config: DAMDConfig, axis_name: str | None = None) -> TrainFns:
+    """The DAMD pipeline's training program: `init(key, hyper)`, one `Stage` per stage
+    (`config.stage_plan()`), and `train(key, hyper)` running them all; `hyper` a
+    `damdjax.hyper.PipelineHyper` (traced).
+
+    Each stage is train.dqn's or train.mdqn's own chunk (`make_train(...).chunk`) with its
+    partner's current parameters as a greedy rule (traced, not a file): the schedulers
+    stages dispatch with the dispatcher just trained, the dispatcher stages of rounds > 1
+    schedule with the schedulers before them. As in train.damd, every stage starts from a
+    fresh runner made from the run's key (`Stage.begin`, from the kind's last parameters
+    where a round before trained them; round 1's come from `init`). A member of such a
+    program equals `python -m train.damd` with its values and seed (to float rounding).
+    """
+    dcfg, scfg = config.dispatcher, config.schedulers
+    d_net, s_net = dispatcher_network(dcfg.hidden), scheduler_network(scfg.hidden)
+    first_dispatcher = dqn.make_train(dcfg, axis_name)     # round 1: servers use dcfg.scheduler
+
+    def dispatcher_under(prs: PipelineRunner, hyper: PipelineHyper) -> TrainFns:
+        rule = mdqn_schedule_rule(s_net, prs.schedulers.params, scfg.share_params,
+                                  hyper.schedulers.env_params().time_scale)
+        return dqn.make_train(dcfg, axis_name, schedule=rule)
+
+    def schedulers_under(dispatcher_params, hyper: PipelineHyper) -> TrainFns:
+        rule = dqn_dispatch_rule(d_net, dispatcher_params,
+                                 hyper.dispatcher.env_params().time_scale,
+                                 eft_feature=dcfg.eft_feature)
+        return mdqn.make_train(scfg, axis_name, dispatch=rule)
+
+    def init(key, hyper: PipelineHyper) -> PipelineRunner:
+        d = first_dispatcher.init(key, hyper.dispatcher)
+        s = schedulers_under(d.params, hyper).init(key, hyper.schedulers)
+        zero = jnp.zeros((), jnp.int32)
+        return PipelineRunner(dispatcher=d, schedulers=s, key=key, env_steps=zero,
+                              updates=zero, chunk=zero)
+
+    def counted(prs: PipelineRunner, old, new) -> PipelineRunner:
+        return prs.replace(env_steps=prs.env_steps + new.env_steps - old.env_steps,
+                           updates=prs.updates + new.updates - old.updates,
+                           chunk=prs.chunk + 1)
+
+    def dispatcher_chunk(fns_of):
+        def chunk(prs, hyper):
+            rs, m = fns_of(prs, hyper).chunk(prs.dispatcher, hyper.dispatcher)
+            return counted(prs, prs.dispatcher, rs).replace(dispatcher=rs), m
+        return chunk
+
+    def schedulers_chunk(prs, hyper):
+        rs, m = schedulers_under(prs.dispatcher.params, hyper).chunk(prs.schedulers,
+                                                                     hyper.schedulers)
+        return counted(prs, prs.schedulers, rs).replace(schedulers=rs), m
+
+    def begin_dispatcher(prs, hyper):     # rounds > 1: fresh runner, last parameters
+        fresh = dispatcher_under(prs, hyper).init(prs.key, hyper.dispatcher)
+        return prs.replace(dispatcher=with_params(fresh, prs.dispatcher.params))
+
+    def begin_schedulers(prs, hyper):
+        fresh = schedulers_under(prs.dispatcher.params, hyper).init(prs.key, hyper.schedulers)
+        return prs.replace(schedulers=with_params(fresh, prs.schedulers.params))
+
+    # One function object per distinct program, shared by the rounds (one compile each).
+    first = Stage(dispatcher_chunk(lambda prs, hyper: first_dispatcher))
+    later = Stage(dispatcher_chunk(dispatcher_under), begin_dispatcher)
+    sched_first, sched_later = Stage(schedulers_chunk), Stage(schedulers_chunk, begin_schedulers)
+    stages = tuple(st for r in range(config.rounds)
+                   for st in ((first, sched_first) if r == 0 else (later, sched_later)))
+
+    def train(key, hyper):
+        prs, out = init(key, hyper), []
+        for st, (_, n, _) in zip(stages, config.stage_plan()):
+            if st.begin is not None:
+                prs = st.begin(prs, hyper)
+            prs, m = jax.lax.scan(lambda r, _, st=st: st.chunk(r, hyper), prs, None, length=n)
+            out.append(m)
+        return prs, out
+
+    return TrainFns(init=init, chunk=first.chunk, train=train, stages=stages)
+
+
+def program_config(config: DAMDConfig) -> DAMDConfig:
+    """`config` with what leaves its init and stage programs unchanged fixed (a cache
+    key): each stage kind's `program_config`, `eval_episodes`."""
+    return dataclasses.replace(config, dispatcher=dqn.program_config(config.dispatcher),
+                               schedulers=mdqn.program_config(config.schedulers),
+                               eval_episodes=0)
+
+
+def greedy_policy(config: DAMDConfig, params: dict, time_scale: float) -> Policy:
+    """DAMD greedy: the dispatcher and the schedulers of `params` (may be traced;
+    `{"dispatcher": ..., "schedulers": ...}`)."""
+    return pair(dqn_dispatch_rule(dispatcher_network(config.dispatcher.hidden),
+                                  params["dispatcher"], time_scale,
+                                  eft_feature=config.dispatcher.eft_feature),
+                mdqn_schedule_rule(scheduler_network(config.schedulers.hidden),
+                                   params["schedulers"], config.schedulers.share_params,
+                                   time_scale))
+
+
+def save_policy_file(run_dir: str, config: DAMDConfig, params: dict) -> None:
+    """`run_dir/dispatcher.msgpack`, `schedulers.msgpack` and `damd.json` naming them
+    (what eval.compare --damd-run, --dispatcher-checkpoint and --scheduler take)."""
+    dqn.save_policy_file(run_dir, config.dispatcher, params["dispatcher"])
+    mdqn.save_policy_file(run_dir, config.schedulers, params["schedulers"])
+    write_json_atomic({"rounds": config.rounds, "dispatcher": DISPATCHER_FILE,
+                       "schedulers": SCHEDULERS_FILE, "setting": config.setting()},
+                      os.path.join(run_dir, DAMD_FILE))
+
+
+def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
+    """DAMD vs NF, RS, LS, EC and the best of every heuristic pair on held-out instances of
+    `seed`, paired (reference "DAMD"), with the contention-free bound."""
+    policy, setting = load_damd(run_dir)
+    return evaluate_paired({"DAMD": policy}, setting_config(setting), setting_params(setting),
+                           seed, episodes, "DAMD", heuristics=ALL_PAIRS, keep=BASELINES,
+                           workload=setting_workload(setting))
+
+
+# ---------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------
+
+def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True) -> None:
+    """Every train.damd flag but --help on `p` (`name`: the default run name; `init`:
+    whether --stage-eval-episodes is offered, a single pipeline's)."""
+    dd, md = dqn.DQNConfig(), mdqn.MDQNConfig()
+    a = p.add_argument
+    a("--name", default=name, help="run name: the run directory is RUN_DIR/NAME "
+      "(default %(default)s)")
+    a("--run-dir", default="runs", help="parent folder of run directories (default %(default)s)")
+    a("--overwrite", action="store_true", help="replace an existing run directory")
+    a("--resume", action="store_true", help="continue an interrupted pipeline from its "
+      "config.json (only --eval-episodes may change): finished stages are kept, a partial "
+      "one resumes from its checkpoint")
+    a("--rounds", type=int, default=1, help="dispatcher/schedulers rounds (default %(default)s)")
+    add_setting_flags(p, md)
+    a("--seed", type=int, default=md.seed, help="seed of every stage and of the held-out "
+      "evaluation, in [0, 2**32 - 1] (default %(default)s)")
+    a("--dqn-num-envs", type=int, default=4096, help="dispatcher stages: parallel envs "
+      "(default %(default)s)")
+    a("--dqn-num-chunks", type=int, default=dd.num_chunks,
+      help="dispatcher stages: chunks of 50 vmapped steps (default %(default)s)")
+    a("--dqn-hidden", default=",".join(map(str, dd.hidden)),
+      help="dispatcher hidden widths (default %(default)s)")
+    a("--dqn-scheduler", default=dd.scheduler, choices=tuple(SCHEDULE_RULES),
+      help="round 1's dispatcher stage: the servers' scheduling rule while the dispatcher "
+           "learns (train.dqn --scheduler; rounds > 1 use the schedulers trained before) "
+           "(default %(default)s)")
+    a("--dqn-eft-feature", action="store_true",
+      help="dispatcher stages: the EFT estimate as a server feature (train.dqn --eft-feature)")
+    a("--dqn-targets", default=dd.targets,
+      help="dispatcher stages: td (DQN targets) or rollout (fitted to EFT-with-the-"
+           "schedulers rollouts; train.dqn --targets) (default %(default)s)")
+    a("--dqn-rollout-envs", type=int, default=dd.rollout_envs, metavar="K",
+      help="dispatcher stages with --dqn-targets rollout: rollouts for at most K envs per "
+           "step (train.dqn --rollout-envs) (default %(default)s: all)")
+    a("--dqn-rollout-tasks", default=dd.rollout_tasks, choices=tuple(dqn.ROLLOUT_TASKS),
+      help="dispatcher stages with --dqn-targets rollout: the tasks a rollout total sums, "
+           "all or arrived (train.dqn --rollout-tasks) (default %(default)s)")
+    a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
+      "(default %(default)s)")
+    a("--mdqn-num-chunks", type=int, default=md.num_chunks,
+      help="scheduler stages: chunks of 50 vmapped steps (default %(default)s)")
+    a("--mdqn-hidden", default=",".join(map(str, md.hidden)),
+      help="scheduler hidden widths (default %(default)s)")
+    a("--mdqn-gamma", type=float, default=MDQN_GAMMA,
+      help="scheduler stages: discount per decision of an agent (default %(default)s: under a "
+           "trained dispatcher queues are short and an agent's decisions far apart; "
+           "docs/model.md)")
+    for prefix, stages, d in (("dqn", "dispatcher", dd), ("mdqn", "scheduler", md)):
+        for field, what in STAGE_FIELDS:
+            if (prefix, field) == ("mdqn", "gamma"):
+                continue
+            default = getattr(d, field)
+            a(f"--{prefix}-{field.replace('_', '-')}", type=type(default), default=default,
+              help=f"{stages} stages: {what} (default %(default)s)")
+    a("--share-params", action="store_true", help="one scheduler network for all servers")
+    if init:
+        a("--stage-eval-episodes", type=int, default=0,
+          help="held-out evaluation after each stage (its eval.json), 0 to skip (default 0)")
+    a("--eval-episodes", type=int, default=None,
+      help="held-out episodes of the final DAMD vs NF/RS/LS/EC/best evaluation "
+           "(default 200)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.damd", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p)
+    return p
+
+
+def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
+    """The pipeline's config from checked flags (one-line errors, exit 2, before any
+    compile)."""
+    per_stage = ("num_envs", "num_chunks", "updates_per_step", "steps_per_chunk",
+                 "buffer_capacity", "batch_size")
+    check_positive(p, args, ints=("rounds", "num_tasks", "num_servers", "queue_capacity",
+                                  *(f"{k}_{f}" for k in ("dqn", "mdqn") for f in per_stage)),
+                   floats=("density", "slack", "tau"))
+    for k in ("dqn", "mdqn"):
+        if getattr(args, f"{k}_buffer_capacity") < getattr(args, f"{k}_num_envs"):
+            p.error(f"--{k}-buffer-capacity must be >= --{k}-num-envs "
+                    f"({getattr(args, f'{k}_num_envs')}), got {getattr(args, f'{k}_buffer_capacity')}")
+    check_workload_flag(p, args.workload, args.num_tasks)
+    stage_eval = getattr(args, "stage_eval_episodes", 0)
+    check_int_flag(p, "--stage-eval-episodes", stage_eval, 0)
+    check_int_flag(p, "--seed", args.seed, 0, *int_limit("seed"))
+    setting = {k: getattr(args, k) for k in SETTING_FIELDS}
+    setting.update(seed=args.seed, eval_episodes=stage_eval)
+    def own(k):  # a stage kind's own flags
+        fields = [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks"]
+        return {f: getattr(args, f"{k}_{f}") for f in fields}
+
+    cfg = DAMDConfig(
+        dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
+                                 scheduler=args.dqn_scheduler, eft_feature=args.dqn_eft_feature,
+                                 targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs,
+                                 rollout_tasks=args.dqn_rollout_tasks),
+        schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
+                                   hidden=parse_hidden(p, args.mdqn_hidden),
+                                   share_params=args.share_params, dispatcher=""),
+        rounds=args.rounds, eval_episodes=200 if args.eval_episodes is None else args.eval_episodes)
+    try:  # the values and the setting, before anything is written or compiled
+        cfg.dispatcher.check_targets("--dqn-")
+        check_hyper(cfg.hyper(), cfg.env_config())
+    except ValueError as err:
+        p.error(flag_message(err, PipelineHyper.field_names()))
+    return cfg
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.eval_episodes is not None:
+        check_int_flag(p, "--eval-episodes", args.eval_episodes, 1)
+    config, root = runs.open_run(p, build_parser, args, argv,
+                                 config_from_args=config_from_args,
+                                 config_from_json=DAMDConfig.from_json,
+                                 checkpoint=f"{stage_names(1)[0][0]}/{runs.CHECKPOINT}")
+    with runs.held(root):
+        return _pipeline(config, root)
+
+
+def _pipeline(config: DAMDConfig, root: str) -> int:
+    """Every stage (finished ones kept, a partial one resumed), damd.json and eval.json."""
+    configs = stage_configs(config, root)
+
+    t_start = time.perf_counter()
+    stages = []
+    for stage, kind in stage_names(config.rounds):
+        module = dqn if kind == "dqn" else mdqn
+        cfg = configs[stage]
+        stage_dir = os.path.join(root, stage)
+        resume = os.path.exists(os.path.join(stage_dir, runs.CHECKPOINT))
+        os.makedirs(stage_dir, exist_ok=True)
+        write_json_atomic(cfg.to_json(), os.path.join(stage_dir, runs.CONFIG))
+        t0 = time.perf_counter()
+        rs, interrupted = module.train(cfg, stage_dir, resume, label=stage)
+        if interrupted:
+            return 130
+        write_evaluation(cfg, rs.params, stage_dir, module.evaluate, module.format_eval)
+        stages.append({"stage": stage, "seconds": time.perf_counter() - t0})
+    train_seconds = time.perf_counter() - t_start
+    last = config.rounds
+    write_json_atomic({"rounds": config.rounds, "dispatcher": f"r{last}-dispatcher",
+                       "schedulers": f"r{last}-schedulers", "setting": config.setting(),
+                       "stages": stages, "train_seconds": train_seconds},
+                      os.path.join(root, DAMD_FILE))
+    t0 = time.perf_counter()
+    ev = evaluate(root, config.eval_episodes, config.seed)
+    ev["seconds"] = time.perf_counter() - t0
+    write_json_atomic(ev, os.path.join(root, "eval.json"))
+    print(format_paired(ev, f"DAMD ({config.rounds} round(s), {train_seconds:.0f} s of training) "
+                            f"vs the paper's baselines, EC and the best pair "
+                            f"({ev['best_heuristic']}), {ev['episodes']} held-out episodes"),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
