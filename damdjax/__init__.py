@@ -15,7 +15,8 @@ rollouts, evaluation, run directories), `damdjax.train` (the trainers, each a
 imports only from the layers below it (tests/test_layers.py checks).
 
 The names below are imported on first use, so that importing a plain-Python part
-(`damdjax.envs.reference`, `damdjax.envs.instance_io`) does not import JAX.
+(`damdjax.envs.reference`, the instance files' `damdjax.envs.instance_format`,
+`instance_io` and `instance_padding`) does not import JAX.
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ _EXPORTS = {
     "Observation": "damdjax.envs.observation",
     "Instance": "damdjax.envs.instance",
     "JobLibrary": "damdjax.envs.workload",
+    "Generator": "damdjax.envs.generators",
+    "RandomDAGGenerator": "damdjax.envs.generators",
+    "JobLibraryGenerator": "damdjax.envs.generators",
+    "SettingRangeGenerator": "damdjax.envs.generators",
     "Policy": "damdjax.heuristics",
     "pair": "damdjax.heuristics",
     "pair_from_name": "damdjax.heuristics",

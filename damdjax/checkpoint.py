@@ -8,7 +8,7 @@ A file is a msgpack map `{"format": "damdjax-msgpack", "version": 2, "sha256",
 "extra", "payload"}`: `payload` the tree as flax msgpack, cut into a list of pieces
 of at most PAYLOAD_PIECE bytes (msgpack holds no single byte string of 4 GiB or
 more, and a sweep's checkpoint of replay buffers can be larger), `extra` a JSON
-text (a checkpoint's last metrics rows: damdjax.runs), `sha256` the digest of both
+text (a checkpoint's last metrics rows: damdjax.runner), `sha256` the digest of both
 (of the whole payload, however cut). Version 1 files (one `payload` byte string)
 still load.
 Every read checks the digest: a damaged file (a flipped byte anywhere) is

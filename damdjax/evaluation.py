@@ -32,6 +32,7 @@ from damdjax.rollout import play_batch, play_pairs, play_policies
 from damdjax.sharding import to_host
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
+from damdjax.envs.generators import workload_generator
 from damdjax.envs.workload import JobLibrary
 
 EVAL_FOLD = 7_777_777
@@ -49,7 +50,7 @@ def generate_held_out(config: EnvConfig, params: EnvParams, inst_keys: jax.Array
                       workload: JobLibrary | None = None):
     """The instances of `inst_keys` [E] (leaves [E, ...]), generated once for every method;
     jobs drawn from the `workload` library where given, else the random DAG generator's."""
-    env = EdgeEnv(config, workload=workload)
+    env = EdgeEnv(config, workload_generator(workload))
     return jax.jit(jax.vmap(lambda k: env.generate(k, params)))(inst_keys)
 
 
@@ -63,8 +64,7 @@ def play_named(policies: dict[str, Policy], params: EnvParams, instances, play_k
     (`rollout.play_policies`); name -> per-episode metrics [E] (float64)."""
     names = list(policies)
     run = jax.jit(lambda k, inst: [jax.vmap(episode_metrics)(st) for st in play_policies(
-        [policies[n] for n in names], k, inst, queue_capacity, params.tau,
-        params.miss_penalty)])
+        [policies[n] for n in names], k, inst, queue_capacity, params)])
     return {n: _metrics(m) for n, m in zip(names, run(play_keys, instances))}
 
 
@@ -80,13 +80,12 @@ def play_generated_members(member_fn: Callable, members, config: EnvConfig,
     `vmap` over members (sharded over devices by `sharding`, where given, as the members
     are). Jobs come from the `workload` library where given (`generate_held_out`).
     """
-    env = EdgeEnv(config, workload=workload)
+    env = EdgeEnv(config, workload_generator(workload))
 
     def one(member):
         policy, params = member_fn(member)
         instances = jax.vmap(lambda k: env.generate(k, params))(inst_keys)
-        states = play_batch(policy, play_keys, instances, config.queue_capacity, params.tau,
-                            params.miss_penalty)
+        states = play_batch(policy, play_keys, instances, config.queue_capacity, params)
         metrics = jax.vmap(episode_metrics)(states)
         return {k: metrics[k] for k in PAIRED_METRICS}
 
@@ -100,8 +99,7 @@ def play_named_pairs(names, params: EnvParams, instances, play_keys: jax.Array,
                      queue_capacity: int) -> dict[str, dict[str, np.ndarray]]:
     """Heuristic pairs by name (`rollout.play_pairs`: one compilation per dispatch rule) on
     `instances` [E]; name -> per-episode metrics [E] (float64), as `play_named`."""
-    states = play_pairs(names, play_keys, instances, queue_capacity, params.tau,
-                        params.miss_penalty)
+    states = play_pairs(names, play_keys, instances, queue_capacity, params)
     metrics = jax.jit(jax.vmap(episode_metrics))
     return {name: _metrics(metrics(st)) for name, st in states.items()}
 

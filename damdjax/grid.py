@@ -81,13 +81,13 @@ def check_grid(grid: dict[str, list], base, config: EnvConfig) -> None:
             try:
                 check_hyper(base.with_values(**{field: v}), config)
             except ValueError as err:
-                raise ValueError(f"--grid {field}={v}: {err}") from None
+                raise ValueError(f"grid {field}={v}: {err}") from None
     for point in grid_points(grid):
         try:
             check_hyper(base.with_values(**point), config)
         except ValueError as err:
             where = " ".join(f"{k}={v}" for k, v in point.items())
-            raise ValueError(f"--grid point {where}: {err}") from None
+            raise ValueError(f"grid point {where}: {err}") from None
 
 
 def rank_points(per_member: list[dict], points: list[dict], seeds: int) -> list[dict]:

@@ -31,8 +31,21 @@ import jax
 import jax.numpy as jnp
 
 from damdjax.heuristics import DispatchRule, Policy
-from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed, transition
+from damdjax.rollout import instance_env
+from damdjax.envs.config import EnvParams
+from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed
 from damdjax.envs.state import Action, EnvState, done_time
+
+# The env params of the play-outs, which keep only the states (their rewards are unused).
+PLAY_OUT = EnvParams(tau=1.0, miss_penalty=0.0)
+
+
+def _play_step(key: jax.Array, state: EnvState, action: Action) -> EnvState:
+    """The state after one `env.step` under PLAY_OUT, on the env of `state`'s instance and
+    queue slots (`damdjax.rollout.instance_env`; the observation and the reward are
+    unused: under jit XLA removes them)."""
+    env, params = instance_env(state.instance, state.queue.shape[-1], PLAY_OUT)
+    return env.step(key, state, action, params)[1]
 
 
 def _counted(state: EnvState, until: jax.Array | None) -> jax.Array:
@@ -64,7 +77,7 @@ def _play_out(key: jax.Array, state: EnvState, base: Policy,
     def body(carry):
         k, s = carry
         k, k_act = jax.random.split(k)
-        return k, transition(s, base(k_act, s), 1.0, 0.0)[0]
+        return k, _play_step(k_act, s, base(k_act, s))
     return jax.lax.while_loop(going, body, (key, state))[1]
 
 
@@ -78,8 +91,7 @@ def played_out(key: jax.Array, state: EnvState, base: Policy, picks: jax.Array |
         picks = base(key, state).picks
     servers = jnp.arange(state.instance.cpu.shape[0], dtype=jnp.int32)
     return jax.vmap(lambda m: _play_out(
-        key, transition(state, Action(dispatch=m, picks=picks), 1.0, 0.0)[0], base, until))(
-        servers)
+        key, _play_step(key, state, Action(dispatch=m, picks=picks)), base, until))(servers)
 
 
 def lookahead_costs(key: jax.Array, state: EnvState, base: Policy,

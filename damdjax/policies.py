@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from damdjax.checkpoint import read_state_dict, restore, save_tree
-from damdjax.cli import SETTING_FIELDS
+from damdjax.run_config import SETTING_FIELDS
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, eft_estimate, pair)
 from damdjax.networks import (

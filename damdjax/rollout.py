@@ -12,37 +12,54 @@ import numpy as np
 
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, Policy, pair_names
 from damdjax.metrics import episode_metrics
-from damdjax.envs.dynamics import reset_to_instance, transition
-from damdjax.envs.instance import Instance
+from damdjax.envs.config import EnvParams
+from damdjax.envs.env import EdgeEnv
+from damdjax.envs.instance import Instance, instance_config
 from damdjax.envs.state import Action, EnvState
 
 
 def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_capacity: int,
-                      tau=10.0, miss_penalty=1.0) -> tuple[EnvState, jax.Array]:
-    """Play one episode of `instance` to the end with `policy`.
+                      params: EnvParams = EnvParams()) -> tuple[EnvState, jax.Array]:
+    """Play one episode of `instance` to the end with `policy`: `env.step` of the env of
+    its padded sizes (`instance_env`) with `params`' reward constants (`tau`,
+    `miss_penalty`).
 
     Returns `(final state, total team reward [])`. Jittable; vmap it over
     keys and instances for a batch (the batched loop runs until every episode
     is done; finished ones stand still).
     """
-    _, state, total = jax.lax.while_loop(lambda c: ~c[1].done,
-                                         _step(policy, tau, miss_penalty),
-                                         _start(key, instance, queue_capacity))
+    env, params = instance_env(instance, queue_capacity, params)
+    _, state, total = jax.lax.while_loop(lambda c: ~c[1].done, _step(policy, env, params),
+                                         _start(key, instance, env, params))
     return state, total
 
 
-def _start(key, instance: Instance, queue_capacity: int):
-    """An episode's carry `(key, state, total team reward)` before its first step."""
-    state = reset_to_instance(instance, queue_capacity)
+def instance_env(instance: Instance, queue_capacity: int, params: EnvParams
+                 ) -> tuple[EdgeEnv, EnvParams]:
+    """The env that steps a given `instance` and its params: the env of the instance's
+    padded sizes and `queue_capacity` queue slots (`damdjax.envs.instance.instance_config`),
+    and `params` with their task and server counts set to that padding. An episode of a
+    given instance reads only the rewards' constants (`tau`, `miss_penalty`) and the
+    observation's (`time_scale`); the counts are the generator's knobs, which the env
+    checks against its padding (`damdjax.envs.config.check_fits`)."""
+    env = EdgeEnv(instance_config(instance, queue_capacity))
+    return env, params.replace(num_tasks=env.config.n_max, num_servers=env.config.m_max)
+
+
+def _start(key, instance: Instance, env: EdgeEnv, params: EnvParams):
+    """An episode's carry `(key, state, total team reward)` before its first step (the
+    observation is unused: under jit XLA removes it)."""
+    state = env.reset_to(instance, params)[1]
     return key, state, jnp.zeros((), state.time.dtype)
 
 
-def _step(policy: Policy, tau, miss_penalty):
-    """One step of an episode's carry (`run_from_instance` and `play_in_chunks` share it)."""
+def _step(policy: Policy, env: EdgeEnv, params: EnvParams):
+    """One step of an episode's carry (`run_from_instance` and `play_in_chunks` share it):
+    `env.step`, whose observation is unused (under jit XLA removes it)."""
     def body(carry):
         key, state, total = carry
         key, k_act = jax.random.split(key)
-        state, reward, _ = transition(state, policy(k_act, state), tau, miss_penalty)
+        _, state, reward, _, _ = env.step(k_act, state, policy(k_act, state), params)
         return key, state, total + reward
     return body
 
@@ -52,7 +69,7 @@ PROGRESS_SECONDS = 5.0
 
 
 def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue_capacity: int,
-                   tau=10.0, miss_penalty=1.0, *, which: jax.Array | None = None,
+                   params: EnvParams = EnvParams(), *, which: jax.Array | None = None,
                    chunk_steps: int | None = None,
                    progress: Callable[[int, int, int, int], None] | None = None,
                    every: float | None = None) -> EnvState:
@@ -74,7 +91,8 @@ def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue
         play = policy
 
     def advance(carry, w, limit):
-        body = _step(lambda k, st: play(k, st, w), tau, miss_penalty)
+        body = _step(lambda k, st: play(k, st, w),
+                     *instance_env(carry[1].instance, queue_capacity, params))
         _, carry = jax.lax.while_loop(lambda c: (~c[1][1].done) & (c[0] < limit),
                                       lambda c: (c[0] + 1, body(c[1])), (0, carry))
         return carry
@@ -87,7 +105,7 @@ def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue
 
     # The chunk length is traced: one program for any `chunk_steps`.
     start = jax.jit(lambda k, i: with_status(jax.vmap(
-        lambda kk, ii: _start(kk, ii, queue_capacity))(k, i)))
+        lambda kk, ii: _start(kk, ii, *instance_env(ii, queue_capacity, params)))(k, i)))
     step = jax.jit(lambda c, w, n: with_status(jax.vmap(advance, in_axes=(0, 0, None))(c, w, n)))
     carry, status = start(keys, instances)
     limit = jnp.asarray(chunk_steps, jnp.int32)
@@ -105,17 +123,17 @@ def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue
 
 
 def play_batch(policy: Policy, keys: jax.Array, instances: Instance, queue_capacity: int,
-               tau=10.0, miss_penalty=1.0) -> EnvState:
+               params: EnvParams = EnvParams()) -> EnvState:
     """Final states of `instances` (leaves [B, ...]) played with `policy`, keys [B].
 
     The vmap of `run_from_instance`; jit it (or call it inside a jitted function).
     """
     return jax.vmap(lambda k, inst: run_from_instance(
-        k, inst, policy, queue_capacity, tau, miss_penalty)[0])(keys, instances)
+        k, inst, policy, queue_capacity, params)[0])(keys, instances)
 
 
 def play_selected(policy: Callable, reps: int, keys: jax.Array, instances: Instance,
-                  queue_capacity: int, tau=10.0, miss_penalty=1.0) -> list[EnvState]:
+                  queue_capacity: int, params: EnvParams = EnvParams()) -> list[EnvState]:
     """`reps` variants of one policy on the same episodes, as one vmapped batch.
 
     `policy(key, state, which)` acts as variant `which` ([] int32, traced). Returns the
@@ -126,13 +144,13 @@ def play_selected(policy: Callable, reps: int, keys: jax.Array, instances: Insta
     tile = lambda x: jnp.concatenate([x] * reps)
     which = jnp.repeat(jnp.arange(reps, dtype=jnp.int32), count)
     states = jax.vmap(lambda k, inst, w: run_from_instance(
-        k, inst, lambda kk, st: policy(kk, st, w), queue_capacity, tau, miss_penalty)[0])(
+        k, inst, lambda kk, st: policy(kk, st, w), queue_capacity, params)[0])(
         tile(keys), jax.tree.map(tile, instances), which)
     return [jax.tree.map(lambda x: x[j * count:(j + 1) * count], states) for j in range(reps)]
 
 
 def play_policies(policies, keys: jax.Array, instances: Instance, queue_capacity: int,
-                  tau=10.0, miss_penalty=1.0) -> list[EnvState]:
+                  params: EnvParams = EnvParams()) -> list[EnvState]:
     """Final states [B] of `instances` under each of `policies` (a sequence), compiled as
     one program: the same as `play_batch` per policy (the same keys, so the same
     decisions; times agree to float rounding, as XLA may fuse the programs differently).
@@ -144,12 +162,11 @@ def play_policies(policies, keys: jax.Array, instances: Instance, queue_capacity
         actions = [p(key, state) for p in policies]
         return jax.tree.map(lambda *xs: jnp.stack(xs)[which], *actions)
 
-    return play_selected(policy, len(policies), keys, instances, queue_capacity, tau,
-                         miss_penalty)
+    return play_selected(policy, len(policies), keys, instances, queue_capacity, params)
 
 
 def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
-               tau=10.0, miss_penalty=1.0, chunked: dict | None = None
+               params: EnvParams = EnvParams(), chunked: dict | None = None
                ) -> dict[str, EnvState]:
     """Final states [B] of `instances` played by every heuristic pair in `names`.
 
@@ -177,14 +194,14 @@ def play_pairs(names, keys: jax.Array, instances: Instance, queue_capacity: int,
         reps = len(rules)
         if chunked is None:
             run = jax.jit(lambda k, inst, policy=policy, reps=reps: play_selected(
-                policy, reps, k, inst, queue_capacity, tau, miss_penalty))
+                policy, reps, k, inst, queue_capacity, params))
             states = run(keys, instances)
         else:   # play_selected's batch, in chunks
             count = keys.shape[0]
             tile = lambda x, reps=reps: jnp.concatenate([x] * reps)
             which = jnp.repeat(jnp.arange(reps, dtype=jnp.int32), count)
             both = play_in_chunks(policy, tile(keys), jax.tree.map(tile, instances),
-                                  queue_capacity, tau, miss_penalty, which=which, **chunked)
+                                  queue_capacity, params, which=which, **chunked)
             states = [jax.tree.map(lambda x, j=j: x[j * count:(j + 1) * count], both)
                       for j in range(reps)]
         out.update(zip([name for name, _ in members], states))

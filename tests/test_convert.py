@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from damdjax.envs import convert
-from damdjax.envs.instance_io import load_instance, padded_arrays, save_instance
+from damdjax.envs.instance_io import load_instance, save_instance
+from damdjax.envs.instance_padding import padded_arrays
 
 DATA = Path(__file__).resolve().parent / "data"  # committed: tests/data/README.md
 WF = DATA / "wfcommons"
@@ -210,7 +211,7 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
     from damdjax.envs.instance import (instance_from_arrays, instance_to_arrays, max_fan_out,
                                max_pred_gap)
     from damdjax.envs.reference import simulate
-    from test_differential import PENALTY, TAU, assert_same, reference_inputs
+    from test_differential import REWARDS, assert_same, reference_inputs
 
     wf, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out",
                  tmp_path / "wf.json", "--jobs", "3", "--seed", "1", "--num-servers", "3"],
@@ -229,7 +230,7 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
         policy = pair_from_name("LS")
 
         def one(key, inst):
-            state, total = run_from_instance(key, inst, policy, queue_capacity, TAU, PENALTY)
+            state, total = run_from_instance(key, inst, policy, queue_capacity, REWARDS)
             return state, total, episode_metrics(state)
 
         keys = jax.random.split(jax.random.PRNGKey(0), len(insts))

@@ -39,6 +39,7 @@ from damdjax.envs.state import Action
 
 TAU = 7.0  # not the defaults, so a confusion of constants shows
 PENALTY = 2.5
+REWARDS = EnvParams(tau=TAU, miss_penalty=PENALTY)  # the env params of the JAX episodes
 DISPATCHES = ("nearest", "least_load", "random", "eft")
 SCHEDULES = ("fcfs", "sjf", "sdf", "cp", "llf")
 # Every combination; among them the paper's NF, RS (random+sjf) and LS
@@ -85,7 +86,7 @@ def batched_run(queue_capacity: int):
             picks = jnp.stack([rule(k_s, state) for rule in schedule_rules])[pid % len(SCHEDULES)]
             return Action(dispatch=dispatch, picks=picks)
 
-        state, total = run_from_instance(key, instance, policy, queue_capacity, TAU, PENALTY)
+        state, total = run_from_instance(key, instance, policy, queue_capacity, REWARDS)
         return state, total, episode_metrics(state)
 
     return jax.jit(jax.vmap(one))

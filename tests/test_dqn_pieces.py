@@ -515,7 +515,6 @@ def test_flag_and_a_config_written_before_the_field(field, value, bad, message, 
     """Hyper fields added after runs were stored (`RunConfig.added_fields`): the flag sets
     the traced value, a bad one is refused naming it, and a config.json without the field
     loads at the value those runs had (resumable), in train.dqn, train.mdqn and train.damd."""
-    from damdjax import runs
     from damdjax.hyper import Hyper
     from damdjax.train import damd, dqn, mdqn
     flag = "--" + field.replace("_", "-")
@@ -532,7 +531,7 @@ def test_flag_and_a_config_written_before_the_field(field, value, bad, message, 
         del old[field]                              # as written before the field existed
         cfg = (dqn.DQNConfig if module is dqn else mdqn.MDQNConfig).from_json(old)
         assert getattr(cfg, field) == default and getattr(cfg.hyper(), field) == default
-        runs.recheck_config(cfg, module.build_parser, module.config_from_args)  # resumable
+        assert type(cfg).from_json(cfg.to_json()) == cfg  # resumable
     p = damd.build_parser()
     old = damd.config_from_args(p, p.parse_args([])).to_json()
     for part in ("dispatcher", "schedulers"):

@@ -161,7 +161,7 @@ def test_vmap_equals_python_loop(episodes):
     keys, run_keys = episode_keys()
     params = jax.tree_util.tree_map(lambda *x: jnp.asarray(x), *episode_params())
     batch = jax.jit(jax.vmap(lambda k, kr, p: run_from_instance(
-        kr, ENV.generate(k, p), POLICY, CONFIG.queue_capacity, p.tau, p.miss_penalty)))
+        kr, ENV.generate(k, p), POLICY, CONFIG.queue_capacity, p)))
     states, totals = batch(keys, run_keys, params)
     lengths = {len(e["rewards"]) for e in episodes}
     assert len(lengths) > 1, "episodes of different lengths: finished ones must stand still"

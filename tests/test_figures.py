@@ -143,20 +143,22 @@ def test_setting_range_draws_per_episode():
     """The generalist's envs: the field drawn per episode within [low, high], the rest kept;
     configs without the field (older runs) read as ""."""
     import jax
-    from damdjax.cli import RunConfig, parse_setting_range
+    from damdjax.run_config import RunConfig, parse_setting_range
     from damdjax.envs.config import EnvConfig, EnvParams
     from damdjax.envs.env import EdgeEnv
+    from damdjax.envs.generators import RandomDAGGenerator, SettingRangeGenerator
 
     rng = parse_setting_range("num_servers=2:4")
     assert rng == (("num_servers", 2.0, 4.0),)
-    env = EdgeEnv(EnvConfig(n_max=10, m_max=5), setting_range=rng)
+    env = EdgeEnv(EnvConfig(n_max=10, m_max=5), SettingRangeGenerator(RandomDAGGenerator(), rng))
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
     inst = jax.jit(jax.vmap(lambda k: env.generate(k, EnvParams(num_tasks=10))))(keys)
     servers = np.asarray(inst.server_mask.sum(axis=1))
     assert set(servers.tolist()) == {2, 3, 4}
     assert np.all(np.asarray(inst.task_mask.sum(axis=1)) == 10)
     with pytest.raises(ValueError):
-        EdgeEnv(EnvConfig(m_max=5), setting_range=(("num_servers", 2, 6),))
+        EdgeEnv(EnvConfig(m_max=5),
+                SettingRangeGenerator(RandomDAGGenerator(), (("num_servers", 2, 6),)))
     with pytest.raises(ValueError):
         parse_setting_range("density=2")
     d = RunConfig(setting_range="density=1:6").to_json()

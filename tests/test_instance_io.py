@@ -1,5 +1,6 @@
-"""Tests of the instance files (envs/instance_io.py): parsing, every validation
-error, file round trips, environment order and the padded arrays."""
+"""Tests of the instance files: parsing and every validation error
+(envs/instance_format.py), file round trips (envs/instance_io.py), environment order and
+the padded arrays (envs/instance_padding.py)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from damdjax.envs.instance_io import (
+from damdjax.envs.instance_format import (
     InstanceError,
     InstanceSpec,
     JobSpec,
     ServerSpec,
     TaskSpec,
+    parse_instance,
+)
+from damdjax.envs.instance_io import instance_to_json, load_instance, save_instance
+from damdjax.envs.instance_padding import (
     flat_tasks,
     global_index,
-    instance_to_json,
     job_order,
-    load_instance,
     max_in_degree,
     max_job_size,
     max_out_degree,
     padded_arrays,
-    parse_instance,
-    save_instance,
     servers_list,
     spec_from_arrays,
 )

@@ -224,7 +224,8 @@ import json  # noqa: E402
 import re  # noqa: E402
 
 from damdjax.envs.instance import instance_from_spec  # noqa: E402
-from damdjax.envs.instance_io import InstanceError, load_instance, parse_instance  # noqa: E402
+from damdjax.envs.instance_format import InstanceError, parse_instance  # noqa: E402
+from damdjax.envs.instance_io import load_instance  # noqa: E402
 
 EXAMPLE = "examples/worked_example.json"
 # (path in the file, value, the message's start or None where the value is valid)

@@ -1,6 +1,7 @@
 """Run directories and result files that never lose, mix or silently accept damaged data
-(damdjax.runs, damdjax.checkpoint, damdjax.io): the marker and --overwrite, the lock,
-kill -9 at every point of a chunk, checksums, a stored config's checks, --out."""
+(damdjax.runs, damdjax.rundir, damdjax.chunks, damdjax.checkpoint, damdjax.io): the
+marker and --overwrite, the lock, kill -9 at every point of a chunk, checksums, a stored
+config's checks, --out."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import flax.serialization
 import numpy as np
 import pytest
 
-from damdjax import runs
+from damdjax import chunks, runner
 from damdjax.checkpoint import read_file, read_state_dict
 from damdjax.policies import load_dispatcher
 from damdjax.train import damd, dqn
@@ -35,8 +36,8 @@ def _env(**extra):
 
 
 def _dqn(args, kill=None):
-    """train.dqn in a subprocess (SIGKILLed at `kill`, runs.KILL_ENV, where given)."""
-    env = _env(**({runs.KILL_ENV: kill} if kill else {}))
+    """train.dqn in a subprocess (SIGKILLed at `kill`, chunks.KILL_ENV, where given)."""
+    env = _env(**({chunks.KILL_ENV: kill} if kill else {}))
     return subprocess.run([sys.executable, "-m", "train.dqn", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -122,8 +123,8 @@ def test_one_writer_per_run_directory(straight, tmp_path, capsys):
     shutil.copytree(straight, k)
     before = {p.name: p.read_bytes() for p in k.iterdir()}
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from damdjax import runs; "
-         "runs._lock(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(k)],
+        [sys.executable, "-c", "import sys, time; from damdjax import rundir; "
+         "rundir._lock(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(k)],
         env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -161,7 +162,7 @@ def test_overwrite_only_replaces_a_run_and_only_once_the_new_one_started(
 
     def fails(*a, **kw):
         raise MemoryError("cannot allocate the replay buffer")
-    monkeypatch.setattr(runs, "first_runner", fails)
+    monkeypatch.setattr(runner, "first_runner", fails)
     with pytest.raises(MemoryError):
         dqn.main(["--run-dir", str(tmp_path), "--name", "k", "--overwrite", *TINY])
     assert {p.name: p.read_bytes() for p in k.iterdir()} == before
@@ -235,15 +236,19 @@ def test_a_checkpoint_carrying_what_the_runner_does_not_is_refused_in_one_line(c
     assert files() == before
 
 
-def test_a_stored_config_goes_through_the_flags_checks(copy):
+def test_a_stored_config_goes_through_the_configs_checks(copy):
     """Bad values and types in config.json, or a damaged metrics line, refuse the resume
-    the way the flags refuse them, and config.json (num_chunks) is not rewritten."""
+    by the config's own checks (naming the field), and config.json (num_chunks) is not
+    rewritten."""
     k, refused = copy
     config = json.loads((k / "config.json").read_text())
-    for field, value, says in (("density", -1, "density"), ("reward", "xyz", "--reward"),
-                               ("gamma", 5, "gamma"), ("lr", -1, "lr"),
-                               ("num_envs", "8", "num_envs"), ("seed", 1.5, "--seed"),
-                               ("hidden", [8, "x"], "--hidden")):
+    for field, value, says in (("density", -1, "density must be > 0"),
+                               ("reward", "xyz", "reward must be one of"),
+                               ("gamma", 5, "gamma must be in [0, 1]"),
+                               ("lr", -1, "lr must be > 0"),
+                               ("num_envs", "8", "num_envs must be an integer"),
+                               ("seed", 1.5, "seed must be an integer"),
+                               ("hidden", [8, "x"], "hidden must be a tuple of integers")):
         (k / "config.json").write_text(json.dumps({**config, field: value}))
         msg = refused()
         assert "config.json is not a valid config" in msg and says in msg, msg
@@ -272,7 +277,7 @@ def test_files_without_a_checksum_load_with_a_warning(straight, tmp_path, capsys
 
 
 def test_checkpoint_every_k_chunks_commits_every_kth_the_last_and_the_stopped_one(tmp_path):
-    """runs.chunk_loop with checkpoint_every 3 over 7 chunks saves after chunks 3, 6 and 7
+    """chunks.chunk_loop with checkpoint_every 3 over 7 chunks saves after chunks 3, 6 and 7
     and logs all 7 rows; a resume from chunk 6's checkpoint rebuilds the log to 6 rows and
     runs chunk 7 again; Ctrl-C during chunk 2 saves chunk 2 and stops."""
     run = str(tmp_path)
@@ -283,7 +288,7 @@ def test_checkpoint_every_k_chunks_commits_every_kth_the_last_and_the_stopped_on
             if rs + 1 == interrupt_at:
                 os.kill(os.getpid(), signal.SIGINT)   # deferred: the chunk still ends
             return rs + 1, {}
-        return runs.chunk_loop(
+        return chunks.chunk_loop(
             train_chunk, start, num_chunks=num_chunks, chunks_done=lambda rs: rs, run_dir=run,
             save=lambda rs, rows: saved.append((rs, rows)),
             rows=lambda rs, m, dt: [{"chunk": rs, "value": 10 * rs}],

@@ -28,10 +28,10 @@ TINY = ["--num-tasks", "12", "--num-servers", "3"] + [
     (["--mdqn-gamma", "2"], "--mdqn-gamma must be in [0, 1], got 2"),
     (["--dqn-lr", "0"], "--dqn-lr must be > 0, got 0"),
     (["--mdqn-buffer-capacity", "4", "--mdqn-num-envs", "8"],
-     "--mdqn-buffer-capacity must be >= --mdqn-num-envs (8), got 4"),
-    (["--slack", "0"], "--slack must be > 0, got 0.0"),
+     "--mdqn-buffer-capacity (4) must be >= --mdqn-num-envs (8)"),
+    (["--slack", "0"], "--slack must be > 0, got 0"),
     (["--rounds", "0"], "--rounds must be >= 1, got 0"),
-    (["--dqn-scheduler", "lifo"], "--dqn-scheduler: invalid choice: 'lifo'")])
+    (["--dqn-scheduler", "lifo"], "--dqn-scheduler must be one of fcfs, sjf, sdf, cp, llf, got 'lifo'")])
 def test_damd_bad_flags_exit_2_naming_the_value(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         damd.main(["--run-dir", str(tmp_path), "--name", "x", *flags])

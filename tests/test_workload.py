@@ -21,7 +21,9 @@ from damdjax.envs import convert
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generator import generate_servers
-from damdjax.envs.instance_io import JobSpec, TaskSpec, job_order
+from damdjax.envs.generators import JobLibraryGenerator
+from damdjax.envs.instance_format import JobSpec, TaskSpec
+from damdjax.envs.instance_padding import job_order
 from damdjax.envs.workload import (JobLibrary, LibraryError, generate_from_library, library_from_specs,
                            load_library, required_config, save_library)
 
@@ -291,16 +293,18 @@ def test_config_must_fit_the_library(small):
     assert (config.j_max, config.p_max) == (small.max_length, small.max_preds)
     assert config.succ_window == small.max_length - 1
     assert config.fan_out == config.succ_slots == small.max_fan_out < config.succ_window
-    EdgeEnv(config, workload=small)
-    EdgeEnv(dataclasses.replace(config, fan_out=None), workload=small)  # the window: wider
+    EdgeEnv(config, JobLibraryGenerator(small))
+    EdgeEnv(dataclasses.replace(config, fan_out=None),   # the window: wider
+            JobLibraryGenerator(small))
     with pytest.raises(ValueError, match=f"j_max={SMALL - 1} is below the library's longest"):
-        EdgeEnv(EnvConfig(j_max=SMALL - 1, p_max=small.max_preds), workload=small)
+        EdgeEnv(EnvConfig(j_max=SMALL - 1, p_max=small.max_preds),
+                JobLibraryGenerator(small))
     with pytest.raises(ValueError, match="p_max=1 is below the library's widest fan-in"):
-        EdgeEnv(EnvConfig(j_max=SMALL, p_max=1), workload=small)
+        EdgeEnv(EnvConfig(j_max=SMALL, p_max=1), JobLibraryGenerator(small))
     narrow = small.max_fan_out - 1
     with pytest.raises(ValueError, match=f"fan_out={narrow} is below the library's widest "
                                          f"fan-out \\({small.max_fan_out} successors"):
-        EdgeEnv(dataclasses.replace(config, fan_out=narrow), workload=small)
+        EdgeEnv(dataclasses.replace(config, fan_out=narrow), JobLibraryGenerator(small))
     # The random generator's fan-out is bounded only by the window: a narrower list refused.
     with pytest.raises(ValueError, match=f"fan_out={narrow} is below the successor window"):
         EdgeEnv(dataclasses.replace(config, fan_out=narrow))
@@ -312,8 +316,8 @@ def test_memory_estimate_counts_the_successor_slots(small):
     from damdjax import memory
 
     config = required_config(small, n_max=N_MAX, m_max=M_MAX, queue_capacity=QUEUE)
-    _, state = jax.eval_shape(EdgeEnv(config, workload=small).reset, jax.random.PRNGKey(0),
-                              PARAMS)
+    _, state = jax.eval_shape(EdgeEnv(config, JobLibraryGenerator(small)).reset,
+                              jax.random.PRNGKey(0), PARAMS)
     assert state.instance.succ.shape == (N_MAX, small.max_fan_out)
     got = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
               for x in jax.tree_util.tree_leaves(state))
@@ -407,7 +411,7 @@ def assert_same_instance(got, want, where):
 
 def test_jit_equals_no_jit_and_vmap_equals_a_loop(small, drawn):
     config, keys, batch = drawn  # jit(vmap(generate_from_library)) over BATCH keys
-    env = EdgeEnv(config, workload=small)
+    env = EdgeEnv(config, JobLibraryGenerator(small))
     for b in range(2):
         one = jax.device_get(env.generate(keys[b], PARAMS))  # eager, one key, via the env
         assert_same_instance(one, jax.tree.map(lambda x: x[b], batch), f"key {b}")
@@ -419,13 +423,13 @@ def test_jax_env_and_reference_agree_on_library_instances(drawn):
     from damdjax.rollout import run_from_instance
     from damdjax.envs.instance import instance_to_arrays
     from damdjax.envs.reference import simulate
-    from test_differential import PENALTY, TAU, assert_same, reference_inputs
+    from test_differential import REWARDS, assert_same, reference_inputs
 
     _, keys, batch = drawn
     policy = pair_from_name("LS")
 
     def one(key, inst):
-        state, total = run_from_instance(key, inst, policy, QUEUE, TAU, PENALTY)
+        state, total = run_from_instance(key, inst, policy, QUEUE, REWARDS)
         return state, total, episode_metrics(state)
 
     state, total, metrics = jax.device_get(jax.jit(jax.vmap(one))(keys, batch))

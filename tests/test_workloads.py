@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from damdjax.cli import RunConfig, setting_config
+from damdjax.run_config import RunConfig, setting_config
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.policies import dispatcher_network, init_dispatcher, save_dispatcher
 from damdjax.workloads import WorkloadError, parse_workload, resolve_workload
@@ -119,7 +119,7 @@ def test_run_config_takes_the_library_padding_and_round_trips(spec, lib_file):
     assert cfg.env_config() == required_config(lib, NUM_TASKS, NUM_SERVERS, cfg.queue_capacity)
     assert (cfg.env_config().j_max, cfg.env_config().p_max) == (10, 8)
     assert cfg.job_library() is resolve_workload(spec)
-    assert cfg.make_env().workload is cfg.job_library()
+    assert cfg.make_env().generator.library is cfg.job_library()
     assert setting_config(cfg.setting()) == cfg.env_config()  # what train.damd evaluates at
     stored = json.loads(json.dumps(cfg.to_json()))
     assert stored["workload"] == spec

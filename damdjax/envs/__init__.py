@@ -1,5 +1,6 @@
 """The edge model (MODEL.md): instances, generator, pure reset/step, observations.
 
 The reference simulator (`damdjax.envs.reference`) and the instance files
-(`damdjax.envs.instance_io`) are plain Python and import nothing JAX-side.
+(`damdjax.envs.instance_format`, `instance_io`, `instance_padding`) are plain Python and
+import nothing JAX-side.
 """

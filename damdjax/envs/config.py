@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -157,7 +158,8 @@ def check_params(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError naming the first nonsensical value (Python boundary only).
 
     Call on concrete (not traced) params before compiling. Every float knob must keep its
-    value in JAX's default float type (`check_float`).
+    value in JAX's default float type (`check_float`). Includes :func:`check_fits` (the
+    params fit the padding), with this function's own messages.
     """
     def val(name):  # the value as given (float64), before any cast to the device's type
         return float(np.asarray(getattr(params, name), np.float64))
@@ -184,3 +186,23 @@ def check_params(config: EnvConfig, params: EnvParams) -> None:
         raise ValueError(
             f"size_high={val('size_high'):g} exceeds mem_low={val('mem_low'):g}: "
             "a generated task could fit no server")
+
+
+# (EnvParams field, the EnvConfig size that bounds it)
+FITTED_FIELDS = (("num_tasks", "n_max"), ("num_servers", "m_max"))
+
+
+def check_fits(config: EnvConfig, params: EnvParams) -> None:
+    """Raise ValueError if `params` ask for more tasks or servers than `config` pads
+    (`EnvParams.num_tasks=100 exceeds EnvConfig.n_max=50`): the env would hold only the
+    first `n_max` tasks (`m_max` servers). A value traced under `jit`/`vmap` is not
+    checked (check concrete params once with :func:`check_params` before compiling); a
+    concrete array is checked by its largest element. Costs nothing in compiled code."""
+    for field, size in FITTED_FIELDS:
+        value = getattr(params, field)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        largest = float(np.max(np.asarray(value, np.float64), initial=-np.inf))
+        cap = getattr(config, size)
+        if largest > cap:
+            raise ValueError(f"EnvParams.{field}={largest:g} exceeds EnvConfig.{size}={cap}")

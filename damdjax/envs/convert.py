@@ -36,10 +36,12 @@ import numpy as np
 
 from damdjax.io import check_output
 from damdjax.envs.config import SEED_MAX, SIZE_LIMITS, EnvParams
-from damdjax.envs.instance_io import (  # the private helpers: one cycle finder, one server check
+from damdjax.envs.instance_format import (  # private helpers: one cycle finder, one server check
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, _find_cycle, _parse_server,
-    _topological, job_order, save_instance,
+    _topological,
 )
+from damdjax.envs.instance_io import save_instance
+from damdjax.envs.instance_padding import job_order
 
 __all__ = [
     "ServerModel", "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
@@ -157,7 +159,7 @@ def _each(items, convert) -> tuple[list, list[Skip]]:
 
 
 def _check_dag(job: str, names: Sequence[str], preds: Sequence[Sequence[int]]) -> None:
-    """Raise Skip('cycle') naming the tasks of one cycle (instance_io's Kahn's order)."""
+    """Raise Skip('cycle') naming the tasks of one cycle (instance_format's Kahn's order)."""
     _, left = _topological(preds)
     if left:
         cycle = _find_cycle(preds, left)
@@ -378,7 +380,7 @@ def draw_servers(count: int, rng: np.random.Generator,
 
 def read_servers(path: str | os.PathLike) -> list[ServerSpec]:
     """A JSON list of server objects (`cpu`, `bw`, `mem`, `k`, optional `name`/`meta`),
-    validated by instance_io; raises InstanceError naming the server."""
+    validated by instance_format; raises InstanceError naming the server."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)

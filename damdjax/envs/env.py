@@ -10,96 +10,99 @@ All methods are pure and jittable (`config` is static, `params` a pytree).
 loops reset explicitly. `reward` is the team (scheduler) reward of the step;
 the dispatcher's delayed reward is in `info` (docs/model.md, "Rewards").
 
-`EdgeEnv(config, workload=lib)` draws each job from a job library of real jobs
-(`damdjax.envs.workload`) instead of the random DAG model; `config` must fit the library
-(`damdjax.envs.workload.required_config`).
+Each episode's instance comes from the env's generator (`damdjax.envs.generators`):
 
-`EdgeEnv(config, setting_range=(("density", 1.0, 6.0),))` draws that setting field per
-episode, uniformly in [low, high] (integers for num_tasks and num_servers), in place of
-`params`' value: a generalist's training envs (eval.figures --generalist).
+    EdgeEnv(config)                                        the random DAG model
+    EdgeEnv(config, JobLibraryGenerator(lib))              jobs from a job library of real
+                                                           jobs (`config` must fit it:
+                                                           `damdjax.envs.workload.required_config`)
+    EdgeEnv(config, SettingRangeGenerator(RandomDAGGenerator(), (("density", 1.0, 6.0),)))
+                                                           that setting field drawn per episode
+                                                           (a generalist's training envs)
+
+`params` must fit `config` (`num_tasks <= n_max`, `num_servers <= m_max`): where they are
+concrete, `reset`, `reset_to`, `step` and `generate` raise ValueError otherwise
+(`damdjax.envs.config.check_fits`); traced params (under `jit`/`vmap`) are not checked, so
+callers check concrete params once with `check_params` before compiling.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.config import EnvConfig, EnvParams, check_fits
 from damdjax.envs.dynamics import reset_to_instance, transition
-from damdjax.envs.generator import check_generator_config, generate
+from damdjax.envs.generators import Generator, RandomDAGGenerator
 from damdjax.envs.instance import Instance
 from damdjax.envs.observation import Observation, observe
 from damdjax.envs.state import Action, EnvState
-from damdjax.envs.workload import JobLibrary, check_library, generate_from_library
-
-
-RANGE_FIELDS = ("num_tasks", "num_servers", "density", "slack")
-
-
-def draw_setting(key: jax.Array, params: EnvParams, setting_range: tuple) -> EnvParams:
-    """`params` with each `(field, low, high)` of `setting_range` drawn uniformly in
-    [low, high] (num_tasks, num_servers: integers)."""
-    values = {}
-    for i, (field, low, high) in enumerate(setting_range):
-        k = jax.random.fold_in(key, i)
-        if field in ("num_tasks", "num_servers"):
-            values[field] = jax.random.randint(k, (), int(low), int(high) + 1)
-        else:
-            values[field] = jax.random.uniform(k, (), minval=low, maxval=high)
-    return params.replace(**values)
 
 
 class EdgeEnv:
     """Dispatching and scheduling DAG tasks on edge servers (MODEL.md)."""
 
-    def __init__(self, config: EnvConfig = EnvConfig(), workload: JobLibrary | None = None,
-                 setting_range: tuple = ()):
-        """`workload`: a job library to draw jobs from (a constant of the env), or None for
-        the random generator. Raises ValueError if `config` does not fit the library (or,
-        without one, has fewer successor slots than the generator's window).
-        `setting_range`: `((field, low, high), ...)` of RANGE_FIELDS drawn per episode
-        (ValueError for another field, low > high, or integers outside the padding)."""
-        if workload is not None:
-            check_library(workload, config)
-        else:
-            check_generator_config(config)
-        for field, low, high in setting_range:
-            if field not in RANGE_FIELDS or not 0 < low <= high:
-                raise ValueError(f"setting range {field}={low}:{high}: the field must be one "
-                                 f"of {', '.join(RANGE_FIELDS)} and 0 < low <= high")
-            cap = {"num_tasks": config.n_max, "num_servers": config.m_max}.get(field)
-            if cap is not None and (low != int(low) or high != int(high) or high > cap):
-                raise ValueError(f"setting range {field}={low}:{high}: integers up to {cap}")
-        self.config = config
-        self.workload = workload
-        self.setting_range = tuple(setting_range)
+    def __init__(self, config: EnvConfig = EnvConfig(), generator: Generator | None = None):
+        """`generator`: where each episode's instance comes from (a constant of the env;
+        `damdjax.envs.generators`), None for the random DAG model. Raises TypeError for
+        anything but a `Generator`, and the generator's ValueError where `config` cannot
+        hold what it draws (`Generator.check`)."""
+        generator = RandomDAGGenerator() if generator is None else generator
+        if not isinstance(generator, Generator):
+            raise TypeError(f"EdgeEnv's generator must be a damdjax.envs.generators.Generator "
+                            f"(e.g. JobLibraryGenerator(lib) for a job library), got "
+                            f"{type(generator).__name__}")
+        generator.check(config)
+        self._config = config
+        self._generator = generator
+
+    @property
+    def config(self) -> EnvConfig:
+        """The padded sizes (static)."""
+        return self._config
+
+    @property
+    def generator(self) -> Generator:
+        """Where each episode's instance comes from."""
+        return self._generator
 
     @property
     def default_params(self) -> EnvParams:
-        return EnvParams()
+        """`EnvParams`' defaults fitted to the config: `num_tasks = min(100, n_max)` and
+        `num_servers = min(5, m_max)` (the defaults where they fit), every other field at
+        its default. Passes `check_params(config, ...)`."""
+        default = EnvParams()
+        return default.replace(num_tasks=min(default.num_tasks, self._config.n_max),
+                               num_servers=min(default.num_servers, self._config.m_max))
 
     def generate(self, key: jax.Array, params: EnvParams) -> Instance:
-        """A fresh random instance padded to this env's sizes (jobs from the workload
-        library when the env has one)."""
-        if self.setting_range:
-            key, k_draw = jax.random.split(key)
-            params = draw_setting(k_draw, params, self.setting_range)
-        if self.workload is not None:
-            return generate_from_library(key, self.config, params, self.workload)
-        return generate(key, self.config, params)
+        """A fresh instance of the env's generator, padded to this env's sizes. ValueError
+        if concrete `params` do not fit the config (`check_fits`; traced ones unchecked)."""
+        check_fits(self._config, params)
+        return self._generator(key, self._config, params)
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[Observation, EnvState]:
-        """Draw an instance and move to its first epoch."""
-        return self.reset_to(self.generate(key, params), params)
+        """Draw an instance and move to its first epoch. ValueError if concrete `params` do
+        not fit the config (`check_fits`; traced ones unchecked)."""
+        check_fits(self._config, params)
+        return self._start(self._generator(key, self._config, params), params)
 
     def reset_to(self, instance: Instance, params: EnvParams) -> tuple[Observation, EnvState]:
-        """Start an episode of a given instance (e.g. from an instance file)."""
-        state = reset_to_instance(instance, self.config.queue_capacity)
+        """Start an episode of a given instance (e.g. from an instance file). ValueError if
+        concrete `params` do not fit the config (`check_fits`; traced ones unchecked)."""
+        check_fits(self._config, params)
+        return self._start(instance, params)
+
+    def _start(self, instance: Instance, params: EnvParams) -> tuple[Observation, EnvState]:
+        state = reset_to_instance(instance, self._config.queue_capacity)
         return observe(state, params.time_scale), state
 
     def step(self, key: jax.Array, state: EnvState, action: Action, params: EnvParams
              ) -> tuple[Observation, EnvState, jax.Array, jax.Array, dict]:
-        """Apply one epoch's joint action; `key` is unused (the dynamics are deterministic)."""
+        """Apply one epoch's joint action; `key` is unused (the dynamics are deterministic).
+        ValueError if concrete `params` do not fit the config (`check_fits`; traced ones
+        unchecked)."""
         del key
+        check_fits(self._config, params)
         state, reward, info = transition(state, action, params.tau, params.miss_penalty)
         return observe(state, params.time_scale), state, reward, state.done, info
 

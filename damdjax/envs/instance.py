@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from damdjax.envs.config import EnvConfig
+
 
 @struct.dataclass
 class Instance:
@@ -169,18 +171,20 @@ def max_pred_gap(preds: np.ndarray) -> int:
 
 def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = None,
                          dtype=None, fan_out: int | None = None) -> Instance:
-    """Build an :class:`Instance` from the numpy arrays of `damdjax.envs.instance_io.padded_arrays`.
+    """Build an :class:`Instance` from the numpy arrays of
+    `damdjax.envs.instance_padding.padded_arrays`.
 
     `window` defaults to the largest predecessor gap in `preds`; `fan_out` (the successor
     slots `D`) to the most successors of one task (:func:`max_fan_out`); a given
-    `fan_out` below that raises `damdjax.envs.instance_io.InstanceError` (a ValueError) naming both.
+    `fan_out` below that raises `damdjax.envs.instance_format.InstanceError` (a ValueError)
+    naming both.
     `dtype` defaults to JAX's default float (float64 only with x64 enabled).
     """
     dtype = dtype or jnp.zeros(()).dtype
     window = window or max_pred_gap(arrays["preds"])
     widest = max_fan_out(arrays["preds"])
     if fan_out is not None and fan_out < widest:
-        from damdjax.envs.instance_io import InstanceError  # plain numpy, no cycle
+        from damdjax.envs.instance_format import InstanceError  # plain numpy, no cycle
         raise InstanceError(f"a task has {widest} successors, more than the {fan_out} "
                             f"successor slots (fan_out={fan_out})")
     fan_out = fan_out or widest
@@ -206,15 +210,16 @@ def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
 
 
 def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
-    """An :class:`Instance` padded exactly to a `damdjax.envs.instance_io.InstanceSpec`.
+    """An :class:`Instance` padded exactly to a `damdjax.envs.instance_format.InstanceSpec`.
 
     Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
     `P`, the successor window and the successor slots are the file's own), and the queue capacity
     is `N`, so it can never bind (a user may pass a smaller one to `reset`). An instance
     whose times overflow or lose all precision in `dtype` (default: JAX's default float,
-    float32 unless x64) is refused (`damdjax.envs.instance_io.check_times`, InstanceError).
+    float32 unless x64) is refused (`damdjax.envs.instance_format.check_times`, InstanceError).
     """
-    from damdjax.envs.instance_io import check_times, padded_arrays  # plain numpy, no cycle
+    from damdjax.envs.instance_format import check_times  # plain numpy, no cycle
+    from damdjax.envs.instance_padding import padded_arrays
 
     check_times(spec, dtype or jnp.zeros(()).dtype)
     arrays = padded_arrays(spec)
@@ -226,9 +231,19 @@ def spec_config(spec):
     the spec alone, before any array is made): `N`, `M`, the largest in-degree (at least
     1), queue capacity `N`, `j_max` the largest job (its window bounds the file's) and
     `fan_out` the most successors of one task (at least 1)."""
-    from damdjax.envs.config import EnvConfig
-    from damdjax.envs.instance_io import max_in_degree, max_job_size, max_out_degree
+    from damdjax.envs.instance_padding import max_in_degree, max_job_size, max_out_degree
 
     return EnvConfig(n_max=spec.num_tasks, m_max=spec.num_servers,
                      p_max=max(max_in_degree(spec), 1), queue_capacity=spec.num_tasks,
                      j_max=max(max_job_size(spec), 2), fan_out=max(max_out_degree(spec), 1))
+
+
+def instance_config(instance: Instance, queue_capacity: int) -> EnvConfig:
+    """The `EnvConfig` of an env that steps `instance` with `queue_capacity` queue slots:
+    its own padded sizes (`N`, `M`, `P` and the successor slots `D` from its arrays'
+    shapes, read under `jit` and `vmap` too). The arrays do not keep the successor window,
+    so the window is `D` (`j_max = D + 1`, `fan_out` None): stepping never reads it."""
+    slots = instance.succ.shape[-1]
+    return EnvConfig(n_max=instance.num_task_slots, m_max=instance.num_server_slots,
+                     p_max=instance.preds.shape[-1], queue_capacity=queue_capacity,
+                     j_max=slots + 1)

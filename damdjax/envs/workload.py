@@ -10,13 +10,14 @@ library job drawn uniformly with replacement; servers, arrivals (a Poisson proce
     lib = library_from_specs([load_instance("wf.json"), load_instance("ali.json")])
     save_library("jobs.npz", lib)
     lib = load_library("jobs.npz")                      # validated
-    env = EdgeEnv(required_config(lib, n_max=100, m_max=10, queue_capacity=16), workload=lib)
+    env = EdgeEnv(required_config(lib, n_max=100, m_max=10, queue_capacity=16),
+                  JobLibraryGenerator(lib))                 # damdjax.envs.generators
 
 Shapes: `J` jobs, `T` task slots per job (the longest job), `P` predecessor slots (the
 widest fan-in, at least 1). Inside a job, tasks are in the stable topological order of
-`damdjax.envs.instance_io.job_order` and `preds` are positions in that order, each smaller than
-its task's own. The library's arrays are numpy (host constants); the generator casts the
-floats to JAX's default float.
+`damdjax.envs.instance_padding.job_order` and `preds` are positions in that order, each
+smaller than its task's own. The library's arrays are numpy (host constants); the generator
+casts the floats to JAX's default float.
 
 Files: `.npz` (no pickle) with the arrays `length`, `size`, `work`, `preds` and `names`
 (a unicode string array [J]: each job's provenance), and `sha256` (uint8 [32]: the digest
@@ -42,7 +43,8 @@ from damdjax.io import warn, write_bytes_atomic
 from damdjax.envs.config import EnvConfig, EnvParams, offered_load
 from damdjax.envs.generator import finish_instance, generate_servers, layout_jobs
 from damdjax.envs.instance import Instance
-from damdjax.envs.instance_io import InstanceSpec, JobSpec, job_order
+from damdjax.envs.instance_format import InstanceSpec, JobSpec
+from damdjax.envs.instance_padding import job_order
 
 __all__ = [
     "LibraryError", "JobLibrary", "library_from_specs", "save_library", "load_library",

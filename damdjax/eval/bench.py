@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.cli import check_int_flag, int_limit
+from damdjax.cli import check_int_flag
+from damdjax.configs import int_limit
 from damdjax.io import check_output
 from damdjax.memory import check_memory, evaluation_bytes, float_bytes
 from damdjax.heuristics import pair_from_name, pair_names
@@ -199,8 +200,7 @@ def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
     def one(key, params):
         k_gen, k_play = jax.random.split(key)
         instance = generate(k_gen, config, params)
-        state, _ = run_from_instance(k_play, instance, policy, config.queue_capacity,
-                                     params.tau, params.miss_penalty)
+        state, _ = run_from_instance(k_play, instance, policy, config.queue_capacity, params)
         real = instance.task_mask
         dispatched = jnp.sum(real & (state.server >= 0))
         started = jnp.sum(real & jnp.isfinite(state.start))

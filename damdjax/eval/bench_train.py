@@ -56,7 +56,8 @@ import numpy as np
 from damdjax.hyper import Hyper
 from damdjax.io import check_output
 from damdjax.sharding import member_mesh, padded_members
-from damdjax.cli import check_int_flag, int_limit
+from damdjax.cli import check_int_flag
+from damdjax.configs import int_limit
 from damdjax.memory import check_memory
 from damdjax.envs.config import INT32_MAX, check_params
 from damdjax.eval.benchkit import fmt, int_list, machine_info, print_machine_and_write

@@ -49,7 +49,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import SETTING_FIELDS, check_int_flag, check_workload_flag, int_limit
+from damdjax.cli import check_int_flag, check_workload_flag, explicit_flags
+from damdjax.configs import int_limit
+from damdjax.run_config import SETTING_FIELDS
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
 from damdjax.heuristics import (
@@ -60,11 +62,13 @@ from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_in_chunks, play_pairs
-from damdjax.runs import CONFIG, explicit_flags
+from damdjax.rundir import CONFIG
 from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
 from damdjax.envs.config import EnvConfig, EnvParams, check_float, check_params
 from damdjax.envs.instance import instance_from_spec, spec_config
-from damdjax.envs.instance_io import InstanceError, global_index, load_instance
+from damdjax.envs.instance_format import InstanceError
+from damdjax.envs.instance_io import load_instance
+from damdjax.envs.instance_padding import global_index
 from damdjax.envs.state import done_time, unstarted_tasks
 
 DEFAULT_METHODS = "NF,RS,LS,EC"
@@ -295,8 +299,8 @@ def run_batch(policy: Policy, keys: jax.Array, instances, queue_capacity: int,
               params: EnvParams, method: str = ""):
     """Play every instance (batched on axis 0) with `policy`; returns final states
     (`play_in_chunks`: progress lines on long episodes, Ctrl-C within a chunk)."""
-    return play_in_chunks(policy, keys, instances, queue_capacity, params.tau,
-                          params.miss_penalty, progress=progress_printer(method or "policy"))
+    return play_in_chunks(policy, keys, instances, queue_capacity, params,
+                          progress=progress_printer(method or "policy"))
 
 
 def summarize(states) -> dict:
@@ -416,7 +420,7 @@ def _compare(args: argparse.Namespace) -> dict:
     for method, policy in args.learned.items():
         states[method] = run_batch(policy, play_keys, instances, q, params, method)
     t0 = time.perf_counter()
-    pair_states = play_pairs(heuristics, play_keys, instances, q, params.tau, params.miss_penalty,
+    pair_states = play_pairs(heuristics, play_keys, instances, q, params,
                              chunked={"progress": progress_printer("heuristics")})
     pair_seconds = time.perf_counter() - t0
     pair_results = {name: summarize(st) for name, st in pair_states.items()}

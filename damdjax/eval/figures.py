@@ -53,7 +53,6 @@ import dataclasses
 import functools
 import io
 import json
-import math
 import os
 import shlex
 import shutil
@@ -64,10 +63,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax import runs
+from damdjax import rundir
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
-from damdjax.cli import check_int_flag, check_program
+from damdjax.cli import check_int_flag, check_program, explicit_flags
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
@@ -270,7 +269,7 @@ def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
     if args.resume:
         if args.overwrite:
             p.error("--resume and --overwrite exclude each other")
-        others = runs.explicit_flags(build_parser, argv) - {"out", "resume", "quick",
+        others = explicit_flags(build_parser, argv) - {"out", "resume", "quick",
                                                             "checkpoint_every"}
         if others:
             p.error("--resume continues the stored job; it takes only --out and "
@@ -339,8 +338,7 @@ def heuristics_program(config):
     def run(hyper, inst_keys, play_keys):
         params = hyper.env_params()
         instances = jax.vmap(lambda k: env.generate(k, params))(inst_keys)
-        states = play_pairs(ALL_PAIRS, play_keys, instances, config.queue_capacity,
-                            params.tau, params.miss_penalty)
+        states = play_pairs(ALL_PAIRS, play_keys, instances, config.queue_capacity, params)
         out = {}
         for name, st in states.items():
             m = jax.vmap(episode_metrics)(st)
@@ -588,9 +586,9 @@ def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_
     seconds)` on the host, or None where Ctrl-C stopped it. Progress: one line per chunk.
     A finished sweep without its checkpoint is read from its policy files
     (`params_from_member_files`; seconds 0)."""
-    resume = os.path.exists(runs.run_paths(run_dir)["checkpoint"])
-    if not resume and os.path.exists(runs.run_paths(run_dir)["config"]):
-        with open(runs.run_paths(run_dir)["config"]) as f:
+    resume = os.path.exists(rundir.run_paths(run_dir)["checkpoint"])
+    if not resume and os.path.exists(rundir.run_paths(run_dir)["config"]):
+        with open(rundir.run_paths(run_dir)["config"]) as f:
             stored = sweep.SweepConfig.from_json(json.load(f))
         params = params_from_member_files(stored, run_dir)
         if params is not None:
@@ -603,9 +601,9 @@ def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)   # inside OUT, never a finished chunk: a fresh start
         os.makedirs(run_dir)
-        write_json_atomic(scfg.to_json(), runs.run_paths(run_dir)["config"])
+        write_json_atomic(scfg.to_json(), rundir.run_paths(run_dir)["config"])
     else:
-        with open(runs.run_paths(run_dir)["config"]) as f:
+        with open(rundir.run_paths(run_dir)["config"]) as f:
             scfg = sweep.SweepConfig.from_json(json.load(f))
     n_chunks = scfg.num_chunks
     state = {"last": None}
@@ -632,7 +630,7 @@ def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_
 
 def generalist_config(scfg, axis: Axis, vals) -> sweep.SweepConfig:
     """One DAMD per seed trained across the axis's range: each training episode draws the
-    axis's field uniformly in [first point, last point] (EdgeEnv's `setting_range`), the
+    axis's field uniformly in [first point, last point] (a `SettingRangeGenerator`), the
     same padding, program sizes and run length as a per-point member."""
     rng = f"{axis.field}={min(vals)}:{max(vals)}"
     cfg = scfg.config
@@ -752,7 +750,7 @@ def format_table(fig: dict) -> str:
         return f"{d['mean']:.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
     pts = fig["points"]
-    head = f"| method | " + " | ".join(f"{fig['field']}={p['value']:g}" for p in pts) + " |"
+    head = "| method | " + " | ".join(f"{fig['field']}={p['value']:g}" for p in pts) + " |"
     sep = "|---|" + "---:|" * len(pts)
     lines = [f"Figure {fig['figure']} ({fig['axis']}): response time / miss rate", head, sep]
     for name in fig["methods"]:

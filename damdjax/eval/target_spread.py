@@ -37,7 +37,7 @@ from damdjax.heuristics import Policy, pair_from_name
 from damdjax.io import check_output, write_json_atomic
 from damdjax.lookahead import played_out, rollout_targets, total_response_time
 from damdjax.envs.config import EnvConfig, EnvParams
-from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed, transition
+from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed
 from damdjax.envs.env import EdgeEnv
 from damdjax.eval.benchkit import check_method_flag, check_n_max_flag
 
@@ -45,7 +45,7 @@ from damdjax.eval.benchkit import check_method_flag, check_n_max_flag
 def decision_state(key: jax.Array, env: EdgeEnv, params: EnvParams, base: Policy):
     """A state of a fresh episode (`key`) played with `base` for a uniform number of steps
     in [N/5, 8N/5) (N = `params.num_tasks`), then on to its next dispatch decision (or its
-    end, where none is left)."""
+    end, where none is left), stepped by `env.step`."""
     n = params.num_tasks
     k_gen, k_len, k_act = jax.random.split(key, 3)
     _, state = env.reset(k_gen, params)
@@ -53,7 +53,7 @@ def decision_state(key: jax.Array, env: EdgeEnv, params: EnvParams, base: Policy
 
     def body(i, s):
         go = ~s.done & ((i < steps) | ~dispatch_needed(s))
-        nxt = transition(s, base(k_act, s), 1.0, 0.0)[0]
+        nxt = env.step(k_act, s, base(k_act, s), params)[1]   # only the state is kept
         return jax.tree.map(lambda a, b: jnp.where(go, a, b), nxt, s)
     return jax.lax.fori_loop(0, env.config.max_steps, body, state)
 

@@ -13,8 +13,9 @@ the batch it gives a per-env-step figure for each part of a step:
 * `transition`: damdjax.envs.dynamics.transition (dispatch, picks, clock, reward, info);
 * `observe`: damdjax.envs.observation.observe;
 * each heuristic dispatch rule and scheduling rule alone, and the `--method` pair;
-* `episode step`: the pair's action, then `transition` (no observation): the loop body
-  of eval.bench's whole-episode runs, whose measured env steps/s sit beside its ceiling;
+* `episode step`: the pair's action, then `env.step` without its observation (XLA
+  removes it): the loop body of eval.bench's whole-episode runs, whose measured env
+  steps/s sit beside its ceiling;
 * `train step`: the pair's action, then `env.step` with its observation (what a
   training loop's env side does per step); `train step, state donated`: the same with
   the input state's buffers donated (`donate_argnums`), as a loop carrying the state
@@ -161,6 +162,8 @@ def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, t
     policy = pair_from_name(method)
     batched = lambda f: (lambda k, s, a: jax.vmap(f)(k, s))   # a rule or a policy
     parts = {
+        # The transition alone (no observation) is this part's measure, so it calls
+        # `transition` itself rather than `env.step`, whose observation it would return.
         "transition": lambda k, s, a: jax.vmap(
             lambda s, a: transition(s, a, params.tau, params.miss_penalty))(s, a),
         "observe": lambda k, s, a: jax.vmap(lambda s: observe(s, params.time_scale))(s),
@@ -171,13 +174,20 @@ def step_parts(config: EnvConfig, params: EnvParams, method: str) -> dict[str, t
         parts[f"schedule {name}"] = batched(rule)
     d, s = pair_names(method)
     parts[f"policy {method} ({d}+{s})"] = batched(policy)
-    parts[EPISODE_STEP] = batched(lambda k, s: transition(s, policy(k, s), params.tau,
-                                                          params.miss_penalty))
+    parts[EPISODE_STEP] = batched(lambda k, s: _without_observation(
+        env.step(k, s, policy(k, s), params)))
     parts[TRAIN_STEP] = batched(lambda k, s: env.step(k, s, policy(k, s), params))
     for label, fields in AGENT_PARTS.items():   # what train.dqn / train.mdqn carry
         parts[f"{TRAIN_STEP}, {label}"] = batched(
             lambda k, s, fields=fields: _with_part(env.step(k, s, policy(k, s), params), fields))
     return parts
+
+
+def _without_observation(step_out: tuple) -> tuple:
+    """`(state, reward, info)` of `env.step`'s output: `transition`'s (the observation and
+    `done`, the state's own flag, left out)."""
+    _, state, reward, _, info = step_out
+    return state, reward, info
 
 
 def _with_part(step_out: tuple, fields: tuple[str, ...]) -> tuple:
@@ -220,13 +230,14 @@ def traffic(config: EnvConfig, params: EnvParams, method: str, batch: int) -> di
 
 def traffic_report(n_max_values: Sequence[int], method: str, batch: int,
                    progress: Callable[[str], None] | None = None) -> dict:
-    """`traffic` at `EnvConfig(n_max=n)` for each n (default params), JSON-ready."""
-    params = EnvParams()
+    """`traffic` at `EnvConfig(n_max=n)` for each n (the env's default params, fitted to
+    the config), JSON-ready."""
     sizes = []
     for n in n_max_values:
         if progress is not None:
             progress(f"traffic: compiling every part at n_max {n} (batch {batch})")
-        sizes.append(traffic(EnvConfig(n_max=n), params, method, batch))
+        config = EnvConfig(n_max=n)
+        sizes.append(traffic(config, EdgeEnv(config).default_params, method, batch))
     return {"backend": jax.default_backend(), "batch": batch, "method": method,
             "bandwidth_bytes_per_s": BANDWIDTH,
             "what": "XLA cost analysis of the compiled vmapped programs (bytes accessed, "
@@ -243,8 +254,8 @@ def part_names(method: str) -> list[str]:
 def kernel_report(n_max_values: Sequence[int], method: str, batch: int, part: str,
                   progress: Callable[[str], None] | None = None) -> dict:
     """`kernels` of one part (a `part_names` entry) at `EnvConfig(n_max=n)` for each n,
-    bytes per env step (divided by the batch), JSON-ready."""
-    params = EnvParams()
+    bytes per env step (divided by the batch), JSON-ready (the env's default params,
+    fitted to the config)."""
     donated = part.endswith(DONATED)
     base = part.removesuffix(DONATED) if donated else part
     per_env = lambda x: x / batch
@@ -253,6 +264,7 @@ def kernel_report(n_max_values: Sequence[int], method: str, batch: int, part: st
         if progress is not None:
             progress(f"traffic: compiling {part!r} at n_max {n} (batch {batch})")
         config = EnvConfig(n_max=n)
+        params = EdgeEnv(config).default_params
         k = kernels(step_parts(config, params, method)[base],
                     *abstract_batch(config, params, batch), donate=(1,) if donated else ())
         sizes.append({"n_max": n, "cost_analysis_bytes": per_env(k["cost_analysis_bytes"]),

@@ -45,37 +45,37 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from damdjax.cli import (SETTING_FIELDS, add_setting_flags, check_int_flag, check_positive,
-                         check_workload_flag, flag_message, int_limit, parse_hidden, setting_config,
-                         setting_params, setting_workload)
+from damdjax.cli import (add_config_flags, add_run_flags, check_int_flag, config_or_exit,
+                         config_values)
+from damdjax.configs import ConfigError, Field, check_int, option
+from damdjax.run_config import setting_config, setting_params, setting_workload
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, Policy, pair
-from damdjax.hyper import PipelineHyper, check_hyper
+from damdjax.hyper import PipelineHyper
 from damdjax.io import write_json_atomic
 from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
                               dqn_dispatch_rule, load_damd, mdqn_schedule_rule,
                               scheduler_network)
 from damdjax.rollout import Stage, TrainFns, with_params
-from damdjax import memory, runs
+from damdjax import memory, rundir, runs
 from damdjax.runs import write_evaluation
 from damdjax.train import dqn, mdqn
 
 BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
 MDQN_GAMMA = 0.5   # the scheduler stages' discount (docs/model.md, "The schedulers' discount")
-# Each stage kind's own flags (--dqn-lr, --mdqn-lr, ...; as train.dqn's and train.mdqn's).
-STAGE_FIELDS = (
-    ("lr", "Adam learning rate"), ("gamma", "discount per decision"),
-    ("eps_start", "initial epsilon"), ("eps_end", "final epsilon"),
-    ("eps_decay_steps", "env steps of the epsilon decay"),
-    ("target_every", "gradient updates between target copies"),
-    ("learning_starts", "env steps before the first update"),
-    ("max_grad_norm", "gradient-norm clip"),
-    ("double_dqn", "1: double DQN targets, 0: max targets"),
-    ("n_step", "decisions summed per target (n-step returns)"),
-    ("updates_per_step", "updates per vmapped step"),
-    ("steps_per_chunk", "vmapped env steps per chunk"),
-    ("buffer_capacity", "replay entries (the schedulers': per agent)"),
-    ("batch_size", "replay batch (the schedulers': per agent)"))
+# Each stage kind's own flags (--dqn-lr, --mdqn-lr, ...; train.dqn's and train.mdqn's fields).
+STAGE_FIELDS = ("lr", "gamma", "eps_start", "eps_end", "eps_decay_steps", "target_every",
+                "learning_starts", "max_grad_norm", "double_dqn", "n_step", "updates_per_step",
+                "steps_per_chunk", "buffer_capacity", "batch_size", "num_envs", "num_chunks",
+                "hidden")
+# The shared flags: the setting and the seed (one value for every stage).
+SHARED_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau",
+                 "workload", "seed")
+# The dispatcher stages' own flags beyond STAGE_FIELDS (--dqn-scheduler: a rule).
+DISPATCHER_FIELDS = ("scheduler", "eft_feature", "targets", "rollout_envs", "rollout_tasks")
+# The stage configs' defaults where train.damd's differ from train.dqn's and train.mdqn's.
+STAGE_DEFAULTS = {"dqn": dqn.DQNConfig(num_envs=4096),
+                  "mdqn": mdqn.MDQNConfig(num_envs=1024, gamma=MDQN_GAMMA)}
 PARTS = (("dispatcher", "dqn"), ("schedulers", "mdqn"))
 
 
@@ -100,10 +100,19 @@ class DAMDConfig:
 
     dispatcher: dqn.DQNConfig
     schedulers: mdqn.MDQNConfig
-    rounds: int = 1
-    eval_episodes: int = 200
+    rounds: int = option(1, "dispatcher/schedulers rounds")
+    eval_episodes: int = option(200, "held-out episodes of the final DAMD vs NF/RS/LS/EC/best "
+                                "evaluation", resumable=True)
 
     def __post_init__(self):
+        """ValueError naming the field: `rounds` >= 1 and `eval_episodes` >= 0 (int32), the
+        stages of the declared classes (each checked itself), sharing setting and seed."""
+        check_int("rounds", self.rounds, 1)
+        check_int("eval_episodes", self.eval_episodes, 0)
+        for field, cls in (("dispatcher", dqn.DQNConfig), ("schedulers", mdqn.MDQNConfig)):
+            if not isinstance(getattr(self, field), cls):
+                raise ConfigError(Field(field), f" must be a {cls.__name__}, got "
+                                  f"{type(getattr(self, field)).__name__}")
         d, s = self.dispatcher, self.schedulers
         if d.setting() != s.setting() or d.seed != s.seed:
             raise ValueError("a DAMD pipeline's stages must share the setting and seed; got "
@@ -163,21 +172,9 @@ class DAMDConfig:
                     f"{methods + 1} batches)",
                     memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
 
-    def flag_values(self) -> dict:
-        """Flag destination -> value: train.damd's flags that make this config."""
-        d, s = self.dispatcher, self.schedulers
-        v = {k: getattr(d, k) for k in SETTING_FIELDS}
-        v.update(seed=d.seed, rounds=self.rounds, eval_episodes=self.eval_episodes,
-                 stage_eval_episodes=d.eval_episodes, share_params=s.share_params)
-        for prefix, c in (("dqn", d), ("mdqn", s)):
-            own = c.flag_values()
-            for f in [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks", "hidden"]:
-                v[f"{prefix}_{f}"] = own[f]
-        v["dqn_eft_feature"] = d.eft_feature
-        v["dqn_targets"] = d.targets
-        v["dqn_rollout_envs"] = d.rollout_envs
-        v["dqn_rollout_tasks"] = d.rollout_tasks
-        return v
+    def check_inputs(self) -> None:
+        """Nothing to read: a pipeline's stages take their partners from its own stage
+        directories (`stage_configs`)."""
 
     def to_json(self) -> dict:
         return {"rounds": self.rounds, "eval_episodes": self.eval_episodes,
@@ -190,7 +187,7 @@ class DAMDConfig:
             raise ValueError(f"not a DAMD config (keys {sorted(d)})")
         return cls(dispatcher=dqn.DQNConfig.from_json(d["dispatcher"]),
                    schedulers=mdqn.MDQNConfig.from_json(d["schedulers"]),
-                   rounds=int(d["rounds"]), eval_episodes=int(d["eval_episodes"]))
+                   rounds=d["rounds"], eval_episodes=d["eval_episodes"])
 
 
 def stage_configs(config: DAMDConfig, root: str) -> dict[str, object]:
@@ -351,65 +348,23 @@ def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
 
 def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True) -> None:
     """Every train.damd flag but --help on `p` (`name`: the default run name; `init`:
-    whether --stage-eval-episodes is offered, a single pipeline's)."""
-    dd, md = dqn.DQNConfig(), mdqn.MDQNConfig()
-    a = p.add_argument
-    a("--name", default=name, help="run name: the run directory is RUN_DIR/NAME "
-      "(default %(default)s)")
-    a("--run-dir", default="runs", help="parent folder of run directories (default %(default)s)")
-    a("--overwrite", action="store_true", help="replace an existing run directory")
-    a("--resume", action="store_true", help="continue an interrupted pipeline from its "
-      "config.json (only --eval-episodes may change): finished stages are kept, a partial "
-      "one resumes from its checkpoint")
-    a("--rounds", type=int, default=1, help="dispatcher/schedulers rounds (default %(default)s)")
-    add_setting_flags(p, md)
-    a("--seed", type=int, default=md.seed, help="seed of every stage and of the held-out "
-      "evaluation, in [0, 2**32 - 1] (default %(default)s)")
-    a("--dqn-num-envs", type=int, default=4096, help="dispatcher stages: parallel envs "
-      "(default %(default)s)")
-    a("--dqn-num-chunks", type=int, default=dd.num_chunks,
-      help="dispatcher stages: chunks of 50 vmapped steps (default %(default)s)")
-    a("--dqn-hidden", default=",".join(map(str, dd.hidden)),
-      help="dispatcher hidden widths (default %(default)s)")
-    a("--dqn-scheduler", default=dd.scheduler, choices=tuple(SCHEDULE_RULES),
-      help="round 1's dispatcher stage: the servers' scheduling rule while the dispatcher "
-           "learns (train.dqn --scheduler; rounds > 1 use the schedulers trained before) "
-           "(default %(default)s)")
-    a("--dqn-eft-feature", action="store_true",
-      help="dispatcher stages: the EFT estimate as a server feature (train.dqn --eft-feature)")
-    a("--dqn-targets", default=dd.targets,
-      help="dispatcher stages: td (DQN targets) or rollout (fitted to EFT-with-the-"
-           "schedulers rollouts; train.dqn --targets) (default %(default)s)")
-    a("--dqn-rollout-envs", type=int, default=dd.rollout_envs, metavar="K",
-      help="dispatcher stages with --dqn-targets rollout: rollouts for at most K envs per "
-           "step (train.dqn --rollout-envs) (default %(default)s: all)")
-    a("--dqn-rollout-tasks", default=dd.rollout_tasks, choices=tuple(dqn.ROLLOUT_TASKS),
-      help="dispatcher stages with --dqn-targets rollout: the tasks a rollout total sums, "
-           "all or arrived (train.dqn --rollout-tasks) (default %(default)s)")
-    a("--mdqn-num-envs", type=int, default=1024, help="scheduler stages: parallel envs "
-      "(default %(default)s)")
-    a("--mdqn-num-chunks", type=int, default=md.num_chunks,
-      help="scheduler stages: chunks of 50 vmapped steps (default %(default)s)")
-    a("--mdqn-hidden", default=",".join(map(str, md.hidden)),
-      help="scheduler hidden widths (default %(default)s)")
-    a("--mdqn-gamma", type=float, default=MDQN_GAMMA,
-      help="scheduler stages: discount per decision of an agent (default %(default)s: under a "
-           "trained dispatcher queues are short and an agent's decisions far apart; "
-           "docs/model.md)")
-    for prefix, stages, d in (("dqn", "dispatcher", dd), ("mdqn", "scheduler", md)):
-        for field, what in STAGE_FIELDS:
-            if (prefix, field) == ("mdqn", "gamma"):
-                continue
-            default = getattr(d, field)
-            a(f"--{prefix}-{field.replace('_', '-')}", type=type(default), default=default,
-              help=f"{stages} stages: {what} (default %(default)s)")
-    a("--share-params", action="store_true", help="one scheduler network for all servers")
+    whether --stage-eval-episodes is offered, a single pipeline's), generated from the
+    stage configs' fields: the shared ones unprefixed, each stage kind's with its prefix."""
+    add_run_flags(p, name, "continue an interrupted pipeline from its config.json (only "
+                  "--eval-episodes may change): finished stages are kept, a partial one "
+                  "resumes from its checkpoint")
+    add_config_flags(p, DAMDConfig, ("rounds",))
+    add_config_flags(p, mdqn.MDQNConfig, SHARED_FIELDS)
+    add_config_flags(p, dqn.DQNConfig, STAGE_FIELDS + DISPATCHER_FIELDS, prefix="dqn_",
+                     defaults=STAGE_DEFAULTS["dqn"], help_prefix="dispatcher stages: ")
+    add_config_flags(p, mdqn.MDQNConfig, STAGE_FIELDS, prefix="mdqn_",
+                     defaults=STAGE_DEFAULTS["mdqn"], help_prefix="scheduler stages: ")
+    add_config_flags(p, mdqn.MDQNConfig, ("share_params",))
     if init:
-        a("--stage-eval-episodes", type=int, default=0,
-          help="held-out evaluation after each stage (its eval.json), 0 to skip (default 0)")
-    a("--eval-episodes", type=int, default=None,
-      help="held-out episodes of the final DAMD vs NF/RS/LS/EC/best evaluation "
-           "(default 200)")
+        p.add_argument("--stage-eval-episodes", type=int, default=0,
+                       help="held-out evaluation after each stage (its eval.json), 0 to skip "
+                            "(default 0)")
+    add_config_flags(p, DAMDConfig, ("eval_episodes",))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,43 +374,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
-    """The pipeline's config from checked flags (one-line errors, exit 2, before any
-    compile)."""
-    per_stage = ("num_envs", "num_chunks", "updates_per_step", "steps_per_chunk",
-                 "buffer_capacity", "batch_size")
-    check_positive(p, args, ints=("rounds", "num_tasks", "num_servers", "queue_capacity",
-                                  *(f"{k}_{f}" for k in ("dqn", "mdqn") for f in per_stage)),
-                   floats=("density", "slack", "tau"))
-    for k in ("dqn", "mdqn"):
-        if getattr(args, f"{k}_buffer_capacity") < getattr(args, f"{k}_num_envs"):
-            p.error(f"--{k}-buffer-capacity must be >= --{k}-num-envs "
-                    f"({getattr(args, f'{k}_num_envs')}), got {getattr(args, f'{k}_buffer_capacity')}")
-    check_workload_flag(p, args.workload, args.num_tasks)
-    stage_eval = getattr(args, "stage_eval_episodes", 0)
-    check_int_flag(p, "--stage-eval-episodes", stage_eval, 0)
-    check_int_flag(p, "--seed", args.seed, 0, *int_limit("seed"))
-    setting = {k: getattr(args, k) for k in SETTING_FIELDS}
-    setting.update(seed=args.seed, eval_episodes=stage_eval)
-    def own(k):  # a stage kind's own flags
-        fields = [f for f, _ in STAGE_FIELDS] + ["num_envs", "num_chunks"]
-        return {f: getattr(args, f"{k}_{f}") for f in fields}
+def stage_prefix(kind: str):
+    """`prefix_of(field)` for `damdjax.configs.flag_message` of a stage kind's config
+    ("dqn" or "mdqn"): its own fields are train.damd's `--dqn-*` / `--mdqn-*` flags, the
+    setting and the seed are shared (unprefixed), and a stage's `eval_episodes` is
+    --stage-eval-episodes."""
+    def prefix_of(field: str) -> str:
+        if field in SHARED_FIELDS or field in ("miss_penalty", "setting_range", "share_params"):
+            return ""
+        return "stage_" if field == "eval_episodes" else f"{kind}_"
+    return prefix_of
 
-    cfg = DAMDConfig(
-        dispatcher=dqn.DQNConfig(**setting, **own("dqn"), hidden=parse_hidden(p, args.dqn_hidden),
-                                 scheduler=args.dqn_scheduler, eft_feature=args.dqn_eft_feature,
-                                 targets=args.dqn_targets, rollout_envs=args.dqn_rollout_envs,
-                                 rollout_tasks=args.dqn_rollout_tasks),
-        schedulers=mdqn.MDQNConfig(**setting, **own("mdqn"),
-                                   hidden=parse_hidden(p, args.mdqn_hidden),
-                                   share_params=args.share_params, dispatcher=""),
-        rounds=args.rounds, eval_episodes=200 if args.eval_episodes is None else args.eval_episodes)
-    try:  # the values and the setting, before anything is written or compiled
-        cfg.dispatcher.check_targets("--dqn-")
-        check_hyper(cfg.hyper(), cfg.env_config())
-    except ValueError as err:
-        p.error(flag_message(err, PipelineHyper.field_names()))
-    return cfg
+
+def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
+    """The pipeline's config from the flags (one-line errors, exit 2, before any compile):
+    each stage kind's config checks itself (errors name the `--dqn-*` / `--mdqn-*` flag),
+    then the pipeline's own values. Round 1's dispatcher stage learns under a scheduling
+    rule (--dqn-scheduler)."""
+    if args.dqn_scheduler not in SCHEDULE_RULES:
+        p.error(f"--dqn-scheduler must be one of {', '.join(SCHEDULE_RULES)}, got "
+                f"{args.dqn_scheduler!r}")
+    shared = config_values(p, args, mdqn.MDQNConfig, SHARED_FIELDS)
+    shared["eval_episodes"] = getattr(args, "stage_eval_episodes", 0)
+    dispatcher = config_or_exit(p, lambda: dqn.DQNConfig(**shared, **config_values(
+        p, args, dqn.DQNConfig, STAGE_FIELDS + DISPATCHER_FIELDS, prefix="dqn_",
+        defaults=STAGE_DEFAULTS["dqn"])), stage_prefix("dqn"))
+    schedulers = config_or_exit(p, lambda: mdqn.MDQNConfig(**shared, **config_values(
+        p, args, mdqn.MDQNConfig, STAGE_FIELDS, prefix="mdqn_", defaults=STAGE_DEFAULTS["mdqn"]),
+        share_params=args.share_params, dispatcher=""), stage_prefix("mdqn"))
+    return config_or_exit(p, lambda: DAMDConfig(
+        dispatcher=dispatcher, schedulers=schedulers,
+        **config_values(p, args, DAMDConfig, ("rounds", "eval_episodes"))))
 
 
 def main(argv=None) -> int:
@@ -466,8 +415,8 @@ def main(argv=None) -> int:
     config, root = runs.open_run(p, build_parser, args, argv,
                                  config_from_args=config_from_args,
                                  config_from_json=DAMDConfig.from_json,
-                                 checkpoint=f"{stage_names(1)[0][0]}/{runs.CHECKPOINT}")
-    with runs.held(root):
+                                 checkpoint=f"{stage_names(1)[0][0]}/{rundir.CHECKPOINT}")
+    with rundir.held(root):
         return _pipeline(config, root)
 
 
@@ -481,9 +430,9 @@ def _pipeline(config: DAMDConfig, root: str) -> int:
         module = dqn if kind == "dqn" else mdqn
         cfg = configs[stage]
         stage_dir = os.path.join(root, stage)
-        resume = os.path.exists(os.path.join(stage_dir, runs.CHECKPOINT))
+        resume = os.path.exists(os.path.join(stage_dir, rundir.CHECKPOINT))
         os.makedirs(stage_dir, exist_ok=True)
-        write_json_atomic(cfg.to_json(), os.path.join(stage_dir, runs.CONFIG))
+        write_json_atomic(cfg.to_json(), os.path.join(stage_dir, rundir.CONFIG))
         t0 = time.perf_counter()
         rs, interrupted = module.train(cfg, stage_dir, resume, label=stage)
         if interrupted:

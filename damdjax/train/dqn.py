@@ -60,8 +60,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from damdjax import memory, replay, runs
-from damdjax.cli import RunConfig, add_common_flags, common_from_args
+from damdjax import memory, replay, rundir, runner, runs
+from damdjax.cli import add_common_flags, add_config_flags, config_from_flags
+from damdjax.configs import ConfigError, Field, check_choice, option
+from damdjax.run_config import RunConfig
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, earliest_finish, pair
 from damdjax.lookahead import lookahead_costs, rollout_targets
@@ -77,61 +79,105 @@ from damdjax.envs.env import EdgeEnv
 from damdjax.envs.observation import DISPATCHER_FIELDS, observation_part
 from damdjax.envs.state import Action
 
-CHECKPOINT = runs.CHECKPOINT
+CHECKPOINT = rundir.CHECKPOINT
 REWARDS = ("response", "sojourn")
 TARGETS = ("td", "rollout")
 # --rollout-tasks: the tasks a rollout total sums, as lookahead_costs' horizon (time units
 # after the decision; None: the whole episode).
 ROLLOUT_TASKS = {"all": None, "arrived": 0.0}
-# What --targets rollout leaves unused: (field, flag), refused unless at the default.
-TD_ONLY = (("reward", "--reward"), ("gamma", "--gamma"), ("target_every", "--target-every"),
-           ("double_dqn", "--double-dqn"), ("n_step", "--n-step"))
+# What targets "rollout" leaves unused, refused unless at the default.
+TD_ONLY = ("reward", "gamma", "target_every", "double_dqn", "n_step")
 
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig(RunConfig):
     """A DQN dispatcher run: `RunConfig`'s fields and these (all JSON-serialisable)."""
 
-    scheduler: str = "fcfs"            # fcfs | sjf | sdf | cp | llf | a train.mdqn run directory
-    reward: str = "response"           # response: exp(-T_i / tau) | sojourn: team reward
-    init_dispatcher: str = ""          # start from this dispatcher's parameters (train.damd)
-    eft_feature: bool = False          # servers' features end with the EFT estimate (eft_view)
-    targets: str = "td"                # td: DQN targets | rollout: fitted to EFT rollouts
-    rollout_envs: int = 0              # rollout: the most envs per step given targets (0: all)
-    rollout_tasks: str = "all"         # rollout: the tasks a total sums (ROLLOUT_TASKS)
+    scheduler: str = option("fcfs", "how servers schedule their queues: fcfs, sjf, sdf, cp, "
+                            "llf, or a train.mdqn run directory (its trained schedulers, "
+                            "frozen)")
+    reward: str = option("response", "dispatcher reward: response = exp(-T_i/tau) of the "
+                         "dispatched task (the paper's), or sojourn = the schedulers' team "
+                         "reward between this dispatch and the next")
+    init_dispatcher: str = option("", "start from the parameters of this dispatcher (a "
+                                  "train.dqn run directory or dispatcher.msgpack) instead of a "
+                                  "fresh network (\"\": fresh)", metavar="PATH")
+    eft_feature: bool = option(False, "append the EFT rule's estimate of when the head "
+                               "task's result would be back (from now, over time_scale) to "
+                               "every feasible server's features")
+    targets: str = option("td", "td: the DQN's TD targets from --reward; rollout: fitted to "
+                          "EFT-with-the-scheduler rollouts from every server at each dispatch "
+                          "(approximate policy iteration over EFT)")
+    rollout_envs: int = option(0, "--targets rollout: per step, play rollouts out for at most "
+                               "K of the envs that must dispatch (drawn at random; the others "
+                               "act but store nothing): about K/num_envs of the rollout cost "
+                               "(0: all of them)", metavar="K")
+    rollout_tasks: str = option("all", "--targets rollout: the tasks whose response times a "
+                                "rollout total sums: all (the episode's) or arrived (those "
+                                "arrived by the decision: the head task and earlier ones; the "
+                                "rollouts stop once they have all started)")
 
+    decision = "dispatch decision"
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
     added_fields = {**RunConfig.added_fields, "eft_feature": False,   # no EFT column,
                     "targets": "td", "rollout_envs": 0,               # DQN targets
                     "rollout_tasks": "all"}
 
-    def check_targets(self, prefix: str = "--") -> None:
-        """ValueError naming the flag (with `prefix`, e.g. "--dqn-") of an unknown
-        `targets`, of a TD-only value away from its default with `targets` rollout, of
-        `rollout_envs` outside [0, num_envs] or set with `targets` td, or of an unknown
-        `rollout_tasks` or one other than "all" with `targets` td."""
-        if self.targets not in TARGETS:
-            raise ValueError(f"{prefix}targets must be one of {', '.join(TARGETS)}, "
-                             f"got {self.targets!r}")
+    def check(self) -> None:
+        """`RunConfig.check`, then this trainer's fields: `reward` one of REWARDS and the
+        targets' fields together (`check_targets`)."""
+        super().check()
+        check_choice("reward", self.reward, REWARDS)
+        self.check_targets()
+
+    def check_targets(self) -> None:
+        """ConfigError naming the field of an unknown `targets`, of a TD-only value away
+        from its default with `targets` rollout, of `rollout_envs` outside [0, num_envs]
+        or set with `targets` td, or of an unknown `rollout_tasks` or one other than
+        "all" with `targets` td."""
+        check_choice("targets", self.targets, TARGETS)
         if not 0 <= self.rollout_envs <= self.num_envs:
-            raise ValueError(f"{prefix}rollout-envs must be in [0, {prefix}num-envs "
-                             f"{self.num_envs}], got {self.rollout_envs}")
+            raise ConfigError(Field("rollout_envs"), " must be in [0, ", Field("num_envs"),
+                              f" {self.num_envs}], got {self.rollout_envs}")
         if self.rollout_envs and self.targets != "rollout":
-            raise ValueError(f"{prefix}rollout-envs {self.rollout_envs} applies only to "
-                             f"{prefix}targets rollout")
-        if self.rollout_tasks not in ROLLOUT_TASKS:
-            raise ValueError(f"{prefix}rollout-tasks must be one of "
-                             f"{', '.join(ROLLOUT_TASKS)}, got {self.rollout_tasks!r}")
+            raise ConfigError(Field("rollout_envs"), f" {self.rollout_envs} applies only to ",
+                              Field("targets"), " rollout")
+        check_choice("rollout_tasks", self.rollout_tasks, ROLLOUT_TASKS)
         if self.rollout_tasks != "all" and self.targets != "rollout":
-            raise ValueError(f"{prefix}rollout-tasks {self.rollout_tasks} applies only to "
-                             f"{prefix}targets rollout")
+            raise ConfigError(Field("rollout_tasks"), f" {self.rollout_tasks} applies only to ",
+                              Field("targets"), " rollout")
         if self.targets == "rollout":
-            for field, flag in TD_ONLY:
+            for field in TD_ONLY:
                 value, default = getattr(self, field), getattr(DQNConfig, field)
                 if value != default:
-                    raise ValueError(f"{prefix}{flag[2:]} {value} does not apply to "
-                                     f"{prefix}targets rollout (leave it at {default})")
+                    raise ConfigError(Field(field), f" {value} does not apply to ",
+                                      Field("targets"), f" rollout (leave it at {default})")
+
+    def check_inputs(self) -> None:
+        """ConfigError naming the field unless the files the run reads resolve: the
+        `scheduler` (a rule or a train.mdqn run) and the `init_dispatcher` (its widths
+        and EFT feature those of this config)."""
+        try:
+            resolve_scheduler(self.scheduler)
+        except ValueError as err:
+            raise ConfigError(Field("scheduler"), f": {err}") from None
+        init = self.init_dispatcher
+        if not init:
+            return
+        try:
+            meta = load_dispatcher(init)[2]
+        except ValueError as err:
+            raise ConfigError(Field("init_dispatcher"), f": {err}") from None
+        if tuple(meta["hidden"]) != self.hidden:
+            raise ConfigError(Field("init_dispatcher"), f" {init} has hidden widths "
+                              f"{','.join(map(str, meta['hidden']))}: pass the same ",
+                              Field("hidden"))
+        if meta["eft_feature"] != self.eft_feature:
+            raise ConfigError(Field("init_dispatcher"), f" {init} has eft_feature "
+                              f"{str(meta['eft_feature']).lower()}, but ", Field("eft_feature"),
+                              f" is {'on' if self.eft_feature else 'off'}: pass the same "
+                              "option")
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,
@@ -442,8 +488,8 @@ def program_config(config: DQNConfig) -> DQNConfig:
 
 def jitted_pieces(config: DQNConfig) -> tuple[Callable, Callable]:
     """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
-    config of the same program (`damdjax.runs.jitted_train`)."""
-    return runs.jitted_train(make_train, program_config(config))
+    config of the same program (`damdjax.runner.jitted_train`)."""
+    return runner.jitted_train(make_train, program_config(config))
 
 
 def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
@@ -454,7 +500,7 @@ def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
     unused (kept for callers of the step-level API)."""
     del env
     start = load_dispatcher(config.init_dispatcher)[1] if config.init_dispatcher else None
-    return runs.first_runner(jitted_pieces(config)[0], config, params, start)
+    return runner.first_runner(jitted_pieces(config)[0], config, params, start)
 
 
 # ---------------------------------------------------------------------------
@@ -493,36 +539,15 @@ def format_eval(ev: dict) -> str:
 # Flags and the host loop
 # ---------------------------------------------------------------------------
 
+# train.dqn's own flags (beyond RunConfig's); --init-dispatcher where offered.
+OWN_FIELDS = ("scheduler", "reward", "targets", "rollout_envs", "rollout_tasks", "eft_feature")
+
+
 def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) -> None:
     """Every train.dqn flag but --help on `p` (`name`: the default run name; `init`:
-    whether --init-dispatcher is offered)."""
-    d = DQNConfig()
-    add_common_flags(p, d, decision="dispatch decision", name=name)
-    a = p.add_argument
-    a("--scheduler", default=d.scheduler, help="how servers schedule their queues: fcfs, sjf, "
-      "sdf, cp, llf, or a train.mdqn run directory (its trained schedulers, frozen) (default %(default)s)")
-    a("--reward", default=d.reward, help="dispatcher reward: response = exp(-T_i/tau) of the "
-      "dispatched task (the paper's), or sojourn = the schedulers' team reward between this "
-      "dispatch and the next (default %(default)s)")
-    a("--targets", default=d.targets, help="td: the DQN's TD targets from --reward; rollout: "
-      "fitted to EFT-with-the-scheduler rollouts from every server at each dispatch "
-      "(approximate policy iteration over EFT; above) (default %(default)s)")
-    a("--rollout-envs", type=int, default=d.rollout_envs, metavar="K",
-      help="--targets rollout: per step, play rollouts out for at most K of the envs that "
-           "must dispatch (drawn at random; the others act but store nothing): about "
-           "K/num_envs of the rollout cost (default %(default)s: all of them)")
-    a("--rollout-tasks", default=d.rollout_tasks, choices=tuple(ROLLOUT_TASKS),
-      help="--targets rollout: the tasks whose response times a rollout total sums: all "
-           "(the episode's) or arrived (those arrived by the decision: the head task and "
-           "earlier ones; the rollouts stop once they have all started) (default "
-           "%(default)s)")
-    a("--eft-feature", action="store_true",
-      help="append the EFT rule's estimate of when the head task's result would be back "
-           "(from now, over time_scale) to every feasible server's features (default off)")
-    if init:
-        a("--init-dispatcher", default=d.init_dispatcher, metavar="PATH",
-          help="start from the parameters of this dispatcher (a train.dqn run directory or "
-               "dispatcher.msgpack) instead of a fresh network (default: fresh)")
+    whether --init-dispatcher is offered), generated from `DQNConfig`'s fields."""
+    add_common_flags(p, DQNConfig, name)
+    add_config_flags(p, DQNConfig, OWN_FIELDS + (("init_dispatcher",) if init else ()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -533,35 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
-    """The run's config from checked flags (one-line errors, exit 2, before any compile)."""
-    kw = common_from_args(p, args, DQNConfig())
-    try:
-        resolve_scheduler(args.scheduler)
-    except ValueError as err:
-        p.error(f"--scheduler: {err}")
-    if args.reward not in REWARDS:
-        p.error(f"--reward must be one of {', '.join(REWARDS)}, got {args.reward!r}")
-    init = getattr(args, "init_dispatcher", "")
-    if init:
-        try:
-            meta = load_dispatcher(args.init_dispatcher)[2]
-        except ValueError as err:
-            p.error(f"--init-dispatcher: {err}")
-        if tuple(meta["hidden"]) != kw["hidden"]:
-            p.error(f"--init-dispatcher {args.init_dispatcher} has hidden widths "
-                    f"{','.join(map(str, meta['hidden']))}: pass the same --hidden")
-        if meta["eft_feature"] != args.eft_feature:
-            p.error(f"--init-dispatcher {args.init_dispatcher} has eft_feature "
-                    f"{str(meta['eft_feature']).lower()}, but --eft-feature is "
-                    f"{'on' if args.eft_feature else 'off'}: pass the same option")
-    cfg = DQNConfig(**kw, scheduler=args.scheduler, reward=args.reward, init_dispatcher=init,
-                    eft_feature=args.eft_feature, targets=args.targets,
-                    rollout_envs=args.rollout_envs, rollout_tasks=args.rollout_tasks)
-    try:
-        cfg.check_targets()
-    except ValueError as err:
-        p.error(str(err))
-    return cfg
+    """The run's config from the flags (one-line errors, exit 2, before any compile): the
+    config checks its values, then the files it names (`DQNConfig.check_inputs`)."""
+    return config_from_flags(p, args, DQNConfig, OWN_FIELDS, "init_dispatcher")
 
 
 def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:

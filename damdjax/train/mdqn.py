@@ -39,8 +39,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from damdjax import memory, runs
-from damdjax.cli import RunConfig, add_common_flags, common_from_args
+from damdjax import memory, runner, runs
+from damdjax.cli import add_common_flags, add_config_flags, config_from_flags
+from damdjax.configs import ConfigError, Field, check_choice, option
+from damdjax.run_config import RunConfig
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
 from damdjax.hyper import Hyper, program_of
@@ -67,16 +69,50 @@ class MDQNConfig(RunConfig):
     """MDQN schedulers' run: `RunConfig`'s fields (replay sizes per agent) and these (all
     JSON-serialisable)."""
 
-    buffer_capacity: int = 20_000      # per agent
-    batch_size: int = 128              # per agent
-    updates_per_step: int = 2
-    dispatcher: str = "least-load"     # nearest | random | least-load | eft | a train.dqn run
-    share_params: bool = False         # one network for all agents
-    epochs: str = "all"                # all: every pick | choice: >= 2 eligible tasks
-    init_schedulers: str = ""          # start from these schedulers' parameters (train.damd)
+    buffer_capacity: int = option(20_000, "replay entries per agent (>= num envs)")
+    batch_size: int = option(128, "replay batch per agent")
+    updates_per_step: int = option(2, "gradient updates per vmapped env step")
+    dispatcher: str = option("least-load", "the frozen dispatcher: nearest, random, "
+                             "least-load, eft, or a train.dqn run directory / "
+                             "dispatcher.msgpack")
+    share_params: bool = option(False, "one Q-network shared by all servers (off: one "
+                                "network per server)")
+    epochs: str = option("all", "an agent's decision epochs (its stored transitions): "
+                         "choice = picks among >= 2 eligible tasks, all = every pick")
+    init_schedulers: str = option("", "start from these schedulers' parameters (a train.mdqn "
+                                  "run directory or schedulers.msgpack) instead of fresh "
+                                  "networks (\"\": fresh)", metavar="PATH")
 
+    decision = "decision of an agent"
     eval_methods = 1 + len(SCHEDULE_RULES)   # `evaluate`: the MDQN and every schedule rule
     observation_fields = SCHEDULER_FIELDS   # what the runner carries (`agents_part`)
+
+    def check(self) -> None:
+        """`RunConfig.check`, then `epochs` one of EPOCHS."""
+        super().check()
+        check_choice("epochs", self.epochs, EPOCHS)
+
+    def check_inputs(self) -> None:
+        """ConfigError naming the field unless the files the run reads resolve: the
+        `dispatcher` (a rule or a train.dqn run) and the `init_schedulers` (their widths,
+        sharing and agent count those of this config)."""
+        try:
+            resolve_dispatcher(self.dispatcher)
+        except ValueError as err:
+            raise ConfigError(Field("dispatcher"), f": {err}") from None
+        init = self.init_schedulers
+        if not init:
+            return
+        try:
+            meta = load_schedulers(init)[2]
+        except ValueError as err:
+            raise ConfigError(Field("init_schedulers"), f": {err}") from None
+        want = {"hidden": list(self.hidden), "share": self.share_params,
+                "num_agents": self.num_servers}
+        have = {k: meta[k] for k in want}
+        if have != want:
+            raise ConfigError(Field("init_schedulers"),
+                              f" {init} holds {have}, this run needs {want}")
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: prev_idx, prev_stamp [M] int32, team_sum [M]."""
@@ -284,9 +320,9 @@ def program_config(config: MDQNConfig) -> MDQNConfig:
 
 def jitted_pieces(config: MDQNConfig) -> tuple[Callable, Callable]:
     """`(jit(init), jit(chunk))` of `make_train(config)`, shared within a process by every
-    config of the same program (`damdjax.runs.jitted_train`): one compile for any seed
+    config of the same program (`damdjax.runner.jitted_train`): one compile for any seed
     and values (traced)."""
-    return runs.jitted_train(make_train, program_config(config))
+    return runner.jitted_train(make_train, program_config(config))
 
 
 def init_runner(config: MDQNConfig, env: EdgeEnv | None = None,
@@ -297,7 +333,7 @@ def init_runner(config: MDQNConfig, env: EdgeEnv | None = None,
     read). `env` is unused (kept for callers of the step-level API)."""
     del env
     start = load_schedulers(config.init_schedulers)[1] if config.init_schedulers else None
-    return runs.first_runner(jitted_pieces(config)[0], config, params, start)
+    return runner.first_runner(jitted_pieces(config)[0], config, params, start)
 
 
 # ---------------------------------------------------------------------------
@@ -333,23 +369,15 @@ def format_eval(ev: dict) -> str:
 # Flags and the host loop
 # ---------------------------------------------------------------------------
 
+# train.mdqn's own flags (beyond RunConfig's); --init-schedulers where offered.
+OWN_FIELDS = ("dispatcher", "share_params", "epochs")
+
+
 def add_flags(p: argparse.ArgumentParser, name: str = "mdqn", init: bool = True) -> None:
     """Every train.mdqn flag but --help on `p` (`name`: the default run name; `init`:
-    whether --init-schedulers is offered)."""
-    d = MDQNConfig()
-    add_common_flags(p, d, decision="decision of an agent", name=name)
-    a = p.add_argument
-    a("--dispatcher", default=d.dispatcher, help="the frozen dispatcher: nearest, random, "
-      "least-load, eft, or a train.dqn run directory / dispatcher.msgpack (default %(default)s)")
-    a("--share-params", action="store_true",
-      help="one Q-network shared by all servers (default: one network per server)")
-    a("--epochs", choices=EPOCHS, default=d.epochs,
-      help="an agent's decision epochs (its stored transitions): choice = picks among >= 2 "
-           "eligible tasks, all = every pick (default %(default)s)")
-    if init:
-        a("--init-schedulers", default=d.init_schedulers, metavar="PATH",
-          help="start from these schedulers' parameters (a train.mdqn run directory or "
-               "schedulers.msgpack) instead of fresh networks (default: fresh)")
+    whether --init-schedulers is offered), generated from `MDQNConfig`'s fields."""
+    add_common_flags(p, MDQNConfig, name)
+    add_config_flags(p, MDQNConfig, OWN_FIELDS + (("init_schedulers",) if init else ()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,25 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
-    """The run's config from checked flags (one-line errors, exit 2, before any compile)."""
-    kw = common_from_args(p, args, MDQNConfig())
-    try:
-        resolve_dispatcher(args.dispatcher)
-    except ValueError as err:
-        p.error(f"--dispatcher: {err}")
-    init = getattr(args, "init_schedulers", "")
-    if init:
-        try:
-            meta = load_schedulers(init)[2]
-        except ValueError as err:
-            p.error(f"--init-schedulers: {err}")
-        want = {"hidden": list(kw["hidden"]), "share": args.share_params,
-                "num_agents": kw["num_servers"]}
-        have = {k: meta[k] for k in want}
-        if have != want:
-            p.error(f"--init-schedulers {init} holds {have}, this run needs {want}")
-    return MDQNConfig(**kw, dispatcher=args.dispatcher, share_params=args.share_params,
-                      epochs=args.epochs, init_schedulers=init)
+    """The run's config from the flags (one-line errors, exit 2, before any compile): the
+    config checks its values, then the files it names (`MDQNConfig.check_inputs`)."""
+    return config_from_flags(p, args, MDQNConfig, OWN_FIELDS, "init_schedulers")
 
 
 def save_policy_file(run_dir: str, cfg: MDQNConfig, q_params) -> None:

@@ -59,8 +59,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from damdjax import runs
-from damdjax.cli import check_counts, check_int_flag, int_limit
+from damdjax import chunks, rundir, runlog, runner, runs
+from damdjax.cli import check_counts, check_int_flag, config_or_exit
+from damdjax.configs import ConfigError, Field, check_choice, check_int, int_limit
 from damdjax.evaluation import held_out_keys, play_generated_members
 from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
 from damdjax.hyper import stack
@@ -96,6 +97,32 @@ class SweepConfig:
     seeds: int
     grid: tuple          # ((field, (v1, v2, ...)), ...), in the order given
     config: Any          # the trainer's config (TRAINERS[trainer].config_class)
+
+    def __post_init__(self):
+        """ValueError naming the field: `trainer` one of TRAINERS, `config` of its config
+        class (checked itself), `seeds` >= 1 with the last member's seed in range, and
+        every `grid` value and point (`damdjax.grid.check_grid`; a TD-only field refused
+        when the dispatcher is fitted to rollouts)."""
+        check_choice("trainer", self.trainer, TRAINERS)
+        want = TRAINERS[self.trainer].config_class
+        if not isinstance(self.config, want):
+            raise ConfigError(f"config must be a {want.__name__} for ", Field("trainer"),
+                              f" {self.trainer}, got {type(self.config).__name__}")
+        check_int("seeds", self.seeds, 1)
+        last, (limit, why) = self.config.seed + self.seeds - 1, int_limit("seed")
+        if last > limit:
+            raise ConfigError(Field("seed"), f" {self.config.seed} + ", Field("seeds"),
+                              f" {self.seeds} - 1 = {last}, the last member's seed, must be "
+                              f"<= {limit} ({why})")
+        grid = {f: list(v) for f, v in self.grid}
+        check_grid(grid, self.config.hyper(), self.config.env_config())
+        damd_run = self.trainer == "damd"
+        dispatcher, prefix = (self.config.dispatcher, "dqn_") if damd_run else (self.config, "")
+        if getattr(dispatcher, "targets", "td") == "rollout":   # fitted: no target net
+            for field in grid:
+                if field in {prefix + f for f in (*dqn.TD_ONLY, "polyak")}:
+                    raise ConfigError(Field("grid"), f" {field} does not apply to ",
+                                      Field(f"{prefix}targets"), " rollout")
 
     @property
     def num_chunks(self) -> int:
@@ -136,11 +163,9 @@ class SweepConfig:
         config lacks, e.g. polyak, are in member.json)."""
         return self.config.with_hyper(m.hyper, m.seed)
 
-    def flag_values(self) -> dict:
-        """Flag destination -> value: the sweep's flags that make this config (with its
-        trainer's: `build_parser(self.trainer)`)."""
-        return {**self.config.flag_values(), "trainer": self.trainer, "seeds": self.seeds,
-                "grid": [f"{f}={','.join(map(str, v))}" for f, v in self.grid]}
+    def check_inputs(self) -> None:
+        """The files the trainer's config names (`config.check_inputs`)."""
+        self.config.check_inputs()
 
     def to_json(self) -> dict:
         return {"trainer": self.trainer, "seeds": self.seeds,
@@ -153,7 +178,7 @@ class SweepConfig:
             raise ValueError(f"not a sweep config (keys {sorted(d)})")
         if d["trainer"] not in TRAINERS:
             raise ValueError(f"unknown trainer {d['trainer']!r}")
-        return cls(trainer=d["trainer"], seeds=int(d["seeds"]),
+        return cls(trainer=d["trainer"], seeds=d["seeds"],
                    grid=tuple((f, tuple(v)) for f, v in d["grid"].items()),
                    config=TRAINERS[d["trainer"]].config_class.from_json(d["config"]))
 
@@ -196,29 +221,18 @@ def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
 
 
 def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
-    """The sweep from checked flags: one-line errors (exit 2) before anything compiles."""
+    """The sweep from the flags: one-line errors (exit 2) before anything compiles (the
+    trainer's config, then the sweep's own values, `SweepConfig`'s checks)."""
     if args.trainer not in TRAINERS:
         p.error(f"--trainer must be one of {', '.join(TRAINERS)}, got {args.trainer!r}")
-    check_int_flag(p, "--seeds", args.seeds, 1)
     cfg = TRAINERS[args.trainer].config_from_args(p, args)
-    last, (limit, why) = cfg.seed + args.seeds - 1, int_limit("seed")
-    if last > limit:
-        p.error(f"--seed {cfg.seed} + --seeds {args.seeds} - 1 = {last}, the last member's "
-                f"seed, must be <= {limit} ({why})")
     try:
-        base = cfg.hyper()
-        grid = parse_grid(args.grid, type(base))
-        check_grid(grid, base, cfg.env_config())
+        grid = parse_grid(args.grid, type(cfg.hyper()))
     except ValueError as err:
         p.error(str(err))
-    dispatcher, prefix = (cfg.dispatcher, "dqn_") if args.trainer == "damd" else (cfg, "")
-    if getattr(dispatcher, "targets", "td") == "rollout":   # fitted, not TD: no target net
-        for field in grid:
-            if field in {prefix + f for f in (*dict(dqn.TD_ONLY), "polyak")}:
-                p.error(f"--grid {field} does not apply to --{prefix.replace('_', '-')}targets "
-                        "rollout")
-    return SweepConfig(trainer=args.trainer, seeds=args.seeds,
-                       grid=tuple((f, tuple(v)) for f, v in grid.items()), config=cfg)
+    return config_or_exit(p, lambda: SweepConfig(
+        trainer=args.trainer, seeds=args.seeds,
+        grid=tuple((f, tuple(v)) for f, v in grid.items()), config=cfg))
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +308,7 @@ def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_ch
     (`stage`: the stage's name, on each row, where the trainer has several)."""
     extra = {} if stage is None else {"stage": stage}
     return [{"member": mem.index, "seed": mem.seed, "hyper": mem.hyper.values(), **extra,
-             **runs.metrics_row(int(m["chunk"][mem.index]), int(m["env_steps"][mem.index]),
+             **runlog.metrics_row(int(m["chunk"][mem.index]), int(m["env_steps"][mem.index]),
                                 int(m["updates"][mem.index]), seconds, env_steps_per_chunk,
                                 {k: v[mem.index] for k, v in m.items()
                                  if k not in ("chunk", "env_steps", "updates")})}
@@ -326,7 +340,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
     """Run (or continue) every member's chunks; `(runner [K'], members, hyper [K'],
     interrupted)` with K' >= K members (padding last). `on_chunk(chunks done)`, where
     given, is called after each chunk is recorded (a caller's progress report); the
-    checkpoint is written after every `checkpoint_every`-th chunk (`runs.chunk_loop`)."""
+    checkpoint is written after every `checkpoint_every`-th chunk (`chunks.chunk_loop`)."""
     cfg = scfg.config
     members = scfg.members()
     mesh = member_mesh()
@@ -339,7 +353,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
     restored = None
     if resume:  # the checkpoint holds the real members only (any device count resumes it)
         real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
-        real, restored = runs.restore_runner(real, run_dir)
+        real, restored = runner.restore_runner(real, run_dir)
         rs = put_members(pad_members(real, count), shard)
     done = {"chunks": int(to_host(rs.chunk)[0])}
     plan = cfg.stage_plan()
@@ -361,7 +375,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
     def save(rs_, rows_):
         host = to_host(rs_)
         if writer:
-            runs.save_checkpoint(jax.tree.map(lambda x: x[:len(members)], host), run_dir, rows_)
+            runner.save_checkpoint(jax.tree.map(lambda x: x[:len(members)], host), run_dir, rows_)
 
     def progress(rows_):
         if on_chunk is not None:
@@ -372,7 +386,7 @@ def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
     pad = f" (+{count - len(members)} padding)" if count > len(members) else ""
     stages_text = ", ".join(f"{n} x {steps} env steps" + (f" ({name})" if named else "")
                             for name, n, steps in plan)
-    rs, interrupted = runs.chunk_loop(
+    rs, interrupted = chunks.chunk_loop(
         chunk, rs, num_chunks=cfg.num_chunks,
         chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
         progress=progress, writer=writer, restored_rows=restored,
@@ -395,7 +409,7 @@ def save_members(scfg: SweepConfig, run_dir: str, members: list[Member], params)
         mcfg = scfg.member_config(m)
         TRAINERS[scfg.trainer].save_policy_file(folder, mcfg,
                                                 jax.tree.map(lambda x: x[m.index], params))
-        write_json_atomic(mcfg.to_json(), os.path.join(folder, runs.CONFIG))
+        write_json_atomic(mcfg.to_json(), os.path.join(folder, rundir.CONFIG))
         write_json_atomic({"member": m.index, "seed": m.seed, "point": m.point,
                            "hyper": m.hyper.values()}, os.path.join(folder, "member.json"))
 
@@ -458,10 +472,8 @@ def main(argv=None) -> int:
     scfg, run_dir = runs.open_run(p, lambda: build_parser(trainer), args, argv,
                                   config_from_args=config_from_args,
                                   config_from_json=SweepConfig.from_json,
-                                  resume_flags=RESUME_FLAGS, writer=writer,
-                                  config_parser=lambda c: functools.partial(build_parser,
-                                                                            c.trainer))
-    with runs.held(run_dir):
+                                  resume_flags=RESUME_FLAGS, writer=writer)
+    with rundir.held(run_dir):
         rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer,
                                                 checkpoint_every=args.checkpoint_every)
         if interrupted:
