@@ -19,6 +19,7 @@ from damdjax.hyper import Hyper
 from damdjax.run_config import RunConfig
 from damdjax.workloads import check_workload
 from damdjax.envs.config import INT32_MAX, EnvParams
+from damdjax.envs.convert import seed_type
 
 # The field names a check's message may start with (`damdjax.configs.flag_message`).
 FLAG_FIELDS = (frozenset(f.name for f in dataclasses.fields(RunConfig)) | set(Hyper.field_names())
@@ -92,6 +93,15 @@ def config_values(p: argparse.ArgumentParser, args, cls: type, names: Iterable[s
             v = parse_widths(p, flag(name, prefix), v)
         out[name] = v
     return out
+
+
+def add_seed_flag(p: argparse.ArgumentParser, help: str, default: int = 0,
+                  name: str = "--seed") -> None:
+    """A seed flag, checked as it is parsed: an integer in [0, 2**32 - 1] (what
+    `jax.random.PRNGKey` keeps), else argparse's one-line error naming the flag and the
+    value. Every command's seed flags are declared here (the trainers' by `RunConfig`)."""
+    p.add_argument(name, type=seed_type, default=default,
+                   help=f"{help}, in [0, 2**32 - 1] (default %(default)s)")
 
 
 def parse_widths(p: argparse.ArgumentParser, flag_name: str, text: str) -> tuple[int, ...]:

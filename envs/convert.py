@@ -1,7 +1,5 @@
 """``python -m envs.convert``: the command line of :mod:`damdjax.envs.convert`."""
-import sys
-
 from damdjax.envs.convert import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,7 +1,5 @@
 """``python -m eval.compare``: the command line of :mod:`damdjax.eval.compare`."""
-import sys
-
 from damdjax.eval.compare import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

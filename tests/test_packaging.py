@@ -105,3 +105,26 @@ def test_version_and_public_names():
         assert getattr(damdjax, name) is getattr(importlib.import_module(module), name)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         damdjax.nope
+
+
+def _main_block(path: Path) -> str:
+    """The source of a module's `if __name__ == "__main__":` body."""
+    import ast
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            return "\n".join(ast.unparse(s) for s in node.body)
+    raise AssertionError(f"{path} has no __main__ block")
+
+
+@pytest.mark.parametrize("entry", sorted(
+    str(p.relative_to(ROOT)) for top in ("envs", "train", "eval")
+    for p in (ROOT / top).glob("*.py") if p.name != "__init__.py"))
+def test_entry_points_run_their_module_as_it_runs_itself(entry):
+    """`python -m train.dqn` (a clone's entry point) does what `python -m damdjax.train.dqn`
+    does: the same module's `main`, called the same way (a `sys.exit(main())` where the
+    module returns an exit code, a plain `main()` where it returns its results)."""
+    module = ROOT / "damdjax" / entry
+    assert module.exists(), f"{entry} names no module of damdjax"
+    assert _main_block(ROOT / entry) == _main_block(module)
+    assert f"from damdjax.{entry[:-3].replace('/', '.')} import main" in (ROOT / entry).read_text()

@@ -484,7 +484,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_in(low: int, high: int, why: str):
+def int_in(low: int, high: int, why: str):
     """An argparse type: an integer in [low, high] (`why`: the reason for `high`), else
     argparse's one-line error naming the flag, the value and the limit."""
     def parse(text: str) -> int:
@@ -502,10 +502,11 @@ def _int_in(low: int, high: int, why: str):
 
 # Jobs: each holds a task, and an instance's tasks are the env's task slots (n_max, whose
 # step cap 2 N + 2 must fit int32); servers: its server slots (int32); seeds: SEED_MAX.
-_jobs = _int_in(1, SIZE_LIMITS["n_max"], "each job holds a task; the step cap 2 N + 2 "
+_jobs = int_in(1, SIZE_LIMITS["n_max"], "each job holds a task; the step cap 2 N + 2 "
                 "must fit int32")
-_num_servers = _int_in(1, SIZE_LIMITS["m_max"], "int32")
-_seed = _int_in(0, SEED_MAX, "the seed range of every CLI: PRNGKey keeps 32 bits")
+_num_servers = int_in(1, SIZE_LIMITS["m_max"], "int32")
+# The argparse type of every command's --seed (damdjax.cli.add_seed_flag).
+seed_type = int_in(0, SEED_MAX, "the seed range of every CLI: PRNGKey keeps 32 bits")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -530,7 +531,7 @@ def _parser() -> argparse.ArgumentParser:
                              help="a JSON list of server objects (cpu, bw, mem, k)")
         p.add_argument("--jobs", type=_jobs, default=None,
                        help="jobs in the stream (default: every valid job once)")
-        p.add_argument("--seed", type=_seed, default=0,
+        p.add_argument("--seed", type=seed_type, default=0,
                        help="seed of the servers, the job draw and Poisson arrivals, in "
                             "[0, 2**32 - 1] (default 0)")
         p.add_argument("--density", type=_positive_float, default=d.density,

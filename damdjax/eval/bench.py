@@ -47,8 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.cli import check_int_flag
-from damdjax.configs import int_limit
+from damdjax.cli import add_seed_flag, check_int_flag
 from damdjax.io import check_output
 from damdjax.memory import check_memory, evaluation_bytes, float_bytes
 from damdjax.heuristics import pair_from_name, pair_names
@@ -105,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ref-episodes", type=int, default=None,
         help=f"episodes the reference simulator plays, >= 1 (default: {DEFAULT_REF_EPISODES}; "
              f"--quick: {QUICK_REF_EPISODES})")
-    parser.add_argument(
-        "--seed", type=int, default=0,
-        help="root PRNG seed of the instances, in [0, 2**32 - 1] (default: 0)")
+    add_seed_flag(parser, "root PRNG seed of the instances")
     parser.add_argument(
         "--quick", action="store_true",
         help="smoke run: batch sizes, repeats and reference episodes default to "
@@ -156,7 +153,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_int_flag(parser, "--ref-episodes", args.ref_episodes, 1)
     check_int_flag(parser, "--traffic-batch", args.traffic_batch, 1)
     check_n_max_flag(parser, "--traffic-n-max", args.traffic_n_max)
-    check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     check_method_flag(parser, args.method)
     try:
         check_memory(memory_parts(EnvConfig(), args))

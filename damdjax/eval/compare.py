@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import check_int_flag, check_workload_flag, explicit_flags
+from damdjax.cli import add_seed_flag, check_int_flag, check_workload_flag, explicit_flags
 from damdjax.configs import int_limit
 from damdjax.run_config import SETTING_FIELDS
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
@@ -123,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes: generated instances, or random draws on --instance "
                         f"(default {GENERATED_EPISODES}, or 1 with --instance)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of instances and draws, in [0, 2**32 - 1] (default 0)")
+    add_seed_flag(p, "seed of instances and draws")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     return p
 
@@ -154,7 +153,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.method_list = method_list(args.methods)
     except ValueError as e:
         parser.error(str(e))
-    check_int_flag(parser, "--seed", args.seed, 0, *int_limit("seed"))
     if args.episodes is not None:
         check_int_flag(parser, "--episodes", args.episodes, 1)
     if args.queue_capacity is not None:

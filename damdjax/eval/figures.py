@@ -66,7 +66,7 @@ import numpy as np
 from damdjax import rundir
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
-from damdjax.cli import check_int_flag, check_program, explicit_flags
+from damdjax.cli import add_seed_flag, check_int_flag, check_program, explicit_flags
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
@@ -168,9 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--points", nargs="+", default=[], metavar="AXIS=V1,V2",
       help="replace an axis's points, e.g. density=1,3 (default: AXES)")
     a("--seeds", type=int, default=3, help="training seeds per point (default %(default)s)")
-    a("--seed", type=int, default=0, help="first training seed (default %(default)s)")
-    a("--eval-seed", type=int, default=EVAL_SEED,
-      help="seed of every point's held-out episodes (default %(default)s)")
+    add_seed_flag(p, "first training seed")
+    add_seed_flag(p, "seed of every point's held-out episodes", EVAL_SEED, "--eval-seed")
     a("--episodes", type=int, default=None,
       help=f"held-out episodes per point (default {FULL_EPISODES}; --quick {QUICK_EPISODES})")
     a("--train-args", default="",

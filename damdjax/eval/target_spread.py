@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.cli import check_int_flag
+from damdjax.cli import add_seed_flag, check_int_flag
 from damdjax.heuristics import Policy, pair_from_name
 from damdjax.io import check_output, write_json_atomic
 from damdjax.lookahead import played_out, rollout_targets, total_response_time
@@ -121,13 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "setting (n_max the same), each >= 1 (default: 25,50,100,150,200)")
     p.add_argument("--states", type=int, default=256,
                    help="decision states drawn per setting, >= 1 (default %(default)s)")
-    p.add_argument("--seed", type=int, default=7, help="key of the states (default %(default)s)")
+    add_seed_flag(p, "key of the states", default=7)
     p.add_argument("--method", default="ES",
                    help="the base pair the rollouts play (default %(default)s)")
     p.add_argument("--out", metavar="FILE.json", help="write the rows as JSON")
     args = p.parse_args(argv)
     check_int_flag(p, "--states", args.states, 1)
-    check_int_flag(p, "--seed", args.seed, 0)
     check_n_max_flag(p, "--num-tasks", args.num_tasks)
     check_method_flag(p, args.method)
     if args.out:
