@@ -11,7 +11,7 @@ that resumes to the same files. Ctrl-C stops the loop between chunks.
 
 Test hook: DAMDJAX_TEST_KILL_AT=POINT[:CHUNK] makes the process SIGKILL
 itself at POINT (after-chunk, after-checkpoint, after-policy, after-metrics)
-of chunk CHUNK (any chunk where omitted; a chunk counts within its stage);
+of chunk CHUNK (the run's chunks done; any chunk where omitted);
 only the kill tests set it.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def kill_point(point: str, chunk: int) -> None:
 
 
 @contextlib.contextmanager
-def _sigint_deferred(prefix: str):
+def _sigint_deferred():
     """Within the block, the first Ctrl-C only sets `flag["stop"]` (the loop stops at its
     next check, never between a checkpoint and its log row); a second one aborts at once."""
     flag = {"stop": False}
@@ -52,7 +52,7 @@ def _sigint_deferred(prefix: str):
     def handler(signum, frame):
         flag["stop"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{prefix}Ctrl-C: stopping after this chunk is saved (again to abort)",
+        print("\nCtrl-C: stopping after this chunk is saved (again to abort)",
               flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
@@ -65,15 +65,15 @@ def _sigint_deferred(prefix: str):
 def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Callable[[Any], int],
                run_dir: str, save: Callable[[Any, list[dict]], None],
                rows: Callable[[Any, dict, float], list[dict]],
-               progress: Callable[[list[dict]], str], header: str, label: str = "",
-               writer: bool = True, save_policy: Callable[[Any], None] | None = None,
+               progress: Callable[[list[dict]], str], header: str, writer: bool = True,
+               save_policy: Callable[[Any], None] | None = None,
                restored_rows: list[dict] | None = None,
                checkpoint_every: int = 1) -> tuple[Any, bool]:
     """Run `train_chunk` until `chunks_done(rs) == num_chunks`; returns `(rs, interrupted)`.
 
     Before, where `rs` is a checkpoint's (chunks done > 0; `restored_rows` its rows):
-    metrics.jsonl is rebuilt to match it (`repair_log`) and `save_policy(rs)` rewrites
-    the policy file from it; then `header` is printed. After each chunk: `rows(rs, metrics
+    metrics.jsonl is rebuilt to match it (`repair_log`) and `save_policy(rs)` writes what
+    the run writes from a committed state (a single run's policy file) from it; then `header` is printed. After each chunk: `rows(rs, metrics
     on the host, seconds)`, `save(rs, rows)` (the checkpoint holding the rows:
     `damdjax.runner.save_checkpoint`; the commit point), `save_policy(rs)`, the rows
     appended to metrics.jsonl and `progress(rows)` printed. With `checkpoint_every` K > 1,
@@ -95,9 +95,8 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
             repair_log(paths["metrics"], start, restored_rows)
         if save_policy is not None:
             save_policy(rs)
-    prefix = f"[{label}] " if label else ""
-    print(prefix + header, flush=True)
-    with _sigint_deferred(prefix) as flag:
+    print(header, flush=True)
+    with _sigint_deferred() as flag:
         while chunks_done(rs) < num_chunks and not flag["stop"]:
             t0 = time.perf_counter()
             rs, m = train_chunk(rs)
@@ -117,8 +116,8 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
             if writer:
                 append_rows(paths["metrics"], new_rows)
             kill_point("after-metrics", done)
-            print(prefix + progress(new_rows), flush=True)
+            print(progress(new_rows), flush=True)
     if flag["stop"]:
-        print(f"{prefix}interrupted: {paths['checkpoint']} holds chunk {chunks_done(rs)}; "
+        print(f"interrupted: {paths['checkpoint']} holds chunk {chunks_done(rs)}; "
               f"continue with --resume", flush=True)
     return rs, flag["stop"]

@@ -29,8 +29,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 MARKER = ".damdjax-run"          # says "a damdjax run directory": --overwrite may delete it
 
-# run directory -> {"fd": lock file descriptor, "aside": the old run's path or None,
-# "checkpoint": the first checkpoint's path}: the runs this process holds.
+# run directory -> {"fd": lock file descriptor, "aside": the old run's path or None}: the
+# runs this process holds.
 _OPEN: dict[str, dict] = {}
 
 
@@ -67,21 +67,20 @@ def _lock(run_dir: str) -> int:
     return fd
 
 
-def take(run_dir: str, checkpoint: str = CHECKPOINT) -> None:
+def take(run_dir: str) -> None:
     """Lock `run_dir` for this process until `release` (ValueError naming the holder where
-    another process has it); `checkpoint` (a path inside it) is the file whose existence
-    says the run reached its first checkpoint."""
+    another process has it)."""
     fd = _lock(run_dir)
-    _OPEN[run_dir] = {"fd": fd, "aside": None, "checkpoint": os.path.join(run_dir, checkpoint)}
+    _OPEN[run_dir] = {"fd": fd, "aside": None}
 
 
-def recover(run_dir: str, checkpoint: str) -> None:
+def recover(run_dir: str) -> None:
     """Finish an --overwrite that a kill interrupted: the old run set aside comes back if
     the new one never reached its first checkpoint, else it is deleted."""
     aside = aside_path(run_dir)
     if not os.path.isdir(aside):
         return
-    if os.path.exists(os.path.join(run_dir, checkpoint)):
+    if os.path.exists(run_paths(run_dir)["checkpoint"]):
         shutil.rmtree(aside)
         return
     if os.path.exists(run_dir):
@@ -122,7 +121,7 @@ def release(run_dir: str) -> None:
         return
     try:
         if entry["aside"] is not None:  # the new run never reached its first checkpoint
-            if os.path.exists(entry["checkpoint"]):
+            if os.path.exists(run_paths(run_dir)["checkpoint"]):
                 shutil.rmtree(entry["aside"])
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -145,11 +144,8 @@ def held(run_dir: str):
 
 
 def settle(run_dir: str) -> None:
-    """A checkpoint now exists in `run_dir` (or a stage folder inside it): the run an
-    --overwrite set aside is deleted."""
-    real = os.path.abspath(run_dir)
+    """A checkpoint now exists in `run_dir`: the run an --overwrite set aside is deleted."""
     for root, entry in _OPEN.items():
-        top = os.path.abspath(root)
-        if entry["aside"] is not None and (real == top or real.startswith(top + os.sep)):
+        if entry["aside"] is not None and os.path.abspath(root) == os.path.abspath(run_dir):
             shutil.rmtree(entry["aside"], ignore_errors=True)
             entry["aside"] = None

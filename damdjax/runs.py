@@ -30,7 +30,7 @@ RESUME_FLAGS = frozenset({"name", "run_dir", "resume", "num_chunks", "eval_episo
 def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
              config_from_args: Callable, config_from_json: Callable[[dict], Any],
              resume_flags: frozenset = RESUME_FLAGS, writer: bool = True,
-             checkpoint: str = rundir.CHECKPOINT) -> tuple[Any, str]:
+             refuse_resume: Callable[[str], str | None] | None = None) -> tuple[Any, str]:
     """Check the run flags, take `RUN_DIR/NAME` and prepare it; returns `(config, run_dir)`.
     Use the run inside `with rundir.held(run_dir):` (it releases the lock).
 
@@ -45,9 +45,10 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     then the files it names (`check_inputs`),
     every checkpoint in the folder verified and the metrics files read, all before
     anything is written; then --num-chunks and --eval-episodes applied where given; any
-    flag outside `resume_flags` is refused rather than silently ignored; it needs
-    `checkpoint` (a path inside the run directory: train.damd's first stage's) to exist.
-    A refused resume writes nothing. With
+    flag outside `resume_flags` is refused rather than silently ignored; it needs the
+    run's checkpoint.msgpack, and `refuse_resume(run_dir)`, where given, may refuse the
+    directory first (the reason it returns, one line; None: resumable). A refused resume
+    writes nothing. With
     `writer` False (not the first process of a
     multi-host run) nothing is locked, created or written. Either way the config
     passes `cli.check_program` (int32 counters, the memory estimate) before anything is
@@ -69,6 +70,9 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                          f"{allowed}, not {flags}")
         if not os.path.isdir(run_dir) and not os.path.isdir(rundir.aside_path(run_dir)):
             parser.error(f"--resume: no run directory {run_dir}")
+        why = refuse_resume(run_dir) if refuse_resume is not None else None
+        if why:
+            parser.error(f"--resume: {why}")
     else:
         cfg = config_from_args(parser, args)
         check_program(parser, cfg)
@@ -80,13 +84,13 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
         return cfg, run_dir
     os.makedirs(args.run_dir, exist_ok=True)
     try:
-        rundir.take(run_dir, checkpoint)
+        rundir.take(run_dir)
     except ValueError as err:
         parser.error(str(err))
     try:
-        rundir.recover(run_dir, checkpoint)
+        rundir.recover(run_dir)
         if args.resume:
-            cfg = _resume_config(parser, args, run_dir, checkpoint, config_from_json)
+            cfg = _resume_config(parser, args, run_dir, config_from_json)
             check_program(parser, cfg)
             if not rundir.has_marker(run_dir):  # an older version's run
                 rundir.write_marker(run_dir)
@@ -115,11 +119,10 @@ def _with_counts(cfg, args):
             else dataclasses.replace(cfg, **counts))
 
 
-def _resume_config(parser, args, run_dir: str, checkpoint: str, config_from_json: Callable):
+def _resume_config(parser, args, run_dir: str, config_from_json: Callable):
     """The stored config of a run to resume, checked as `open_run` says (no write)."""
     paths = rundir.run_paths(run_dir)
-    if not (os.path.exists(os.path.join(run_dir, checkpoint))
-            and os.path.exists(paths["config"])):
+    if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
         parser.error(f"--resume: no checkpoint in {run_dir}")
     try:
         with open(paths["config"]) as f:
@@ -138,7 +141,7 @@ def _resume_config(parser, args, run_dir: str, checkpoint: str, config_from_json
     return _with_counts(cfg, args)
 
 
-def train_single(cfg, run_dir: str, resume: bool, label: str, *, runner, chunk: Callable,
+def train_single(cfg, run_dir: str, resume: bool, *, runner, chunk: Callable,
                  save_policy_file: Callable) -> tuple[Any, bool]:
     """A trainer's single run (the host side of its `make_train(cfg)`): from `runner` (its
     initial state) or, with `resume`, the checkpoint in `run_dir`, `chunk(runner) ->
@@ -165,7 +168,7 @@ def train_single(cfg, run_dir: str, resume: bool, label: str, *, runner, chunk: 
         chunk, runner, num_chunks=cfg.num_chunks, chunks_done=lambda r: int(r.chunk),
         run_dir=run_dir, save=save, rows=rows, progress=lambda rs_: progress_line(rs_[0]),
         header=f"run {run_dir}: {cfg.num_chunks} chunks x {steps} env steps, "
-               f"from chunk {int(runner.chunk)}", label=label,
+               f"from chunk {int(runner.chunk)}",
         save_policy=lambda rs: save_policy_file(run_dir, cfg, rs.params),
         restored_rows=restored)
 

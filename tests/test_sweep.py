@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from damdjax import members
 from damdjax.checkpoint import read_state_dict
 from damdjax.policies import load_dispatcher, load_schedulers
 from damdjax.train import damd, dqn, mdqn, sweep
@@ -161,7 +162,7 @@ def test_ctrl_c_then_resume_equals_straight_run(straight, tmp_path, assert_same_
     """Ctrl-C during the first chunk: that chunk is recorded, exit 130; --resume then
     ends bitwise where the straight run ends."""
     rd = str(tmp_path)
-    program = sweep.sweep_program
+    program = members.member_program
 
     def ctrl_c_in_the_first_chunk(*args):
         init, stages, shard = program(*args)
@@ -172,7 +173,7 @@ def test_ctrl_c_then_resume_equals_straight_run(straight, tmp_path, assert_same_
             return stage.chunk(rs, hyper)
         return init, (stage._replace(chunk=chunk_with_ctrl_c),), shard
 
-    monkeypatch.setattr(sweep, "sweep_program", ctrl_c_in_the_first_chunk)
+    monkeypatch.setattr(members, "member_program", ctrl_c_in_the_first_chunk)
     assert sweep.main(["--run-dir", rd, "--name", "r", "--num-chunks", "2",
                        "--eval-episodes", "0", *GRID, *TINY]) == 130
     monkeypatch.undo()
@@ -219,7 +220,7 @@ def test_bad_grid_specs_one_line_before_compiling(flags, named, tmp_path, capsys
         raise AssertionError("compiled despite a bad flag")
 
     monkeypatch.setattr(dqn, "make_train", boom)
-    monkeypatch.setattr(sweep, "sweep_program", boom)
+    monkeypatch.setattr(members, "member_program", boom)
     monkeypatch.setattr(damd, "make_train", boom)
     tiny = DAMD_TINY if "damd" in flags else TINY
     with pytest.raises(SystemExit) as exc:
@@ -265,11 +266,11 @@ def test_damd_train_is_every_stage_and_vmaps_over_members():
     assert fns.stages[1].chunk is fns.stages[3].chunk                # one program, one compile
     base = cfg.hyper()
     assert isinstance(base, PipelineHyper) and base.schedulers.gamma == 0.5
-    members = [base.with_values(dqn_lr=lr, density=d) for lr, d in ((1e-4, 1.0), (1e-3, 2.0))]
-    assert members[1].schedulers.density == 2.0 and members[1].schedulers.lr == base.schedulers.lr
+    hypers = [base.with_values(dqn_lr=lr, density=d) for lr, d in ((1e-4, 1.0), (1e-3, 2.0))]
+    assert hypers[1].schedulers.density == 2.0 and hypers[1].schedulers.lr == base.schedulers.lr
     keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(2)])
     rs, metrics = jax.eval_shape(jax.vmap(fns.train), keys, jax.tree.map(np.asarray,
-                                                                          stack(members)))
+                                                                          stack(hypers)))
     assert rs.chunk.shape == (2,) and rs.dispatcher.obs.dispatch_needed.shape == (2, 8)
     assert rs.schedulers.prev_idx.shape == (2, 8, 3)
     assert [m["loss"].shape for m in metrics] == [(2, 3), (2, 2), (2, 3), (2, 2)]

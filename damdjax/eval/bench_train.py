@@ -55,6 +55,7 @@ import numpy as np
 
 from damdjax.hyper import Hyper
 from damdjax.io import check_output
+from damdjax.members import member_inputs, member_program
 from damdjax.sharding import member_mesh, padded_members
 from damdjax.cli import check_int_flag
 from damdjax.configs import int_limit
@@ -317,8 +318,8 @@ def bench_sweep(module: ModuleType, config: Any, members: int, repeats: int) -> 
     """K members in one sweep vs the same K runs one after another, one config of the
     trainer `module`.
 
-    Sweep: `train.sweep.sweep_program` (init and chunk vmapped over K members with seeds
-    0..K-1, sharded over every device): its init (jitted, compile included), the chunk
+    Sweep: `damdjax.members.member_program` (init and chunk vmapped over K members with
+    seeds 0..K-1, sharded over every device): its init (jitted, compile included), the chunk
     compiled ahead of time, one warm-up chunk, then `repeats` timed chunks. One after
     another: the single run's jitted init and chunk (compiled once: the seed and the
     values are traced), then for each member its init, a warm-up chunk and `repeats`
@@ -327,16 +328,14 @@ def bench_sweep(module: ModuleType, config: Any, members: int, repeats: int) -> 
     `wall_separate_processes_s` (one after another only, derived) is K times one run's
     compiles and chunks, as if every run were its own process. Returns the two rows.
     """
-    from damdjax.train import sweep  # noqa: PLC0415 (imports every trainer; only --sweep needs it)
-
     steps = config.steps_per_chunk * config.num_envs
     t_start = time.perf_counter()
     mesh = member_mesh()
     count = padded_members(members, mesh)
-    init, stages, shard = sweep.sweep_program(module.program_config(config),
-                                              tuple(mesh.devices.flat))
+    init, stages, shard = member_program(module.make_train, module.program_config(config),
+                                         tuple(mesh.devices.flat))
     chunk = stages[0].chunk   # (dqn, mdqn: the only stage)
-    keys, hyper = sweep.member_inputs(list(range(members)),
+    keys, hyper = member_inputs(list(range(members)),
                                       [Hyper.from_config(config)] * members, count, shard)
     state, init_s = init_state(init, keys, hyper)
     compiled, compile_s = compile_chunk(chunk, state, hyper)
@@ -482,8 +481,8 @@ def run_sweep_benchmark(args: argparse.Namespace, load_at_start) -> dict:
         "num_tasks": first.num_tasks,
         "num_servers": first.num_servers,
         "definitions": {
-            "sweep": "the K members (seeds 0..K-1) as one program: train.sweep.sweep_program "
-                     "(vmap over members, member axis sharded over every device); "
+            "sweep": "the K members (seeds 0..K-1) as one program: "
+                     "damdjax.members.member_program (vmap over members, member axis sharded over every device); "
                      "chunk.lower(...).compile() timed apart, one warm-up chunk, then "
                      "`repeats` timed chunks",
             "sequential": "the same K runs one after another in one process: the single "

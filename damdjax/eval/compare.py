@@ -91,11 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "dispatch heuristics with the DQN's scheduler; with --damd-run, "
                         f"{DAMD_METHODS})")
     p.add_argument("--dispatcher-checkpoint", metavar="PATH",
-                   help="add the method DQN: a trained dispatcher (a train.dqn run directory "
-                        "or its dispatcher.msgpack), greedy, with --scheduler")
+                   help="add the method DQN: a trained dispatcher (a train.dqn or train.damd "
+                        "run directory or its dispatcher.msgpack), greedy, with --scheduler")
     p.add_argument("--scheduler", default=None,
-                   help="the DQN method's scheduler: fcfs, sjf, sdf, cp, llf or a train.mdqn run "
-                        "directory (default: the one the dispatcher was trained with)")
+                   help="the DQN method's scheduler: fcfs, sjf, sdf, cp, llf or a train.mdqn or "
+                        "train.damd run directory (default: the one the dispatcher was "
+                        "trained with; a train.damd run's: round 1's rule)")
     p.add_argument("--damd-run", metavar="PATH",
                    help="add the method DAMD: a train.damd run directory (its dispatcher and "
                         "MDQN schedulers, greedy)")
@@ -238,13 +239,16 @@ def method_list(text: str) -> list[str]:
 
 
 def _run_config(path: str) -> dict:
-    """config.json of the run directory holding `path` (a run directory or a file in one)."""
+    """config.json of the run directory holding `path` (a run directory or a file in one);
+    of a train.damd run (or a DAMD sweep member), its dispatcher stages' config (the
+    setting, and `scheduler`: round 1's rule)."""
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     file = os.path.join(folder, CONFIG)
     if not os.path.exists(file):
         return {}
     with open(file) as f:
-        return json.load(f)
+        cfg = json.load(f)
+    return cfg["dispatcher"] if isinstance(cfg.get("dispatcher"), dict) else cfg
 
 
 def _setting_of(cfg: dict) -> dict:

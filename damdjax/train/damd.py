@@ -5,37 +5,51 @@
     python -m eval.compare --damd-run runs/damd       # DAMD against NF, RS, LS, EC, best again
 
 Round 1: stage `r1-dispatcher` trains the DQN dispatcher with FCFS servers
-(train.dqn; --dqn-scheduler names another rule), then stage `r1-schedulers`
-trains the MDQN schedulers with that dispatcher frozen (train.mdqn). Round
-k > 1 continues both: the dispatcher from round k-1's parameters against round
-k-1's schedulers (frozen), then the schedulers from their round k-1 parameters
-under the new dispatcher. The scheduler stages discount per agent decision by
---mdqn-gamma (0.5, not train.mdqn's 0.9: under a trained dispatcher an agent's
-decisions are far apart; docs/model.md, "The schedulers' discount"). Each
-stage is an ordinary run directory inside the DAMD run (config.json,
-metrics.jsonl, checkpoint.msgpack, the policy file, eval.json), so a stage can
-be inspected, compared or resumed on its own.
+(train.dqn's chunk; --dqn-scheduler names another rule), then stage
+`r1-schedulers` trains the MDQN schedulers (train.mdqn's chunk) with that
+dispatcher frozen. Round k > 1 continues both: the dispatcher from round k-1's
+parameters against round k-1's schedulers (frozen), then the schedulers from
+their round k-1 parameters under the new dispatcher. The scheduler stages
+discount per agent decision by --mdqn-gamma (0.5, not train.mdqn's 0.9: under a
+trained dispatcher an agent's decisions are far apart; docs/model.md, "The
+schedulers' discount").
 
 Each stage kind takes its trainer's learning flags with its prefix (--dqn-lr,
 --mdqn-learning-starts, ...; train.dqn's and train.mdqn's defaults, but
---mdqn-gamma). `make_train(config)` is the same pipeline as one traced program
-(the partner's parameters passed in, not read from a file): `python -m
-train.sweep --trainer damd` trains many pipelines at once with it, and its
-member equals this command's run with the same values and seed.
+--mdqn-gamma). `make_train(config)` is the pipeline as one program: a `Stage`
+per stage, each given its partner's current parameters as a greedy rule (traced,
+never read from a file). This command runs that program as a sweep of one
+member on one device (damdjax.members, train.sweep's host loop): `python -m
+train.sweep --trainer damd` trains many pipelines at once, and a sweep of
+--seeds 1 with no --grid on one device is the same program, bitwise.
 
-At the end, damd.json names the final dispatcher and schedulers and the
-setting, and eval.json holds DAMD (both, greedy) against NF, RS, LS, EC (EFT +
-critical path) and the best of all 20 heuristic pairs at the setting (its name
-in `best_heuristic`, every pair's means in `heuristics`), with the
-contention-free bound, on held-out instances, paired, with 95% confidence
-intervals. --resume continues
-an interrupted pipeline: finished stages are kept, a partial one resumes from
-its checkpoint.
+Writes runs/<name>/: config.json (the pipeline's config), metrics.jsonl (one row
+per chunk, the chunks counted over every stage, each row naming its stage; env
+steps and updates summed over the stages so far), checkpoint.msgpack (the whole
+pipeline's runner state after each chunk, atomic: --resume continues it exactly,
+also after a kill; Ctrl-C stops between chunks, exit 130), with
+--stage-eval-episodes N eval-<stage>.json at the end of each stage (from the
+runner: a dispatcher stage's greedy dispatcher against the dispatch rules under
+the schedulers it trained with, a schedulers stage's greedy schedulers against
+the scheduling rules under its dispatcher; held-out, paired), and at the end
+dispatcher.msgpack and schedulers.msgpack (the last stages' networks: what
+eval.compare --dispatcher-checkpoint and --scheduler, train.mdqn --dispatcher and
+train.dqn --scheduler take), damd.json naming them with the setting and the
+training times (what eval.compare --damd-run takes) and eval.json: DAMD (both, greedy) against NF, RS,
+LS, EC (EFT + critical path) and the best of all 20 heuristic pairs at the
+setting (its name in `best_heuristic`, every pair's means in `heuristics`), with
+the contention-free bound, on held-out instances, paired, with 95% confidence
+intervals.
+
+A run directory of the earlier layout (a folder per stage, r1-dispatcher/,
+r1-schedulers/, ..., damd.json naming the last two) still loads in eval.compare
+--damd-run; --resume refuses it (this version cannot continue it).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -43,6 +57,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from damdjax.cli import (add_config_flags, add_run_flags, check_int_flag, config_or_exit,
@@ -53,12 +68,13 @@ from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, Policy, pair
 from damdjax.hyper import PipelineHyper
 from damdjax.io import write_json_atomic
+from damdjax.members import Member, stage_ends
 from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispatcher_network,
                               dqn_dispatch_rule, load_damd, mdqn_schedule_rule,
                               scheduler_network)
 from damdjax.rollout import Stage, TrainFns, with_params
-from damdjax import memory, rundir, runs
-from damdjax.runs import write_evaluation
+from damdjax.sharding import to_host
+from damdjax import members, memory, rundir, runs
 from damdjax.train import dqn, mdqn
 
 BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
@@ -77,10 +93,11 @@ DISPATCHER_FIELDS = ("scheduler", "eft_feature", "targets", "rollout_envs", "rol
 STAGE_DEFAULTS = {"dqn": dqn.DQNConfig(num_envs=4096),
                   "mdqn": mdqn.MDQNConfig(num_envs=1024, gamma=MDQN_GAMMA)}
 PARTS = (("dispatcher", "dqn"), ("schedulers", "mdqn"))
+STAGE_EVAL = "eval-{}.json"    # --stage-eval-episodes: a stage's evaluation, by stage name
 
 
 def stage_names(rounds: int) -> list[tuple[str, str]]:
-    """`[(stage directory, "dqn" | "mdqn")]` in training order."""
+    """`[(stage name, "dqn" | "mdqn")]` in training order."""
     return [(f"r{r}-{part}", kind) for r in range(1, rounds + 1) for part, kind in PARTS]
 
 
@@ -89,10 +106,11 @@ class DAMDConfig:
     """A DAMD pipeline: `rounds` of a dispatcher stage then a schedulers stage.
 
     `dispatcher` is every dispatcher stage's train.dqn config (round 1 under its
-    `scheduler`, --dqn-scheduler, FCFS by default; round k > 1 under round k-1's
+    `scheduler`, a rule: --dqn-scheduler, FCFS by default; round k > 1 under round k-1's
     schedulers) and `schedulers` every schedulers stage's train.mdqn config (under the
-    dispatcher just trained: its `dispatcher` field is unused, ""). Both hold the same
-    setting and seed.
+    dispatcher just trained). A stage's partner and starting parameters are the
+    pipeline's own (`make_train`), never files: the stage configs' `init_dispatcher`,
+    `init_schedulers` and `dispatcher` fields are "". Both hold the same setting and seed.
     `eval_episodes`: the final held-out evaluation (the stage configs' own
     `eval_episodes` are train.damd's --stage-eval-episodes). The setting includes the
     `workload` (--workload sets both stages'; they must agree).
@@ -106,7 +124,8 @@ class DAMDConfig:
 
     def __post_init__(self):
         """ValueError naming the field: `rounds` >= 1 and `eval_episodes` >= 0 (int32), the
-        stages of the declared classes (each checked itself), sharing setting and seed."""
+        stages of the declared classes (each checked itself), sharing setting and seed,
+        round 1's scheduler a rule and no file named for a partner or starting point."""
         check_int("rounds", self.rounds, 1)
         check_int("eval_episodes", self.eval_episodes, 0)
         for field, cls in (("dispatcher", dqn.DQNConfig), ("schedulers", mdqn.MDQNConfig)):
@@ -117,6 +136,16 @@ class DAMDConfig:
         if d.setting() != s.setting() or d.seed != s.seed:
             raise ValueError("a DAMD pipeline's stages must share the setting and seed; got "
                              f"{d.setting()} seed {d.seed} and {s.setting()} seed {s.seed}")
+        if d.scheduler not in SCHEDULE_RULES:
+            raise ValueError(f"dispatcher.scheduler must be one of {', '.join(SCHEDULE_RULES)} "
+                             "(round 1's servers; later rounds schedule with the pipeline's "
+                             f"own schedulers), got {d.scheduler!r}")
+        for field, value in (("dispatcher.init_dispatcher", d.init_dispatcher),
+                             ("schedulers.init_schedulers", s.init_schedulers),
+                             ("schedulers.dispatcher", s.dispatcher)):
+            if value:
+                raise ValueError(f'{field} must be "" in a DAMD pipeline (its stages start '
+                                 f"from and train against its own), got {value!r}")
 
     @property
     def seed(self) -> int:
@@ -173,8 +202,8 @@ class DAMDConfig:
                     memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
 
     def check_inputs(self) -> None:
-        """Nothing to read: a pipeline's stages take their partners from its own stage
-        directories (`stage_configs`)."""
+        """Nothing to read: a pipeline's stages take their partners from its own runner
+        (`make_train`)."""
 
     def to_json(self) -> dict:
         return {"rounds": self.rounds, "eval_episodes": self.eval_episodes,
@@ -190,24 +219,8 @@ class DAMDConfig:
                    rounds=d["rounds"], eval_episodes=d["eval_episodes"])
 
 
-def stage_configs(config: DAMDConfig, root: str) -> dict[str, object]:
-    """train.damd's run of `config` in `root`: every stage's config (dqn.DQNConfig /
-    mdqn.MDQNConfig) by directory name, the frozen partner and starting parameters read
-    from the stage directories before it."""
-    out = {}
-    for r in range(1, config.rounds + 1):
-        prev_d, prev_s = f"{root}/r{r - 1}-dispatcher", f"{root}/r{r - 1}-schedulers"
-        out[f"r{r}-dispatcher"] = dataclasses.replace(
-            config.dispatcher, scheduler=config.dispatcher.scheduler if r == 1 else prev_s,
-            init_dispatcher="" if r == 1 else prev_d)
-        out[f"r{r}-schedulers"] = dataclasses.replace(
-            config.schedulers, dispatcher=f"{root}/r{r}-dispatcher",
-            init_schedulers="" if r == 1 else prev_s)
-    return out
-
-
 # ---------------------------------------------------------------------------
-# The pipeline as one program (train.sweep --trainer damd)
+# The pipeline as one program (train.damd; train.sweep --trainer damd)
 # ---------------------------------------------------------------------------
 
 @struct.dataclass
@@ -234,10 +247,10 @@ def make_train(config: DAMDConfig, axis_name: str | None = None) -> TrainFns:
     Each stage is train.dqn's or train.mdqn's own chunk (`make_train(...).chunk`) with its
     partner's current parameters as a greedy rule (traced, not a file): the schedulers
     stages dispatch with the dispatcher just trained, the dispatcher stages of rounds > 1
-    schedule with the schedulers before them. As in train.damd, every stage starts from a
-    fresh runner made from the run's key (`Stage.begin`, from the kind's last parameters
-    where a round before trained them; round 1's come from `init`). A member of such a
-    program equals `python -m train.damd` with its values and seed (to float rounding).
+    schedule with the schedulers before them. Every stage starts from a fresh runner made
+    from the run's key (`Stage.begin`, from the kind's last parameters where a round
+    before trained them; round 1's come from `init`). `python -m train.damd` runs this
+    program as a sweep of one member (`run`).
     """
     dcfg, scfg = config.dispatcher, config.schedulers
     d_net, s_net = dispatcher_network(dcfg.hidden), scheduler_network(scfg.hidden)
@@ -323,13 +336,14 @@ def greedy_policy(config: DAMDConfig, params: dict, time_scale: float) -> Policy
                                    time_scale))
 
 
-def save_policy_file(run_dir: str, config: DAMDConfig, params: dict) -> None:
-    """`run_dir/dispatcher.msgpack`, `schedulers.msgpack` and `damd.json` naming them
-    (what eval.compare --damd-run, --dispatcher-checkpoint and --scheduler take)."""
+def save_policy_file(run_dir: str, config: DAMDConfig, params: dict, **extra) -> None:
+    """`run_dir/dispatcher.msgpack`, `schedulers.msgpack` and `damd.json` naming them with
+    the setting (what eval.compare --damd-run, --dispatcher-checkpoint and --scheduler
+    take), and `extra`'s keys (train.damd's training times)."""
     dqn.save_policy_file(run_dir, config.dispatcher, params["dispatcher"])
     mdqn.save_policy_file(run_dir, config.schedulers, params["schedulers"])
     write_json_atomic({"rounds": config.rounds, "dispatcher": DISPATCHER_FILE,
-                       "schedulers": SCHEDULERS_FILE, "setting": config.setting()},
+                       "schedulers": SCHEDULERS_FILE, "setting": config.setting(), **extra},
                       os.path.join(run_dir, DAMD_FILE))
 
 
@@ -342,6 +356,107 @@ def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
                            workload=setting_workload(setting))
 
 
+def evaluate_stage(config: DAMDConfig, index: int, params: dict) -> dict:
+    """Stage `index` of `stage_names(config.rounds)` at its end (`params`: one pipeline's
+    `{"dispatcher", "schedulers"}` then), held-out and paired on its kind's config's
+    `eval_episodes` (train.dqn's and train.mdqn's `evaluate`, the partner named by its
+    stage): a dispatcher stage's greedy dispatcher against the dispatch rules under the
+    schedulers it trained with (round 1: its rule; later: the round before's schedulers),
+    a schedulers stage's greedy schedulers against the scheduling rules under the
+    dispatcher just trained."""
+    _, kind = stage_names(config.rounds)[index]
+    r = index // len(PARTS) + 1
+    d, s = config.dispatcher, config.schedulers
+    time_scale = config.env_params().time_scale
+    if kind == "dqn":
+        partner = ((d.scheduler, SCHEDULE_RULES[d.scheduler]) if r == 1 else
+                   (f"r{r - 1}-schedulers",
+                    mdqn_schedule_rule(scheduler_network(s.hidden), params["schedulers"],
+                                       s.share_params, time_scale)))
+        return dqn.evaluate(d, params["dispatcher"], d.eval_episodes, scheduler=partner)
+    partner = (f"r{r}-dispatcher", dqn_dispatch_rule(dispatcher_network(d.hidden),
+                                                     params["dispatcher"], time_scale,
+                                                     eft_feature=d.eft_feature))
+    return mdqn.evaluate(s, params["schedulers"], s.eval_episodes, dispatcher=partner)
+
+
+def first_member(tree):
+    """Member 0 of a runner's pytree [K', ...] (a run of one member), on the host."""
+    return jax.tree.map(lambda x: np.asarray(x)[0], to_host(tree))
+
+
+def stage_evaluations(config: DAMDConfig, root: str):
+    """`on_commit(runner, chunks done)` for `damdjax.members.train`: where the committed
+    chunk ends a stage whose kind has `eval_episodes` > 0 (--stage-eval-episodes) and its
+    `root/eval-<stage>.json` is not there yet, the stage evaluated from the runner
+    (`evaluate_stage`), written and printed. (A resume from a stage's last chunk thus
+    writes an evaluation a kill prevented.)"""
+    ends, names = stage_ends(config.stage_plan()), stage_names(config.rounds)
+    episodes = {"dqn": config.dispatcher.eval_episodes,
+                "mdqn": config.schedulers.eval_episodes}
+
+    def on_commit(rs, chunks_done: int) -> None:
+        if chunks_done not in ends:
+            return
+        i = ends.index(chunks_done)
+        name, kind = names[i]
+        path = os.path.join(root, STAGE_EVAL.format(name))
+        if episodes[kind] <= 0 or os.path.exists(path):
+            return
+        ev = evaluate_stage(config, i, first_member(rs.params))
+        write_json_atomic(ev, path)
+        print(f"[{name}] " + (dqn if kind == "dqn" else mdqn).format_eval(ev), flush=True)
+    return on_commit
+
+
+def stage_seconds(config: DAMDConfig, root: str) -> list[dict]:
+    """`[{"stage", "seconds"}]`: each stage's training time, its chunks' seconds summed from
+    `root`'s metrics.jsonl (over every process that ran them)."""
+    with open(rundir.run_paths(root)["metrics"]) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{"stage": name, "seconds": sum(r["seconds"] for r in rows if r["stage"] == name)}
+            for name, _ in stage_names(config.rounds)]
+
+
+def run(config: DAMDConfig, root: str, resume: bool) -> int:
+    """train.damd's run of `config` in `root` (opened by `damdjax.runs.open_run`): the
+    pipeline (`make_train`) as a sweep of one member on one device
+    (`damdjax.members.train`: checkpoint after each chunk, metrics rows naming the stage,
+    Ctrl-C, `resume` from the checkpoint), each stage's evaluation where asked
+    (`stage_evaluations`), then the last parameters' policy files and damd.json
+    (`save_policy_file`, with the training times: `stage_seconds` and their sum) and
+    eval.json. Returns the exit code: 0, or 130 after Ctrl-C."""
+    member = Member(index=0, seed=config.seed, point={}, hyper=config.hyper())
+    rs, _, interrupted = members.train(make_train, program_config(config), config, [member],
+                                       root, resume, single=True,
+                                       on_commit=stage_evaluations(config, root))
+    if interrupted:
+        return 130
+    stages = stage_seconds(config, root)
+    train_seconds = sum(st["seconds"] for st in stages)
+    save_policy_file(root, config, first_member(rs.params), stages=stages,
+                     train_seconds=train_seconds)
+    t0 = time.perf_counter()
+    ev = evaluate(root, config.eval_episodes, config.seed)
+    ev["seconds"] = time.perf_counter() - t0
+    write_json_atomic(ev, os.path.join(root, "eval.json"))
+    print(format_paired(ev, f"DAMD ({config.rounds} round(s), {train_seconds:.0f} s of "
+                            f"training) vs the paper's baselines, EC and the best pair "
+                            f"({ev['best_heuristic']}), {ev['episodes']} held-out episodes"),
+          flush=True)
+    return 0
+
+
+def earlier_layout(run_dir: str) -> str | None:
+    """Why `run_dir` cannot be resumed, where it is a train.damd run of the earlier layout
+    (a folder per stage, r1-dispatcher/ first); None otherwise."""
+    if not os.path.isdir(os.path.join(run_dir, stage_names(1)[0][0])):
+        return None
+    return (f"{run_dir} is a train.damd run of the earlier layout (a folder per stage, "
+            f"{stage_names(1)[0][0]}/ first), which this version cannot continue: start a new "
+            f"run (a finished one still loads in eval.compare --damd-run)")
+
+
 # ---------------------------------------------------------------------------
 # Flags
 # ---------------------------------------------------------------------------
@@ -350,9 +465,8 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
     """Every train.damd flag but --help on `p` (`name`: the default run name; `init`:
     whether --stage-eval-episodes is offered, a single pipeline's), generated from the
     stage configs' fields: the shared ones unprefixed, each stage kind's with its prefix."""
-    add_run_flags(p, name, "continue an interrupted pipeline from its config.json (only "
-                  "--eval-episodes may change): finished stages are kept, a partial one "
-                  "resumes from its checkpoint")
+    add_run_flags(p, name, "continue an interrupted pipeline from its config.json and "
+                  "checkpoint, exactly (only --eval-episodes may change)")
     add_config_flags(p, DAMDConfig, ("rounds",))
     add_config_flags(p, mdqn.MDQNConfig, SHARED_FIELDS)
     add_config_flags(p, dqn.DQNConfig, STAGE_FIELDS + DISPATCHER_FIELDS, prefix="dqn_",
@@ -362,8 +476,10 @@ def add_flags(p: argparse.ArgumentParser, name: str = "damd", init: bool = True)
     add_config_flags(p, mdqn.MDQNConfig, ("share_params",))
     if init:
         p.add_argument("--stage-eval-episodes", type=int, default=0,
-                       help="held-out evaluation after each stage (its eval.json), 0 to skip "
-                            "(default 0)")
+                       help="held-out evaluation of each stage at its end (eval-<stage>.json: "
+                            "a dispatcher stage against the dispatch rules under its "
+                            "schedulers, a schedulers stage against the scheduling rules "
+                            "under its dispatcher), 0 to skip (default 0)")
     add_config_flags(p, DAMDConfig, ("eval_episodes",))
 
 
@@ -415,45 +531,9 @@ def main(argv=None) -> int:
     config, root = runs.open_run(p, build_parser, args, argv,
                                  config_from_args=config_from_args,
                                  config_from_json=DAMDConfig.from_json,
-                                 checkpoint=f"{stage_names(1)[0][0]}/{rundir.CHECKPOINT}")
+                                 refuse_resume=earlier_layout)
     with rundir.held(root):
-        return _pipeline(config, root)
-
-
-def _pipeline(config: DAMDConfig, root: str) -> int:
-    """Every stage (finished ones kept, a partial one resumed), damd.json and eval.json."""
-    configs = stage_configs(config, root)
-
-    t_start = time.perf_counter()
-    stages = []
-    for stage, kind in stage_names(config.rounds):
-        module = dqn if kind == "dqn" else mdqn
-        cfg = configs[stage]
-        stage_dir = os.path.join(root, stage)
-        resume = os.path.exists(os.path.join(stage_dir, rundir.CHECKPOINT))
-        os.makedirs(stage_dir, exist_ok=True)
-        write_json_atomic(cfg.to_json(), os.path.join(stage_dir, rundir.CONFIG))
-        t0 = time.perf_counter()
-        rs, interrupted = module.train(cfg, stage_dir, resume, label=stage)
-        if interrupted:
-            return 130
-        write_evaluation(cfg, rs.params, stage_dir, module.evaluate, module.format_eval)
-        stages.append({"stage": stage, "seconds": time.perf_counter() - t0})
-    train_seconds = time.perf_counter() - t_start
-    last = config.rounds
-    write_json_atomic({"rounds": config.rounds, "dispatcher": f"r{last}-dispatcher",
-                       "schedulers": f"r{last}-schedulers", "setting": config.setting(),
-                       "stages": stages, "train_seconds": train_seconds},
-                      os.path.join(root, DAMD_FILE))
-    t0 = time.perf_counter()
-    ev = evaluate(root, config.eval_episodes, config.seed)
-    ev["seconds"] = time.perf_counter() - t0
-    write_json_atomic(ev, os.path.join(root, "eval.json"))
-    print(format_paired(ev, f"DAMD ({config.rounds} round(s), {train_seconds:.0f} s of training) "
-                            f"vs the paper's baselines, EC and the best pair "
-                            f"({ev['best_heuristic']}), {ev['episodes']} held-out episodes"),
-          flush=True)
-    return 0
+        return run(config, root, args.resume)
 
 
 if __name__ == "__main__":

@@ -514,18 +514,22 @@ def greedy_policy(config: DQNConfig, q_params, time_scale: float) -> Policy:
                 resolve_scheduler(config.scheduler))
 
 
-def evaluate(config: DQNConfig, q_params, episodes: int) -> dict:
+def evaluate(config: DQNConfig, q_params, episodes: int,
+             scheduler: tuple[str, ScheduleRule] | None = None) -> dict:
     """Greedy DQN dispatcher vs nearest / random / least_load / eft, paired on held-out
     instances, with the contention-free bound.
 
-    All with the run's scheduler; returns `damdjax.evaluation.paired_summary` (reference
-    "dqn") plus the scheduler's name.
+    All with the run's scheduler (`scheduler`, where given: `(name, rule)` in its place,
+    train.damd's schedulers from its runner); returns
+    `damdjax.evaluation.paired_summary` (reference "dqn") plus the scheduler's name.
     """
     env_config, params = config.env_config(), config.env_params()
-    schedule = resolve_scheduler(config.scheduler)
-    policies = {"dqn": greedy_policy(config, q_params, params.time_scale),
-                **{name: pair(rule, schedule) for name, rule in DISPATCH_RULES.items()}}
-    return {"scheduler": config.scheduler,
+    name, schedule = scheduler or (config.scheduler, resolve_scheduler(config.scheduler))
+    greedy = dqn_dispatch_rule(_network(config), q_params, params.time_scale,
+                               eft_feature=config.eft_feature)
+    policies = {"dqn": pair(greedy, schedule),
+                **{rule_name: pair(rule, schedule) for rule_name, rule in DISPATCH_RULES.items()}}
+    return {"scheduler": name,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn",
                               workload=config.job_library())}
 
@@ -570,7 +574,7 @@ def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
                     q_params, cfg.eft_feature)
 
 
-def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
+def train(cfg: DQNConfig, run_dir: str, resume: bool) -> tuple[Any, bool]:
     """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`.
 
     The host side of `make_train(cfg)`: `init_runner` (key `PRNGKey(cfg.seed)`, the
@@ -579,7 +583,7 @@ def train(cfg: DQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[
     policy file and metrics row after each chunk, Ctrl-C between them).
     """
     chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)
-    return runs.train_single(cfg, run_dir, resume, label, runner=init_runner(cfg),
+    return runs.train_single(cfg, run_dir, resume, runner=init_runner(cfg),
                              chunk=lambda r: chunk(r, hyper), save_policy_file=save_policy_file)
 
 

@@ -347,15 +347,19 @@ def greedy_policy(config: MDQNConfig, q_params, time_scale: float) -> Policy:
                 mdqn_schedule_rule(_network(config), q_params, config.share_params, time_scale))
 
 
-def evaluate(config: MDQNConfig, q_params, episodes: int) -> dict:
-    """Greedy MDQN schedulers vs FCFS / SJF / SDF / CP / LLF under the run's dispatcher,
-    paired on held-out instances, with the contention-free bound;
-    `damdjax.evaluation.paired_summary` (reference "mdqn")."""
+def evaluate(config: MDQNConfig, q_params, episodes: int,
+             dispatcher: tuple[str, DispatchRule] | None = None) -> dict:
+    """Greedy MDQN schedulers vs FCFS / SJF / SDF / CP / LLF under the run's dispatcher
+    (`dispatcher`, where given: `(name, rule)` in its place, train.damd's dispatcher from
+    its runner), paired on held-out instances, with the contention-free bound;
+    `damdjax.evaluation.paired_summary` (reference "mdqn") plus the dispatcher's name."""
     env_config, params = config.env_config(), config.env_params()
-    dispatch = resolve_dispatcher(config.dispatcher)
-    policies = {"mdqn": greedy_policy(config, q_params, params.time_scale),
-                **{name: pair(dispatch, rule) for name, rule in SCHEDULE_RULES.items()}}
-    return {"dispatcher": config.dispatcher,
+    name, dispatch = dispatcher or (config.dispatcher, resolve_dispatcher(config.dispatcher))
+    greedy = mdqn_schedule_rule(_network(config), q_params, config.share_params,
+                                params.time_scale)
+    policies = {"mdqn": pair(dispatch, greedy),
+                **{rule_name: pair(dispatch, rule) for rule_name, rule in SCHEDULE_RULES.items()}}
+    return {"dispatcher": name,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "mdqn",
                               workload=config.job_library())}
 
@@ -403,7 +407,7 @@ def save_policy_file(run_dir: str, cfg: MDQNConfig, q_params) -> None:
                     cfg.env_params().time_scale, q_params)
 
 
-def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple[Any, bool]:
+def train(cfg: MDQNConfig, run_dir: str, resume: bool) -> tuple[Any, bool]:
     """Run (or continue) the chunks of `cfg` in `run_dir`; returns `(runner, interrupted)`.
 
     The host side of `make_train(cfg)` (`damdjax.runs.train_single`): `init_runner` (key
@@ -411,7 +415,7 @@ def train(cfg: MDQNConfig, run_dir: str, resume: bool, label: str = "") -> tuple
     the jitted `chunk` at `Hyper.from_config(cfg)` until `cfg.num_chunks`.
     """
     chunk, hyper = jitted_pieces(cfg)[1], Hyper.from_config(cfg)
-    return runs.train_single(cfg, run_dir, resume, label, runner=init_runner(cfg),
+    return runs.train_single(cfg, run_dir, resume, runner=init_runner(cfg),
                              chunk=lambda r: chunk(r, hyper), save_policy_file=save_policy_file)
 
 

@@ -18,17 +18,22 @@ the setting fields and each learning field twice, dqn_lr for the dispatcher
 stages, mdqn_lr for the schedulers', ...) times --seeds training seeds
 (--seed, --seed + 1, ...): member i is grid point i // K with seed --seed + i %
 K, and equals `python -m train.<trainer> --seed S` with the point's values as
-flags (same keys; to float rounding).
+flags (same keys; to float rounding). train.damd runs its pipeline as a sweep of
+one member on one device: a damd sweep of --seeds 1 and no --grid on one device is
+the same program and ends bitwise where train.damd does.
 
     python -m train.sweep --trainer damd --seeds 3 --grid density=1,2,3 mdqn_gamma=0.5,0.9
-    python -m eval.compare --damd-run runs/sweep/member-4 The trainer's flags set the program's shape and
-every value the grid leaves alone; --num-tasks and --num-servers are also the
-padded maxima (grid values must not exceed them).
+    python -m eval.compare --damd-run runs/sweep/member-4
 
-One program: the trainer's `chunk(runner, hyper)` (train.<trainer>.make_train),
-`jax.vmap`ped over members and `jit`ted with the member axis sharded over every
-device (a 1-D `Mesh`, `NamedSharding`); members are padded (repeating the last)
-to a multiple of the device count. --distributed calls
+The trainer's flags set the program's shape and every value the grid leaves
+alone; --num-tasks and --num-servers are also the padded maxima (grid values
+must not exceed them).
+
+One program: the trainer's stages (train.<trainer>.make_train: each stage's
+`chunk(runner, hyper)`), `jax.vmap`ped over members and `jit`ted with the member
+axis sharded over every device (a 1-D `Mesh`, `NamedSharding`; the host loop is
+damdjax.members'); members are padded (repeating the last) to a multiple of the
+device count. --distributed calls
 `jax.distributed.initialize()` first, so the same command runs across hosts
 under a cluster launcher (the first process writes the files).
 
@@ -50,42 +55,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
-import statistics
 import sys
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
-from damdjax import chunks, rundir, runlog, runner, runs
+from damdjax import members as member_loop
+from damdjax import rundir, runs
 from damdjax.cli import check_counts, check_int_flag, config_or_exit
 from damdjax.configs import ConfigError, Field, check_choice, check_int, int_limit
 from damdjax.evaluation import held_out_keys, play_generated_members
 from damdjax.grid import check_grid, format_ranking, grid_points, parse_grid, rank_points
-from damdjax.hyper import stack
 from damdjax.io import json_number, write_json_atomic
+from damdjax.members import Member
 from damdjax.metrics import mean_ci95
-from damdjax.rollout import Stage
-from damdjax.sharding import (
-    MEMBER_AXIS, member_mesh, member_sharding, pad_members, padded_members, put_members,
-    to_host)
+from damdjax.sharding import to_host
 from damdjax.train import dqn
-from damdjax.train.trainers import DEFAULT_TRAINER, TRAINERS, trainer_of
+from damdjax.train.trainers import DEFAULT_TRAINER, TRAINERS
 
 MEMBER_DIR = "member-{}"
 RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed", "checkpoint_every"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One run of a sweep: its index, training seed, grid point and every value."""
-
-    index: int
-    seed: int
-    point: dict
-    hyper: Any           # Hyper (train.damd: PipelineHyper)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,162 +226,21 @@ def config_from_args(p: argparse.ArgumentParser, args) -> SweepConfig:
 
 
 # ---------------------------------------------------------------------------
-# The program and the host loop
+# The host loop (damdjax.members)
 # ---------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=4)
-def sweep_program(program: Any, devices: tuple):
-    """`(init, stages, sharding)`: `make_train(program)`'s init and each stage's begin and
-    chunk (the trainer of `program`'s config class, `trainer_of`) vmapped over members and
-    jitted with the member axis sharded over `devices` (cached: a resume in the same
-    process compiles nothing new; stages sharing a program share its compile).
-
-    init(keys [K, 2], hyper [K]) -> runner [K]; stages: `damdjax.rollout.Stage`s of
-    chunk(runner [K], hyper [K]) -> (runner [K], metrics [K] with the runner's
-    `env_steps`, `updates` and `chunk`) and begin(runner [K], hyper [K]) -> runner [K] or
-    None. The vmap axis is named MEMBER_AXIS: an env step where no member's episode
-    ended skips the auto-reset for all (one all-reduce of a flag across devices per env
-    step).
-    """
-    fns = trainer_of(program).make_train(program, axis_name=MEMBER_AXIS)
-    shard = member_sharding(member_mesh(list(devices)))
-    donate = () if devices[0].platform == "cpu" else (0,)  # (CPU cannot donate buffers)
-
-    def counted(chunk):
-        def with_counters(rs, hyper):
-            rs, m = chunk(rs, hyper)
-            return rs, {**m, "env_steps": rs.env_steps, "updates": rs.updates,
-                        "chunk": rs.chunk}
-        return with_counters
-
-    def vmapped(fn):
-        return jax.vmap(fn, axis_name=MEMBER_AXIS)
-
-    jitted: dict[int, Any] = {}   # id(function) -> its jit: one compile per program
-
-    def jit_once(fn, wrap, out_shardings):
-        if fn is None:
-            return None
-        if id(fn) not in jitted:
-            jitted[id(fn)] = jax.jit(vmapped(wrap(fn)), in_shardings=(shard, shard),
-                                     out_shardings=out_shardings, donate_argnums=donate)
-        return jitted[id(fn)]
-
-    init = jax.jit(vmapped(fns.init), in_shardings=(shard, shard), out_shardings=shard)
-    stages = tuple(Stage(chunk=jit_once(st.chunk, counted, (shard, shard)),
-                         begin=jit_once(st.begin, lambda f: f, shard)) for st in fns.stages)
-    return init, stages, shard
-
-
-def stage_at(plan: list[tuple[str, int, int]], chunks_done: int) -> tuple[int, bool]:
-    """`(stage index, whether it is the stage's first chunk)` of the next chunk after
-    `chunks_done` in `plan` (`config.stage_plan()`)."""
-    start = 0
-    for i, (_, n, _) in enumerate(plan):
-        if chunks_done < start + n:
-            return i, chunks_done == start
-        start += n
-    raise ValueError(f"chunk {chunks_done + 1} is past the plan's {start} chunks")
-
-
-def member_inputs(seeds: list[int], hypers: list, count: int, shard):
-    """`(keys [count, 2], hyper [count])` of K members on their devices: `PRNGKey(seed)`
-    and `stack(hypers)`, padded to `count` by repeating the last member (`sharding`)."""
-    keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in seeds])
-    return (put_members(pad_members(keys, count), shard),
-            put_members(pad_members(stack(hypers), count), shard))
-
-
-def member_rows(members: list[Member], m: dict, seconds: float, env_steps_per_chunk: int,
-                stage: str | None = None) -> list[dict]:
-    """One metrics row per member (not padding) from a chunk's metrics [K'] on the host
-    (`stage`: the stage's name, on each row, where the trainer has several)."""
-    extra = {} if stage is None else {"stage": stage}
-    return [{"member": mem.index, "seed": mem.seed, "hyper": mem.hyper.values(), **extra,
-             **runlog.metrics_row(int(m["chunk"][mem.index]), int(m["env_steps"][mem.index]),
-                                int(m["updates"][mem.index]), seconds, env_steps_per_chunk,
-                                {k: v[mem.index] for k, v in m.items()
-                                 if k not in ("chunk", "env_steps", "updates")})}
-            for mem in members]
-
-
-def _median_best(rows: list[dict], key: str) -> str:
-    vals = [(r[key], r["member"]) for r in rows if r[key] is not None]
-    if not vals:
-        return "-"
-    best = min(vals)
-    return f"{statistics.median(v for v, _ in vals):.3f} best {best[0]:.3f} (member {best[1]})"
-
-
-def progress_line(rows: list[dict], num_chunks: int) -> str:
-    """A chunk's line: total env steps/s over members, median and best response time and
-    miss rate, median loss."""
-    total = sum(r["env_steps"] for r in rows)
-    rate = sum(r["env_steps_per_s"] for r in rows)
-    return (f"chunk {rows[0]['chunk']:>4}/{num_chunks}  members {len(rows)}  env steps "
-            f"{total:>11}  {rate:>9.0f}/s  resp median {_median_best(rows, 'avg_response_time')}"
-            f"  miss median {_median_best(rows, 'deadline_miss_rate')}  loss median "
-            f"{statistics.median(r['loss'] for r in rows):.4f}  eps {rows[0]['epsilon']:.3f}")
-
 
 def train(scfg: SweepConfig, run_dir: str, resume: bool, writer: bool = True,
           on_chunk: Callable[[int], None] | None = None, checkpoint_every: int = 1
           ) -> tuple[Any, list[Member], Any, bool]:
-    """Run (or continue) every member's chunks; `(runner [K'], members, hyper [K'],
-    interrupted)` with K' >= K members (padding last). `on_chunk(chunks done)`, where
-    given, is called after each chunk is recorded (a caller's progress report); the
-    checkpoint is written after every `checkpoint_every`-th chunk (`chunks.chunk_loop`)."""
-    cfg = scfg.config
-    members = scfg.members()
-    mesh = member_mesh()
-    count = padded_members(len(members), mesh)
-    init, stages, shard = sweep_program(TRAINERS[scfg.trainer].program_config(cfg),
-                                        tuple(mesh.devices.flat))
-    keys, hyper = member_inputs([m.seed for m in members], [m.hyper for m in members],
-                                count, shard)
-    rs = init(keys, hyper)
-    restored = None
-    if resume:  # the checkpoint holds the real members only (any device count resumes it)
-        real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
-        real, restored = runner.restore_runner(real, run_dir)
-        rs = put_members(pad_members(real, count), shard)
-    done = {"chunks": int(to_host(rs.chunk)[0])}
-    plan = cfg.stage_plan()
-    named = len(plan) > 1
-
-    def chunk(rs_):
-        i, first = stage_at(plan, done["chunks"])
-        if first and stages[i].begin is not None:
-            rs_ = stages[i].begin(rs_, hyper)
-        done["stage"] = i
-        return stages[i].chunk(rs_, hyper)
-
-    def rows(rs_, m, seconds):
-        name, _, steps = plan[done["stage"]]
-        out = member_rows(members, m, seconds, steps, name if named else None)
-        done["chunks"] = out[0]["chunk"]
-        return out
-
-    def save(rs_, rows_):
-        host = to_host(rs_)
-        if writer:
-            runner.save_checkpoint(jax.tree.map(lambda x: x[:len(members)], host), run_dir, rows_)
-
-    def progress(rows_):
-        if on_chunk is not None:
-            on_chunk(rows_[0]["chunk"])
-        line = progress_line(rows_, cfg.num_chunks)
-        return f"[{rows_[0]['stage']}] {line}" if named else line
-
-    pad = f" (+{count - len(members)} padding)" if count > len(members) else ""
-    stages_text = ", ".join(f"{n} x {steps} env steps" + (f" ({name})" if named else "")
-                            for name, n, steps in plan)
-    rs, interrupted = chunks.chunk_loop(
-        chunk, rs, num_chunks=cfg.num_chunks,
-        chunks_done=lambda _: done["chunks"], run_dir=run_dir, save=save, rows=rows,
-        progress=progress, writer=writer, restored_rows=restored,
-        checkpoint_every=checkpoint_every, header=f"sweep {run_dir}: {len(members)} members{pad} on {mesh.devices.size} "
-               f"device(s), chunks: {stages_text}, from chunk {done['chunks']}")
+    """Run (or continue) every member's chunks (`damdjax.members.train` of the trainer's
+    program); `(runner [K'], members, hyper [K'], interrupted)` with K' >= K members
+    (padding last). `on_chunk(chunks done)`, where given, is called after each chunk is
+    recorded (a caller's progress report); the checkpoint is written after every
+    `checkpoint_every`-th chunk (`chunks.chunk_loop`)."""
+    trainer, members = TRAINERS[scfg.trainer], scfg.members()
+    rs, hyper, interrupted = member_loop.train(
+        trainer.make_train, trainer.program_config(scfg.config), scfg.config, members,
+        run_dir, resume, writer=writer, on_chunk=on_chunk, checkpoint_every=checkpoint_every)
     return rs, members, hyper, interrupted
 
 
