@@ -66,7 +66,8 @@ import numpy as np
 from damdjax import rundir
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
-from damdjax.cli import add_seed_flag, check_int_flag, check_program, explicit_flags
+from damdjax.cli import (add_seed_flag, check_int_flag, check_program, config_or_exit,
+                         explicit_flags)
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
@@ -81,7 +82,7 @@ from damdjax.sharding import (member_mesh, member_sharding, pad_members, padded_
 from damdjax.envs.config import offered_load
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.state import Action
-from damdjax.train import sweep
+from damdjax.train import damd, sweep
 
 KIND = "damdjax.eval.figures"   # figures.json's marker: only such a folder is reused
 JOB_FILE = "figures.json"
@@ -233,19 +234,22 @@ def job_from_args(p: argparse.ArgumentParser, args) -> dict:
             "train_args": [*profile, *shlex.split(args.train_args)]}
 
 
-def sweep_config(job: dict, axis: Axis, run_dir: str) -> sweep.SweepConfig:
-    """The axis's `train.sweep --trainer damd` config: one member per point and seed, the
-    padded size at the largest point (train.sweep's checks; exit 2 on a bad flag)."""
+def sweep_config(job: dict, axis: Axis) -> sweep.SweepConfig:
+    """The axis's sweep, built as a config: the DAMD pipeline of the job's training flags
+    (`train_args`: the profile's and --train-args, train.damd's flags; the padded size at
+    the largest point before them, so that they may raise it; no final evaluation), one
+    member per point and seed (`SweepConfig`'s checks, then the program's memory and
+    counters; one-line exit 2)."""
     vals = job["points"][axis.name]
+    p = argparse.ArgumentParser(prog=f"python -m eval.figures (figure {axis.figure}'s "
+                                "training)")
+    damd.add_flags(p, init=False)
     pad = [axis.pad_flag, str(max(vals))] if axis.pad_flag else []
-    argv = ["--trainer", "damd", "--seeds", str(job["seeds"]), "--seed", str(job["seed"]),
-            "--grid", f"{axis.field}={','.join(str(v) for v in vals)}", *pad,
-            *job["train_args"], "--eval-episodes", "0",
-            "--run-dir", os.path.dirname(run_dir), "--name", os.path.basename(run_dir)]
-    p = sweep.build_parser("damd")
-    p.prog = f"python -m eval.figures (figure {axis.figure}'s training)"
-    args = p.parse_args(argv)
-    scfg = sweep.config_from_args(p, args)
+    args = p.parse_args(["--seed", str(job["seed"]), *pad, *job["train_args"],
+                         "--eval-episodes", "0"])
+    base = damd.config_from_args(p, args)
+    scfg = config_or_exit(p, lambda: sweep.SweepConfig(
+        trainer="damd", seeds=job["seeds"], grid=((axis.field, tuple(vals)),), config=base))
     check_program(p, scfg)
     return scfg
 
@@ -785,7 +789,7 @@ def main(argv=None) -> int:
     axes = [AXES[a] for a in job["axes"]]
     configs = {}
     for axis in axes:   # every figure's flags checked before anything compiles
-        configs[axis.name] = sweep_config(job, axis, os.path.join(out, "train", axis.name))
+        configs[axis.name] = sweep_config(job, axis)
     gen = 2 if job.get("generalist") else 1
     total = sum(gen * c.num_chunks + (len(job["points"][a]) + gen) * Progress.EVAL_UNITS
                 for a, c in configs.items())
