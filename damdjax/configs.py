@@ -11,7 +11,6 @@ config.json read back (`from_json`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Iterable
 
 from damdjax.envs.config import INT32_MAX, SEED_MAX, SIZE_LIMITS
@@ -96,13 +95,6 @@ def check_int(field: str, value: int, low: int, high: int = INT32_MAX,
         raise ConfigError(Field(field), f" must be >= {low}, got {value}")
     if value > high:
         raise ConfigError(Field(field), f" must be <= {high} ({why}), got {value}")
-
-
-def check_positive_float(field: str, value: float) -> None:
-    """ConfigError unless `value` is a finite number > 0."""
-    check_type(field, value, float)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(Field(field), f" must be > 0, got {value}")
 
 
 def check_choice(field: str, value: str, choices: Iterable[str]) -> None:

@@ -41,8 +41,9 @@ LIBRARY = library_from_specs([
 LIB_CONFIG = required_config(LIBRARY, n_max=24, m_max=4, queue_capacity=4)
 
 
-def old_draw_setting(key, params, setting_range):
-    """EdgeEnv's per-episode draw as it was written before the generators (a pin)."""
+def reference_draw_setting(key, params, setting_range):
+    """The per-episode setting draw, written out here independently of the generators: each
+    field from `fold_in(key, i)`, integers by `randint`, the rest by `uniform`."""
     values = {}
     for i, (field, low, high) in enumerate(setting_range):
         k = jax.random.fold_in(key, i)
@@ -53,11 +54,12 @@ def old_draw_setting(key, params, setting_range):
     return params.replace(**values)
 
 
-def old_setting_range_generate(key, config, params, setting_range, lib=None):
-    """EdgeEnv(config, workload=lib, setting_range=...).generate as it was."""
+def reference_range_generate(key, config, params, setting_range, lib=None):
+    """The reference instance of a setting range: split the key, draw the setting, then the
+    random model or the library at that setting."""
     if setting_range:
         key, k_draw = jax.random.split(key)
-        params = old_draw_setting(k_draw, params, setting_range)
+        params = reference_draw_setting(k_draw, params, setting_range)
     if lib is not None:
         return generate_from_library(key, config, params, lib)
     return generate(key, config, params)
@@ -82,16 +84,16 @@ CASES = [
     ("library", LIB_CONFIG, JobLibraryGenerator(LIBRARY),
      lambda k: generate_from_library(k, LIB_CONFIG, PARAMS, LIBRARY)),
     ("range of random", CONFIG, SettingRangeGenerator(RandomDAGGenerator(), RANGES),
-     lambda k: old_setting_range_generate(k, CONFIG, PARAMS, RANGES)),
+     lambda k: reference_range_generate(k, CONFIG, PARAMS, RANGES)),
     ("range of library", LIB_CONFIG, SettingRangeGenerator(JobLibraryGenerator(LIBRARY), RANGES),
-     lambda k: old_setting_range_generate(k, LIB_CONFIG, PARAMS, RANGES, LIBRARY)),
+     lambda k: reference_range_generate(k, LIB_CONFIG, PARAMS, RANGES, LIBRARY)),
     ("empty range", CONFIG, SettingRangeGenerator(RandomDAGGenerator(), ()),
      lambda k: generate(k, CONFIG, PARAMS)),
 ]
 
 
 @pytest.mark.parametrize("name, config, generator, old", CASES, ids=[c[0] for c in CASES])
-def test_generator_draws_the_old_instances(name, config, generator, old):
+def test_generator_draws_the_reference_instances(name, config, generator, old):
     assert isinstance(generator, Generator)
     generator.check(config)
     run = jax.jit(jax.vmap(lambda k: generator(k, config, PARAMS)))

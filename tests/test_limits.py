@@ -1,4 +1,4 @@
-"""Out-of-range numbers: one-line errors before anything is allocated or compiled (issue 14).
+"""Out-of-range numbers: one-line errors before anything is allocated or compiled.
 
 Every integer flag that sizes or counts a device array is checked against int32 (and the
 run's counters against int32 to the last chunk); what still fits int32 but not memory is
@@ -290,7 +290,7 @@ def _offset_file(tmp_path, offset: str) -> str:
 
 @pytest.mark.parametrize("offset", ["1.7E15", "1E17"])
 def test_a_large_common_offset_is_shifted_away_exactly(offset, tmp_path):
-    """Issue 15: the worked example offset by 1.7e15 or 1e17 is the same instance (so every
+    """The worked example offset by 1.7e15 or 1e17 is the same instance (so every
     method's result is the same), its offset kept for reporting."""
     base = load_instance(EXAMPLE)
     spec = load_instance(_offset_file(tmp_path, offset))

@@ -1,4 +1,4 @@
-"""The pieces of the observation's traffic work (issue 13): the derived successor counts
+"""The pieces of the observation's traffic work: the derived successor counts
 and the grouped, masked stack (the observation's values are pinned by
 tests/test_step_digests.py)."""
 from __future__ import annotations

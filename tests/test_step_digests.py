@@ -1,5 +1,5 @@
-"""The environment's outputs, bitwise, against values recorded from the code before the
-traffic work of issue 13 (tests/data/step_digests.json).
+"""The environment's outputs, bitwise, against values recorded before the step was rewritten
+for speed (tests/data/step_digests.json).
 
 A rewrite of `transition` or `observe` for speed must compute the same numbers: in
 float64, over the differential test's generated instance families, every step's team

@@ -39,7 +39,7 @@ class EnvState:
     Scalars: `time`, `step`, `head` (next task to dispatch), `done` (the episode is
     over), `truncated` (it was ended by the step cap, a time limit: the TD target
     bootstraps; every other end is a termination, see docs/model.md).
-    Kept so that a step needs no pass over all tasks (issue 13): `done_at` [N] (`finish
+    Kept so that a step needs no pass over all tasks: `done_at` [N] (`finish
     + k[server]`, when the result reaches the AP, written when the task starts; +inf
     before: `done_time`), `unstarted` [] int32 (real tasks not started, a count) and
     `last_done` [] time (the latest `done_time` of a started task, -inf if none; a
