@@ -49,9 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import add_seed_flag, check_int_flag, check_workload_flag, explicit_flags
+from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_workload_flag,
+                         explicit_flags)
 from damdjax.configs import int_limit
-from damdjax.run_config import SETTING_FIELDS
+from damdjax.run_config import SETTING_FIELDS, RunConfig
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
 from damdjax.heuristics import (
@@ -78,7 +79,6 @@ GENERATED_EPISODES = 200   # --episodes' default on generated instances
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = EnvParams()
     p = argparse.ArgumentParser(
         prog="python -m eval.compare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,15 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "yardstick, not a runnable policy (above)")
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
-    p.add_argument("--num-tasks", type=int, default=defaults.num_tasks,
-                   help="tasks per generated episode (default %(default)s)")
-    p.add_argument("--density", type=float, default=defaults.density,
-                   help="task arrival density, tasks per time unit (default %(default)s)")
-    p.add_argument("--num-servers", type=int, default=defaults.num_servers,
-                   help="edge servers (default %(default)s)")
-    p.add_argument("--slack", type=float, default=defaults.slack,
-                   help="deadline slack: deadline = arrival + slack x the task's critical-path "
-                        "time on an average server (default %(default)s)")
+    add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack"))
     p.add_argument("--workload", default="", metavar="SPEC",
                    help=f"{WORKLOAD_HELP} (default: the random generator, or the run's "
                         "recorded workload with --dispatcher-checkpoint / --damd-run)")
