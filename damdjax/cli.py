@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 from damdjax import memory
 from damdjax.configs import FIELD_TYPES, flag, flag_message
+from damdjax.io import check_output
 from damdjax.hyper import Hyper
 from damdjax.run_config import RunConfig
 from damdjax.workloads import check_workload
@@ -111,6 +112,16 @@ def parse_widths(p: argparse.ArgumentParser, flag_name: str, text: str) -> tuple
         return tuple(int(x) for x in text.split(","))
     except ValueError:
         p.error(f"{flag_name} must be comma-separated integers, got {text!r}")
+
+
+def check_out_flag(p: argparse.ArgumentParser, out: str | None, inputs=()) -> None:
+    """`p.error` (one line) unless `--out` is absent or can be written without harming an
+    input (`damdjax.io.check_output`): call it before any work."""
+    if out is not None:
+        try:
+            check_output(out, inputs)
+        except ValueError as err:
+            p.error(str(err))
 
 
 def check_workload_flag(p: argparse.ArgumentParser, spec: str, num_tasks: int) -> None:

@@ -47,8 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.cli import add_seed_flag, check_int_flag
-from damdjax.io import check_output
+from damdjax.cli import add_seed_flag, check_int_flag, check_out_flag
 from damdjax.memory import check_memory, evaluation_bytes, float_bytes
 from damdjax.heuristics import pair_from_name, pair_names
 from damdjax.rollout import run_from_instance
@@ -131,11 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and validate the flags; a bad one exits 2 with a one-line error."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.out is not None:  # before any work: never an input, a writable folder
-        try:
-            check_output(args.out, ())
-        except ValueError as err:
-            parser.error(str(err))
+    check_out_flag(parser, args.out)   # before any work: a writable folder
     if args.batch_sizes is None:
         args.batch_sizes = QUICK_BATCH_SIZES if args.quick else DEFAULT_BATCH_SIZES
     if args.repeats is None:

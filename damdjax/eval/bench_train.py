@@ -54,10 +54,9 @@ import jax
 import numpy as np
 
 from damdjax.hyper import Hyper
-from damdjax.io import check_output
 from damdjax.members import member_inputs, member_program
 from damdjax.sharding import member_mesh, padded_members
-from damdjax.cli import check_int_flag
+from damdjax.cli import check_int_flag, check_out_flag
 from damdjax.configs import int_limit
 from damdjax.memory import check_memory
 from damdjax.envs.config import INT32_MAX, check_params
@@ -171,11 +170,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.out is not None:  # before any work: never an input, a writable folder
-        try:
-            check_output(args.out, ())
-        except ValueError as err:
-            parser.error(str(err))
+    check_out_flag(parser, args.out)   # before any work: a writable folder
     if args.num_envs is None:
         args.num_envs = SWEEP_NUM_ENVS if args.sweep else DEFAULT_NUM_ENVS
     bad = [k for k in args.members if k <= 0]

@@ -49,15 +49,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from damdjax.bound import bound_metrics
-from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_workload_flag,
-                         explicit_flags)
+from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_out_flag,
+                         check_workload_flag, explicit_flags)
 from damdjax.configs import int_limit
 from damdjax.run_config import SETTING_FIELDS, RunConfig
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
 from damdjax.heuristics import (
     ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
-from damdjax.io import check_output, json_number, write_json_atomic
+from damdjax.io import json_number, write_json_atomic
 from damdjax.lookahead import lookahead_dispatch
 from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
@@ -168,11 +168,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             check_memory(memory_parts(args, config, args.episodes or GENERATED_EPISODES, 4))
         except ValueError as e:
             parser.error(str(e))
-    if args.out is not None:
-        try:
-            check_output(args.out, input_files(args))
-        except ValueError as e:
-            parser.error(str(e))
+    check_out_flag(parser, args.out, input_files(args))
     return args
 
 

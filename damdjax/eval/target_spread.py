@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.cli import add_seed_flag, check_int_flag
+from damdjax.cli import add_seed_flag, check_int_flag, check_out_flag
 from damdjax.heuristics import Policy, pair_from_name
-from damdjax.io import check_output, write_json_atomic
+from damdjax.io import write_json_atomic
 from damdjax.lookahead import played_out, rollout_targets, total_response_time
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed
@@ -130,10 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_n_max_flag(p, "--num-tasks", args.num_tasks)
     check_method_flag(p, args.method)
     if args.out:
-        try:
-            check_output(args.out)
-        except ValueError as err:
-            p.error(str(err))
+        check_out_flag(p, args.out)
     rows = []
     for n in args.num_tasks:
         rows.append(measure(n, args.states, args.seed, args.method))
