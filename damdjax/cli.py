@@ -17,16 +17,18 @@ from damdjax import memory
 from damdjax.configs import FIELD_TYPES, flag, flag_message
 from damdjax.io import check_output
 from damdjax.hyper import Hyper
-from damdjax.run_config import RunConfig
+from damdjax.run_config import SETTING_OPTIONS, RunConfig
 from damdjax.workloads import check_workload
-from damdjax.envs.config import INT32_MAX, EnvParams
+from damdjax.envs.config import INT32_MAX, EnvConfig, EnvParams
 from damdjax.envs.convert import seed_type
 
 # The field names a check's message may start with (`damdjax.configs.flag_message`).
 FLAG_FIELDS = (frozenset(f.name for f in dataclasses.fields(RunConfig)) | set(Hyper.field_names())
-               | {"grid", "seeds", "trainer", "rounds"})
-# The fields `add_run_flags` declares for every single-run trainer (train.dqn, train.mdqn).
-COMMON_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["flag"])
+               | set(SETTING_OPTIONS) | {"grid", "seeds", "trainer", "rounds"})
+# The fields `add_common_flags` declares for every single-run trainer (train.dqn,
+# train.mdqn): the setting's (SETTING_OPTIONS) and RunConfig's own.
+COMMON_FIELDS = tuple(SETTING_OPTIONS) + tuple(f.name for f in dataclasses.fields(RunConfig)
+                                               if f.metadata["flag"])
 
 
 def add_run_flags(p: argparse.ArgumentParser, name: str, resume_help: str) -> None:
@@ -47,8 +49,35 @@ def add_common_flags(p: argparse.ArgumentParser, cls: type, name: str) -> None:
     add_config_flags(p, cls, COMMON_FIELDS)
 
 
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    """What a field's flag needs: its type, default, help, metavar, resumable."""
+    kind: type
+    default: object
+    help: str
+    metavar: str | None = None
+    resumable: bool = False
+
+
+def _flag_of(cls: type, name: str, defaults) -> _Flag:
+    """The flag of field `name` of `cls` (declared with `damdjax.configs.option`), or of a
+    setting field (`damdjax.run_config.SETTING_OPTIONS`: an `EnvParams` field, default
+    `defaults.env`'s or EnvParams'; a padded size, default `defaults.env_config`'s, or
+    derived (None) for `n_max`/`m_max`)."""
+    if name in SETTING_OPTIONS:
+        home, text = SETTING_OPTIONS[name]
+        if home == "env":
+            f = {f.name: f for f in dataclasses.fields(EnvParams)}[name]
+            env = defaults.env if defaults is not None else EnvParams()
+            return _Flag(FIELD_TYPES[f.type], getattr(env, name), text)
+        if name in ("n_max", "m_max"):
+            return _Flag(int, None, text)
+        sizes = defaults.env_config if defaults is not None else EnvConfig()
+        return _Flag(int, getattr(sizes, name), text)
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = f.metadata
+    return _Flag(FIELD_TYPES[f.type], getattr(defaults, name) if defaults is not None
+                 else f.default, meta["help"], meta["metavar"], meta["resumable"])
 
 
 def add_config_flags(p: argparse.ArgumentParser, cls: type, names: Iterable[str], *,
@@ -58,22 +87,22 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, names: Iterable[str]
     field's annotation (a bool: a switch; a tuple: comma-separated integers), its help
     (`help_prefix` before it, `{decision}` the class's) and default (`defaults`' value,
     an instance of `cls`, else the field's; a resumable field's flag defaults to None)."""
-    fields = _fields(cls)
     for name in names:
-        f = fields[name]
-        meta, kind = f.metadata, FIELD_TYPES[f.type]
-        default = getattr(defaults, name) if defaults is not None else f.default
-        text = help_prefix + meta["help"].format(decision=getattr(cls, "decision", "decision"))
-        opts = {"metavar": meta["metavar"]} if meta["metavar"] else {}
+        spec = _flag_of(cls, name, defaults)
+        kind, default = spec.kind, spec.default
+        text = help_prefix + spec.help.format(decision=getattr(cls, "decision", "decision"))
+        opts = {"metavar": spec.metavar} if spec.metavar else {}
         if kind is bool:
             p.add_argument(flag(name, prefix), action="store_true",
                            help=f"{text} (default {'on' if default else 'off'})")
-        elif meta["resumable"]:
+        elif spec.resumable:
             p.add_argument(flag(name, prefix), type=kind, default=None, **opts,
                            help=f"{text} (default {default}; with --resume: the stored value)")
         elif kind is tuple:
             p.add_argument(flag(name, prefix), default=",".join(map(str, default)), **opts,
                            help=f"{text} (default %(default)s)")
+        elif default is None:
+            p.add_argument(flag(name, prefix), type=kind, default=None, **opts, help=text)
         else:
             p.add_argument(flag(name, prefix), type=kind, default=default, **opts,
                            help=f"{text} (default %(default)s)")
@@ -84,13 +113,13 @@ def config_values(p: argparse.ArgumentParser, args, cls: type, names: Iterable[s
     """The fields `names` of `cls` as keyword arguments, read from the flags
     `add_config_flags` declared (unchecked: the config checks itself); a resumable flag
     left out takes `defaults`' (or the field's) value."""
-    fields, out = _fields(cls), {}
+    out = {}
     for name in names:
-        f = fields[name]
+        spec = _flag_of(cls, name, defaults)
         v = getattr(args, prefix + name)
-        if v is None and f.metadata["resumable"]:
-            v = getattr(defaults, name) if defaults is not None else f.default
-        if FIELD_TYPES[f.type] is tuple:
+        if v is None and spec.resumable:
+            v = spec.default
+        if spec.kind is tuple:
             v = parse_widths(p, flag(name, prefix), v)
         out[name] = v
     return out
@@ -182,7 +211,7 @@ def config_from_flags(p: argparse.ArgumentParser, args, cls: type, own: Iterable
     its `own` fields and `init_field` where the parser offers it; the config checks its
     values, then the files it names (`check_inputs`). One-line `p.error` otherwise."""
     names = COMMON_FIELDS + tuple(own) + ((init_field,) if hasattr(args, init_field) else ())
-    cfg = config_or_exit(p, lambda: cls(**config_values(p, args, cls, names)))
+    cfg = config_or_exit(p, lambda: cls.from_values(**config_values(p, args, cls, names)))
     config_or_exit(p, cfg.check_inputs)
     return cfg
 

@@ -1,10 +1,10 @@
 """The scalars a training run may vary without recompiling: `Hyper`, a pytree.
 
-    hyper = Hyper.from_config(cfg)                     # a trainer config's values
-    hyper = hyper.replace(lr=1e-3, density=3.0)        # one run's values
-    check_hyper(hyper, cfg.env_config())               # ValueError naming a bad value
-    stacked = stack([h1, h2, h3])                      # leaves [3]: vmap over members
-    pair = PipelineHyper(dispatcher=h1, schedulers=h2) # train.damd: one Hyper per stage kind
+    hyper = Hyper.from_config(cfg)                      # a trainer config's values
+    hyper = hyper.with_values(lr=1e-3, density=3.0)     # one run's values (density: hyper.env)
+    check_hyper(hyper, cfg.env_config)                  # ValueError naming a bad value
+    stacked = stack([h1, h2, h3])                       # leaves [3]: vmap over members
+    pair = PipelineHyper(dispatcher=h1, schedulers=h2)  # train.damd: one Hyper per stage kind
 
 A trainer's frozen config decides the compiled program's shape (array sizes,
 network widths, buffer size, number of envs and steps, reward kind,
@@ -14,15 +14,17 @@ so one compiled program serves any values (and `jax.vmap` over a stacked
 `eps_decay_steps` and `learning_starts` in env steps; `target_every` in
 gradient updates; `double_dqn` 1 (double DQN targets) or 0 (max targets;
 `damdjax.targets.td_targets`); `n_step` in decisions (the returns' length,
-`damdjax.replay.sample`; 1: one-step targets); `tau` in time units; the setting fields as in
-`damdjax.envs.config.EnvParams` (`num_tasks` <= the config's `n_max`, `num_servers`
-<= its `m_max`).
+`damdjax.replay.sample`; 1: one-step targets). The setting is not copied here:
+`hyper.env` is the run's `damdjax.envs.config.EnvParams`, whose SETTING_FIELDS
+are traced (`num_tasks` <= the config's `n_max`, `num_servers` <= its `m_max`);
+flat names (`field_names()`, a sweep's grid) spell them as `EnvParams` does.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -31,12 +33,23 @@ from flax import struct
 from damdjax.envs.config import INT32_MAX, EnvConfig, EnvParams, check_float, check_params
 
 
-@struct.dataclass
-class Hyper:
-    """Every scalar of a DQN-style training run that can vary without recompiling.
+# The setting fields a run traces: one compiled program serves any of their values (and a
+# sweep's grid may vary them). The other `EnvParams` fields are the program's constants.
+SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
+CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
+                        if f.name not in SETTING_FIELDS)
 
-    Leaves are Python scalars (one run; `jit` traces them, weakly typed) or
-    arrays with a leading member axis (`stack`).
+
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """Every scalar of a DQN-style training run that can vary without recompiling: the
+    learning values, and `env`, the run's setting (an `EnvParams`).
+
+    A pytree: its leaves are the learning values and `env`'s SETTING_FIELDS, each a Python
+    scalar (one run; `jit` traces them, weakly typed) or an array with a leading member
+    axis (`stack`). `env`'s other fields (CONSTANT_FIELDS: the server and task ranges,
+    `time_scale`) are part of the tree's structure, so the program holds them as
+    constants: Python numbers, equal across a stack's members; changing one compiles anew.
     """
 
     lr: float = 5e-4                   # Adam learning rate
@@ -50,28 +63,26 @@ class Hyper:
     n_step: int = 1                    # decisions summed per target (1: one-step targets)
     learning_starts: int = 5_000       # env steps before the first gradient update
     max_grad_norm: float = 10.0        # global gradient-norm clip
-    tau: float = EnvParams.tau                    # reward time constant (time units)
-    miss_penalty: float = EnvParams.miss_penalty  # team-reward penalty per missed deadline
-    density: float = EnvParams.density            # tasks per time unit
-    slack: float = EnvParams.slack                # deadline slack
-    num_tasks: int = EnvParams.num_tasks          # real tasks per episode (<= n_max)
-    num_servers: int = EnvParams.num_servers      # real servers (<= m_max)
+    env: EnvParams = dataclasses.field(default_factory=EnvParams)   # the setting
+
+    def __post_init__(self):
+        for name in CONSTANT_FIELDS:
+            value = getattr(self.env, name)
+            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+                raise TypeError(f"Hyper.env.{name} is a program constant and must be a "
+                                f"number, got {type(value).__name__} (only "
+                                f"{', '.join(SETTING_FIELDS)} are traced)")
+
+    def replace(self, **changes) -> "Hyper":
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_config(cls, cfg, params: EnvParams | None = None) -> "Hyper":
-        """The values of a trainer config (fields of the same names); a field the config
-        lacks (e.g. `polyak`, `miss_penalty`) takes `Hyper`'s default. `params`, where
-        given, replaces the setting fields (SETTING_FIELDS)."""
-        h = cls(**{f: getattr(cfg, f) for f in FIELDS if hasattr(cfg, f)})
-        if params is not None:
-            h = h.replace(**{f: getattr(params, f) for f in SETTING_FIELDS})
-        return h
-
-    def env_params(self) -> EnvParams:
-        """The generator and reward knobs as `EnvParams` (other knobs at their defaults)."""
-        return EnvParams(num_tasks=self.num_tasks, num_servers=self.num_servers,
-                         density=self.density, slack=self.slack, tau=self.tau,
-                         miss_penalty=self.miss_penalty)
+        """The values of a trainer config: its learning fields (a field the config lacks,
+        e.g. `polyak`, takes `Hyper`'s default) and its setting `cfg.env`, or `params`
+        where given."""
+        return cls(**{f: getattr(cfg, f) for f in LEARNING_FIELDS if hasattr(cfg, f)},
+                   env=cfg.env if params is None else params)
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam at `lr` after global-norm clipping at `max_grad_norm`, built from (possibly
@@ -86,9 +97,14 @@ class Hyper:
         frac = 1 - jnp.clip(env_steps, 0, steps) / steps
         return (self.eps_start - self.eps_end) * frac + self.eps_end
 
+    def value(self, name: str):
+        """The value of a flat field name (`field_names()`): a learning field, or a
+        setting field of `env`."""
+        return getattr(self.env, name) if name in SETTING_FIELDS else getattr(self, name)
+
     def values(self) -> dict:
-        """Field -> Python number (leaves must be scalars)."""
-        return {f: _python(getattr(self, f)) for f in FIELDS}
+        """Flat field -> Python number (leaves must be scalars)."""
+        return {f: _python(self.value(f)) for f in FIELDS}
 
     # The sweep's view of a hyper pytree (shared with PipelineHyper): flat field names.
     @staticmethod
@@ -100,30 +116,58 @@ class Hyper:
         return name in INT_FIELDS
 
     def with_values(self, **values) -> "Hyper":
-        """These fields replaced (names of `field_names()`)."""
-        return self.replace(**values)
+        """These flat fields replaced (names of `field_names()`; a setting field in `env`).
+        ValueError naming an unknown field."""
+        unknown = sorted(set(values) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+        setting = {k: v for k, v in values.items() if k in SETTING_FIELDS}
+        return self.replace(**{k: v for k, v in values.items() if k not in SETTING_FIELDS},
+                            env=self.env.replace(**setting))
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(Hyper))
+LEARNING_FIELDS = tuple(f.name for f in dataclasses.fields(Hyper) if f.name != "env")
+# The flat fields in the order of the tree's leaves.
+FIELDS = LEARNING_FIELDS + ("tau", "miss_penalty", "density", "slack", "num_tasks",
+                            "num_servers")
 INT_FIELDS = frozenset({"eps_decay_steps", "target_every", "learning_starts", "n_step",
                         "num_tasks", "num_servers"})
-SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
 
 
-# Hyper fields that a trainer config also reads as the padded sizes (n_max, m_max).
-PADDED_FIELDS = ("num_tasks", "num_servers")
+def _flatten_with_keys(h: Hyper):
+    children = [(jax.tree_util.GetAttrKey(f), h.value(f)) for f in FIELDS]
+    return children, tuple(getattr(h.env, f) for f in CONSTANT_FIELDS)
+
+
+def _unflatten(constants: tuple, leaves) -> Hyper:
+    values = dict(zip(FIELDS, leaves))
+    h = object.__new__(Hyper)   # leaves may be tracers or placeholders: no checks here
+    for f in LEARNING_FIELDS:
+        object.__setattr__(h, f, values[f])
+    object.__setattr__(h, "env", EnvParams(**{f: values[f] for f in SETTING_FIELDS},
+                                           **dict(zip(CONSTANT_FIELDS, constants))))
+    return h
+
+
+jax.tree_util.register_pytree_with_keys(
+    Hyper, _flatten_with_keys, _unflatten,
+    lambda h: ([h.value(f) for f in FIELDS], _flatten_with_keys(h)[1]))
 
 
 def program_of(config, **run_values):
     """`config` (a trainer's frozen config dataclass) with every field that leaves its
-    `make_train(config).init` and `.chunk` unchanged set to a fixed value: the `Hyper`
-    fields it holds at its class's defaults (but PADDED_FIELDS, which also size the
-    program), and `run_values`, the fields only the host reads (seed, run length,
+    `make_train(config).init` and `.chunk` unchanged set to a fixed value: the learning
+    fields it holds at its class's defaults, its setting's traced fields (SETTING_FIELDS)
+    at the padded sizes and `EnvParams`' defaults (its constant fields stay: the program
+    holds them), and `run_values`, the fields only the host reads (seed, run length,
     evaluation size, a starting-parameters file). Two configs have the same program
     exactly when their `program_of` are equal (a cache key)."""
-    cls = type(config)
-    fixed = {f: getattr(cls, f) for f in FIELDS if hasattr(cls, f) and f not in PADDED_FIELDS}
-    return dataclasses.replace(config, **fixed, **run_values)
+    cls, defaults = type(config), EnvParams()
+    fixed = {f: getattr(cls, f) for f in LEARNING_FIELDS if hasattr(cls, f)}
+    env = config.env.replace(**{**{f: getattr(defaults, f) for f in SETTING_FIELDS},
+                                "num_tasks": config.env_config.n_max,
+                                "num_servers": config.env_config.m_max})
+    return dataclasses.replace(config, **fixed, env=env, **run_values)
 
 
 def _python(x):
@@ -157,8 +201,8 @@ def check_hyper(h, config: EnvConfig) -> None:
     for name in FIELDS:
         if not math.isfinite(v[name]):
             raise ValueError(f"{name} must be finite, got {v[name]}")
-        if name in INT_FIELDS and float(getattr(h, name)) != int(v[name]):
-            raise ValueError(f"{name} must be an integer, got {float(getattr(h, name)):g}")
+        if name in INT_FIELDS and float(h.value(name)) != int(v[name]):
+            raise ValueError(f"{name} must be an integer, got {float(h.value(name)):g}")
         if name in INT_FIELDS and abs(v[name]) > INT32_MAX:   # traced as int32
             raise ValueError(f"{name} must be <= {INT32_MAX} (int32), got {v[name]}")
         if name not in INT_FIELDS:   # traced (and stacked) as float32
@@ -175,7 +219,7 @@ def check_hyper(h, config: EnvConfig) -> None:
         raise ValueError(f"double_dqn must be 0 or 1, got {v['double_dqn']:g}")
     if v["learning_starts"] < 0:
         raise ValueError(f"learning_starts must be >= 0, got {v['learning_starts']}")
-    check_params(config, h.env_params())
+    check_params(config, h.env)
 
 
 def stack(hypers: list):
@@ -185,10 +229,15 @@ def stack(hypers: list):
         return PipelineHyper(dispatcher=stack([h.dispatcher for h in hypers]),
                              schedulers=stack([h.schedulers for h in hypers]))
 
+    constants = {tuple(getattr(h.env, f) for f in CONSTANT_FIELDS) for h in hypers}
+    if len(constants) > 1:
+        raise ValueError("stacked runs must share the setting's constant fields "
+                         f"({', '.join(CONSTANT_FIELDS)}): one program holds them")
+
     def col(name):
         dtype = np.int32 if name in INT_FIELDS else np.float32
-        return np.asarray([getattr(h, name) for h in hypers], dtype)
-    return Hyper(**{name: col(name) for name in FIELDS})
+        return np.asarray([h.value(name) for h in hypers], dtype)
+    return jax.tree.unflatten(jax.tree.structure(hypers[0]), [col(name) for name in FIELDS])
 
 
 def member(stacked, i: int):
@@ -196,7 +245,7 @@ def member(stacked, i: int):
     if isinstance(stacked, PipelineHyper):
         return PipelineHyper(dispatcher=member(stacked.dispatcher, i),
                              schedulers=member(stacked.schedulers, i))
-    return Hyper(**{f: _python(np.asarray(getattr(stacked, f))[i]) for f in FIELDS})
+    return jax.tree.map(lambda x: _python(np.asarray(x)[i]), stacked)
 
 
 # ---------------------------------------------------------------------------
@@ -204,7 +253,6 @@ def member(stacked, i: int):
 # ---------------------------------------------------------------------------
 
 DISPATCHER_PREFIX, SCHEDULERS_PREFIX = "dqn_", "mdqn_"   # as train.damd's --dqn-* / --mdqn-*
-LEARNING_FIELDS = tuple(f for f in FIELDS if f not in SETTING_FIELDS)
 
 
 @struct.dataclass
@@ -233,8 +281,8 @@ class PipelineHyper:
             for which, out in (("dispatcher", d), ("schedulers", s)):
                 if part in (which, None):
                     out[field] = v
-        return PipelineHyper(dispatcher=self.dispatcher.replace(**d),
-                             schedulers=self.schedulers.replace(**s))
+        return PipelineHyper(dispatcher=self.dispatcher.with_values(**d),
+                             schedulers=self.schedulers.with_values(**s))
 
     def values(self) -> dict:
         """Flat field -> Python number (the setting from `dispatcher`; both hold it)."""
@@ -243,8 +291,10 @@ class PipelineHyper:
                 **{DISPATCHER_PREFIX + f: d[f] for f in LEARNING_FIELDS},
                 **{SCHEDULERS_PREFIX + f: s[f] for f in LEARNING_FIELDS}}
 
-    def env_params(self) -> EnvParams:
-        return self.dispatcher.env_params()
+    @property
+    def env(self) -> EnvParams:
+        """The setting (both stage kinds hold it)."""
+        return self.dispatcher.env
 
 
 PIPELINE_FIELDS = (SETTING_FIELDS + tuple(DISPATCHER_PREFIX + f for f in LEARNING_FIELDS)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from damdjax.checkpoint import read_state_dict, restore, save_tree
-from damdjax.run_config import SETTING_FIELDS
+from damdjax.run_config import setting_from_json
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, eft_estimate, pair)
 from damdjax.networks import (
@@ -214,8 +214,9 @@ DAMD_FILE = "damd.json"   # a train.damd run's index: its final stages and setti
 def load_damd(path: str) -> tuple[Policy, dict]:
     """`(DAMD policy (greedy dispatcher + greedy schedulers), setting)` of a train.damd run.
 
-    ValueError naming the path if it is not a finished DAMD run. A setting without
-    "workload" (written before workloads existed) is the random generator's: "".
+    ValueError naming the path if it is not a finished DAMD run or its setting does not
+    read (`damdjax.run_config.setting_from_json`, which also reads damdjax 0.2's flat
+    form).
     """
     file = os.path.join(path, DAMD_FILE)
     if not os.path.exists(file):
@@ -225,10 +226,11 @@ def load_damd(path: str) -> tuple[Policy, dict]:
     try:
         dispatcher = resolve_dispatcher(os.path.join(path, info["dispatcher"]))
         schedulers = resolve_scheduler(os.path.join(path, info["schedulers"]))
-        setting = {"workload": "", **info["setting"]}
+        setting = info["setting"]
     except KeyError as err:
         raise ValueError(f"{file}: missing {err}") from None
-    if sorted(setting) != sorted(SETTING_FIELDS):
-        raise ValueError(f"{file}: the setting must have the fields {list(SETTING_FIELDS)}, "
-                         f"got {sorted(setting)}")
+    try:
+        setting_from_json(setting)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{file}: {err}") from None
     return pair(dispatcher, schedulers), setting

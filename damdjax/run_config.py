@@ -1,48 +1,118 @@
-"""The config every trainer's config extends (`RunConfig`), and the setting it names.
+"""The config every trainer's config extends (`RunConfig`), and the setting it holds.
 
-`RunConfig` carries the fields every trainer shares under the flags' names
-(`num_tasks`, `lr`, ...; the learning values' defaults are `damdjax.hyper.Hyper`'s),
-each declared with its flag's help (`damdjax.configs.option`), and checks itself
-on construction (`RunConfig.check`). `--workload SPEC` (`damdjax.workloads`: "" the
-random generator, `wfcommons:PATH`, `alibaba:CSV`, `library:FILE.npz`) is a setting
-field like the others: recorded in config.json, it decides the padded sizes
-(`env_config()`) and the jobs of every env and held-out evaluation of the run.
+A trainer config holds the run's setting in one place each: `env`, an
+`damdjax.envs.config.EnvParams` (the generator's and the rewards' knobs, traced in
+the program), `env_config`, an `damdjax.envs.config.EnvConfig` (the padded sizes;
+derived from `env` and the workload when not given), and where jobs come from:
+`workload` (`damdjax.workloads`: "" the random generator, `wfcommons:PATH`,
+`alibaba:CSV`, `library:FILE.npz`) and `setting_range` (fields drawn per episode).
+Its other fields are the rollout, the learning values (defaults: `damdjax.hyper.Hyper`'s),
+the network's widths, the seed and the held-out evaluation size, each declared with
+its flag's help (`damdjax.configs.option`). The setting's flags (`--num-tasks`,
+`--density`, `--n-max`, ...; SETTING_OPTIONS) name the `EnvParams` and `EnvConfig`
+fields by their own names. A config checks itself on construction (`RunConfig.check`).
+
+Stored configs (config.json, policy files' and damd.json's setting) hold `env`,
+`env_config` and `workload` as `setting_to_json` writes them; the flat setting fields
+that damdjax 0.2 wrote (`num_tasks`, ..., `queue_capacity`, `tau` beside the
+learning values) are read into that form (`setting_from_json`, with a note on stderr,
+once per process).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 
 from damdjax import memory
 from damdjax.configs import FIELD_TYPES, ConfigError, Field, check_int, check_type, int_limit, option
-from damdjax.hyper import Hyper, check_hyper
+from damdjax.hyper import SETTING_FIELDS, Hyper, check_hyper
 from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generators import SettingRangeGenerator, workload_generator
-from damdjax.envs.workload import JobLibrary
+from damdjax.envs.workload import JobLibrary, check_library
 
-# The environment setting a run is trained and evaluated at (trainer config fields, run
-# files and eval.compare's flags all use these names).
-SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau",
-                  "workload")
+# The setting's flags: the traced `EnvParams` fields (SETTING_FIELDS) and the padded
+# sizes of `EnvConfig` a run chooses, each flag named as its field (`--num-tasks`,
+# `--n-max`). `n_max` and `m_max` default to the run's `num_tasks` and `num_servers`.
+SETTING_OPTIONS = {
+    "num_tasks": ("env", "tasks per episode (<= --n-max)"),
+    "num_servers": ("env", "edge servers (<= --m-max)"),
+    "density": ("env", "task arrival density, tasks per time unit"),
+    "slack": ("env", "deadline slack: deadline = arrival + slack x the task's critical-path "
+              "time on an average server"),
+    "tau": ("env", "reward time constant, time units"),
+    "miss_penalty": ("env", "team-reward penalty per missed deadline (the schedulers' "
+                     "reward)"),
+    "n_max": ("env_config", "padded task slots (default: --num-tasks)"),
+    "m_max": ("env_config", "padded server slots (default: --num-servers)"),
+    "queue_capacity": ("env_config", "queue slots per server"),
+}
+SIZE_FIELDS = tuple(k for k, (home, _) in SETTING_OPTIONS.items() if home == "env_config")
+# The fields of damdjax 0.2's flat stored setting (read by `setting_from_json`).
+FLAT_SETTING_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau")
 
 
-def setting_config(s: dict) -> EnvConfig:
-    """The static shapes of a setting dict (keys SETTING_FIELDS; a missing "workload" is
-    the random generator's): j_max and p_max are the workload's (`workload_config`)."""
-    return workload_config(s.get("workload", ""), n_max=s["num_tasks"], m_max=s["num_servers"],
-                           queue_capacity=s["queue_capacity"])
+MIGRATION_NOTE = ("note: a stored setting in damdjax 0.2's flat form (num_tasks, ..., tau) "
+                  "was read as env and env_config; runs written from now on store that form")
 
 
-def setting_workload(s: dict) -> JobLibrary | None:
-    """The job library of a setting dict's workload (None: the random generator)."""
-    return resolve_workload(s.get("workload", ""))
+@functools.lru_cache(maxsize=None)
+def say_once(line: str) -> None:
+    """Print `line` on stderr the first time this process asks."""
+    print(line, file=sys.stderr, flush=True)
 
 
-def setting_params(s: dict) -> EnvParams:
-    """The generator/reward knobs of a setting dict (keys SETTING_FIELDS); the rest default."""
-    return EnvParams(num_tasks=s["num_tasks"], num_servers=s["num_servers"],
-                     density=s["density"], slack=s["slack"], tau=s["tau"])
+def derived_env_config(workload: str, env: EnvParams, n_max: int | None = None,
+                       m_max: int | None = None,
+                       queue_capacity: int = EnvConfig.queue_capacity) -> EnvConfig:
+    """The padded sizes of a run at `env`: `n_max` (default `env.num_tasks`), `m_max`
+    (default `env.num_servers`) and `queue_capacity`; j_max, p_max and fan_out the
+    workload's (`damdjax.workloads.workload_config`), the random generator's defaults
+    for ""."""
+    return workload_config(workload, n_max=env.num_tasks if n_max is None else n_max,
+                           m_max=env.num_servers if m_max is None else m_max,
+                           queue_capacity=queue_capacity)
+
+
+def setting_to_json(env: EnvParams, env_config: EnvConfig, workload: str) -> dict:
+    """`{"env": {...}, "env_config": {...}, "workload": spec}`: a run's setting as stored."""
+    return {"env": {f.name: getattr(env, f.name) for f in dataclasses.fields(EnvParams)},
+            "env_config": dataclasses.asdict(env_config), "workload": workload}
+
+
+def setting_from_json(d: dict) -> tuple[EnvParams, EnvConfig, str]:
+    """`(env, env_config, workload)` of a stored setting (`setting_to_json`'s form, or
+    damdjax 0.2's flat FLAT_SETTING_FIELDS, read as that version did: EnvParams'
+    defaults for the other knobs, the padded sizes the counts; `MIGRATION_NOTE` on
+    stderr, once per process). A missing "workload" is the random generator's. ValueError naming
+    a missing or unknown field."""
+    workload = d.get("workload", "")
+    if "env" not in d and "num_tasks" in d:
+        missing = sorted(set(FLAT_SETTING_FIELDS) - set(d))
+        if missing:
+            raise ValueError(f"stored setting: missing fields {missing}")
+        say_once(MIGRATION_NOTE)
+        env = EnvParams(**{f: d[f] for f in FLAT_SETTING_FIELDS if f != "queue_capacity"})
+        return env, derived_env_config(workload, env, queue_capacity=d["queue_capacity"]), workload
+    for key, cls in (("env", EnvParams), ("env_config", EnvConfig)):
+        if not isinstance(d.get(key), dict):
+            raise ValueError(f"stored setting: {key!r} must be an object, got {d.get(key)!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(d[key])), sorted(set(d[key]) - names)
+        if missing or unknown:
+            raise ValueError(f"stored setting: {key} has missing fields {missing}, "
+                             f"unknown fields {unknown}")
+    return EnvParams(**d["env"]), EnvConfig(**d["env_config"]), workload
+
+
+def setting_flags(env: EnvParams, env_config: EnvConfig, workload: str) -> dict:
+    """The setting as its flags' values: `{"num_tasks": ..., "n_max": ..., "workload": ...}`
+    (SETTING_OPTIONS' fields and `workload`)."""
+    homes = {"env": env, "env_config": env_config}
+    return {**{k: getattr(homes[home], k) for k, (home, _) in SETTING_OPTIONS.items()},
+            "workload": workload}
 
 
 def parse_setting_range(text: str) -> tuple:
@@ -69,16 +139,11 @@ class RunConfig:
     network's hidden widths, the seed and the held-out evaluation size. All
     JSON-serialisable."""
 
-    # the setting
-    num_tasks: int = option(EnvParams.num_tasks,
-                            "tasks per episode (also the padded task slots)")
-    num_servers: int = option(EnvParams.num_servers,
-                              "edge servers (also the padded server slots)")
-    density: float = option(EnvParams.density, "task arrival density, tasks per time unit")
-    slack: float = option(EnvParams.slack, "deadline slack: deadline = arrival + slack x the "
-                          "task's critical-path time on an average server")
-    queue_capacity: int = option(EnvConfig.queue_capacity, "queue slots per server")
-    tau: float = option(EnvParams.tau, "reward time constant (EnvParams.tau)")
+    # the setting (SETTING_OPTIONS names its flags) and where jobs come from
+    env: EnvParams = option(EnvParams(), "the setting: the generator's and the rewards' "
+                            "knobs", flag=False)
+    env_config: EnvConfig | None = option(None, "the padded sizes (None: "
+                                          "`derived_env_config`)", flag=False)
     workload: str = option("", WORKLOAD_HELP + "; recorded in config.json, so evaluation "
                            "draws the same jobs; --num-tasks must hold its longest job",
                            metavar="SPEC")
@@ -118,24 +183,54 @@ class RunConfig:
     decision = "decision"   # what one transition is (the flags' help: --gamma, --n-step)
 
     def __post_init__(self):
-        """Check the values (`check`); a float field given an integer holds it as a float
-        (as its flag would give it)."""
+        """Derive `env_config` where it is None (`derived_env_config`), then check the values
+        (`check`); a float field given an integer holds it as a float (as its flag would
+        give it)."""
+        check_setting_types(self.env)
+        object.__setattr__(self, "env", float_setting(self.env))
+        if self.env_config is None:
+            object.__setattr__(self, "env_config", derived_env_config(
+                *checked_workload(self.workload, self.env)))
         self.check()
         for f in dataclasses.fields(self):
             if f.type == "float":
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
 
+    @classmethod
+    def from_values(cls, **values):
+        """The config of flat values, as the flags give them: the SETTING_OPTIONS fields
+        (`num_tasks`, ..., `n_max`, `queue_capacity`; a size left out or None is derived)
+        nested into `env` and `env_config`, the rest as given. The sizes are checked
+        before the `EnvConfig` is built, with the messages their flags give."""
+        setting = {k: values.pop(k) for k in list(values) if k in SETTING_OPTIONS}
+        env = EnvParams(**{k: v for k, v in setting.items()
+                           if SETTING_OPTIONS[k][0] == "env"})
+        sizes = {k: v for k, v in setting.items() if k in SIZE_FIELDS and v is not None}
+        env_config = values.pop("env_config", None)
+        if sizes:
+            check_setting_types(env)
+            for name, v in sizes.items():
+                check_int(name, v, 1, *int_limit(name))
+            env_config = derived_env_config(
+                *checked_workload(values.get("workload", ""), env), **sizes)
+        return cls(env=env, env_config=env_config, **values)
+
     def check(self) -> None:
         """Raise a ValueError naming the field at the first bad value (`ConfigError`, or
         `check_hyper`'s and `check_workload`'s messages, which start with the field): every
-        field's type; the program's sizes (PROGRAM_INTS) in [1, int32] (`num_tasks`: the
-        step cap's limit); `seed` in [0, 2**32 - 1]; `buffer_capacity` >= `num_envs`;
-        `hidden` widths >= 1; `num_chunks` >= 1 and `eval_episodes` >= 0; a
-        `setting_range` of the form FIELD=LOW:HIGH; the `workload` resolving and fitting;
-        the learning values and the setting (`damdjax.hyper.check_hyper`). Subclasses
-        extend it with their own fields."""
+        field's type; the setting's counts (`check_setting_types`); the program's sizes
+        (PROGRAM_INTS) in [1, int32]; `seed` in [0, 2**32 - 1]; `buffer_capacity` >=
+        `num_envs`; `hidden` widths >= 1; `num_chunks` >= 1 and `eval_episodes` >= 0; a
+        `setting_range` of the form FIELD=LOW:HIGH; the learning values and the setting
+        (`damdjax.hyper.check_hyper`: `env` within `env_config`); the `workload` resolving
+        and fitting `env` and `env_config`. Subclasses extend it with their own fields."""
         for f in dataclasses.fields(self):
-            check_type(f.name, getattr(self, f.name), FIELD_TYPES[f.type])
+            if f.name not in ("env", "env_config"):
+                check_type(f.name, getattr(self, f.name), FIELD_TYPES[f.type])
+        check_setting_types(self.env)
+        if not isinstance(self.env_config, EnvConfig):
+            raise ConfigError(Field("env_config"), " must be an EnvConfig, got "
+                              f"{type(self.env_config).__name__}")
         for name in PROGRAM_INTS:
             check_int(name, getattr(self, name), 1, *int_limit(name))
         check_int("seed", self.seed, 0, *int_limit("seed"))
@@ -151,11 +246,19 @@ class RunConfig:
             parse_setting_range(self.setting_range)
         except ValueError as err:
             raise ConfigError(Field("setting_range"), f": {err}") from None
-        check_workload(self.workload, self.num_tasks, EnvParams())
-        check_hyper(Hyper.from_config(self), self.env_config())
+        check_hyper(Hyper.from_config(self), self.env_config)
+        check_workload(self.workload, self.env.num_tasks, self.env)
+        library = self.job_library()
+        if library is not None:
+            try:
+                check_library(library, self.env_config, None)
+            except ValueError as err:
+                raise ConfigError(Field("workload"), f" {self.workload!r} does not fit "
+                                  f"env_config: {err}") from None
 
     def setting(self) -> dict:
-        return {k: getattr(self, k) for k in SETTING_FIELDS}
+        """The setting as stored (`setting_to_json`)."""
+        return setting_to_json(self.env, self.env_config, self.workload)
 
     def hyper(self) -> Hyper:
         """The run's traced values (`Hyper.from_config`)."""
@@ -164,37 +267,31 @@ class RunConfig:
     def with_hyper(self, hyper: Hyper, seed: int):
         """This config at `hyper`'s values (the fields it has of them; e.g. `polyak` it
         lacks) and `seed`: a sweep member's config."""
-        names = {f.name for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, seed=seed, **{k: v for k, v in hyper.values().items()
-                                                       if k in names})
+        names, values = {f.name for f in dataclasses.fields(self)}, hyper.values()
+        env = self.env.replace(**{f: values[f] for f in SETTING_FIELDS})
+        return dataclasses.replace(self, seed=seed, env=env,
+                                   **{k: v for k, v in values.items() if k in names})
 
     def stage_plan(self) -> list[tuple[str, int, int]]:
         """`[(stage name, chunks, env steps per chunk)]`: one stage (see train.damd)."""
         return [("train", self.num_chunks, self.steps_per_chunk * self.num_envs)]
-
-    def env_config(self) -> EnvConfig:
-        """The padded sizes: the workload's `required_config` where one is set."""
-        return setting_config(self.setting())
 
     def job_library(self) -> JobLibrary | None:
         """The workload's job library (cached per process), None for the random generator."""
         return resolve_workload(self.workload)
 
     def make_env(self) -> EdgeEnv:
-        """The run's env: `env_config()`, drawing jobs from the workload where one is set
+        """The run's env: `env_config`, drawing jobs from the workload where one is set
         and the `setting_range` fields per episode where given."""
         generator = workload_generator(self.job_library())
         ranges = parse_setting_range(self.setting_range)
         if ranges:
             generator = SettingRangeGenerator(generator, ranges)
-        return EdgeEnv(self.env_config(), generator)
-
-    def env_params(self) -> EnvParams:
-        return setting_params(self.setting())
+        return EdgeEnv(self.env_config, generator)
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(self.setting(), hidden=list(self.hidden))
         return d
 
     @classmethod
@@ -202,8 +299,13 @@ class RunConfig:
         """The config of a stored dict; ValueError naming missing or unknown fields (a run
         written by another version must not silently take today's defaults). The
         exceptions: fields added since (`added_fields`), whose default is what runs did
-        before them, so that such runs still resume."""
+        before them, so that such runs still resume; a flat setting (damdjax 0.2) is read
+        by `setting_from_json`."""
         d = {**cls.added_fields, **d}
+        flat = "env" not in d
+        env, env_config, workload = setting_from_json(d)
+        d = {**{k: v for k, v in d.items() if not (flat and k in FLAT_SETTING_FIELDS)},
+             "env": env, "env_config": env_config, "workload": workload}
         names = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:
@@ -246,12 +348,15 @@ class RunConfig:
         """`[(what, bytes)]` the run holds (`damdjax.memory`): the vmapped env states and
         runner arrays [num_envs], the replay buffer(s), the held-out evaluation; `what`
         names the flags that drive each (with `prefix`, e.g. "dqn-")."""
-        c, f = self.env_config(), memory.float_bytes()
+        c, f = self.env_config, memory.float_bytes()
         per_env = (memory.env_state_bytes(c, f)
                    + memory.observation_bytes(c, f, self.observation_fields)
                    + self.runner_env_bytes())
-        setting = (f"--num-tasks {self.num_tasks}, --num-servers {self.num_servers}, "
-                   f"--queue-capacity {self.queue_capacity}")
+        # the flags behind the padded sizes: --num-tasks / --num-servers where they set them
+        n = (f"--num-tasks {c.n_max}" if c.n_max == self.env.num_tasks else f"--n-max {c.n_max}")
+        m = (f"--num-servers {c.m_max}" if c.m_max == self.env.num_servers
+             else f"--m-max {c.m_max}")
+        setting = f"{n}, {m}, --queue-capacity {c.queue_capacity}"
         return [(f"the vmapped env states (--{prefix}num-envs {self.num_envs} x "
                  f"{memory.human(per_env)} per env at {setting})", self.num_envs * per_env),
                 (f"the replay buffer (--{prefix}buffer-capacity {self.buffer_capacity} "
@@ -264,5 +369,33 @@ class RunConfig:
 # The program's sizes: each in [1, int32] (`RunConfig.check`); every value a run may vary
 # is a `Hyper` field, checked by `damdjax.hyper.check_hyper` (one set of rules for
 # configs, flags, sweeps and train.damd).
-PROGRAM_INTS = ("num_tasks", "num_servers", "queue_capacity", "num_envs", "steps_per_chunk",
-                "buffer_capacity", "batch_size", "updates_per_step")
+PROGRAM_INTS = ("num_envs", "steps_per_chunk", "buffer_capacity", "batch_size",
+                "updates_per_step")
+
+
+def checked_workload(workload, env: EnvParams) -> tuple[str, EnvParams]:
+    """`(workload, env)` once the spec is a string that resolves and whose longest job
+    fits `env.num_tasks` (`damdjax.workloads.check_workload`'s messages)."""
+    check_type("workload", workload, str)
+    check_workload(workload, env.num_tasks, EnvParams())
+    return workload, env
+
+
+def float_setting(env: EnvParams) -> EnvParams:
+    """`env` with every float field a Python float (an integer given for one is traced
+    as the float its flag would give)."""
+    return env.replace(**{f.name: float(getattr(env, f.name))
+                          for f in dataclasses.fields(EnvParams) if f.type == "float"})
+
+
+def check_setting_types(env) -> None:
+    """ConfigError naming the field unless `env` is an `EnvParams` whose counts
+    (`num_tasks`, `num_servers`) are integers in [1, int32] (`num_tasks`: the step cap's
+    limit) and whose other fields are numbers (their ranges: `check_params`)."""
+    if not isinstance(env, EnvParams):
+        raise ConfigError(Field("env"), f" must be an EnvParams, got {type(env).__name__}")
+    for f in dataclasses.fields(EnvParams):
+        if f.name in ("num_tasks", "num_servers"):
+            check_int(f.name, getattr(env, f.name), 1, *int_limit(f.name))
+        else:
+            check_type(f.name, getattr(env, f.name), float)

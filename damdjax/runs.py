@@ -39,7 +39,7 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     --overwrite and it holds the marker: then the old run is moved aside until the new
     one's first checkpoint). --resume: the lock, then the stored config.json (a
     dataclass with `num_chunks` and `eval_episodes` fields, or an object with a
-    `with_counts(num_chunks=, eval_episodes=)` method; either with `env_config()`,
+    `with_counts(num_chunks=, eval_episodes=)` method; either with `env_config`,
     `check_inputs()` and `to_json()`) read back with `config_from_json`, which checks its
     values by the config's own rules (the flags' messages, written with field names),
     then the files it names (`check_inputs`),
@@ -128,7 +128,7 @@ def _resume_config(parser, args, run_dir: str, config_from_json: Callable):
         with open(paths["config"]) as f:
             cfg = config_from_json(json.load(f))
         cfg.check_inputs()   # the files it names (a scheduler run, starting parameters)
-        cfg.env_config()  # resolves its recorded workload (a file gone: refused here)
+        cfg.env_config  # resolves its recorded workload (a file gone: refused here)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
     try:

@@ -22,7 +22,7 @@ def test_tiny_run_writes_one_consistent_row_per_num_envs(tmp_path, capsys):
     for row, config in zip(rows, data["configs"]):
         assert config["num_envs"] == row["num_envs"]
         assert config["learning_starts"] == 0
-        assert (config["steps_per_chunk"], config["num_tasks"], config["num_servers"],
+        assert (config["steps_per_chunk"], config["env"]["num_tasks"], config["env"]["num_servers"],
                 config["batch_size"], config["buffer_capacity"]) == (2, 10, 2, 8, 64)
         assert row["steps_per_chunk"] == 2 and row["batch_size"] == 8
         assert len(row["times_s"]) == 1 and row["median_s"] == row["times_s"][0] > 0

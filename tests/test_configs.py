@@ -10,12 +10,13 @@ import pytest
 
 from damdjax.cli import FLAG_FIELDS
 from damdjax.configs import ConfigError, Field, flag, flag_message
+from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.run_config import SETTING_OPTIONS
 from damdjax.train import damd, dqn, mdqn, sweep
 
 # field -> a bad value (each breaks one rule of RunConfig.check and its subclasses')
 RUN_BAD = {
-    "num_tasks": 0, "num_servers": 0, "density": -1.0, "slack": 0.0, "queue_capacity": 0,
-    "tau": 0.0, "workload": "nosuch:thing", "setting_range": "density",
+    "env": "nope", "env_config": 3, "workload": "nosuch:thing", "setting_range": "density",
     "num_envs": 0, "num_chunks": 0, "steps_per_chunk": 0, "buffer_capacity": 0,
     "batch_size": 0, "lr": -1.0, "max_grad_norm": 0.0, "gamma": 2.0, "eps_start": 1.5,
     "eps_end": -0.5, "eps_decay_steps": 0, "target_every": 0, "updates_per_step": 0,
@@ -27,12 +28,26 @@ DQN_BAD = {**RUN_BAD, "reward": "nope", "eft_feature": "yes", "targets": "nope",
            "init_dispatcher": None}
 MDQN_BAD = {**RUN_BAD, "share_params": 1, "epochs": "nope", "dispatcher": 3,
             "init_schedulers": None}
-CASES = ([(dqn.DQNConfig, f, v) for f, v in DQN_BAD.items()]
+# setting flag (an EnvParams field or a padded size, SETTING_OPTIONS) -> a bad value
+SETTING_BAD = {"num_tasks": 0, "num_servers": 0, "density": -1.0, "slack": 0.0, "tau": 0.0,
+               "miss_penalty": -1.0, "n_max": 0, "m_max": 0, "queue_capacity": 0}
+CASES = ([(cls, f, v) for cls in (dqn.DQNConfig, mdqn.MDQNConfig) for f, v in SETTING_BAD.items()]
+         + [(dqn.DQNConfig, f, v) for f, v in DQN_BAD.items()]
          + [(mdqn.MDQNConfig, f, v) for f, v in MDQN_BAD.items()])
 MODULES = {dqn.DQNConfig: dqn, mdqn.MDQNConfig: mdqn}
 # fields without a flag of their own, or whose flag cannot carry the bad value (a switch)
-NO_FLAG = {"setting_range", "eft_feature", "share_params", "scheduler", "dispatcher",
-           "init_dispatcher", "init_schedulers"}
+NO_FLAG = {"env", "env_config", "setting_range", "eft_feature", "share_params", "scheduler",
+           "dispatcher", "init_dispatcher", "init_schedulers"}
+
+
+def _build(cls, field, value):
+    """The config with one bad value, in Python: a setting flag's value within `env` (an
+    `EnvParams` field) or as a padded size (`from_values`, as the flags give it)."""
+    if field in SETTING_BAD:
+        if SETTING_OPTIONS[field][0] == "env":
+            return cls(env=EnvParams(**{field: value}))
+        return cls.from_values(**{field: value})
+    return cls(**{field: value})
 
 
 def test_every_field_has_a_bad_value():
@@ -40,13 +55,14 @@ def test_every_field_has_a_bad_value():
     here fails this test)."""
     for cls, bad in ((dqn.DQNConfig, DQN_BAD), (mdqn.MDQNConfig, MDQN_BAD)):
         assert {f.name for f in dataclasses.fields(cls)} == set(bad)
+    assert set(SETTING_BAD) == set(SETTING_OPTIONS)
 
 
 @pytest.mark.parametrize("cls,field,value", CASES,
                          ids=[f"{c.__name__}-{f}" for c, f, _ in CASES])
 def test_a_bad_value_is_refused_in_python(cls, field, value):
     with pytest.raises(ValueError) as exc:
-        cls(**{field: value})
+        _build(cls, field, value)
     message = str(exc.value)
     assert "\n" not in message
     words = message.replace("'", " ").replace(":", " ").split()
@@ -71,7 +87,7 @@ FLAG_CASES = [(c, f, v) for c, f, v in CASES if f not in NO_FLAG]
                          ids=[f"{c.__name__}-{f}" for c, f, _ in FLAG_CASES])
 def test_the_flag_gives_the_same_message(cls, field, value, capsys, monkeypatch, tmp_path):
     with pytest.raises(ValueError) as exc:
-        cls(**{field: value})
+        _build(cls, field, value)
     text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     line = _flag_error(MODULES[cls], [flag(field), text], capsys, monkeypatch, tmp_path)
     assert line == flag_message(exc.value, FLAG_FIELDS)

@@ -18,7 +18,7 @@ from damdjax.train import damd, dqn, sweep
 from tests.test_train_dqn import TINY
 
 # Short queues and dense arrivals: some servers are infeasible at some decisions.
-CFG = dqn.DQNConfig(num_envs=6, num_tasks=8, num_servers=3, queue_capacity=2, density=3.0,
+CFG = dqn.DQNConfig.from_values(num_envs=6, num_tasks=8, num_servers=3, queue_capacity=2, density=3.0,
                     buffer_capacity=1024, hidden=(8,), seed=5, eft_feature=True)
 STEPS = 40   # episodes of 8 tasks end (and reset) within them
 
@@ -38,7 +38,7 @@ def expected_column(obs, env_state, time_scale) -> np.ndarray:
 def stepped():
     """`(runner after STEPS steps, [(obs, env_state, buffer writes, done)] per step)` of
     CFG's env step at epsilon 0.5."""
-    env, params = CFG.make_env(), CFG.env_params()
+    env, params = CFG.make_env(), CFG.env
     rs = dqn.init_runner(CFG, env, params)
     step = jax.jit(dqn.make_env_step(CFG, env, params))
     key, history = jax.random.PRNGKey(2), []
@@ -52,7 +52,7 @@ def stepped():
 
 def test_the_column_is_the_eft_estimate_on_feasible_servers(stepped):
     _, history = stepped
-    ts = CFG.env_params().time_scale
+    ts = CFG.env.time_scale
     batch_view = jax.jit(lambda o, st: dqn.batch_view(CFG, o, st, ts))
     seen_infeasible = False
     for obs, env_state, _, _ in history:
@@ -79,7 +79,7 @@ def test_replay_holds_the_column_in_obs_and_next_views(stepped):
     (only a truncated end, which the step cap 2 N + 2 never reaches here, has feasible
     servers there)."""
     rs, history = stepped
-    ts = CFG.env_params().time_scale
+    ts = CFG.env.time_scale
     buf = rs.buffer
     assert buf.obs.servers.shape[-1] == buf.next_obs.servers.shape[-1] == len(SERVER_FEATURES) + 1
     episode = np.zeros(CFG.num_envs, int)

@@ -189,7 +189,7 @@ def test_estimate_matches_the_runner_init_allocates(trainer, extra):
     aside, which the estimate leaves out)."""
     mod = importlib.import_module(f"damdjax.train.{trainer}")
     cls = mod.DQNConfig if trainer == "dqn" else mod.MDQNConfig
-    cfg = cls(num_envs=3, num_tasks=7, num_servers=2, queue_capacity=5, buffer_capacity=11,
+    cfg = cls.from_values(num_envs=3, num_tasks=7, num_servers=2, queue_capacity=5, buffer_capacity=11,
               batch_size=4, hidden=(8,), **extra)
     out = jax.eval_shape(mod.make_train(cfg).init, jax.random.PRNGKey(0), Hyper.from_config(cfg))
     buffer = out.buffer if trainer == "dqn" else out.pools

@@ -120,11 +120,11 @@ def test_rollout_trainer_writes_the_lookahead_targets():
     from damdjax.train import dqn
     base = pair(earliest_finish, SCHEDULE_RULES["sjf"])
     for rollout_envs, tasks in ((0, "all"), (2, "arrived")):
-        cfg = dqn.DQNConfig(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
+        cfg = dqn.DQNConfig.from_values(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
                             hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
                             eft_feature=True, rollout_envs=rollout_envs, rollout_tasks=tasks)
-        env = EdgeEnv(cfg.env_config())
-        params = cfg.env_params()
+        env = EdgeEnv(cfg.env_config)
+        params = cfg.env
         horizon = {"all": None, "arrived": 0.0}[tasks]
         one = jax.jit(lambda s: (
             rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base, None, horizon),

@@ -242,7 +242,8 @@ def test_a_stored_config_goes_through_the_configs_checks(copy):
     rewritten."""
     k, refused = copy
     config = json.loads((k / "config.json").read_text())
-    for field, value, says in (("density", -1, "density must be > 0"),
+    for field, value, says in (("env", {**config["env"], "density": -1}, "density must be > 0"),
+                               ("density", 2.0, "unknown fields ['density']"),
                                ("reward", "xyz", "reward must be one of"),
                                ("gamma", 5, "gamma must be in [0, 1]"),
                                ("lr", -1, "lr must be > 0"),

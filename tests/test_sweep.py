@@ -107,7 +107,8 @@ def test_members_equal_single_runs_and_load_as_dispatchers(straight, tmp_path):
         for a, b in zip(params_of(state), jax.tree_util.tree_leaves(load_dispatcher(member)[1])):
             np.testing.assert_array_equal(np.asarray(a)[i], b)
         cfg = json.load(open(member / "config.json"))
-        assert (cfg["seed"], cfg["lr"], cfg["num_tasks"], cfg["slack"]) == (seed, lr, 12, 1.5)
+        assert (cfg["seed"], cfg["lr"], cfg["env"]["num_tasks"], cfg["env"]["slack"]) == (
+            seed, lr, 12, 1.5)
     from damdjax.eval import compare
     ns = compare.build_parser().parse_args(["--dispatcher-checkpoint",
                                             str(straight / "member-3")])
@@ -236,7 +237,7 @@ def test_train_is_init_then_num_chunks_chunks_and_vmaps_over_members():
     """`make_train(cfg).train(key, hyper)`, vmapped over 3 members: shapes only (traced,
     not compiled): the final runner [3, ...] and metrics [3, num_chunks]."""
     from damdjax.hyper import Hyper, stack
-    cfg = dqn.DQNConfig(num_envs=4, num_tasks=6, num_servers=2, steps_per_chunk=2,
+    cfg = dqn.DQNConfig.from_values(num_envs=4, num_tasks=6, num_servers=2, steps_per_chunk=2,
                         num_chunks=5, buffer_capacity=64, batch_size=8, hidden=(8,))
     fns = dqn.make_train(cfg)
     hyper = jax.tree.map(np.asarray, stack([Hyper.from_config(cfg).replace(lr=lr)
@@ -267,7 +268,7 @@ def test_damd_train_is_every_stage_and_vmaps_over_members():
     base = cfg.hyper()
     assert isinstance(base, PipelineHyper) and base.schedulers.gamma == 0.5
     hypers = [base.with_values(dqn_lr=lr, density=d) for lr, d in ((1e-4, 1.0), (1e-3, 2.0))]
-    assert hypers[1].schedulers.density == 2.0 and hypers[1].schedulers.lr == base.schedulers.lr
+    assert hypers[1].schedulers.env.density == 2.0 and hypers[1].schedulers.lr == base.schedulers.lr
     keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in range(2)])
     rs, metrics = jax.eval_shape(jax.vmap(fns.train), keys, jax.tree.map(np.asarray,
                                                                           stack(hypers)))
@@ -317,7 +318,7 @@ def test_mdqn_members_equal_single_runs_and_load_as_schedulers(tmp_path):
         for a, b in zip(params_of(state), jax.tree_util.tree_leaves(params)):
             np.testing.assert_array_equal(np.asarray(a)[i], b)
         cfg = json.load(open(member / "config.json"))
-        assert (cfg["lr"], cfg["dispatcher"], cfg["num_servers"]) == (lr, "eft", 3)
+        assert (cfg["lr"], cfg["dispatcher"], cfg["env"]["num_servers"]) == (lr, "eft", 3)
     p = dqn.build_parser()
     cfg = dqn.config_from_args(p, p.parse_args(["--scheduler", str(root / "member-1"),
                                                 "--num-tasks", "12", "--num-servers", "3"]))

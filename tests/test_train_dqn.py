@@ -72,12 +72,12 @@ def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys, assert_same_che
     # A stored config lacking a field (another version's run) is refused, not defaulted.
     shutil.copytree(a, tmp_path / "old")
     cfg = json.load(open(tmp_path / "old" / "config.json"))
-    del cfg["slack"]
+    del cfg["env"]["slack"]
     json.dump(cfg, open(tmp_path / "old" / "config.json", "w"))
     with pytest.raises(SystemExit) as exc:
         dqn.main(["--run-dir", rd, "--name", "old", "--resume"])
     assert exc.value.code == 2
-    assert "missing fields ['slack']" in capsys.readouterr().err
+    assert "env has missing fields ['slack']" in capsys.readouterr().err
 
     # 1 chunk + resume for 1 more == 2 chunks, bitwise (the whole runner state).
     assert dqn.main(["--run-dir", rd, "--name", "b", "--num-chunks", "1", "--eval-episodes", "0",
@@ -91,10 +91,10 @@ def test_tiny_run_resume_and_refusal(tiny_run, tmp_path, capsys, assert_same_che
 
 def test_reward_credit_and_masking():
     """Every rewarded buffer entry holds exp(-T_i / tau) of the task it dispatched."""
-    cfg = dqn.DQNConfig(num_envs=6, num_tasks=15, num_servers=3, buffer_capacity=2048,
+    cfg = dqn.DQNConfig.from_values(num_envs=6, num_tasks=15, num_servers=3, buffer_capacity=2048,
                         hidden=(8,), seed=5)
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
+    env = EdgeEnv(cfg.env_config)
+    params = cfg.env
     rs = dqn.init_runner(cfg, env, params)
     step = jax.jit(dqn.make_env_step(cfg, env, params))
     part_of = jax.jit(lambda st: dqn.agents_part(jax.vmap(env.observe, (0, None))(st, params)))
@@ -127,7 +127,7 @@ def test_reward_credit_and_masking():
     assert has_reward.any()
     for slot in np.flatnonzero(has_reward):
         e, i = slot_task[int(slot)]
-        expect = np.exp(-(done_t[e, i] - arrival[e, i]) / cfg.tau)
+        expect = np.exp(-(done_t[e, i] - arrival[e, i]) / cfg.env.tau)
         np.testing.assert_allclose(reward[slot], expect, rtol=1e-6)
     # And every completed dispatched task got its reward.
     now = np.asarray(final.time)
@@ -209,17 +209,17 @@ def test_sojourn_reward_is_the_team_reward_between_dispatches():
     dispatch step up to (not including) the env's next dispatch step, or to the episode end
     (terminal, except where the step cap truncated the episode: forced on env 0 at step
     20, that entry bootstraps)."""
-    cfg = dqn.DQNConfig(num_envs=4, num_tasks=6, num_servers=2, buffer_capacity=4096,
+    cfg = dqn.DQNConfig.from_values(num_envs=4, num_tasks=6, num_servers=2, buffer_capacity=4096,
                         hidden=(8,), seed=2, reward="sojourn")
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
+    env = EdgeEnv(cfg.env_config)
+    params = cfg.env
     rs = dqn.init_runner(cfg, env, params)
     step = jax.jit(dqn.make_env_step(cfg, env, params))
     key = jax.random.PRNGKey(4)
     dispatches = {e: [] for e in range(cfg.num_envs)}   # (slot, step) per env, in order
     team = {e: [] for e in range(cfg.num_envs)}         # (step, reward, done)
     truncated = set()                                   # (env, step) the cap ended
-    cap = 2 * cfg.num_tasks + 2
+    cap = 2 * cfg.env_config.n_max + 2
     for t in range(60):
         key, k = jax.random.split(key)
         if t == 20:  # env 0's next step reaches the step cap

@@ -71,22 +71,22 @@ def test_pools_hold_each_agents_own_decisions_with_the_team_reward(share, epochs
     agent's next decision epoch (or through the episode's end: terminal, except where
     the step cap truncated the episode, forced here from step 20 on an env with an open
     transition)."""
-    cfg = mdqn.MDQNConfig(num_envs=3, num_tasks=8, num_servers=3, buffer_capacity=4096,
+    cfg = mdqn.MDQNConfig.from_values(num_envs=3, num_tasks=8, num_servers=3, buffer_capacity=4096,
                           hidden=(8,), seed=1, share_params=share, dispatcher="nearest",
                           epochs=epochs)
-    env = EdgeEnv(cfg.env_config())
-    params = cfg.env_params()
+    env = EdgeEnv(cfg.env_config)
+    params = cfg.env
     rs = mdqn.init_runner(cfg, env, params)
     step = jax.jit(mdqn.make_env_step(cfg, env, params))
     # The runner carries the schedulers' part of the observation of its state, resets too.
     part_of = jax.jit(lambda st: mdqn.agents_part(jax.vmap(env.observe, (0, None))(st, params)))
     key = jax.random.PRNGKey(7)
-    m, e = cfg.num_servers, cfg.num_envs
+    m, e = cfg.env.num_servers, cfg.num_envs
     decisions = {n: [] for n in range(m)}       # (env, step, slots view, pick) in write order
     team = np.zeros((0, e))
     dones = np.zeros((0, e), bool)
     truncs = np.zeros((0, e), bool)
-    cap = 2 * cfg.num_tasks + 2
+    cap = 2 * cfg.env_config.n_max + 2
     capped_at = capped_env = None
     for t in range(50):
         key, k = jax.random.split(key)

@@ -52,10 +52,10 @@ def specs():
     d = convert.DEFAULTS
 
     def build(jobs, data_unit, name):
-        arrivals = convert.poisson_arrivals([len(j.tasks) for j in jobs], d.density,
+        arrivals = convert.poisson_arrivals([len(j.tasks) for j in jobs], EnvParams.density,
                                             np.random.default_rng(1))
         return convert.build_instance(jobs, arrivals, servers, d.time_unit_s, data_unit,
-                                      d.slack, name, {})
+                                      EnvParams.slack, name, {})
 
     return (build(wf_jobs, d.wfcommons_data_unit, "wf"),
             build(ali_jobs, d.alibaba_data_unit, "ali"))

@@ -16,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from damdjax.run_config import RunConfig, setting_config
+from damdjax.run_config import RunConfig, setting_from_json
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.policies import dispatcher_network, init_dispatcher, save_dispatcher
 from damdjax.workloads import WorkloadError, parse_workload, resolve_workload
 from damdjax.envs import convert
-from damdjax.envs.config import EnvParams
+from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.workload import library_from_specs, load_library, required_config, save_library
 from damdjax.eval import compare
 from damdjax.train import damd, dqn, mdqn
@@ -114,23 +114,23 @@ def test_compare_refuses_workload_with_an_instance_file(spec, capsys):
 
 def test_run_config_takes_the_library_padding_and_round_trips(spec, lib_file):
     lib = load_library(lib_file)
-    cfg = dqn.DQNConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS,
+    cfg = dqn.DQNConfig.from_values(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS,
                         num_envs=4, hidden=(8,))
-    assert cfg.env_config() == required_config(lib, NUM_TASKS, NUM_SERVERS, cfg.queue_capacity)
-    assert (cfg.env_config().j_max, cfg.env_config().p_max) == (10, 8)
+    assert cfg.env_config == required_config(lib, NUM_TASKS, NUM_SERVERS, cfg.env_config.queue_capacity)
+    assert (cfg.env_config.j_max, cfg.env_config.p_max) == (10, 8)
     assert cfg.job_library() is resolve_workload(spec)
     assert cfg.make_env().generator.library is cfg.job_library()
-    assert setting_config(cfg.setting()) == cfg.env_config()  # what train.damd evaluates at
+    assert setting_from_json(cfg.setting()) == (cfg.env, cfg.env_config, spec)  # train.damd's
     stored = json.loads(json.dumps(cfg.to_json()))
     assert stored["workload"] == spec
     assert dqn.DQNConfig.from_json(stored) == cfg
     # The default: the generator's padding, unchanged.
-    assert RunConfig().env_config() == setting_config({**RunConfig().setting(), "workload": ""})
-    assert RunConfig().env_config().j_max == 8 and RunConfig().env_config().p_max == 3
+    assert RunConfig().env_config == EnvConfig(n_max=EnvParams.num_tasks, m_max=EnvParams.num_servers)
+    assert RunConfig().env_config.j_max == 8 and RunConfig().env_config.p_max == 3
 
 
 def test_a_config_written_before_workloads_loads_as_the_generator():
-    old = mdqn.MDQNConfig(num_tasks=NUM_TASKS).to_json()
+    old = mdqn.MDQNConfig.from_values(num_tasks=NUM_TASKS).to_json()
     del old["workload"]
     assert mdqn.MDQNConfig.from_json(old).workload == ""
     with pytest.raises(ValueError, match="unknown fields \\['bogus'\\]"):
@@ -158,10 +158,10 @@ def test_held_out_instances_draw_library_jobs(spec, lib_file):
     """Every job of a held-out instance is a library job (its DAG, sizes and works), the
     last one possibly cut at num_tasks."""
     lib = load_library(lib_file)
-    cfg = RunConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS)
+    cfg = RunConfig.from_values(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS)
     inst_keys, _ = held_out_keys(0, 2)
     inst = jax.tree.map(lambda x: np.asarray(x[0]), generate_held_out(
-        cfg.env_config(), cfg.env_params(), inst_keys, cfg.job_library()))
+        cfg.env_config, cfg.env, inst_keys, cfg.job_library()))
     real = inst.task_mask
     assert real.sum() == NUM_TASKS
     jobs = np.unique(inst.job[real])
@@ -206,7 +206,7 @@ def test_compare_defaults_to_the_runs_recorded_workload(spec, tmp_path):
     --workload is given."""
     run = tmp_path / "run"
     run.mkdir()
-    cfg = dqn.DQNConfig(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS, hidden=(4,))
+    cfg = dqn.DQNConfig.from_values(workload=spec, num_tasks=NUM_TASKS, num_servers=NUM_SERVERS, hidden=(4,))
     (run / "config.json").write_text(json.dumps(cfg.to_json()))
     net = dispatcher_network(cfg.hidden)
     save_dispatcher(str(run / "dispatcher.msgpack"), cfg.hidden, EnvParams().time_scale,

@@ -44,7 +44,7 @@ from damdjax.envs.instance_io import save_instance
 from damdjax.envs.instance_padding import job_order
 
 __all__ = [
-    "ServerModel", "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
+    "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
     "read_wfcommons", "read_alibaba", "draw_servers", "read_servers", "critical_path",
     "poisson_arrivals", "trace_arrivals", "job_spec", "too_large", "skip_summary",
     "build_instance", "main",
@@ -52,30 +52,10 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ServerModel:
-    """The generator's server model (damdjax.envs.generator.generate_servers), its ranges taken
-    from `EnvParams`' defaults: `cpu` work/time, `bw` data/time, `mem` data uniform in
-    their ranges; `k` time = `k_low + (k_high - k_low) * distance`, distance uniform over
-    the unit disk."""
-
-    cpu_low: float = EnvParams.cpu_low
-    cpu_high: float = EnvParams.cpu_high
-    bw_low: float = EnvParams.bw_low
-    bw_high: float = EnvParams.bw_high
-    mem_low: float = EnvParams.mem_low
-    mem_high: float = EnvParams.mem_high
-    k_low: float = EnvParams.k_low
-    k_high: float = EnvParams.k_high
-
-
-@dataclass(frozen=True)
 class Defaults:
-    """The converter's defaults: EnvParams' `num_servers`, `density`, `slack`, and the
-    calibrated units (docs/model.md, "Real workloads")."""
+    """The converter's calibrated units (docs/model.md, "Real workloads"); its setting
+    (servers, density, slack, the server model) is `EnvParams`' defaults."""
 
-    num_servers: int = EnvParams.num_servers
-    density: float = EnvParams.density  # tasks per time unit
-    slack: float = EnvParams.slack
     time_unit_s: float = 5.0  # seconds per time unit
     wfcommons_data_unit: float = float(2 ** 28)  # bytes per data unit (256 MiB)
     alibaba_data_unit: float = 0.15  # plan_mem per data unit
@@ -364,9 +344,11 @@ def read_alibaba(path: str | os.PathLike) -> tuple[list[RawJob], list[Skip]]:
 
 
 def draw_servers(count: int, rng: np.random.Generator,
-                 model: ServerModel = ServerModel()) -> list[ServerSpec]:
-    """`count` servers from the generator's model (cpu work/time, bw data/time, mem data,
-    k time), drawn with numpy's `rng` (the same distributions, not JAX's stream)."""
+                 model: EnvParams = EnvParams()) -> list[ServerSpec]:
+    """`count` servers from the generator's model (damdjax.envs.generator.generate_servers)
+    at `model`'s ranges: `cpu` work/time, `bw` data/time, `mem` data uniform in their
+    ranges; `k` time = `k_low + (k_high - k_low) * distance`, distance uniform over the
+    unit disk; drawn with numpy's `rng` (the same distributions, not JAX's stream)."""
     def uniform(low, high):
         return low + (high - low) * rng.uniform(size=count)
 
@@ -510,7 +492,7 @@ seed_type = int_in(0, SEED_MAX, "the seed range of every CLI: PRNGKey keeps 32 b
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
+    d, setting = DEFAULTS, EnvParams()
     parser = argparse.ArgumentParser(
         prog="python -m envs.convert",
         description="Convert real DAG workloads into an instance file (docs/model.md, "
@@ -526,7 +508,7 @@ def _parser() -> argparse.ArgumentParser:
         servers = p.add_mutually_exclusive_group()
         servers.add_argument("--num-servers", type=_num_servers, default=None,
                              help=f"draw M servers from the generator's model (default "
-                                  f"{d.num_servers})")
+                                  f"{setting.num_servers})")
         servers.add_argument("--servers", default=None,
                              help="a JSON list of server objects (cpu, bw, mem, k)")
         p.add_argument("--jobs", type=_jobs, default=None,
@@ -534,12 +516,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=seed_type, default=0,
                        help="seed of the servers, the job draw and Poisson arrivals, in "
                             "[0, 2**32 - 1] (default 0)")
-        p.add_argument("--density", type=_positive_float, default=d.density,
-                       help=f"Poisson arrivals: tasks per time unit (default {d.density:g})")
+        p.add_argument("--density", type=_positive_float, default=setting.density,
+                       help=f"Poisson arrivals: tasks per time unit (default "
+                            f"{setting.density:g})")
         p.add_argument("--arrivals", choices=("poisson", "trace"), default="poisson",
                        help="Poisson at --density, or the trace's start times (alibaba only)")
-        p.add_argument("--slack", type=_positive_float, default=d.slack,
-                       help=f"deadline = arrival + slack x critical path (default {d.slack:g})")
+        p.add_argument("--slack", type=_positive_float, default=setting.slack,
+                       help=f"deadline = arrival + slack x critical path (default "
+                            f"{setting.slack:g})")
         p.add_argument("--time-unit", type=_positive_float, default=d.time_unit_s,
                        help=f"seconds per time unit (default {d.time_unit_s:g})")
         p.add_argument("--data-unit", type=_positive_float, default=data_unit,
@@ -581,7 +565,7 @@ def _servers(args, rng: np.random.Generator) -> list[ServerSpec]:
             return read_servers(args.servers)
         except InstanceError as e:
             _fail(str(e))
-    return draw_servers(args.num_servers or DEFAULTS.num_servers, rng)
+    return draw_servers(args.num_servers or EnvParams.num_servers, rng)
 
 
 def _select(args, jobs: list[RawJob], rng: np.random.Generator) -> list[RawJob]:

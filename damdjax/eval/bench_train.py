@@ -35,8 +35,7 @@ Trainers are listed in TRAINERS (name -> module, config class) and imported
 lazily; a trainer module must provide `make_train(config)` and
 `program_config(config)`, and its config class the fields `num_envs`,
 `learning_starts`, `buffer_capacity`, `steps_per_chunk`, `updates_per_step`,
-`batch_size`, `num_tasks`, `num_servers` and the methods `env_config()` /
-`env_params()`.
+`batch_size`, `env` (an `EnvParams`) and `env_config` (an `EnvConfig`).
 """
 from __future__ import annotations
 
@@ -152,13 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 def make_configs(config_cls: type, args: argparse.Namespace) -> list[Any]:
     """One trainer config per `--num-envs` value (defaults except the benchmark's fields)."""
     default = config_cls()
+    env = default.env.replace(num_tasks=args.num_tasks, num_servers=args.num_servers)
     configs = []
     for e in args.num_envs:
         changes = {"num_envs": e, "learning_starts": 0,
                    "buffer_capacity": max(args.buffer_capacity, e)}
-        for name in ("steps_per_chunk", "num_tasks", "num_servers", "batch_size"):
+        for name in ("steps_per_chunk", "batch_size"):
             changes[name] = getattr(args, name)
-        configs.append(dataclasses.replace(default, **changes))
+        configs.append(dataclasses.replace(default, env=env, env_config=None, **changes))
     return configs
 
 
@@ -188,12 +188,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("steps_per_chunk", "num_tasks", "num_servers", "batch_size", "buffer_capacity"):
         value = getattr(args, name)
         if value is None:
-            setattr(args, name, getattr(default, name))
+            setattr(args, name, getattr(default.env if name in ("num_tasks", "num_servers")
+                                        else default, name))
         else:
             check_int_flag(parser, f"--{name.replace('_', '-')}", value, 1, *int_limit(name))
     args.configs = make_configs(args.config_cls, args)
     try:
-        check_params(args.configs[0].env_config(), args.configs[0].env_params())
+        check_params(args.configs[0].env_config, args.configs[0].env)
     except ValueError as err:
         parser.error(str(err))
     check_program(parser, args)
@@ -416,8 +417,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "steps_per_chunk": first.steps_per_chunk,
         "updates_per_step": first.updates_per_step,
         "batch_size": first.batch_size,
-        "num_tasks": first.num_tasks,
-        "num_servers": first.num_servers,
+        "num_tasks": first.env.num_tasks,
+        "num_servers": first.env.num_servers,
         "compile_time_method": "train_chunk.lower(runner_state).compile(), timed apart; "
                                "then one untimed warm-up chunk; timed chunks are consecutive "
                                "(init_s: the jitted init, compile included, not part "
@@ -473,8 +474,8 @@ def run_sweep_benchmark(args: argparse.Namespace, load_at_start) -> dict:
         "steps_per_chunk": first.steps_per_chunk,
         "updates_per_step": first.updates_per_step,
         "batch_size": first.batch_size,
-        "num_tasks": first.num_tasks,
-        "num_servers": first.num_servers,
+        "num_tasks": first.env.num_tasks,
+        "num_servers": first.env.num_servers,
         "definitions": {
             "sweep": "the K members (seeds 0..K-1) as one program: "
                      "damdjax.members.member_program (vmap over members, member axis sharded over every device); "
@@ -518,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{dev['device_kind']} ({dev['device_platform']}), jax {jax.__version__}")
     print(f"steps per chunk: {first.steps_per_chunk}, updates per step: {first.updates_per_step} "
           f"(each on a replay batch of {first.batch_size}, whatever num_envs), "
-          f"repeats: {args.repeats}, tasks: {first.num_tasks}, servers: {first.num_servers}, "
+          f"repeats: {args.repeats}, tasks: {first.env.num_tasks}, servers: {first.env.num_servers}, "
           f"learning_starts: 0", flush=True)
     payload = run_benchmark(args)
     print()

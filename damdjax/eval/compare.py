@@ -52,7 +52,7 @@ from damdjax.bound import bound_metrics
 from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_out_flag,
                          check_workload_flag, explicit_flags)
 from damdjax.configs import int_limit
-from damdjax.run_config import SETTING_FIELDS, RunConfig
+from damdjax.run_config import RunConfig, setting_flags, setting_from_json
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
 from damdjax.heuristics import (
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "yardstick, not a runnable policy (above)")
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
-    add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack"))
+    add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack", "tau",
+                                    "miss_penalty"))
     p.add_argument("--workload", default="", metavar="SPEC",
                    help=f"{WORKLOAD_HELP} (default: the random generator, or the run's "
                         "recorded workload with --dispatcher-checkpoint / --damd-run)")
@@ -133,6 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         parser.error(str(e))
     given = explicit_flags(build_parser, argv)
+    args.run_env = args.run_setting.pop("env", EnvParams())
+    args.n_max, args.m_max = args.run_setting.pop("n_max", None), args.run_setting.pop("m_max", None)
     for name, value in args.run_setting.items():
         if name not in given:
             setattr(args, name, value)
@@ -153,7 +156,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.instance is None:
         check_int_flag(parser, "--num-tasks", args.num_tasks, 1, *int_limit("num_tasks"))
         check_int_flag(parser, "--num-servers", args.num_servers, 1)
-        for name in ("density", "slack"):
+        for name in ("density", "slack", "tau"):
             v = getattr(args, name)
             if not v > 0 or not np.isfinite(v):
                 parser.error(f"--{name} must be a finite number > 0, got {v}")
@@ -239,8 +242,14 @@ def _run_config(path: str) -> dict:
     return cfg["dispatcher"] if isinstance(cfg.get("dispatcher"), dict) else cfg
 
 
-def _setting_of(cfg: dict) -> dict:
-    return {k: cfg[k] for k in SETTING_FIELDS if k != "tau" and k in cfg}
+def _setting_of(stored: dict) -> dict:
+    """A stored run's setting (its config.json or damd.json's; {} for none) as the flags'
+    values (`setting_flags`), and "env": its `EnvParams` whole (the fields without a
+    flag too). ValueError naming a setting that does not read."""
+    if not stored:
+        return {}
+    env, env_config, workload = setting_from_json(stored)
+    return {**setting_flags(env, env_config, workload), "env": env}
 
 
 def learned_methods(args) -> tuple[dict[str, Policy], dict]:
@@ -359,7 +368,7 @@ def main(argv=None) -> dict:
 
 
 def _compare(args: argparse.Namespace) -> dict:
-    params = EnvParams()
+    params = args.run_env
     if args.instance is not None:
         try:
             spec = load_instance(args.instance)
@@ -382,8 +391,10 @@ def _compare(args: argparse.Namespace) -> dict:
         spec = None
         args.episodes = args.episodes or GENERATED_EPISODES
         params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
-                                density=args.density, slack=args.slack)
-        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
+                                density=args.density, slack=args.slack, tau=args.tau,
+                                miss_penalty=args.miss_penalty)
+        config = workload_config(args.workload, n_max=max(args.num_tasks, args.n_max or 0),
+                                 m_max=max(args.num_servers, args.m_max or 0),
                                  queue_capacity=EnvConfig.queue_capacity)
         try:
             check_params(config, params)

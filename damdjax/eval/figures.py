@@ -339,7 +339,7 @@ def heuristics_program(config):
     env = EdgeEnv(config)
 
     def run(hyper, inst_keys, play_keys):
-        params = hyper.env_params()
+        params = hyper.env
         instances = jax.vmap(lambda k: env.generate(k, params))(inst_keys)
         states = play_pairs(ALL_PAIRS, play_keys, instances, config.queue_capacity, params)
         out = {}
@@ -355,7 +355,7 @@ def heuristics_program(config):
 def evaluate_heuristics(scfg, point_hyper, inst_keys, play_keys) -> dict:
     """Every pair and the bound at one point: name -> metric -> [E] float64."""
     one = jax.tree.map(lambda x: x[0], stack([point_hyper]))   # typed scalars: one compile
-    out = to_host(heuristics_program(scfg.env_config())(one, inst_keys, play_keys))
+    out = to_host(heuristics_program(scfg.env_config)(one, inst_keys, play_keys))
     return {n: {k: np.asarray(v, np.float64) for k, v in m.items()} for n, m in out.items()}
 
 
@@ -366,7 +366,7 @@ def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_k
     name per grid point). Returns metric -> [2, K, E] (0: DAMD, 1: DQN + rule)."""
     cfg = scfg.config
     k = len(members)
-    time_scale = cfg.env_params().time_scale
+    time_scale = cfg.env.time_scale
     d_net = dispatcher_network(cfg.dispatcher.hidden)
     s_net = scheduler_network(cfg.schedulers.hidden)
     rule_names = list(SCHEDULE_RULES)
@@ -383,7 +383,7 @@ def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_k
             k_d, k_s = jax.random.split(key)   # as heuristics.pair
             picks = jnp.stack([learned(k_s, state), *(r(k_s, state) for r in rule_fns)])
             return Action(dispatch=dispatch(k_d, state), picks=picks[which])
-        return policy, h.env_params()
+        return policy, h.env
 
     real = jax.tree.map(lambda x: np.asarray(x)[:k], (params, hyper_host))
     which = np.asarray([0] * k + [1 + rule_names.index(rules[m.index // scfg.seeds])
@@ -393,7 +393,7 @@ def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_k
     count = padded_members(2 * k, mesh)
     shard = member_sharding(mesh)
     tree = put_members(pad_members((*both, which), count), shard)
-    per = play_generated_members(member_fn, tree, scfg.env_config(), inst_keys, play_keys,
+    per = play_generated_members(member_fn, tree, scfg.env_config, inst_keys, play_keys,
                                  sharding=shard)
     return {m: v[:2 * k].reshape(2, k, -1) for m, v in per.items()}
 
@@ -449,7 +449,7 @@ def point_result(axis: Axis, value, hyper, heur: dict, sets: dict, p: int, seeds
         methods[name] = {k: {**_ci(heur[src][k]), "over": "episodes",
                              "n": int(heur[src][k].shape[0])} for k in PAIRED_METRICS}
     row = {
-        "value": value, "offered_load": offered_load(hyper.env_params()),
+        "value": value, "offered_load": offered_load(hyper.env),
         "best_pair": best, "dqn_rule": rule, "methods": methods,
         "paired_vs_best": {name: paired_vs(v, heur[best], seeds)
                            for name, v in per_learned.items()},

@@ -63,7 +63,8 @@ from flax import struct
 from damdjax.cli import (add_config_flags, add_run_flags, check_int_flag, config_or_exit,
                          config_values)
 from damdjax.configs import ConfigError, Field, check_int, option
-from damdjax.run_config import setting_config, setting_params, setting_workload
+from damdjax.run_config import SETTING_OPTIONS, setting_from_json
+from damdjax.workloads import resolve_workload
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, Policy, pair
 from damdjax.hyper import PipelineHyper
@@ -85,8 +86,7 @@ STAGE_FIELDS = ("lr", "gamma", "eps_start", "eps_end", "eps_decay_steps", "targe
                 "steps_per_chunk", "buffer_capacity", "batch_size", "num_envs", "num_chunks",
                 "hidden")
 # The shared flags: the setting and the seed (one value for every stage).
-SHARED_FIELDS = ("num_tasks", "num_servers", "density", "slack", "queue_capacity", "tau",
-                 "workload", "seed")
+SHARED_FIELDS = (*SETTING_OPTIONS, "workload", "seed")
 # The dispatcher stages' own flags beyond STAGE_FIELDS (--dqn-scheduler: a rule).
 DISPATCHER_FIELDS = ("scheduler", "eft_feature", "targets", "rollout_envs", "rollout_tasks")
 # The stage configs' defaults where train.damd's differ from train.dqn's and train.mdqn's.
@@ -164,11 +164,15 @@ class DAMDConfig:
     def setting(self) -> dict:
         return self.dispatcher.setting()
 
+    @property
     def env_config(self):
-        return self.dispatcher.env_config()
+        """The padded sizes (both stages hold them)."""
+        return self.dispatcher.env_config
 
-    def env_params(self):
-        return self.dispatcher.env_params()
+    @property
+    def env(self):
+        """The setting (both stages hold it)."""
+        return self.dispatcher.env
 
     def job_library(self):
         """The workload's job library (None: the random generator)."""
@@ -199,7 +203,7 @@ class DAMDConfig:
                 + self.schedulers.memory_parts("mdqn-", "--stage-eval-episodes")
                 + [(f"the final evaluation (--eval-episodes {self.eval_episodes} x "
                     f"{methods + 1} batches)",
-                    memory.evaluation_bytes(self.env_config(), self.eval_episodes, methods, f))])
+                    memory.evaluation_bytes(self.env_config, self.eval_episodes, methods, f))])
 
     def check_inputs(self) -> None:
         """Nothing to read: a pipeline's stages take their partners from its own runner
@@ -258,12 +262,12 @@ def make_train(config: DAMDConfig, axis_name: str | None = None) -> TrainFns:
 
     def dispatcher_under(prs: PipelineRunner, hyper: PipelineHyper) -> TrainFns:
         rule = mdqn_schedule_rule(s_net, prs.schedulers.params, scfg.share_params,
-                                  hyper.schedulers.env_params().time_scale)
+                                  hyper.schedulers.env.time_scale)
         return dqn.make_train(dcfg, axis_name, schedule=rule)
 
     def schedulers_under(dispatcher_params, hyper: PipelineHyper) -> TrainFns:
         rule = dqn_dispatch_rule(d_net, dispatcher_params,
-                                 hyper.dispatcher.env_params().time_scale,
+                                 hyper.dispatcher.env.time_scale,
                                  eft_feature=dcfg.eft_feature)
         return mdqn.make_train(scfg, axis_name, dispatch=rule)
 
@@ -351,9 +355,10 @@ def evaluate(run_dir: str, episodes: int, seed: int) -> dict:
     """DAMD vs NF, RS, LS, EC and the best of every heuristic pair on held-out instances of
     `seed`, paired (reference "DAMD"), with the contention-free bound."""
     policy, setting = load_damd(run_dir)
-    return evaluate_paired({"DAMD": policy}, setting_config(setting), setting_params(setting),
-                           seed, episodes, "DAMD", heuristics=ALL_PAIRS, keep=BASELINES,
-                           workload=setting_workload(setting))
+    env, env_config, workload = setting_from_json(setting)
+    return evaluate_paired({"DAMD": policy}, env_config, env, seed, episodes, "DAMD",
+                           heuristics=ALL_PAIRS, keep=BASELINES,
+                           workload=resolve_workload(workload))
 
 
 def evaluate_stage(config: DAMDConfig, index: int, params: dict) -> dict:
@@ -367,7 +372,7 @@ def evaluate_stage(config: DAMDConfig, index: int, params: dict) -> dict:
     _, kind = stage_names(config.rounds)[index]
     r = index // len(PARTS) + 1
     d, s = config.dispatcher, config.schedulers
-    time_scale = config.env_params().time_scale
+    time_scale = config.env.time_scale
     if kind == "dqn":
         partner = ((d.scheduler, SCHEDULE_RULES[d.scheduler]) if r == 1 else
                    (f"r{r - 1}-schedulers",
@@ -496,7 +501,7 @@ def stage_prefix(kind: str):
     setting and the seed are shared (unprefixed), and a stage's `eval_episodes` is
     --stage-eval-episodes."""
     def prefix_of(field: str) -> str:
-        if field in SHARED_FIELDS or field in ("miss_penalty", "setting_range", "share_params"):
+        if field in SHARED_FIELDS or field in ("setting_range", "share_params"):
             return ""
         return "stage_" if field == "eval_episodes" else f"{kind}_"
     return prefix_of
@@ -512,10 +517,10 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DAMDConfig:
                 f"{args.dqn_scheduler!r}")
     shared = config_values(p, args, mdqn.MDQNConfig, SHARED_FIELDS)
     shared["eval_episodes"] = getattr(args, "stage_eval_episodes", 0)
-    dispatcher = config_or_exit(p, lambda: dqn.DQNConfig(**shared, **config_values(
+    dispatcher = config_or_exit(p, lambda: dqn.DQNConfig.from_values(**shared, **config_values(
         p, args, dqn.DQNConfig, STAGE_FIELDS + DISPATCHER_FIELDS, prefix="dqn_",
         defaults=STAGE_DEFAULTS["dqn"])), stage_prefix("dqn"))
-    schedulers = config_or_exit(p, lambda: mdqn.MDQNConfig(**shared, **config_values(
+    schedulers = config_or_exit(p, lambda: mdqn.MDQNConfig.from_values(**shared, **config_values(
         p, args, mdqn.MDQNConfig, STAGE_FIELDS, prefix="mdqn_", defaults=STAGE_DEFAULTS["mdqn"]),
         share_params=args.share_params, dispatcher=""), stage_prefix("mdqn"))
     return config_or_exit(p, lambda: DAMDConfig(

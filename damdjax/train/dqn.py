@@ -182,12 +182,12 @@ class DQNConfig(RunConfig):
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: table_idx, table_stamp [N] int32; prev_idx,
         prev_stamp [] int32; sojourn [] float32."""
-        return 8 * self.env_config().n_max + 12
+        return 8 * self.env_config.n_max + 12
 
     def replay_memory(self) -> int:
         """The buffer of `DispatchView`s (and next ones); where `targets` is rollout,
         `RolloutSample`s (a view and its targets [M] float32) without next ones."""
-        c = self.env_config()
+        c = self.env_config
         view = memory.dispatch_view_bytes(c, int(self.eft_feature))
         if self.targets == "rollout":
             return memory.replay_bytes(view + 4 * c.m_max, self.buffer_capacity, 0)
@@ -400,8 +400,8 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
                schedule: ScheduleRule | None = None) -> TrainFns:
     """The DQN dispatcher's training program (PureJaxRL style).
 
-    `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
-    = m_max, `queue_capacity`), `hidden`, `buffer_capacity`, `batch_size`, `num_envs`,
+    `config` fixes the program's shape: padded sizes (`env_config`), `env`'s constant
+    fields, `hidden`, `buffer_capacity`, `batch_size`, `num_envs`,
     `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`), `reward`,
     `eft_feature` and `scheduler` (a trained scheduler's file is read here, once). Every
     scalar that may vary between runs comes in `hyper` (`damdjax.hyper.Hyper`, traced):
@@ -427,9 +427,9 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
         key, k_net, k_env = jax.random.split(key, 3)
         e, n = config.num_envs, env.config.n_max
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(k_env, e), hyper.env_params())
+            jax.random.split(k_env, e), hyper.env)
         view0 = jax.tree.map(lambda x: x[0], batch_view(config, obs, env_state,
-                                                         hyper.env_params().time_scale))
+                                                         hyper.env.time_scale))
         if config.targets == "rollout":
             view0 = RolloutSample(view=view0, target=jnp.zeros((env.config.m_max,)))
         q_params = init_dispatcher(net, k_net, config.eft_feature)
@@ -470,7 +470,7 @@ def make_train(config: DQNConfig, axis_name: str | None = None,
         return rs, (loss * active, active.astype(jnp.float32))
 
     chunk = make_chunk(
-        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env_params()), update,
+        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env), update,
         lambda t, hyper: hyper.epsilon(t),
         steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
         invalid_key="invalid_dispatch",
@@ -523,7 +523,7 @@ def evaluate(config: DQNConfig, q_params, episodes: int,
     train.damd's schedulers from its runner); returns
     `damdjax.evaluation.paired_summary` (reference "dqn") plus the scheduler's name.
     """
-    env_config, params = config.env_config(), config.env_params()
+    env_config, params = config.env_config, config.env
     name, schedule = scheduler or (config.scheduler, resolve_scheduler(config.scheduler))
     greedy = dqn_dispatch_rule(_network(config), q_params, params.time_scale,
                                eft_feature=config.eft_feature)
@@ -570,7 +570,7 @@ def config_from_args(p: argparse.ArgumentParser, args) -> DQNConfig:
 def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
     """The run's policy file `run_dir/dispatcher.msgpack` (what eval.compare
     --dispatcher-checkpoint and train.mdqn --dispatcher load), atomically."""
-    save_dispatcher(f"{run_dir}/{DISPATCHER_FILE}", cfg.hidden, cfg.env_params().time_scale,
+    save_dispatcher(f"{run_dir}/{DISPATCHER_FILE}", cfg.hidden, cfg.env.time_scale,
                     q_params, cfg.eft_feature)
 
 

@@ -108,7 +108,7 @@ class MDQNConfig(RunConfig):
         except ValueError as err:
             raise ConfigError(Field("init_schedulers"), f": {err}") from None
         want = {"hidden": list(self.hidden), "share": self.share_params,
-                "num_agents": self.num_servers}
+                "num_agents": self.env.num_servers}
         have = {k: meta[k] for k in want}
         if have != want:
             raise ConfigError(Field("init_schedulers"),
@@ -116,11 +116,11 @@ class MDQNConfig(RunConfig):
 
     def runner_env_bytes(self) -> int:
         """`RunnerState`'s per-env arrays: prev_idx, prev_stamp [M] int32, team_sum [M]."""
-        return 12 * self.env_config().m_max
+        return 12 * self.env_config.m_max
 
     def replay_memory(self) -> int:
         """One pool per agent (M), each of `buffer_capacity` entries."""
-        c = self.env_config()
+        c = self.env_config
         return c.m_max * memory.replay_bytes(memory.scheduler_view_bytes(c), self.buffer_capacity)
 
 
@@ -233,8 +233,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
                dispatch: DispatchRule | None = None) -> TrainFns:
     """The MDQN schedulers' training program (PureJaxRL style, as `train.dqn.make_train`).
 
-    `config` fixes the program's shape: padded sizes (`num_tasks` = n_max, `num_servers`
-    = m_max = the number of agents, `queue_capacity`), `hidden`, `share_params`,
+    `config` fixes the program's shape: padded sizes (`env_config`; `m_max` = the number
+    of agents), `env`'s constant fields, `hidden`, `share_params`,
     `epochs`, `buffer_capacity` and `batch_size` (per agent), `num_envs`,
     `steps_per_chunk`, `updates_per_step`, `num_chunks` (for `train`) and `dispatcher`
     (a trained dispatcher's file is read here, once; it stays frozen). Every scalar that
@@ -245,8 +245,8 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
     (env steps), `target_every` (gradient steps in which some agent learned), `polyak`
     (all agents' targets at once), `double_dqn` and `n_step` (every agent's TD targets,
     its returns over its own successive decisions), and the
-    setting (`tau` and `miss_penalty` of the team reward, `density`, `slack`,
-    `num_tasks`, `num_servers` <= the padding). Nothing here
+    setting's traced fields (`hyper.env`: `tau` and `miss_penalty` of the team reward,
+    `density`, `slack`, `num_tasks`, `num_servers` <= the padding). Nothing here
     reads `config.seed`, `config.init_schedulers` or the config's hyperparameter values
     (`Hyper.from_config(config)` gives those). `axis_name`: as in `train.dqn.make_train`.
     `dispatch`, where given, replaces `config.dispatcher` as the frozen dispatcher; it may
@@ -268,7 +268,7 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
         key, k_net, k_env = jax.random.split(key, 3)
         e, m = config.num_envs, env.config.m_max
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(k_env, e), hyper.env_params())
+            jax.random.split(k_env, e), hyper.env)
         one = jax.tree.map(lambda x: x[0, 0], agent_axis(scheduler_inputs(obs)))  # one agent
         q_params = init_schedulers(net, k_net, m, share)
         minus = jnp.full((e, m), -1, jnp.int32)
@@ -302,7 +302,7 @@ def make_train(config: MDQNConfig, axis_name: str | None = None,
         return rs, (mean_loss * active, active.astype(jnp.float32))
 
     chunk = make_chunk(
-        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env_params()), update,
+        lambda rs, key, eps, hyper: env_step(rs, key, eps, hyper.env), update,
         lambda t, hyper: hyper.epsilon(t),
         steps_per_chunk=config.steps_per_chunk, updates_per_step=config.updates_per_step,
         invalid_key="invalid_picks",
@@ -353,7 +353,7 @@ def evaluate(config: MDQNConfig, q_params, episodes: int,
     (`dispatcher`, where given: `(name, rule)` in its place, train.damd's dispatcher from
     its runner), paired on held-out instances, with the contention-free bound;
     `damdjax.evaluation.paired_summary` (reference "mdqn") plus the dispatcher's name."""
-    env_config, params = config.env_config(), config.env_params()
+    env_config, params = config.env_config, config.env
     name, dispatch = dispatcher or (config.dispatcher, resolve_dispatcher(config.dispatcher))
     greedy = mdqn_schedule_rule(_network(config), q_params, config.share_params,
                                 params.time_scale)
@@ -400,11 +400,11 @@ def config_from_args(p: argparse.ArgumentParser, args) -> MDQNConfig:
 def save_policy_file(run_dir: str, cfg: MDQNConfig, q_params) -> None:
     """The run's policy file `run_dir/schedulers.msgpack` (what eval.compare --scheduler and
     train.dqn --scheduler load), atomically. Its agent count is that of `q_params` (the
-    padded `num_servers`; a sweep member's config may hold a smaller real count); shared
-    parameters record `cfg.num_servers`."""
-    agents = cfg.num_servers if cfg.share_params else jax.tree.leaves(q_params)[0].shape[0]
+    padded `m_max`; a sweep member's config may hold a smaller real count); shared
+    parameters record `cfg.env.num_servers`."""
+    agents = cfg.env.num_servers if cfg.share_params else jax.tree.leaves(q_params)[0].shape[0]
     save_schedulers(f"{run_dir}/{SCHEDULERS_FILE}", cfg.hidden, cfg.share_params, agents,
-                    cfg.env_params().time_scale, q_params)
+                    cfg.env.time_scale, q_params)
 
 
 def train(cfg: MDQNConfig, run_dir: str, resume: bool) -> tuple[Any, bool]:

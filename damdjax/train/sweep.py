@@ -26,8 +26,8 @@ the same program and ends bitwise where train.damd does.
     python -m eval.compare --damd-run runs/sweep/member-4
 
 The trainer's flags set the program's shape and every value the grid leaves
-alone; --num-tasks and --num-servers are also the padded maxima (grid values
-must not exceed them).
+alone; the padded sizes --n-max and --m-max (default: --num-tasks and
+--num-servers) bound the grid's num_tasks and num_servers.
 
 One program: the trainer's stages (train.<trainer>.make_train: each stage's
 `chunk(runner, hyper)`), `jax.vmap`ped over members and `jit`ted with the member
@@ -105,7 +105,7 @@ class SweepConfig:
                               f" {self.seeds} - 1 = {last}, the last member's seed, must be "
                               f"<= {limit} ({why})")
         grid = {f: list(v) for f, v in self.grid}
-        check_grid(grid, self.config.hyper(), self.config.env_config())
+        check_grid(grid, self.config.hyper(), self.config.env_config)
         damd_run = self.trainer == "damd"
         dispatcher, prefix = (self.config.dispatcher, "dqn_") if damd_run else (self.config, "")
         if getattr(dispatcher, "targets", "td") == "rollout":   # fitted: no target net
@@ -122,9 +122,10 @@ class SweepConfig:
     def eval_episodes(self) -> int:
         return self.config.eval_episodes
 
+    @property
     def env_config(self):
         """The padded sizes every member shares (the trainer config's, its workload's)."""
-        return self.config.env_config()
+        return self.config.env_config
 
     def with_counts(self, **counts) -> "SweepConfig":
         """Run length / evaluation size changed (what --resume may change)."""
@@ -268,11 +269,11 @@ def evaluate(scfg: SweepConfig, members: list[Member], params, hyper, shard) -> 
     instances for all members, each at its own setting within the padding), and the
     grid points ranked by mean response time with 95% CIs over seeds."""
     cfg = scfg.config
-    time_scale, greedy = cfg.env_params().time_scale, TRAINERS[scfg.trainer].greedy_policy
+    time_scale, greedy = cfg.env.time_scale, TRAINERS[scfg.trainer].greedy_policy
     inst_keys, play_keys = held_out_keys(cfg.seed, cfg.eval_episodes)
     per = play_generated_members(
-        lambda mem: (greedy(cfg, mem[0], time_scale), mem[1].env_params()),
-        (params, hyper), cfg.env_config(), inst_keys, play_keys, sharding=shard,
+        lambda mem: (greedy(cfg, mem[0], time_scale), mem[1].env),
+        (params, hyper), cfg.env_config, inst_keys, play_keys, sharding=shard,
         workload=cfg.job_library())
     per_member = []
     for m in members:

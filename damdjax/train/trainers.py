@@ -15,7 +15,7 @@ from damdjax.train import damd, dqn, mdqn
 class Trainer(NamedTuple):
     """What the sweep needs of a trainer module (train.dqn, train.mdqn, train.damd): its
     config class (with `hyper()`, `with_hyper(hyper, seed)`, `stage_plan()`, `seed`,
-    `num_chunks`, `eval_episodes`, `env_config()`, `env_params()`, `job_library()`,
+    `num_chunks`, `eval_episodes`, `env_config`, `env`, `job_library()`,
     `to_json()` and
     `from_json`) and `make_train(config, axis_name)`, `program_config(config)`,
     `add_flags(parser, name, init)`, `config_from_args(parser, args)`,
