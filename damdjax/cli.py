@@ -81,14 +81,21 @@ def _flag_of(cls: type, name: str, defaults) -> _Flag:
 
 
 def add_config_flags(p: argparse.ArgumentParser, cls: type, names: Iterable[str], *,
-                     prefix: str = "", defaults=None, help_prefix: str = "") -> None:
+                     prefix: str = "", defaults=None, help_prefix: str = "",
+                     unset: dict[str, str] | None = None) -> None:
     """A flag for each field `names` of the config class `cls` (declared with
     `damdjax.configs.option`): `--{prefix}{name}` (dashes for underscores), typed by the
     field's annotation (a bool: a switch; a tuple: comma-separated integers), its help
     (`help_prefix` before it, `{decision}` the class's) and default (`defaults`' value,
-    an instance of `cls`, else the field's; a resumable field's flag defaults to None)."""
+    an instance of `cls`, else the field's; a resumable field's flag defaults to None).
+    `unset`: fields whose flag defaults to None, the command deciding the value (its
+    help ends with the text given, e.g. "the run's recorded value")."""
+    unset = unset or {}
     for name in names:
         spec = _flag_of(cls, name, defaults)
+        if name in unset:
+            spec = dataclasses.replace(spec, default=None,
+                                       help=f"{spec.help} (default: {unset[name]})")
         kind, default = spec.kind, spec.default
         text = help_prefix + spec.help.format(decision=getattr(cls, "decision", "decision"))
         opts = {"metavar": spec.metavar} if spec.metavar else {}

@@ -64,7 +64,7 @@ from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_in_chunks, play_pairs
 from damdjax.rundir import CONFIG
-from damdjax.workloads import WORKLOAD_HELP, resolve_workload, workload_config
+from damdjax.workloads import resolve_workload, workload_config
 from damdjax.envs.config import EnvConfig, EnvParams, check_float, check_params
 from damdjax.envs.instance import instance_from_spec, spec_config
 from damdjax.envs.instance_format import InstanceError
@@ -107,13 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
     add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack", "tau",
-                                    "miss_penalty"))
-    p.add_argument("--workload", default="", metavar="SPEC",
-                   help=f"{WORKLOAD_HELP} (default: the random generator, or the run's "
-                        "recorded workload with --dispatcher-checkpoint / --damd-run)")
-    p.add_argument("--queue-capacity", type=int, default=None,
-                   help="queue slots per server (default: 16 for generated instances, "
-                        "the number of tasks for an instance file, so it never binds)")
+                                    "miss_penalty", "workload", "queue_capacity"), unset={
+        "workload": "the random generator, or the run's recorded workload with "
+                    "--dispatcher-checkpoint / --damd-run",
+        "queue_capacity": "16 for generated instances, the number of tasks for an instance "
+                          "file, so it never binds"})
     p.add_argument("--episodes", type=int, default=None,
                    help="episodes: generated instances, or random draws on --instance "
                         f"(default {GENERATED_EPISODES}, or 1 with --instance)")
@@ -139,6 +137,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in args.run_setting.items():
         if name not in given:
             setattr(args, name, value)
+    args.workload = args.workload or ""
     if args.methods is None:
         sched = args.learned.pop("_scheduler", None)
         args.methods = (",".join(pair_label(d, sched) for d in DISPATCH_RULES)
