@@ -158,3 +158,41 @@ def test_a_stored_config_is_checked_by_the_same_code():
         dqn.DQNConfig.from_json({**stored, "lr": -1})
     with pytest.raises(ValueError, match="^num_envs must be an integer, got '8'"):
         dqn.DQNConfig.from_json({**stored, "num_envs": "8"})
+
+
+def _damd(**changes):
+    kw = {"dispatcher": dqn.DQNConfig(), "schedulers": mdqn.MDQNConfig(dispatcher=""),
+          **changes}
+    return damd.DAMDConfig(**kw)
+
+
+def _sweep(**changes):
+    return sweep.SweepConfig(**{"trainer": "dqn", "seeds": 1, "grid": (),
+                                "config": dqn.DQNConfig(), **changes})
+
+
+# The composite configs: field -> (a bad value, a word its message holds).
+COMPOSITE_BAD = {
+    damd.DAMDConfig: (_damd, {"dispatcher": (mdqn.MDQNConfig(), "dispatcher"),
+                              "schedulers": (dqn.DQNConfig(), "schedulers"),
+                              "rounds": (0, "rounds"), "eval_episodes": (-1, "eval_episodes")}),
+    sweep.SweepConfig: (_sweep, {"trainer": ("x", "trainer"), "seeds": (0, "seeds"),
+                                 "grid": ((("lr", (-1.0,)),), "lr"),
+                                 "config": (mdqn.MDQNConfig(), "config")}),
+}
+COMPOSITE_CASES = [(cls, f, *bad) for cls, (_, table) in COMPOSITE_BAD.items()
+                   for f, bad in table.items()]
+
+
+def test_the_composite_tables_cover_every_field():
+    for cls, (_, table) in COMPOSITE_BAD.items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(table)
+
+
+@pytest.mark.parametrize("cls,field,value,word", COMPOSITE_CASES,
+                         ids=[f"{c.__name__}-{f}" for c, f, _, _ in COMPOSITE_CASES])
+def test_a_composite_config_refuses_a_bad_value(cls, field, value, word):
+    build = COMPOSITE_BAD[cls][0]
+    build()   # the defaults are valid
+    with pytest.raises(ValueError, match=word):
+        build(**{field: value})
