@@ -187,23 +187,20 @@ def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[s
              evaluation_bytes(config, episodes, methods, f))]
 
 
-RUN_FILES = ("config.json", "dispatcher.msgpack", "schedulers.msgpack", "damd.json",
-             "checkpoint.msgpack")
-
-
 def input_files(args) -> list[str]:
-    """Every file the comparison reads: the instance file, the trained runs' files (a run
-    directory: its RUN_FILES, stage folders included), the workload's path."""
+    """Every file the comparison reads, directly or not: the instance file, the trained
+    runs' files (a run directory: every file below it; a policy file: it and the
+    config.json beside it, read as the run's setting), the workload's path (a folder:
+    every file below it)."""
     paths = [args.instance, args.dispatcher_checkpoint, args.scheduler, args.damd_run]
     if args.workload and ":" in args.workload:
         paths.append(args.workload.split(":", 1)[1])
     out = []
     for path in filter(None, paths):
         if os.path.isdir(path):
-            out += [os.path.join(root, f) for root, _, files in os.walk(path)
-                    for f in files if f in RUN_FILES]
+            out += [os.path.join(root, f) for root, _, files in os.walk(path) for f in files]
         else:
-            out.append(path)
+            out += [path, os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG)]
     return out
 
 
@@ -212,9 +209,11 @@ def method_list(text: str) -> list[str]:
     shown as the paper's `LS`) and `best`; `all` expands to every pair.
 
     ValueError naming a bad or repeated method."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
+    names = [m.strip() for m in text.split(",")]
+    if not any(names):
         raise ValueError("--methods is empty")
+    if not all(names):
+        raise ValueError(f"--methods has an empty entry: {text!r}")
     out = []
     for m in names:
         if m.lower() == "all":

@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax import rundir
+from damdjax import memory, rundir
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
 from damdjax.cli import (add_seed_flag, check_int_flag, check_program, config_or_exit,
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _number(text: str, field: str):
     v = float(text)
+    if not np.isfinite(v):
+        raise ValueError(f"{field} takes finite numbers, got {text!r}")
     if field in ("num_tasks", "num_servers"):
         if v != int(v):
             raise ValueError(f"{field} takes integers, got {text!r}")
@@ -227,11 +229,16 @@ def job_from_args(p: argparse.ArgumentParser, args) -> dict:
         QUICK_EPISODES if args.quick else FULL_EPISODES)
     if episodes < 2:
         p.error(f"--episodes must be >= 2 (a confidence interval), got {episodes}")
+    check_int_flag(p, "--episodes", episodes, 2)
     profile = QUICK_TRAIN if args.quick else FULL_TRAIN
+    try:
+        train_args = shlex.split(args.train_args)
+    except ValueError as err:
+        p.error(f"--train-args {args.train_args!r}: {err}")
     return {"quick": args.quick, "axes": axes, "points": points, "seeds": args.seeds,
             "seed": args.seed, "eval_seed": args.eval_seed, "episodes": episodes,
             "generalist": args.generalist,
-            "train_args": [*profile, *shlex.split(args.train_args)]}
+            "train_args": [*profile, *train_args]}
 
 
 def sweep_config(job: dict, axis: Axis) -> sweep.SweepConfig:
@@ -251,6 +258,15 @@ def sweep_config(job: dict, axis: Axis) -> sweep.SweepConfig:
     scfg = config_or_exit(p, lambda: sweep.SweepConfig(
         trainer="damd", seeds=job["seeds"], grid=((axis.field, tuple(vals)),), config=base))
     check_program(p, scfg)
+    # a point's evaluation: every heuristic pair and each member twice (DAMD, DQN + rule)
+    methods = len(ALL_PAIRS) + 2 * len(scfg.members())
+    try:
+        memory.check_memory([(f"a point's evaluation (--episodes {job['episodes']} x "
+                              f"{methods + 1} batches)", memory.evaluation_bytes(
+                                  scfg.env_config, job["episodes"], methods,
+                                  memory.float_bytes()))])
+    except ValueError as err:
+        p.error(str(err))
     return scfg
 
 
@@ -258,6 +274,8 @@ def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
     """`(job, out dir)`: a new job (OUT absent, empty or --overwrite of a figures folder)
     or, with --resume, the stored one."""
     out = args.out or ("runs/figures-quick" if args.quick else "runs/figures")
+    if os.path.exists(out) and not os.path.isdir(out):
+        p.error(f"--out {out}: is a file, not a folder")
     job_path = os.path.join(out, JOB_FILE)
     stored = None
     if os.path.exists(job_path):
@@ -282,6 +300,8 @@ def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
             p.error(f"--resume: no {JOB_FILE} in {out}")
         return stored["job"], out
     job = job_from_args(p, args)
+    for name in job["axes"]:   # every figure's training flags, before anything is written
+        sweep_config(job, AXES[name])
     if stored is not None:
         if not args.overwrite:
             p.error(f"{out} holds an eval.figures job: pass --resume or --overwrite")

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from damdjax import memory
 from damdjax.cli import add_seed_flag, check_int_flag, check_out_flag
 from damdjax.heuristics import Policy, pair_from_name
 from damdjax.io import write_json_atomic
@@ -129,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_int_flag(p, "--states", args.states, 1)
     check_n_max_flag(p, "--num-tasks", args.num_tasks)
     check_method_flag(p, args.method)
+    for n in args.num_tasks:   # a state and one play-out per server, all held at once
+        config = EnvConfig(n_max=n)
+        try:
+            memory.check_memory([(f"the states (--states {args.states} x {config.m_max + 1} "
+                                  f"env states at --num-tasks {n})", memory.evaluation_bytes(
+                                      config, args.states, config.m_max + 1,
+                                      memory.float_bytes()))])
+        except ValueError as err:
+            p.error(str(err))
     if args.out:
         check_out_flag(p, args.out)
     rows = []
