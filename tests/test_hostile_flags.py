@@ -85,3 +85,16 @@ def test_target_spread_refuses_states_beyond_memory(capsys, monkeypatch):
     line = _error(target_spread.main, ["--states", "2000000000", "--num-tasks", "10"],
                   capsys, monkeypatch)
     assert "--states 2000000000" in line and "more than" in line
+
+
+def test_compare_refuses_a_queue_capacity_beyond_memory(tmp_path, capsys, monkeypatch):
+    """An instance file's states hold --queue-capacity slots per server: a huge value is
+    refused by the memory estimate before anything is allocated."""
+    from damdjax.envs import convert
+    inst = tmp_path / "inst.json"
+    convert.main(["wfcommons", str(WF_FILE), "--out", str(inst)])
+    capsys.readouterr()
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled despite a bad flag"))
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--instance", str(inst), "--queue-capacity", "2147483647"])
+    assert "--queue-capacity 2147483647" in str(exc.value) and "more than" in str(exc.value)

@@ -39,6 +39,7 @@ override them).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -183,6 +184,8 @@ def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[s
                                                       args.method_list else set()))
     at = (f"an instance file's {config.n_max} tasks" if args.instance is not None else
           f"--num-tasks {config.n_max}, --num-servers {config.m_max}")
+    if args.queue_capacity is not None:
+        at += f", --queue-capacity {args.queue_capacity}"
     return [(f"the evaluation batches (--episodes {episodes} x {methods + 1} batches at {at})",
              evaluation_bytes(config, episodes, methods, f))]
 
@@ -376,7 +379,10 @@ def _compare(args: argparse.Namespace) -> dict:
               flush=True)
         episodes = args.episodes or 1
         try:  # before anything is allocated: the instance's sizes, float64 (x64)
-            check_memory(memory_parts(args, spec_config(spec), episodes, 8))
+            config = spec_config(spec)
+            if args.queue_capacity is not None:   # the states' queues are this wide
+                config = dataclasses.replace(config, queue_capacity=args.queue_capacity)
+            check_memory(memory_parts(args, config, episodes, 8))
         except ValueError as e:
             sys.exit(f"error: {e}")
         instance, q_default = instance_from_spec(spec)
