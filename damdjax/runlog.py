@@ -4,8 +4,10 @@ for a row.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 
 from damdjax.io import write_bytes_atomic
 
@@ -23,23 +25,48 @@ def metrics_row(chunk: int, env_steps: int, updates: int, seconds: float,
     return row
 
 
+def _chunk_of(line: bytes | str) -> int | None:
+    """The chunk of a metrics row (a JSON object whose "chunk" is an integer); None for a
+    line that is not one (blank, torn, or damaged)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    chunk = row.get("chunk") if isinstance(row, dict) else None
+    return chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None
+
+
+def _read(path: str) -> bytes | None:
+    """The bytes of the metrics file `path` (None where there is none); ValueError naming
+    it where it is not a regular file (a folder, a link: never followed)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise ValueError(f"{path} is {kind}; the metrics log must be a file of its own")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 def check_log(path: str) -> None:
     """ValueError naming `path` and the line where a metrics file holds a line that is not
-    a JSON row (a torn last line, a killed append, is allowed: the resume drops it)."""
-    if not os.path.exists(path):
+    a metrics row (a JSON object with an integer "chunk"; a torn last line, a killed
+    append, is allowed: the resume drops it), or naming `path` where it is not a regular
+    file."""
+    data = _read(path)
+    if data is None:
         return
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+    lines = data.split(b"\n")
     for i, ln in enumerate(lines):
-        if not ln.strip():
+        if not ln.strip() or _chunk_of(ln) is not None:
             continue
-        try:
-            row = json.loads(ln)
-            row["chunk"]
-        except (ValueError, KeyError, TypeError):
-            if i == len(lines) - 1:   # no newline after it: a torn append
-                continue
-            raise ValueError(f"{path}: line {i + 1} is not a metrics row") from None
+        if i == len(lines) - 1:   # no newline after it: a torn append
+            continue
+        raise ValueError(f"{path}: line {i + 1} is not a metrics row (a JSON object with an "
+                         f"integer \"chunk\")")
 
 
 def _rows_text(rows: list[dict]) -> str:
@@ -47,8 +74,21 @@ def _rows_text(rows: list[dict]) -> str:
 
 
 def append_rows(path: str, rows: list[dict]) -> None:
-    """`rows` appended to the metrics file `path`, one line each."""
-    with open(path, "a") as log:
+    """`rows` appended to the metrics file `path`, one line each; the file is created
+    where missing and never written through a link (ValueError naming it) nor, being
+    opened without blocking, a pipe."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+             | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{path} is a symbolic link; not appending to it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path} is not a regular file; not appending to it")
+    with os.fdopen(fd, "a") as log:
         log.write(_rows_text(rows))
 
 
@@ -57,17 +97,17 @@ def repair_log(path: str, chunk: int, rows: list[dict] | None) -> None:
     earlier chunks kept, the checkpoint's own rows in place of whatever the file holds for
     `chunk` (a missing or torn row restored), later rows dropped. `rows` None (an older
     checkpoint): rows past `chunk` dropped, a torn last line too."""
-    text = open(path, "rb").read().decode(errors="replace") if os.path.exists(path) else ""
+    data = _read(path)
+    text = "" if data is None else data.decode(errors="replace")
     kept = []
     for ln in text.split("\n"):
-        try:
-            row = json.loads(ln)
-        except ValueError:
+        at = _chunk_of(ln)
+        if at is None:
             continue   # blank, or the torn last line (check_log refused any other)
-        if row["chunk"] < chunk or (rows is None and row["chunk"] == chunk):
-            kept.append(row)
+        if at < chunk or (rows is None and at == chunk):
+            kept.append(json.loads(ln))
     new = _rows_text(kept + (rows or []))
-    if new != text and (new or os.path.exists(path)):
+    if new != text and (new or data is not None):
         write_bytes_atomic(new.encode(), path)
 
 

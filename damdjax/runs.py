@@ -34,29 +34,31 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     """Check the run flags, take `RUN_DIR/NAME` and prepare it; returns `(config, run_dir)`.
     Use the run inside `with rundir.held(run_dir):` (it releases the lock).
 
+    First, with nothing written, `rundir.resolve` checks --name and --run-dir and gives
+    the run directory's one path (RUN_DIR's links resolved: every trainer and spelling
+    locks the same file; a run directory that is a link is refused). Every refusal of
+    the run directory is one line (`parser.error`, exit 2) naming the path or the name.
+
     New run: `config_from_args(parser, args)` (which may `parser.error`), then the lock,
     then the folder is created with its marker (refused if it exists, unless
     --overwrite and it holds the marker: then the old run is moved aside until the new
-    one's first checkpoint). --resume: the lock, then the stored config.json (a
-    dataclass with `num_chunks` and `eval_episodes` fields, or an object with a
-    `with_counts(num_chunks=, eval_episodes=)` method; either with `env_config`,
+    one's first checkpoint). --resume: the lock, then the folder checked to hold only
+    regular files and folders (`rundir.check_tree`: no link to follow), then the stored
+    config.json (a dataclass with `num_chunks` and `eval_episodes` fields, or an object
+    with a `with_counts(num_chunks=, eval_episodes=)` method; either with `env_config`,
     `check_inputs()` and `to_json()`) read back with `config_from_json`, which checks its
     values by the config's own rules (the flags' messages, written with field names),
-    then the files it names (`check_inputs`),
-    every checkpoint in the folder verified and the metrics files read, all before
-    anything is written; then --num-chunks and --eval-episodes applied where given; any
-    flag outside `resume_flags` is refused rather than silently ignored; it needs the
-    run's checkpoint.msgpack, and `refuse_resume(run_dir)`, where given, may refuse the
-    directory first (the reason it returns, one line; None: resumable). A refused resume
-    writes nothing. With
-    `writer` False (not the first process of a
-    multi-host run) nothing is locked, created or written. Either way the config
-    passes `cli.check_program` (int32 counters, the memory estimate) before anything is
-    written.
+    then the files it names (`check_inputs`), every checkpoint in the folder verified
+    and the metrics files read, all before anything is written; then --num-chunks and
+    --eval-episodes applied where given; any flag outside `resume_flags` is refused
+    rather than silently ignored; it needs the run's checkpoint.msgpack, and
+    `refuse_resume(run_dir)`, where given, may refuse the directory first (the reason it
+    returns, one line; None: resumable). A refused resume writes nothing. With `writer`
+    False (not the first process of a multi-host run) nothing is locked, created or
+    written. Either way the config passes `cli.check_program` (int32 counters, the
+    memory estimate) before anything is written.
     """
-    if not args.name or os.sep in args.name or args.name in (".", ".."):
-        parser.error(f"--name must be a plain folder name, got {args.name!r}")
-    run_dir = os.path.join(args.run_dir, args.name)
+    run_dir = _or_exit(parser, rundir.resolve, args.run_dir, args.name)
     paths = rundir.run_paths(run_dir)
     if args.resume:
         if args.overwrite:
@@ -68,7 +70,7 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 resume_flags - {"name", "run_dir", "resume"}))
             parser.error(f"--resume continues the stored configuration; it takes only "
                          f"{allowed}, not {flags}")
-        if not os.path.isdir(run_dir) and not os.path.isdir(rundir.aside_path(run_dir)):
+        if not os.path.isdir(run_dir) and not os.path.lexists(rundir.aside_path(run_dir)):
             parser.error(f"--resume: no run directory {run_dir}")
         why = refuse_resume(run_dir) if refuse_resume is not None else None
         if why:
@@ -82,13 +84,10 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 cfg = _with_counts(config_from_json(json.load(f)), args)
             check_program(parser, cfg)
         return cfg, run_dir
-    os.makedirs(args.run_dir, exist_ok=True)
+    _or_exit(parser, rundir.make_parent, run_dir)
+    _or_exit(parser, rundir.take, run_dir)
     try:
-        rundir.take(run_dir)
-    except ValueError as err:
-        parser.error(str(err))
-    try:
-        rundir.recover(run_dir)
+        _or_exit(parser, rundir.recover, run_dir)
         if args.resume:
             cfg = _resume_config(parser, args, run_dir, config_from_json)
             check_program(parser, cfg)
@@ -96,13 +95,13 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 rundir.write_marker(run_dir)
             rundir.remove_stale(run_dir)
         else:
-            if os.path.exists(run_dir):
+            if os.path.lexists(run_dir):
                 if not args.overwrite:
                     parser.error(f"run directory {run_dir} exists: pass --overwrite or --resume")
                 if not rundir.has_marker(run_dir):
                     parser.error(f"--overwrite: {run_dir} is not a damdjax run directory (no "
                                  f"{rundir.MARKER} marker); not deleting it")
-                rundir.set_aside(run_dir)
+                _or_exit(parser, rundir.set_aside, run_dir)
             os.makedirs(run_dir)
             rundir.write_marker(run_dir)
         write_json_atomic(cfg.to_json(), paths["config"])
@@ -110,6 +109,15 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
         rundir.release(run_dir)
         raise
     return cfg, run_dir
+
+
+def _or_exit(parser: argparse.ArgumentParser, fn: Callable, *args, prefix: str = ""):
+    """`fn(*args)`, its ValueError (a run directory's one-line refusal) turned into
+    `parser.error` (exit 2), after `prefix`."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        parser.error(f"{prefix}{err}")
 
 
 def _with_counts(cfg, args):
@@ -122,6 +130,7 @@ def _with_counts(cfg, args):
 def _resume_config(parser, args, run_dir: str, config_from_json: Callable):
     """The stored config of a run to resume, checked as `open_run` says (no write)."""
     paths = rundir.run_paths(run_dir)
+    _or_exit(parser, rundir.check_tree, run_dir, prefix="--resume: ")
     if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
         parser.error(f"--resume: no checkpoint in {run_dir}")
     try:
