@@ -18,12 +18,18 @@ a one-line reason on stderr and a count per reason at the end; `--strict`
 makes the first one an error (exit 2). The one documented adjustment: a
 WfCommons task that reads no bytes counts as reading 1 byte (sizes must be
 > 0); the count is printed and the task's meta keeps the raw 0.
+
+Input files are read bounded (damdjax.io): only regular files (a FIFO or a device is
+refused before it is opened), at most WFCOMMONS_FILE_LIMIT / SERVERS_FILE_LIMIT bytes of
+JSON nested at most damdjax.io.JSON_MAX_DEPTH levels, CSV lines of at most
+ALIBABA_LINE_LIMIT characters without NUL bytes. A WfCommons file that fails is skipped
+as malformed; a servers file or an Alibaba CSV that fails is a one-line error (exit 2).
+`--out` may name none of the files read (the inputs and `--servers`).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import re
@@ -34,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from damdjax.io import check_output
+from damdjax.io import MiB, ReadError, check_output, load_json_limited, open_regular
 from damdjax.envs.config import SEED_MAX, SIZE_LIMITS, EnvParams
 from damdjax.envs.instance_format import (  # private helpers: one cycle finder, one server check
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, _find_cycle, _parse_server,
@@ -46,6 +52,7 @@ from damdjax.envs.instance_padding import job_order
 __all__ = [
     "Defaults", "DEFAULTS", "Skip", "RawTask", "RawJob", "SKIP_REASONS",
     "read_wfcommons", "read_alibaba", "draw_servers", "read_servers", "critical_path",
+    "WFCOMMONS_FILE_LIMIT", "SERVERS_FILE_LIMIT", "ALIBABA_LINE_LIMIT",
     "poisson_arrivals", "trace_arrivals", "job_spec", "too_large", "skip_summary",
     "build_instance", "main",
 ]
@@ -67,7 +74,9 @@ DEFAULTS = Defaults()
 # Why a job is skipped (the short key printed and counted). A job with several problems
 # is skipped for the first of them in this order.
 SKIP_REASONS = (
-    "malformed",             # WfCommons: not a WfFormat file (missing keys, bad JSON)
+    "malformed",             # WfCommons: not a WfFormat file (missing keys, bad JSON, not a
+                             # regular file, too large); Alibaba: a row with too few or
+                             # too many fields
     "not terminated",        # Alibaba: a row whose status is not Terminated
     "truncated name",        # Alibaba: a task name cut at the trace's 50 characters
     "bad task name",         # Alibaba: a task name that does not parse
@@ -84,13 +93,33 @@ SKIP_REASONS = (
 
 _ALIBABA_NAME = re.compile(r"([A-Za-z]+)(\d+)((?:_\d+)*)")
 _ALIBABA_NAME_LIMIT = 50  # the trace cuts task names at 50 characters
+# File limits: the largest WfInstances workflows are tens of MiB of JSON, a servers file
+# holds one short object per server; anything larger is not such a file, and is refused
+# before it is decoded (decoding takes several times the file's size in memory).
+WFCOMMONS_FILE_LIMIT = 256 * MiB
+SERVERS_FILE_LIMIT = 64 * MiB
+# The longest line of an Alibaba CSV, in characters: a batch_task row is under 200; a
+# file without line breaks (binary, or zero-filled by a crash) is refused after this
+# much rather than read whole into memory.
+ALIBABA_LINE_LIMIT = MiB
+# Characters that str.splitlines breaks at, escaped in messages (a task name of the data
+# may hold any of them), so that every message stays one line.
+_LINE_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85,
+                                               0x2028, 0x2029)}
+
+
+def _one_line(text: str) -> str:
+    """`text` with its line breaks escaped (`\\n` for a newline)."""
+    return str(text).translate(_LINE_BREAKS)
 
 
 class Skip(Exception):
-    """A job that cannot be converted: `reason` (one of SKIP_REASONS) and a one-line `detail`."""
+    """A job that cannot be converted: `job` (its name as in the data), `reason` (one of
+    SKIP_REASONS) and a one-line `detail` (line breaks from the data escaped)."""
 
     def __init__(self, job: str, reason: str, detail: str):
-        super().__init__(f"{job}: {reason}: {detail}")
+        detail = _one_line(detail)
+        super().__init__(f"{_one_line(job)}: {reason}: {detail}")
         self.job, self.reason, self.detail = job, reason, detail
 
 
@@ -171,15 +200,25 @@ def _runtime(job: str, task: str, value: Any) -> float:
     """A measured runtime in seconds, > 0 (Skip otherwise)."""
     if value is None or value == "":
         raise Skip(job, "no runtime", f"task {task} has no runtime")
+    not_number = Skip(job, "no runtime", f"task {task} has runtime {_short(value)}, not a "
+                      f"finite number")
+    if isinstance(value, bool):
+        raise not_number
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
-        raise Skip(job, "no runtime", f"task {task} has runtime {value!r}, not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise not_number from None
     if not math.isfinite(seconds):
-        raise Skip(job, "no runtime", f"task {task} has runtime {value!r}")
+        raise Skip(job, "no runtime", f"task {task} has runtime {_short(value)}")
     if seconds <= 0:
         raise Skip(job, "non-positive runtime", f"task {task} ran {seconds:g} s")
     return seconds
+
+
+def _short(value: Any) -> str:
+    """A bad value of the data for a message: its repr, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --------------------------------------------------------------------------
@@ -195,16 +234,54 @@ def _wf_get(job: str, obj: Any, *keys: str) -> Any:
     return obj
 
 
+def _file_bytes(value: Any) -> float | None:
+    """A WfFormat file's `sizeInBytes` as a float, None unless a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        size = float(value)
+    except OverflowError:
+        return None
+    return size if math.isfinite(size) and size >= 0 else None
+
+
+def _wf_read(job: str, path: str | os.PathLike) -> dict:
+    """The decoded WfFormat document (bounded: WFCOMMONS_FILE_LIMIT, damdjax.io's JSON
+    limits); Skip('malformed') on any refusal."""
+    try:
+        doc = load_json_limited(path, WFCOMMONS_FILE_LIMIT, "WfFormat file")
+    except ReadError as e:
+        raise Skip(job, "malformed", e.reason) from None
+    if not isinstance(doc, dict):
+        raise Skip(job, "malformed", "not a JSON object (not a WfFormat file)")
+    return doc
+
+
+def _wf_children(job: str, names: Sequence[str], parents: Sequence[Sequence[str]],
+                 spec_tasks: list) -> None:
+    """Skip('children disagree') where every task lists `children` and they are not the
+    reverse of the parents; Skip('malformed') where a `children` is not a list."""
+    if not all("children" in t for t in spec_tasks):
+        return
+    if not all(isinstance(t["children"], list) for t in spec_tasks):
+        raise Skip(job, "malformed", "a task's children is not a list (not a WfFormat file)")
+    from_parents = {(p, name) for name, ps in zip(names, parents) for p in ps}
+    from_children = {(name, str(c)) for name, t in zip(names, spec_tasks)
+                     for c in t["children"]}
+    if from_parents != from_children:
+        edge = min(from_parents ^ from_children)
+        raise Skip(job, "children disagree", f"children and parents disagree on the edge "
+                   f"{edge[0]} -> {edge[1]}")
+
+
 def read_wfcommons(path: str | os.PathLike) -> RawJob:
     """One WfFormat workflow file -> one job: `runtime_s` = execution `runtimeInSeconds`,
     `data` = the sum of the task's input file sizes in bytes (at least 1 byte: a task
-    that reads nothing counts as 1 byte; meta keeps the raw `input_bytes`). Raises Skip."""
+    that reads nothing counts as 1 byte; meta keeps the raw `input_bytes`). Raises Skip
+    (one line) for any file that is not such a workflow: unreadable, not a regular file,
+    over WFCOMMONS_FILE_LIMIT, invalid or too deeply nested JSON, wrong types."""
     job = os.path.basename(os.fspath(path))
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Skip(job, "malformed", f"cannot read JSON: {e}") from None
+    doc = _wf_read(job, path)
     spec_tasks = _wf_get(job, doc, "workflow", "specification", "tasks")
     files = _wf_get(job, doc, "workflow", "specification", "files")
     exec_tasks = _wf_get(job, doc, "workflow", "execution", "tasks")
@@ -227,12 +304,16 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
         total = 0
         for file_id in inputs[i]:
             size = file_bytes.get(str(file_id))
-            if isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0:
+            if _file_bytes(size) is None:
                 raise Skip(job, "bad size", f"task {name} reads {file_id}, whose size is "
-                           f"{size!r} bytes" if str(file_id) in file_bytes else
+                           f"{_short(size)} bytes" if str(file_id) in file_bytes else
                            f"task {name} reads {file_id}, not in workflow.specification.files")
             total += size
-        return RawTask(name=name, preds=(), runtime_s=seconds, data=float(max(total, 1)),
+        data = _file_bytes(total)
+        if data is None:
+            raise Skip(job, "bad size", f"task {name} reads {_short(total)} bytes in all, "
+                       f"not a finite number")
+        return RawTask(name=name, preds=(), runtime_s=seconds, data=max(data, 1.0),
                        meta={"id": name, "runtime_s": seconds, "input_bytes": total,
                              "input_files": len(inputs[i])})
 
@@ -243,14 +324,7 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
         skips.append(s)
     if skips:
         raise _first(skips)
-    if all("children" in t for t in spec_tasks):
-        from_parents = {(p, name) for name, ps in zip(names, parents) for p in ps}
-        from_children = {(name, str(c)) for name, t in zip(names, spec_tasks)
-                         for c in t["children"]}
-        if from_parents != from_children:
-            edge = min(from_parents ^ from_children)
-            raise Skip(job, "children disagree", f"children and parents disagree on the edge "
-                       f"{edge[0]} -> {edge[1]}")
+    _wf_children(job, names, parents, spec_tasks)
     tasks = [RawTask(name=t.name, preds=p, runtime_s=t.runtime_s, data=t.data, meta=t.meta)
              for t, p in zip(tasks, preds)]
     _check_dag(job, names, preds)
@@ -261,6 +335,13 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
 # --------------------------------------------------------------------------
 # Alibaba v2018 batch_task
 # --------------------------------------------------------------------------
+
+
+_ALIBABA_COLUMNS = ("task_name", "job_name", "status", "start_time", "end_time", "plan_mem")
+
+
+class _Malformed(str):
+    """Why a CSV row has the wrong number of fields, kept in place of the row."""
 
 
 def _alibaba_task(job: str, row: dict) -> tuple[str, str, list[str], RawTask]:
@@ -298,6 +379,9 @@ def _alibaba_task(job: str, row: dict) -> tuple[str, str, list[str], RawTask]:
 def _alibaba_job(job: str, rows: list[dict]) -> RawJob:
     """The rows of one job -> a RawJob (tasks by task number); Skip on bad data."""
     for row in rows:
+        if isinstance(row, _Malformed):
+            raise Skip(job, "malformed", row)
+    for row in rows:
         if row.get("status") != "Terminated":
             raise Skip(job, "not terminated", f"task {row['task_name']} is {row.get('status')!r}")
     parsed, skips = _each(rows, lambda row: _alibaba_task(job, row))
@@ -315,21 +399,66 @@ def _alibaba_job(job: str, rows: list[dict]) -> RawJob:
                   meta={"source": "alibaba", "job_name": job, "start_time": start})
 
 
+def _lines(f, shown: str):
+    """The lines of the text file `f` for csv, each checked: ValueError (one line naming
+    the line) for a line over ALIBABA_LINE_LIMIT characters or holding a NUL byte (a
+    binary or zero-filled file, not a CSV), or text that is not UTF-8."""
+    number = 0
+    while True:
+        try:
+            line = f.readline(ALIBABA_LINE_LIMIT + 1)
+        except UnicodeDecodeError as e:  # decoded ahead in blocks: the line is a bound
+            raise ValueError(f"{shown}: not UTF-8 text after line {number} ({e.reason})"
+                             ) from None
+        if not line:
+            return
+        number += 1
+        if len(line) > ALIBABA_LINE_LIMIT:
+            raise ValueError(f"{shown}: line {number} is longer than the limit of "
+                             f"{ALIBABA_LINE_LIMIT} characters (not a batch_task CSV)")
+        if "\0" in line:
+            raise ValueError(f"{shown}: line {number} holds a NUL byte (not a text CSV)")
+        yield line
+
+
+def _alibaba_rows(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """The CSV's rows by job name, in file order. A row with too few or too many fields
+    goes to its job (or, without a job name, to a job named after its line) as a
+    _Malformed reason, which skips that job. ValueError (one line) for a file
+    that is not a readable text CSV with the needed columns."""
+    shown = os.fspath(path)
+    fd = open_regular(path, "Alibaba CSV")  # ReadError, a ValueError
+    with open(fd, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(_lines(f, shown))
+        try:
+            missing = set(_ALIBABA_COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{shown}: missing column(s) {', '.join(sorted(missing))}")
+            by_job: dict[str, list[dict]] = {}
+            for row in reader:
+                if None in row or None in row.values():
+                    fields = sum(v is not None for k, v in row.items() if k is not None)
+                    fields += len(row.get(None, ()))
+                    job = row.get("job_name") or f"line {reader.line_num}"
+                    row = _Malformed(f"line {reader.line_num} has {fields} fields, the header "
+                                     f"{len(reader.fieldnames)}")
+                else:
+                    job = row["job_name"]
+                by_job.setdefault(job, []).append(row)
+        except csv.Error as e:  # the csv reader's own count: the DictReader's lags on error
+            raise ValueError(f"{shown}: line {reader.reader.line_num}: {e}") from None
+    return by_job
+
+
 def read_alibaba(path: str | os.PathLike) -> tuple[list[RawJob], list[Skip]]:
     """An Alibaba v2018 batch_task CSV -> (valid jobs by start time, then file order;
     skipped jobs in file order). `runtime_s` = `end_time - start_time` seconds,
-    `data` = `plan_mem` (one instance's; `instance_num` only goes to meta)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"task_name", "job_name", "status", "start_time", "end_time", "plan_mem"}
-        missing = need - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{os.fspath(path)}: missing column(s) {', '.join(sorted(missing))}")
-        by_job: dict[str, list[dict]] = {}
-        for row in reader:
-            by_job.setdefault(row["job_name"], []).append(row)
+    `data` = `plan_mem` (one instance's; `instance_num` only goes to meta). A job with a
+    row of the wrong number of fields is skipped as malformed; ValueError (one line) for
+    a file that is not a regular, readable UTF-8 CSV with the columns (lines at most
+    ALIBABA_LINE_LIMIT characters, no NUL byte, fields within csv's size limit)."""
     jobs, skips = [], []
-    for job, rows in by_job.items():
+    for job, rows in _alibaba_rows(path).items():
         try:
             jobs.append(_alibaba_job(job, rows))
         except Skip as s:
@@ -362,18 +491,20 @@ def draw_servers(count: int, rng: np.random.Generator,
 
 def read_servers(path: str | os.PathLike) -> list[ServerSpec]:
     """A JSON list of server objects (`cpu`, `bw`, `mem`, `k`, optional `name`/`meta`),
-    validated by instance_format; raises InstanceError naming the server."""
+    validated by instance_format; raises InstanceError (one line) naming the server, or
+    the file where it is unreadable, not a regular file, over SERVERS_FILE_LIMIT, or not
+    JSON within damdjax.io's limits."""
+    shown = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InstanceError(f"{os.fspath(path)}: cannot read servers: {e}") from None
+        raw = load_json_limited(path, SERVERS_FILE_LIMIT, "servers file")
+    except ReadError as e:
+        raise InstanceError(str(e)) from None
     if not isinstance(raw, list) or not raw:
-        raise InstanceError(f"{os.fspath(path)}: must be a non-empty JSON list of server objects")
+        raise InstanceError(f"{shown}: must be a non-empty JSON list of server objects")
     try:
         return [_parse_server(n, server) for n, server in enumerate(raw)]
     except InstanceError as e:
-        raise InstanceError(f"{os.fspath(path)}: {e}") from None
+        raise InstanceError(f"{shown}: {e}") from None
 
 
 def critical_path(job: JobSpec, cpu_ref: float, bw_ref: float, k_ref: float) -> list[float]:
@@ -540,15 +671,17 @@ def _fail(message: str) -> None:
 
 def _report(skip: Skip, strict: bool) -> None:
     if strict:
-        _fail(f"job {skip.job}: {skip.reason}: {skip.detail}")
-    print(f"skipped job {skip.job}: {skip.reason}: {skip.detail}", file=sys.stderr)
+        _fail(f"job {skip}")
+    print(f"skipped job {skip}", file=sys.stderr)
 
 
 def _read_library(args) -> tuple[list[RawJob], list[Skip]]:
     if args.source == "alibaba":
         try:
             return read_alibaba(args.inputs[0])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError) as e:
+        except ValueError as e:  # one line naming the file (ReadError too)
+            _fail(str(e))
+        except (OSError, KeyError) as e:
             _fail(f"{args.inputs[0]}: cannot read the CSV: {e}")
     jobs, skips = [], []
     for path in args.inputs:
@@ -590,9 +723,9 @@ def main(argv: Sequence[str] | None = None) -> InstanceSpec:
     bad flag or input (or the first skipped job under --strict)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.out is not None:  # before any work: never an input, a writable folder
+    if args.out is not None:  # before any work: never a file it reads, a writable folder
         try:
-            check_output(args.out, args.inputs)
+            check_output(args.out, [*args.inputs, args.servers])
         except ValueError as err:
             parser.error(str(err))
     if args.arrivals == "trace" and args.source != "alibaba":

@@ -184,11 +184,22 @@ def _finite(value: Any, where: str, key: str) -> float:
     return x
 
 
+# Decimal digits that make `a - b` (then rounded to a float) correctly rounded: every
+# float and every midpoint between two floats has at most about 770 significant digits, and
+# rounding to 1100 digits towards zero, unless that leaves a last digit 0 or 5
+# (ROUND_05UP, the decimal "round to odd"), keeps the result on the exact difference's
+# side of each midpoint. Unlike exact arithmetic (MAX_PREC), it takes bounded time and
+# memory for literals far apart in exponent (`1e-999999999` against `5`).
+_TIME_CONTEXT = decimal.Context(prec=1100, rounding=decimal.ROUND_05UP,
+                                Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
+                                traps=[decimal.InvalidOperation])
+
+
 def _time(value: Any, where: str, key: str, offset: decimal.Decimal) -> float:
-    """A time of the file (`arrival`, `deadline`) minus `offset`, computed exactly and
-    rounded once (so a large common offset costs no precision)."""
+    """A time of the file (`arrival`, `deadline`) minus `offset`, rounded once to a float
+    as if computed exactly (so a large common offset costs no precision)."""
     _finite(value, where, key)
-    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+    with decimal.localcontext(_TIME_CONTEXT):
         return float(_exact(value) - offset)
 
 

@@ -6,6 +6,8 @@ Plain Python (no JAX).
 
 Reading decodes the JSON strictly: a key repeated in one object is an error, and
 numbers are read exactly (as Decimals) before :func:`parse_instance` validates them.
+Only a regular file of bounded size, nesting and integer length is read
+(:data:`INSTANCE_FILE_LIMIT`, `damdjax.io.load_json_limited`).
 
 Writing: :func:`instance_to_json` always writes `work` and `preds` (`[]` for
 a task without predecessors), and `name` and `meta` where they are not None,
@@ -24,12 +26,15 @@ import json
 import os
 from typing import Any, Mapping
 
-from damdjax.io import write_bytes_atomic  # standard-library leaf module
+from damdjax.io import (  # standard-library leaf module
+    MiB, ReadError, load_json_limited, write_bytes_atomic,
+)
 from damdjax.envs.instance_format import (
     InstanceError, InstanceSpec, JobSpec, ServerSpec, TaskSpec, parse_instance,
 )
 
 __all__ = [
+    "INSTANCE_FILE_LIMIT",
     "load_instance",
     "save_instance",
     "instance_to_json",
@@ -102,33 +107,47 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+def _decimal(text: str) -> decimal.Decimal:
+    """A JSON number with a fraction or exponent, exactly; InstanceError where its
+    exponent is beyond what Decimal holds (about 10**18)."""
+    try:
+        return decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise InstanceError(f"the number {shown} has an exponent out of range") from None
+
+
+# An instance file's size limit: a task takes 100 to 250 bytes of JSON (with a converted
+# trace's meta), so this holds a million tasks or more, beyond what the simulators' padded
+# arrays are used with, while decoding it into Python objects already takes a few GiB.
+INSTANCE_FILE_LIMIT = 256 * MiB
+
+
 def load_instance(path: str | os.PathLike) -> InstanceSpec:
     """Read and validate a JSON instance file.
 
+    Only a regular file of at most INSTANCE_FILE_LIMIT bytes is read, and its JSON may
+    nest at most JSON_MAX_DEPTH levels and hold integers of at most JSON_MAX_INT_DIGITS
+    digits (damdjax.io): a FIFO, a device, a huge file or a hostile literal is refused
+    rather than hanging or exhausting memory or the stack.
+
     Raises:
-        InstanceError: prefixed with `path`, for a missing or unreadable
+        InstanceError: one line prefixed with `path`, for a missing or unreadable
             file, invalid JSON, or an invalid instance.
     """
+    shown = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise InstanceError(f"{os.fspath(path)}: no such instance file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstanceError(f"{os.fspath(path)}: cannot read instance file: {e}") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                         parse_float=decimal.Decimal)
-    except json.JSONDecodeError as e:
-        raise InstanceError(
-            f"{os.fspath(path)}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
+        obj = load_json_limited(path, INSTANCE_FILE_LIMIT, "instance file",
+                                object_pairs_hook=_no_duplicate_keys,
+                                parse_float=_decimal)
+    except ReadError as e:
+        raise InstanceError(str(e)) from None
     except InstanceError as e:
-        raise InstanceError(f"{os.fspath(path)}: {e}") from None
+        raise InstanceError(f"{shown}: {e}") from None
     try:
         return parse_instance(obj)
     except InstanceError as e:
-        raise InstanceError(f"{os.fspath(path)}: {e}") from None
+        raise InstanceError(f"{shown}: {e}") from None
 
 
 def _dumps(obj: dict) -> str:
