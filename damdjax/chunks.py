@@ -7,7 +7,10 @@ chunk's metrics rows; then the policy file is written and the rows appended to
 metrics.jsonl. The checkpoint is the commit point: a resume rebuilds metrics.jsonl and
 the policy file from it (rows past it dropped, a missing last row restored, a torn last
 line dropped: `damdjax.runlog.repair_log`), so a kill -9 at any instant leaves a run
-that resumes to the same files. Ctrl-C stops the loop between chunks.
+that resumes to the same files. Ctrl-C stops the loop between chunks. A chunk whose
+parameters or loss are no longer finite (a diverged run), or that cannot be recorded
+(a full disk, a file replaced by a link), stops the loop with `RunStopped` before it
+is committed: the checkpoint keeps the last finite, complete chunk.
 
 Test hook: DAMDJAX_TEST_KILL_AT=POINT[:CHUNK] makes the process SIGKILL
 itself at POINT (after-chunk, after-checkpoint, after-policy, after-metrics)
@@ -23,11 +26,37 @@ import threading
 import time
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from damdjax.rundir import run_paths, settle
 from damdjax.runlog import append_rows, repair_log
 from damdjax.sharding import to_host
 
 KILL_ENV = "DAMDJAX_TEST_KILL_AT"
+
+
+class RunStopped(Exception):
+    """A run stopped before committing a chunk: its one-line reason (the commands print
+    it and exit 1)."""
+
+
+def nonfinite(params, loss, members: int | None = None) -> list[int] | bool:
+    """Whether `params` (a pytree) or `loss` hold NaN or inf: a bool for one run, or the
+    indices of the bad members among the first `members` (leaves with a leading member
+    axis). Reduced on the device: only one flag per member comes to the host."""
+    def bad(x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.zeros(x.shape[:1] if members is not None else (), bool)
+        x = x.reshape((x.shape[0], -1) if members is not None else (-1,))
+        return ~jnp.all(jnp.isfinite(x), axis=-1)
+    flags = [np.asarray(bad(x)) for x in jax.tree.leaves((params, loss))]
+    if members is None:
+        return bool(np.any(flags))
+    any_bad = np.any(np.stack(flags), axis=0)[:members]
+    return [int(i) for i in np.flatnonzero(any_bad)]
 
 
 def kill_point(point: str, chunk: int) -> None:
@@ -68,7 +97,8 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
                progress: Callable[[list[dict]], str], header: str, writer: bool = True,
                save_policy: Callable[[Any], None] | None = None,
                restored_rows: list[dict] | None = None,
-               checkpoint_every: int = 1) -> tuple[Any, bool]:
+               checkpoint_every: int = 1,
+               diverged: Callable[[Any, dict], str | None] | None = None) -> tuple[Any, bool]:
     """Run `train_chunk` until `chunks_done(rs) == num_chunks`; returns `(rs, interrupted)`.
 
     Before, where `rs` is a checkpoint's (chunks done > 0; `restored_rows` its rows):
@@ -86,10 +116,14 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
     checkpoint is still a complete chunk, being written atomically).
     With `writer` False (a process other than the first of a multi-host run) the loop
     writes no log; `save` and `save_policy` are called on every process (they may gather)
-    and write only where they should.
+    and write only where they should. `diverged(rs, metrics)`, where given, names what is
+    no longer finite (None: all is): the loop then raises `RunStopped` before recording
+    the chunk, as it does where recording fails with an OSError or ValueError; the
+    checkpoint keeps the last chunk committed before.
     """
     paths = run_paths(run_dir)
     start = chunks_done(rs)
+    committed = {"chunk": start}
     if start > 0:
         if writer:
             repair_log(paths["metrics"], start, restored_rows)
@@ -105,19 +139,44 @@ def chunk_loop(train_chunk: Callable, rs, *, num_chunks: int, chunks_done: Calla
             new_rows = rows(rs, m, dt)
             done = chunks_done(rs)
             kill_point("after-chunk", done)
-            if done % checkpoint_every == 0 or done >= num_chunks or flag["stop"]:
-                save(rs, new_rows)
-                kill_point("after-checkpoint", done)
-                if writer:
-                    settle(run_dir)
-                if save_policy is not None:
-                    save_policy(rs)
-                kill_point("after-policy", done)
-            if writer:
-                append_rows(paths["metrics"], new_rows)
-            kill_point("after-metrics", done)
+            bad = diverged(rs, m) if diverged is not None else None
+            if bad:
+                raise RunStopped(
+                    f"chunk {done}: {bad} no longer finite (NaN or inf): training diverged; "
+                    f"stopped before recording it. {_kept(paths, committed)} Start again "
+                    "with a smaller --lr or --max-grad-norm")
+            try:
+                _record(rs, new_rows, done, num_chunks, checkpoint_every, flag, committed,
+                        run_dir, paths, save, save_policy, writer)
+            except (OSError, ValueError) as err:
+                raise RunStopped(f"chunk {done}: cannot record it: {err}. "
+                                 f"{_kept(paths, committed)}") from None
             print(progress(new_rows), flush=True)
     if flag["stop"]:
         print(f"interrupted: {paths['checkpoint']} holds chunk {chunks_done(rs)}; "
               f"continue with --resume", flush=True)
     return rs, flag["stop"]
+
+
+def _record(rs, new_rows, done, num_chunks, checkpoint_every, flag, committed, run_dir,
+            paths, save, save_policy, writer) -> None:
+    """The chunk's checkpoint (where due; the commit point), policy file and rows."""
+    if done % checkpoint_every == 0 or done >= num_chunks or flag["stop"]:
+        save(rs, new_rows)
+        committed["chunk"] = done
+        kill_point("after-checkpoint", done)
+        if writer:
+            settle(run_dir)
+        if save_policy is not None:
+            save_policy(rs)
+        kill_point("after-policy", done)
+    if writer:
+        append_rows(paths["metrics"], new_rows)
+    kill_point("after-metrics", done)
+
+
+def _kept(paths: dict, committed: dict) -> str:
+    """What the run directory keeps: the last committed chunk's checkpoint, or nothing."""
+    if committed["chunk"] == 0:
+        return "No checkpoint was written."
+    return f"{paths['checkpoint']} keeps chunk {committed['chunk']}."

@@ -13,11 +13,12 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Callable
 
 from damdjax import rundir
 from damdjax.checkpoint import read_file
-from damdjax.chunks import chunk_loop
+from damdjax.chunks import RunStopped, chunk_loop, nonfinite
 from damdjax.cli import check_counts, check_program, explicit_flags
 from damdjax.io import write_json_atomic
 from damdjax.runlog import check_log, metrics_row, progress_line
@@ -179,7 +180,9 @@ def train_single(cfg, run_dir: str, resume: bool, *, runner, chunk: Callable,
         header=f"run {run_dir}: {cfg.num_chunks} chunks x {steps} env steps, "
                f"from chunk {int(runner.chunk)}",
         save_policy=lambda rs: save_policy_file(run_dir, cfg, rs.params),
-        restored_rows=restored)
+        restored_rows=restored,
+        diverged=lambda rs, m: ("the parameters or loss are" if nonfinite(rs.params, m["loss"])
+                                else None))
 
 
 def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable
@@ -194,6 +197,12 @@ def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eva
     return ev
 
 
+def report_stop(err: RunStopped) -> int:
+    """Print a stopped run's one line on stderr; the command's exit code, 1."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return 1
+
+
 def trainer_main(argv, *, build_parser: Callable[[], argparse.ArgumentParser],
                  config_from_args: Callable, config_from_json: Callable, train: Callable,
                  evaluate: Callable, format_eval: Callable) -> int:
@@ -206,7 +215,10 @@ def trainer_main(argv, *, build_parser: Callable[[], argparse.ArgumentParser],
     cfg, run_dir = open_run(p, build_parser, args, argv, config_from_args=config_from_args,
                             config_from_json=config_from_json)
     with rundir.held(run_dir):
-        rs, interrupted = train(cfg, run_dir, args.resume)
+        try:
+            rs, interrupted = train(cfg, run_dir, args.resume)
+        except RunStopped as err:
+            return report_stop(err)
         if interrupted:
             return 130
         write_evaluation(cfg, rs.params, run_dir, evaluate, format_eval)

@@ -63,9 +63,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax import memory, rundir
+from damdjax import memory, rundir, runs
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
+from damdjax.chunks import RunStopped
 from damdjax.cli import (add_seed_flag, check_int_flag, check_program, config_or_exit,
                          explicit_flags)
 from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
@@ -828,7 +829,10 @@ def main(argv=None) -> int:
             with open(fig_path) as f:
                 fig = json.load(f)
         else:
-            fig = run_axis(job, axis, out, c, progress, args.checkpoint_every)
+            try:
+                fig = run_axis(job, axis, out, c, progress, args.checkpoint_every)
+            except RunStopped as err:
+                return runs.report_stop(err)
             if fig is None:
                 progress.say("interrupted: continue with --resume")
                 return 130

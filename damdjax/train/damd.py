@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from damdjax.chunks import RunStopped
 from damdjax.cli import (add_config_flags, add_run_flags, check_int_flag, config_or_exit,
                          config_values)
 from damdjax.configs import ConfigError, Field, check_int, option
@@ -538,7 +539,10 @@ def main(argv=None) -> int:
                                  config_from_json=DAMDConfig.from_json,
                                  refuse_resume=earlier_layout)
     with rundir.held(root):
-        return run(config, root, args.resume)
+        try:
+            return run(config, root, args.resume)
+        except RunStopped as err:
+            return runs.report_stop(err)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ import jax
 
 from damdjax import members as member_loop
 from damdjax import rundir, runs
+from damdjax.chunks import RunStopped
 from damdjax.cli import check_counts, check_int_flag, config_or_exit
 from damdjax.configs import ConfigError, Field, check_choice, check_int, int_limit
 from damdjax.evaluation import held_out_keys, play_generated_members
@@ -324,8 +325,11 @@ def main(argv=None) -> int:
                                   config_from_json=SweepConfig.from_json,
                                   resume_flags=RESUME_FLAGS, writer=writer)
     with rundir.held(run_dir):
-        rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer,
-                                                checkpoint_every=args.checkpoint_every)
+        try:
+            rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer,
+                                                    checkpoint_every=args.checkpoint_every)
+        except RunStopped as err:
+            return runs.report_stop(err)
         if interrupted:
             return 130
         finish(scfg, run_dir, rs, members, hyper, writer)
