@@ -2,12 +2,13 @@
 # (.venv) with python3 and installs the project into it first.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# pyproject.toml and the version (damdjax/__init__.py) name the install: either changed, reinstall
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml damdjax/__init__.py | cksum | cut -d' ' -f1)
 ARGS ?=
 
 .PHONY: run compare test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml damdjax/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'

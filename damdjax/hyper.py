@@ -182,8 +182,11 @@ def check_hyper(h, config: EnvConfig) -> None:
     a `PipelineHyper`: each stage kind's, named with its prefix).
 
     `lr`, `max_grad_norm`, `eps_decay_steps`, `target_every` > 0; `gamma`, `eps_start`,
-    `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `n_step` >= 1;
-    `learning_starts` >= 0;
+    `eps_end` in [0, 1]; `polyak` in (0, 1]; `double_dqn` 0 or 1; `n_step` in [1,
+    `config.max_steps`] (the step cap 2 n_max + 2: every transition of an agent takes at
+    least one env step and a return never crosses an episode's end, so a longer walk
+    only loops over nothing, and `damdjax.replay.n_step_walk` runs `n_step` iterations
+    per sampled batch); `learning_starts` >= 0;
     integers within int32 where INT_FIELDS, the other values within float32
     (`damdjax.envs.config.check_float`); the setting as `damdjax.envs.config.check_params` within
     `config`'s padding.
@@ -219,6 +222,9 @@ def check_hyper(h, config: EnvConfig) -> None:
         raise ValueError(f"double_dqn must be 0 or 1, got {v['double_dqn']:g}")
     if v["learning_starts"] < 0:
         raise ValueError(f"learning_starts must be >= 0, got {v['learning_starts']}")
+    if v["n_step"] > config.max_steps:   # a return spans at most one episode's steps
+        raise ValueError(f"n_step must be <= {config.max_steps} (the episode's step cap "
+                         f"2 n_max + 2: no return spans more), got {v['n_step']}")
     check_params(config, h.env)
 
 

@@ -12,15 +12,18 @@ succ_slots) and the float width (4: float32; 8 under `jax_enable_x64`):
     scheduler_view_bytes(config)      one replay entry's scheduler view (one agent)
     replay_bytes(entry, capacity, next_entry)   a `damdjax.replay.ReplayBuffer` of such entries
     evaluation_bytes(config, episodes, methods)   a held-out evaluation's batches
+    dispatcher_params(hidden, extra)  parameters of one `damdjax.networks.DispatchQNetwork`
+    scheduler_params(hidden)          parameters of one `damdjax.networks.SlotQNetwork`
+    network_bytes(params, sets)       a trainer's networks: online, target, Adam's moments
 
 The trainers' configs add them up (`RunConfig.memory_parts`: the vmapped env states
-[num_envs], the replay buffer(s), the evaluation; train.damd both stage kinds; a sweep
-times its members) and `check_memory` compares the sum with `available_memory()`: the
-first device's `bytes_limit` where it reports one (a GPU), else the host's physical memory.
-The sizes are exact for the env states and the replay buffers (tests/test_limits.py holds
-them to `jax.eval_shape` of the trainers' `init`); network parameters and optimizer state
-(a few MB at the default widths) and XLA's temporaries are left out, so the check refuses
-only what can never fit, not everything that will.
+[num_envs], the replay buffer(s), the evaluation, the networks; train.damd both stage
+kinds; a sweep times its members) and `check_memory` compares the sum with
+`available_memory()`: the first device's `bytes_limit` where it reports one (a GPU), else
+the host's physical memory. The sizes are exact for the env states, the replay buffers
+and the networks with their optimizer state (tests hold them to `jax.eval_shape` of the
+trainers' `init`); XLA's temporaries (a gradient, activations) are left out, so the
+check refuses only what can never fit, not everything that will.
 """
 from __future__ import annotations
 
@@ -102,6 +105,38 @@ def replay_bytes(entry: int, capacity: int, next_entry: int | None = None) -> in
     int32 scalars."""
     next_entry = entry if next_entry is None else next_entry
     return capacity * (entry + next_entry + 5 * 4 + 3 * B1) + 3 * I32
+
+
+def mlp_params(inputs: int, hidden) -> int:
+    """Parameters of `damdjax.networks._mlp_head` on `inputs` features: a Dense layer
+    (kernel and bias) per `hidden` width, then a scalar head."""
+    total, width_in = 0, inputs
+    for width in (*hidden, 1):
+        total += (width_in + 1) * width
+        width_in = width
+    return total
+
+
+def dispatcher_params(hidden, extra: int = 0) -> int:
+    """One `DispatchQNetwork` (pooled): each server's input is its features (with `extra`
+    appended ones), the task's and the pooled servers'."""
+    return mlp_params(2 * (len(SERVER_FEATURES) + extra) + len(TASK_FEATURES), hidden)
+
+
+def scheduler_params(hidden) -> int:
+    """One `SlotQNetwork` (pooled): each slot's input is its features, the agent's own,
+    the others' summary and the pooled slots'."""
+    return mlp_params(2 * len(SLOT_FEATURES) + 2 * len(OWN_FEATURES), hidden)
+
+
+# float32 copies of a network a trainer holds: online, target, Adam's two moments.
+NETWORK_COPIES = 4
+
+
+def network_bytes(params: int, sets: int = 1) -> int:
+    """`sets` networks (agents) of `params` float32 parameters each as a trainer holds
+    them: NETWORK_COPIES copies and Adam's int32 step count."""
+    return sets * (NETWORK_COPIES * 4 * params + I32)
 
 
 def evaluation_bytes(config: EnvConfig, episodes: int, methods: int, f: int = 4) -> int:

@@ -4,8 +4,15 @@ A trained dispatcher is saved as a *policy file* (`dispatcher.msgpack` in its
 run directory): flax msgpack of `{"meta": JSON text, "params": ...}`, where
 meta holds the kind, the network's shape, the observation `time_scale` it
 was trained with and, for a dispatcher, `eft_feature` (whether its server features
-end with the EFT estimate, `eft_view`; a file without it: false). Loading rebuilds the network from meta and checks every
-parameter's shape against it (damdjax.checkpoint.restore).
+end with the EFT estimate, `eft_view`; a file without it: false). Loading checks meta's
+fields (`check_meta`: `hidden` a list of 1..HIDDEN_MAX_LAYERS integer widths in
+1..HIDDEN_MAX_WIDTH, `time_scale` a finite number > 0 within float32's normal range,
+the flags booleans, `num_agents` an integer in [1, int32]; one line naming the file and
+the field), rebuilds the network's parameter shapes from meta without allocating them
+(`jax.eval_shape`), checks every parameter's shape against them (damdjax.checkpoint.restore:
+a meta that asks for more than the file holds is refused before anything of that size is
+made) and refuses a non-finite parameter (`damdjax.checkpoint.check_finite`; large
+finite values load: see damdjax.checkpoint on why only NaN and infinities are refused).
 
     rule = resolve_dispatcher("least-load")           # a heuristic
     rule = resolve_dispatcher("runs/dqn")             # a trained dispatcher (greedy)
@@ -19,9 +26,12 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from damdjax.checkpoint import read_state_dict, restore, save_tree
-from damdjax.run_config import setting_from_json
+from damdjax.checkpoint import check_finite, read_state_dict, restore, save_tree
+from damdjax.envs.config import INT32_MAX
+from damdjax.io import json_loads_limited
+from damdjax.run_config import HIDDEN_MAX_LAYERS, HIDDEN_MAX_WIDTH, setting_from_json
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, eft_estimate, pair)
 from damdjax.networks import (
@@ -44,17 +54,75 @@ def save_policy(path: str, kind: str, meta: dict, params) -> None:
 
 def read_policy(path: str, kind: str, filename: str) -> tuple[dict, dict, str]:
     """`(meta, raw params state dict, file path)` of a policy file or of a run directory
-    holding `filename`; ValueError naming the path when it is not a `kind` policy."""
+    holding `filename`; ValueError naming the path when it is not a `kind` policy or its
+    meta's fields are bad (`check_meta`)."""
     file = os.path.join(path, filename) if os.path.isdir(path) else path
     state = read_state_dict(file)
+    if not (isinstance(state, dict) and isinstance(state.get("meta"), str)
+            and "params" in state):
+        raise ValueError(f"{file}: not a policy file (no meta/params)")
     try:
-        meta = json.loads(state["meta"])
-        params = state["params"]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{file}: not a policy file (no meta/params)") from None
+        meta = json_loads_limited(state["meta"], file)
+    except ValueError as err:
+        raise ValueError(f"{str(err).splitlines()[0]} (in meta)") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{file}: meta must be a JSON object, got {type(meta).__name__}")
     if meta.get("kind") != kind:
-        raise ValueError(f"{file}: holds a {meta.get('kind')!r} policy, expected {kind!r}")
-    return meta, params, file
+        raise ValueError(f"{file}: holds a {_show(meta.get('kind'))} policy, expected {kind!r}")
+    check_meta(meta, file)
+    return meta, state["params"], file
+
+
+def _show(value) -> str:
+    """A short one-line rendering of a bad value for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_meta(meta: dict, file: str) -> None:
+    """ValueError naming `file` and the field at a policy meta's first bad field: `hidden`
+    a list of 1..HIDDEN_MAX_LAYERS integer widths, each in 1..HIDDEN_MAX_WIDTH (the
+    bounds a run's config has: `damdjax.run_config`); `time_scale` a finite number > 0
+    within float32's normal range (observations divide times by it, in float32);
+    `eft_feature` and `share` booleans where present; `num_agents` an integer in [1,
+    int32] where present (a schedulers file: required)."""
+    def bad(field, want):
+        got = f"got {_show(meta[field])}" if field in meta else "it is missing"
+        return ValueError(f"{file}: meta field {field!r} must be {want}, {got}")
+
+    hidden = meta.get("hidden")
+    widths = f"a list of 1 to {HIDDEN_MAX_LAYERS} integers in [1, {HIDDEN_MAX_WIDTH}]"
+    if not (isinstance(hidden, list) and 1 <= len(hidden) <= HIDDEN_MAX_LAYERS
+            and all(_is_int(h) and 1 <= h <= HIDDEN_MAX_WIDTH for h in hidden)):
+        raise bad("hidden", widths)
+    ts, f32 = meta.get("time_scale"), np.finfo(np.float32)
+    if not (isinstance(ts, (int, float)) and not isinstance(ts, bool)
+            and float(f32.tiny) <= ts <= float(f32.max)):
+        raise bad("time_scale", f"a finite number > 0 in float32's normal range "
+                                f"[{float(f32.tiny):g}, {float(f32.max):g}]")
+    for flag in ("eft_feature", "share"):
+        if flag in meta and not isinstance(meta[flag], bool):
+            raise bad(flag, "true or false")
+    if meta.get("kind") == SCHEDULERS_KIND:
+        if "share" not in meta:
+            raise bad("share", "true or false")
+        agents = meta.get("num_agents")
+        if not (_is_int(agents) and 1 <= agents <= INT32_MAX):
+            raise bad("num_agents", f"an integer in [1, {INT32_MAX}]")
+
+
+def load_params(template_of, raw, file: str):
+    """The parameters `raw` (a file's state dict) restored into the shapes of
+    `template_of(key)` (traced by `jax.eval_shape`: nothing of the meta's size is
+    allocated) and checked finite; ValueError naming `file` and the first bad leaf."""
+    template = jax.eval_shape(template_of, jax.random.PRNGKey(0))
+    params = restore(template, raw, file, root="params")
+    check_finite(raw, file, where="params")
+    return params
 
 
 # ---------------------------------------------------------------------------
@@ -104,8 +172,7 @@ def load_dispatcher(path: str) -> tuple[DispatchQNetwork, dict, dict]:
     meta, raw, file = read_policy(path, DISPATCHER_KIND, DISPATCHER_FILE)
     meta = {"eft_feature": False, **meta}
     net = dispatcher_network(meta["hidden"])
-    params = restore(init_dispatcher(net, jax.random.PRNGKey(0), meta["eft_feature"]), raw,
-                     file)
+    params = load_params(lambda key: init_dispatcher(net, key, meta["eft_feature"]), raw, file)
     return net, params, meta
 
 
@@ -149,8 +216,9 @@ def load_schedulers(path: str) -> tuple[SlotQNetwork, dict, dict]:
     """`(network, params, meta)` from a schedulers policy file or a run directory."""
     meta, raw, file = read_policy(path, SCHEDULERS_KIND, SCHEDULERS_FILE)
     net = scheduler_network(meta["hidden"])
-    template = init_schedulers(net, jax.random.PRNGKey(0), meta["num_agents"], meta["share"])
-    return net, restore(template, raw, file), meta
+    params = load_params(lambda key: init_schedulers(net, key, meta["num_agents"],
+                                                     meta["share"]), raw, file)
+    return net, params, meta
 
 
 def mdqn_schedule_rule(net: SlotQNetwork, params, share: bool, time_scale,

@@ -220,7 +220,8 @@ class RunConfig:
         `check_hyper`'s and `check_workload`'s messages, which start with the field): every
         field's type; the setting's counts (`check_setting_types`); the program's sizes
         (PROGRAM_INTS) in [1, int32]; `seed` in [0, 2**32 - 1]; `buffer_capacity` >=
-        `num_envs`; `hidden` widths >= 1; `num_chunks` >= 1 and `eval_episodes` >= 0; a
+        `num_envs`; `hidden` 1..HIDDEN_MAX_LAYERS widths in 1..HIDDEN_MAX_WIDTH;
+        `num_chunks` >= 1 and `eval_episodes` >= 0; a
         `setting_range` of the form FIELD=LOW:HIGH; the learning values and the setting
         (`damdjax.hyper.check_hyper`: `env` within `env_config`); the `workload` resolving
         and fitting `env` and `env_config`. Subclasses extend it with their own fields."""
@@ -240,6 +241,10 @@ class RunConfig:
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(Field("hidden"), " widths must be >= 1, got "
                               f"{','.join(map(str, self.hidden))!r}")
+        if max(self.hidden) > HIDDEN_MAX_WIDTH or len(self.hidden) > HIDDEN_MAX_LAYERS:
+            raise ConfigError(Field("hidden"), f" must be at most {HIDDEN_MAX_LAYERS} widths "
+                              f"of at most {HIDDEN_MAX_WIDTH}, got {len(self.hidden)} "
+                              f"(largest {max(self.hidden)})")
         check_int("num_chunks", self.num_chunks, 1)
         check_int("eval_episodes", self.eval_episodes, 0)
         try:
@@ -310,7 +315,8 @@ class RunConfig:
         missing, unknown = sorted(names - set(d)), sorted(set(d) - names)
         if missing or unknown:
             raise ValueError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
-        d["hidden"] = tuple(d["hidden"])
+        if isinstance(d["hidden"], list):   # JSON has no tuples; anything else: check refuses
+            d["hidden"] = tuple(d["hidden"])
         return cls(**d)
 
     @property
@@ -336,6 +342,14 @@ class RunConfig:
     def replay_memory(self) -> int:
         raise NotImplementedError
 
+    def network_params(self) -> int:
+        """Parameters of one of the trainer's networks (`damdjax.memory`)."""
+        raise NotImplementedError
+
+    def network_sets(self) -> int:
+        """How many networks the trainer trains (one per agent where they do not share)."""
+        return 1
+
     eval_methods = 1
     # Fields added after runs were stored, with the value those runs had (`from_json`):
     # the random generator (no workload), one setting, max targets, one-step targets.
@@ -346,8 +360,9 @@ class RunConfig:
     def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"
                      ) -> list[tuple[str, int]]:
         """`[(what, bytes)]` the run holds (`damdjax.memory`): the vmapped env states and
-        runner arrays [num_envs], the replay buffer(s), the held-out evaluation; `what`
-        names the flags that drive each (with `prefix`, e.g. "dqn-")."""
+        runner arrays [num_envs], the replay buffer(s), the held-out evaluation, the
+        networks (online, target and Adam's moments, `network_sets` of them); `what` names
+        the flags that drive each (with `prefix`, e.g. "dqn-")."""
         c, f = self.env_config, memory.float_bytes()
         per_env = (memory.env_state_bytes(c, f)
                    + memory.observation_bytes(c, f, self.observation_fields)
@@ -363,7 +378,11 @@ class RunConfig:
                  f"at {setting})", self.replay_memory()),
                 (f"the held-out evaluation ({eval_flag} {self.eval_episodes} x "
                  f"{self.eval_methods + 1} batches at {setting})",
-                 memory.evaluation_bytes(c, self.eval_episodes, self.eval_methods, f))]
+                 memory.evaluation_bytes(c, self.eval_episodes, self.eval_methods, f)),
+                (f"the networks (--{prefix}hidden {','.join(map(str, self.hidden))}: "
+                 f"{self.network_params()} parameters x {self.network_sets()} "
+                 f"network(s) x online, target and Adam's two moments)",
+                 memory.network_bytes(self.network_params(), self.network_sets()))]
 
 
 # The program's sizes: each in [1, int32] (`RunConfig.check`); every value a run may vary
@@ -371,6 +390,13 @@ class RunConfig:
 # configs, flags, sweeps and train.damd).
 PROGRAM_INTS = ("num_envs", "steps_per_chunk", "buffer_capacity", "batch_size",
                 "updates_per_step")
+# The networks' hidden widths (`hidden`: a run's config, a policy file's meta). A width
+# above 2**16 makes a square layer of 2**32 weights, 16 GiB in float32 (64 GiB with the
+# target copy and Adam's two moments): more than one device holds; past 64 layers the
+# unrolled MLP's compile time dominates while no task here needs more than a few. Within
+# them, `memory_parts` counts the networks' bytes against the device.
+HIDDEN_MAX_WIDTH = 1 << 16
+HIDDEN_MAX_LAYERS = 64
 
 
 def checked_workload(workload, env: EnvParams) -> tuple[str, EnvParams]:

@@ -26,14 +26,21 @@ def metrics_row(chunk: int, env_steps: int, updates: int, seconds: float,
 
 
 def _chunk_of(line: bytes | str) -> int | None:
-    """The chunk of a metrics row (a JSON object whose "chunk" is an integer); None for a
-    line that is not one (blank, torn, or damaged)."""
+    """The chunk of a metrics row (a JSON object whose "chunk" is an integer, "seconds" a
+    number and "stage", where present, a string: what the commands read back); None for
+    a line that is not one (blank, torn, or damaged)."""
     try:
         row = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    chunk = row.get("chunk") if isinstance(row, dict) else None
-    return chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None
+    if not isinstance(row, dict):
+        return None
+    chunk, seconds = row.get("chunk"), row.get("seconds")
+    if not (isinstance(chunk, int) and not isinstance(chunk, bool)
+            and isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+            and isinstance(row.get("stage", ""), str)):
+        return None
+    return chunk
 
 
 def _read(path: str) -> bytes | None:
@@ -66,7 +73,7 @@ def check_log(path: str) -> None:
         if i == len(lines) - 1:   # no newline after it: a torn append
             continue
         raise ValueError(f"{path}: line {i + 1} is not a metrics row (a JSON object with an "
-                         f"integer \"chunk\")")
+                         f"integer \"chunk\" and a number \"seconds\")")
 
 
 def _rows_text(rows: list[dict]) -> str:

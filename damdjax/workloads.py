@@ -66,7 +66,9 @@ def _read_jobs(spec: str, kind: str, path: str) -> tuple[list, list, float]:
     if kind == "alibaba":
         try:
             jobs, skips = convert.read_alibaba(path)
-        except (OSError, UnicodeDecodeError, ValueError, KeyError) as e:
+        except ValueError as e:   # the readers' one-line errors name the path already
+            raise WorkloadError(f"workload {spec!r}: {e}") from None
+        except (OSError, KeyError) as e:
             raise WorkloadError(f"workload {spec!r}: cannot read the CSV: {e}") from None
         return jobs, skips, d.alibaba_data_unit
     jobs, skips = [], []

@@ -185,8 +185,8 @@ def _bytes(tree) -> int:
                                            ("dqn", {"targets": "rollout", "eft_feature": True})])
 def test_estimate_matches_the_runner_init_allocates(trainer, extra):
     """The env-state and replay estimates against `jax.eval_shape` of the trainer's own
-    `init` on a small config: equal to the byte (the runner's scalars, key and network
-    aside, which the estimate leaves out)."""
+    `init` on a small config: equal to the byte (the runner's scalars and key aside, which
+    the estimate leaves out; the networks are a part of their own)."""
     mod = importlib.import_module(f"damdjax.train.{trainer}")
     cls = mod.DQNConfig if trainer == "dqn" else mod.MDQNConfig
     cfg = cls.from_values(num_envs=3, num_tasks=7, num_servers=2, queue_capacity=5, buffer_capacity=11,
@@ -196,7 +196,7 @@ def test_estimate_matches_the_runner_init_allocates(trainer, extra):
     rest = out.replace(params=None, target_params=None, opt_state=None, key=None,
                        env_steps=None, updates=None, chunk=None,
                        **({"buffer": None} if trainer == "dqn" else {"pools": None}))
-    (env_what, env_b), (buf_what, buf_b), _ = cfg.memory_parts()
+    (env_what, env_b), (buf_what, buf_b), *_ = cfg.memory_parts()
     assert buf_b == _bytes(buffer)
     assert env_b == _bytes(rest)
     assert "--num-envs 3" in env_what and "--buffer-capacity 11" in buf_what

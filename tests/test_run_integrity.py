@@ -292,13 +292,13 @@ def test_checkpoint_every_k_chunks_commits_every_kth_the_last_and_the_stopped_on
         return chunks.chunk_loop(
             train_chunk, start, num_chunks=num_chunks, chunks_done=lambda rs: rs, run_dir=run,
             save=lambda rs, rows: saved.append((rs, rows)),
-            rows=lambda rs, m, dt: [{"chunk": rs, "value": 10 * rs}],
+            rows=lambda rs, m, dt: [{"chunk": rs, "seconds": 1.0, "value": 10 * rs}],
             progress=lambda rows: f"chunk {rows[0]['chunk']}", header="test",
             restored_rows=restored, checkpoint_every=every)
 
     assert loop(0, 7, 3) == (7, False)
     assert [rs for rs, _ in saved] == [3, 6, 7]
-    assert saved[1][1] == [{"chunk": 6, "value": 60}]   # the checkpoint's own rows
+    assert saved[1][1] == [{"chunk": 6, "seconds": 1.0, "value": 60}]   # the checkpoint's own rows
     assert _rows(tmp_path / "metrics.jsonl") == [1, 2, 3, 4, 5, 6, 7]
 
     saved.clear()

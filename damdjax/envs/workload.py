@@ -25,6 +25,19 @@ of the other five, names, dtypes, shapes and bytes; `_digest`). Loading checks t
 digest (a damaged file is refused with one line naming it; a file written before
 checksums loads with a one-line warning), validates everything and raises
 :class:`LibraryError` (a ValueError) with one line naming the file and the field.
+
+What a library may hold (`_validated`, for files and for `library_from_specs` alike):
+`length` and `preds` 32- or 64-bit integers, `size` and `work` float32 or float64 (a
+float16 array has already lost its values' precision: refused), `names` unicode of at
+most NAME_MAX_CHARS characters each; every real task's `size` and `work` finite, > 0 and
+within float32's normal range (the device's float: a smaller value flushes to 0, a
+larger one is inf, and the task could never run), and each job's sizes and works summed
+at most the square root of float32's largest (its tasks run one after another keep
+their squared times finite, as an instance file's serial horizon does:
+`damdjax.envs.instance_format.check_times`). A file is opened only if it is a regular
+file whose zip directory lists the library's arrays alone, decompressing to at most
+LIBRARY_MAX_BYTES in all (checked before any member is read, so a small compressed file
+cannot expand without bound); arrays are read with `allow_pickle=False`.
 """
 from __future__ import annotations
 
@@ -39,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from damdjax.io import warn, write_bytes_atomic
+from damdjax.io import ReadError, open_regular, warn, write_bytes_atomic
 from damdjax.envs.config import EnvConfig, EnvParams, offered_load
 from damdjax.envs.generator import finish_instance, generate_servers, layout_jobs
 from damdjax.envs.instance import Instance
@@ -54,6 +67,14 @@ __all__ = [
 
 _FIELDS = ("length", "size", "work", "preds", "names")
 _CHECKSUM = "sha256"
+# The most bytes a library file's arrays may take decompressed, all members together (the
+# zip directory's sizes, checked before reading). A library's arrays become constants of
+# every compiled program that draws from it, and 1 GiB is far beyond what the converted
+# WfCommons and Alibaba libraries take (a few MB); a larger file is refused, not expanded.
+LIBRARY_MAX_BYTES = 1 << 30
+# The longest job name (its provenance: a file name, a trace's job id), in characters.
+NAME_MAX_CHARS = 1024
+_F32 = np.finfo(np.float32)
 
 
 def _digest(arrays: dict) -> np.ndarray:
@@ -139,11 +160,7 @@ def _validated(arrays: dict, where: str) -> JobLibrary:
     if unknown:
         raise LibraryError(f"{where}: unknown array {unknown[0]!r} (allowed: {', '.join(_FIELDS)})")
     length, size, work, preds, names = (np.asarray(arrays[key]) for key in _FIELDS)
-    for key, arr, kinds in (("length", length, "iu"), ("preds", preds, "iu"),
-                            ("size", size, "iuf"), ("work", work, "iuf"), ("names", names, "U")):
-        if arr.dtype.kind not in kinds:
-            want = {"iu": "integers", "iuf": "real numbers", "U": "unicode strings"}[kinds]
-            raise LibraryError(f"{where}: {key} must hold {want}, got dtype {arr.dtype}")
+    _check_dtypes(where, length=length, preds=preds, size=size, work=work, names=names)
     if length.ndim != 1 or length.shape[0] < 1:
         raise LibraryError(f"{where}: length must have shape [J] with J >= 1, got {length.shape}")
     jobs = length.shape[0]
@@ -158,6 +175,12 @@ def _validated(arrays: dict, where: str) -> JobLibrary:
                            f"P >= 1], got {preds.shape}")
     if names.shape != (jobs,):
         raise LibraryError(f"{where}: names must have shape [J] = [{jobs}], got {names.shape}")
+    chars = np.char.str_len(names)
+    bad = np.flatnonzero(chars > NAME_MAX_CHARS)
+    if bad.size:
+        j = int(bad[0])
+        raise LibraryError(f"{where}: names[{j}] is {int(chars[j])} characters long, more "
+                           f"than {NAME_MAX_CHARS}")
     bad = np.flatnonzero((length < 1) | (length > slots))
     if bad.size:
         j = int(bad[0])
@@ -176,6 +199,7 @@ def _validated(arrays: dict, where: str) -> JobLibrary:
             j, t = (int(x) for x in bad[0])
             raise LibraryError(f"{where}: {key}[{j}, {t}] = {float(arr[j, t])!r} lies beyond "
                                f"length[{j}] = {int(length[j])} (padding must be 0)")
+        _check_range(where, key, arr, real, names)
     ok = (preds == -1) | ((preds >= 0) & (preds < position[None, :, None]))
     bad = np.argwhere(real[:, :, None] & ~ok)
     if bad.size:
@@ -205,6 +229,42 @@ def _validated(arrays: dict, where: str) -> JobLibrary:
         preds=ordered.astype(np.int32),
         names=tuple(str(name) for name in names),
     )
+
+
+def _check_dtypes(where: str, **arrays: np.ndarray) -> None:
+    """LibraryError naming the first array whose dtype is not what a library holds:
+    `length`, `preds` 32- or 64-bit integers; `size`, `work` float32 or float64;
+    `names` unicode strings."""
+    for key, arr in arrays.items():
+        kinds, want, sized = {"length": ("iu", "integers", "i"), "preds": ("iu", "integers", "i"),
+                              "size": ("iuf", "real numbers", "f"),
+                              "work": ("iuf", "real numbers", "f"),
+                              "names": ("U", "unicode strings", "U")}[key]
+        if arr.dtype.kind not in kinds:
+            raise LibraryError(f"{where}: {key} must hold {want}, got dtype {arr.dtype}")
+        if sized != "U" and not (arr.dtype.kind == sized and arr.dtype.itemsize in (4, 8)):
+            names = "int32 or int64" if sized == "i" else "float32 or float64"
+            raise LibraryError(f"{where}: {key} must be {names}, got dtype {arr.dtype}")
+
+
+def _check_range(where: str, key: str, arr: np.ndarray, real: np.ndarray, names) -> None:
+    """LibraryError naming the first real task whose `key` value (finite, > 0: checked
+    before) lies outside float32's normal range, or the first job whose values sum above
+    the square root of float32's largest."""
+    bad = np.argwhere(real & ((arr < _F32.tiny) | (arr > _F32.max)))
+    if bad.size:
+        j, t = (int(x) for x in bad[0])
+        raise LibraryError(f"{where}: {key}[{j}, {t}] = {float(arr[j, t])!r} is outside "
+                           f"float32's normal range [{float(_F32.tiny):.6g}, "
+                           f"{float(_F32.max):.6g}] (job {str(names[j])!r})")
+    limit = float(np.sqrt(_F32.max))
+    total = np.where(real, arr, 0.0).sum(axis=1)
+    bad = np.flatnonzero(total > limit)
+    if bad.size:
+        j = int(bad[0])
+        raise LibraryError(f"{where}: job {j} ({str(names[j])!r}) has {key}s summing to "
+                           f"{float(total[j]):.6g}, above {limit:.6g}, where its tasks' "
+                           f"squared times overflow float32")
 
 
 def _arrays(lib: JobLibrary) -> dict[str, np.ndarray]:
@@ -271,19 +331,67 @@ def save_library(path: str | os.PathLike, lib: JobLibrary) -> None:
 
 
 def load_library(path: str | os.PathLike) -> JobLibrary:
-    """Read and validate a library `.npz` (`np.load(allow_pickle=False)`).
+    """Read and validate a library `.npz` (a regular file; its zip directory checked by
+    `_check_archive` first; `np.load(allow_pickle=False)`).
 
     Raises:
         LibraryError: one line naming the file and the bad field or value.
     """
     where = os.fspath(path)
     try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise LibraryError(f"{where}: no such library file") from None
+        fd = open_regular(where, "library file")
+    except ReadError as err:
+        raise LibraryError(str(err)) from None
+    with os.fdopen(fd, "rb") as f:
+        _check_archive(f, where)
+        f.seek(0)
+        arrays = _read_arrays(f, where)
+    digest = arrays.pop(_CHECKSUM, None)
+    if digest is None:
+        warn(f"{where}: a library without a checksum (an older damdjax): loaded unchecked")
+    elif (not set(_FIELDS) <= set(arrays) or digest.dtype != np.uint8
+          or not np.array_equal(digest, _digest(arrays))):
+        raise LibraryError(f"{where}: damaged (checksum mismatch); not loaded")
+    return _validated(arrays, where)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_archive(f, where: str) -> None:
+    """LibraryError unless the zip file `f` (where it is one: anything else is left to
+    `np.load` to name) lists only the library's arrays (`_FIELDS` and the checksum) and
+    they decompress to at most LIBRARY_MAX_BYTES in all (the sizes its directory
+    declares, which bound what zipfile ever yields)."""
+    if not zipfile.is_zipfile(f):
+        return
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise LibraryError(f"{where}: not a readable .npz file: {_one_line(e)}") from None
+    allowed = (*_FIELDS, _CHECKSUM)
+    for info in infos:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key not in allowed:
+            raise LibraryError(f"{where}: unknown array {key[:100]!r} (allowed: "
+                               f"{', '.join(_FIELDS)})")
+    total = sum(info.file_size for info in infos)
+    if total > LIBRARY_MAX_BYTES:
+        raise LibraryError(f"{where}: its arrays take {total} bytes decompressed, more than "
+                           f"the limit of {LIBRARY_MAX_BYTES} (LIBRARY_MAX_BYTES)")
+
+
+def _read_arrays(f, where: str) -> dict[str, np.ndarray]:
+    """Every array of the open `.npz` file `f`, without pickle; LibraryError otherwise."""
+    try:
+        data = np.load(f, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError) as e:
         # Not an npz: numpy falls back to a pickle, which allow_pickle=False refuses.
-        reason = "not an .npz archive" if isinstance(e, ValueError) else str(e)
+        reason = "not an .npz archive" if isinstance(e, ValueError) else _one_line(e)
         raise LibraryError(f"{where}: not a readable .npz file: {reason}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise LibraryError(f"{where}: not a readable .npz file: a single .npy array")
@@ -292,19 +400,17 @@ def load_library(path: str | os.PathLike) -> JobLibrary:
         for key in data.files:
             try:
                 arrays[key] = data[key]
-            except ValueError:  # an object array: it would need pickle
+            except ValueError as e:
+                if "allow_pickle" not in str(e):
+                    raise LibraryError(f"{where}: array {key!r} is unreadable (damaged?): "
+                                       f"{type(e).__name__}: {_one_line(e)}") from None
+                # an object array: it would need pickle
                 raise LibraryError(f"{where}: array {key!r} cannot be read without pickle "
                                    f"(object arrays are refused)") from None
             except Exception as e:  # zipfile and numpy raise many types on damaged data
                 raise LibraryError(f"{where}: array {key!r} is unreadable (damaged?): "
-                                   f"{type(e).__name__}: {e}") from None
-    digest = arrays.pop(_CHECKSUM, None)
-    if digest is None:
-        warn(f"{where}: a library without a checksum (an older damdjax): loaded unchecked")
-    elif (not set(_FIELDS) <= set(arrays) or digest.dtype != np.uint8
-          or not np.array_equal(digest, _digest(arrays))):
-        raise LibraryError(f"{where}: damaged (checksum mismatch); not loaded")
-    return _validated(arrays, where)
+                                   f"{type(e).__name__}: {_one_line(e)}") from None
+    return arrays
 
 
 def mean_task_work(lib: JobLibrary) -> float:

@@ -204,8 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def check_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Before anything is allocated or compiled: each config's int32 counters (env steps,
     gradient updates) stay within int32 over the warm-up and the --repeats timed chunks, and
-    what it holds (`RunConfig.memory_parts`: the vmapped env states, the replay buffer;
-    times the largest --members with --sweep) fits the device (`damdjax.memory`)."""
+    what it holds (`RunConfig.memory_parts`: the vmapped env states, the replay buffer, the
+    networks; times the largest --members with --sweep) fits the device (`damdjax.memory`)."""
     chunks = f"(--repeats {args.repeats} + 1 warm-up) chunks"
     k = max(args.members) if args.sweep else 1
     for cfg in args.configs:
@@ -216,7 +216,7 @@ def check_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             if total > INT32_MAX:
                 parser.error(f"{chunks} x --steps-per-chunk {cfg.steps_per_chunk} x {what} = "
                              f"{total} overflow the int32 counters (at most {INT32_MAX})")
-        parts = dataclasses.replace(cfg, eval_episodes=0).memory_parts()[:2]
+        parts = dataclasses.replace(cfg, eval_episodes=0).memory_parts()   # no evaluation
         if args.sweep:
             parts = [(f"{k} members (--members {k}) x {what}", k * b) for what, b in parts]
         try:

@@ -466,7 +466,10 @@ def _compare(args: argparse.Namespace) -> dict:
             print(format_paired({**paired, "methods": {}}, f"paired differences, {ref} - other:"))
             out.setdefault("paired", {})[ref] = paired
     if args.out:
-        write_json_atomic(out, args.out)
+        try:
+            write_json_atomic(out, args.out)
+        except OSError as err:   # a full disk: nothing half-written is left behind
+            sys.exit(f"error: --out {args.out}: cannot write it: {err}")
         print(f"wrote {args.out}")
     return {"setting": setting, "methods": results, "paired": out.get("paired", {}),
             "best_heuristic": best}

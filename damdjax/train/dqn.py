@@ -193,6 +193,10 @@ class DQNConfig(RunConfig):
             return memory.replay_bytes(view + 4 * c.m_max, self.buffer_capacity, 0)
         return memory.replay_bytes(view, self.buffer_capacity)
 
+    def network_params(self) -> int:
+        """The dispatcher's parameters (with the EFT column where `eft_feature`)."""
+        return memory.dispatcher_params(self.hidden, int(self.eft_feature))
+
 
 class RolloutSample(NamedTuple):
     """One `--targets rollout` replay entry: the dispatcher's `view` (DispatchView) and

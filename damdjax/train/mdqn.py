@@ -123,6 +123,14 @@ class MDQNConfig(RunConfig):
         c = self.env_config
         return c.m_max * memory.replay_bytes(memory.scheduler_view_bytes(c), self.buffer_capacity)
 
+    def network_params(self) -> int:
+        """One agent's parameters."""
+        return memory.scheduler_params(self.hidden)
+
+    def network_sets(self) -> int:
+        """One network per server slot (M), or one shared (`share_params`)."""
+        return 1 if self.share_params else self.env_config.m_max
+
 
 @struct.dataclass
 class RunnerState:
