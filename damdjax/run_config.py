@@ -360,8 +360,9 @@ class RunConfig:
     def memory_parts(self, prefix: str = "", eval_flag: str = "--eval-episodes"
                      ) -> list[tuple[str, int]]:
         """`[(what, bytes)]` the run holds (`damdjax.memory`): the vmapped env states and
-        runner arrays [num_envs], the replay buffer(s), the held-out evaluation, the
-        networks (online, target and Adam's moments, `network_sets` of them); `what` names
+        runner arrays [num_envs], the replay buffer(s), the held-out evaluation, a gradient
+        update's batch (`batch_memory`), the networks (online, target and Adam's moments,
+        `network_sets` of them); `what` names
         the flags that drive each (with `prefix`, e.g. "dqn-")."""
         c, f = self.env_config, memory.float_bytes()
         per_env = (memory.env_state_bytes(c, f)
@@ -379,10 +380,23 @@ class RunConfig:
                 (f"the held-out evaluation ({eval_flag} {self.eval_episodes} x "
                  f"{self.eval_methods + 1} batches at {setting})",
                  memory.evaluation_bytes(c, self.eval_episodes, self.eval_methods, f)),
+                (f"a gradient update's sampled batch (--{prefix}batch-size "
+                 f"{self.batch_size}: its entries and the networks' activations)",
+                 self.batch_memory()),
                 (f"the networks (--{prefix}hidden {','.join(map(str, self.hidden))}: "
                  f"{self.network_params()} parameters x {self.network_sets()} "
                  f"network(s) x online, target and Adam's two moments)",
                  memory.network_bytes(self.network_params(), self.network_sets()))]
+
+    def batch_memory(self) -> int:
+        """One gradient update's sampled batch: `batch_size` replay entries (per agent
+        where there are several, as the buffer's) and the hidden activations of the
+        online and target networks over its states and next states, forward and
+        backward (a lower bound: XLA may hold more)."""
+        entries = self.replay_memory() * self.batch_size // self.buffer_capacity
+        activations = (4 * self.batch_size * sum(self.hidden) * memory.float_bytes()
+                       * self.network_sets())
+        return entries + activations
 
 
 # The program's sizes: each in [1, int32] (`RunConfig.check`); every value a run may vary

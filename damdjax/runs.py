@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from damdjax import rundir
+from damdjax import run_inputs, rundir
 from damdjax.checkpoint import read_file
 from damdjax.chunks import RunStopped, chunk_loop, nonfinite
 from damdjax.cli import check_counts, check_program, explicit_flags
@@ -33,7 +33,10 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
              resume_flags: frozenset = RESUME_FLAGS, writer: bool = True,
              refuse_resume: Callable[[str], str | None] | None = None) -> tuple[Any, str]:
     """Check the run flags, take `RUN_DIR/NAME` and prepare it; returns `(config, run_dir)`.
-    Use the run inside `with rundir.held(run_dir):` (it releases the lock).
+    Use the run inside `with rundir.held(run_dir):` (it releases the lock). The config
+    returned is the run's local one (`damdjax.run_inputs`): the files it reads by path
+    (job library, partner policy, starting parameters) are the run directory's copies,
+    made when the run starts; config.json keeps the values the user gave.
 
     First, with nothing written, `rundir.resolve` checks --name and --run-dir and gives
     the run directory's one path (RUN_DIR's links resolved: every trainer and spelling
@@ -82,7 +85,9 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     if not writer:  # (the other processes of a multi-host run: the first one writes)
         if args.resume:
             with open(paths["config"]) as f:
-                cfg = _with_counts(config_from_json(json.load(f)), args)
+                local = _or_exit(parser, run_inputs.for_resume, json.load(f), run_dir,
+                                 prefix="--resume: ")
+            cfg = _with_counts(config_from_json(local), args)
             check_program(parser, cfg)
         return cfg, run_dir
     _or_exit(parser, rundir.make_parent, run_dir)
@@ -90,11 +95,12 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     try:
         _or_exit(parser, rundir.recover, run_dir)
         if args.resume:
-            cfg = _resume_config(parser, args, run_dir, config_from_json)
+            cfg, stored = _resume_config(parser, args, run_dir, config_from_json)
             check_program(parser, cfg)
             if not rundir.has_marker(run_dir):  # an older version's run
                 rundir.write_marker(run_dir)
             rundir.remove_stale(run_dir)
+            stored = run_inputs.as_stored(cfg.to_json(), stored)
         else:
             if os.path.lexists(run_dir):
                 if not args.overwrite:
@@ -105,7 +111,8 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
                 _or_exit(parser, rundir.set_aside, run_dir)
             os.makedirs(run_dir)
             rundir.write_marker(run_dir)
-        write_json_atomic(cfg.to_json(), paths["config"])
+            stored, cfg = cfg.to_json(), run_inputs.keep(cfg, run_dir)
+        write_json_atomic(stored, paths["config"])
     except BaseException:
         rundir.release(run_dir)
         raise
@@ -129,15 +136,22 @@ def _with_counts(cfg, args):
 
 
 def _resume_config(parser, args, run_dir: str, config_from_json: Callable):
-    """The stored config of a run to resume, checked as `open_run` says (no write)."""
+    """`(local config, stored config.json)` of a run to resume, checked as `open_run` says
+    (no write). The local config reads the run's own copies of its inputs, and no init
+    file (`run_inputs.for_resume`)."""
     paths = rundir.run_paths(run_dir)
     _or_exit(parser, rundir.check_tree, run_dir, prefix="--resume: ")
     if not (os.path.exists(paths["checkpoint"]) and os.path.exists(paths["config"])):
         parser.error(f"--resume: no checkpoint in {run_dir}")
     try:
         with open(paths["config"]) as f:
-            cfg = config_from_json(json.load(f))
-        cfg.check_inputs()   # the files it names (a scheduler run, starting parameters)
+            stored = json.load(f)
+    except ValueError as err:
+        parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
+    local = _or_exit(parser, run_inputs.for_resume, stored, run_dir, prefix="--resume: ")
+    try:
+        cfg = config_from_json(local)
+        cfg.check_inputs()   # the files it names (the run's copies, or a scheduler rule)
         cfg.env_config  # resolves its recorded workload (a file gone: refused here)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         parser.error(f"--resume: {paths['config']} is not a valid config ({err})")
@@ -148,7 +162,7 @@ def _resume_config(parser, args, run_dir: str, config_from_json: Callable):
             check_log(os.path.join(root, rundir.METRICS))
     except ValueError as err:
         parser.error(f"--resume: {err}")
-    return _with_counts(cfg, args)
+    return _with_counts(cfg, args), stored
 
 
 def train_single(cfg, run_dir: str, resume: bool, *, runner, chunk: Callable,

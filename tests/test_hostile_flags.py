@@ -98,3 +98,10 @@ def test_compare_refuses_a_queue_capacity_beyond_memory(tmp_path, capsys, monkey
     with pytest.raises(SystemExit) as exc:
         compare.main(["--instance", str(inst), "--queue-capacity", "2147483647"])
     assert "--queue-capacity 2147483647" in str(exc.value) and "more than" in str(exc.value)
+
+
+def test_a_batch_beyond_memory_is_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    from damdjax.train import dqn
+    line = _error(dqn.main, ["--run-dir", str(tmp_path), "--batch-size", "2147483647"],
+                  capsys, monkeypatch)
+    assert "--batch-size 2147483647" in line and "more than" in line

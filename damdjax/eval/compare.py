@@ -53,6 +53,7 @@ from damdjax.bound import bound_metrics
 from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_out_flag,
                          check_workload_flag, explicit_flags)
 from damdjax.configs import int_limit
+from damdjax import run_inputs
 from damdjax.run_config import RunConfig, setting_flags, setting_from_json
 from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
                                 paired_summary)
@@ -202,8 +203,11 @@ def input_files(args) -> list[str]:
     for path in filter(None, paths):
         if os.path.isdir(path):
             out += [os.path.join(root, f) for root, _, files in os.walk(path) for f in files]
-        else:
-            out += [path, os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG)]
+        else:   # a run's policy file: the run's setting and kept inputs are read too
+            folder = os.path.dirname(os.path.abspath(path))
+            out += [path, os.path.join(folder, CONFIG)]
+            out += [os.path.join(root, f) for root, _, files
+                    in os.walk(os.path.join(folder, run_inputs.INPUTS)) for f in files]
     return out
 
 
@@ -253,6 +257,17 @@ def _setting_of(stored: dict) -> dict:
     return {**setting_flags(env, env_config, workload), "env": env}
 
 
+def _kept_workload(path: str, setting: dict) -> dict:
+    """`setting` with its workload the run's own copy where the run holding `path` kept
+    one (`damdjax.run_inputs`): the jobs it trained on, whatever became of the original.
+    ValueError naming the index where a copy is missing or changed."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    for entry in run_inputs.read_index(folder):
+        if entry["kind"] == "workload" and setting:
+            setting = {**setting, "workload": run_inputs.local_value(folder, entry)}
+    return setting
+
+
 def learned_methods(args) -> tuple[dict[str, Policy], dict]:
     """`({"DQN"/"DAMD"/"lookahead(PAIR)": policy, "_scheduler": the DQN's scheduler name},
     the run's setting)`: the methods every other one is paired against.
@@ -266,12 +281,12 @@ def learned_methods(args) -> tuple[dict[str, Policy], dict]:
         learned["DQN"] = pair(resolve_dispatcher(args.dispatcher_checkpoint),
                               resolve_scheduler(sched))
         learned["_scheduler"] = sched
-        setting = _setting_of(cfg)
+        setting = _kept_workload(args.dispatcher_checkpoint, _setting_of(cfg))
     elif args.scheduler:
         raise ValueError("--scheduler goes with --dispatcher-checkpoint")
     if args.damd_run:
         learned["DAMD"], damd_cfg = load_damd(args.damd_run)
-        setting = setting or _setting_of(damd_cfg)
+        setting = setting or _kept_workload(args.damd_run, _setting_of(damd_cfg))
     if args.lookahead:
         try:
             d, s = pair_names(args.lookahead)

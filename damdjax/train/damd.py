@@ -76,7 +76,7 @@ from damdjax.policies import (DAMD_FILE, DISPATCHER_FILE, SCHEDULERS_FILE, dispa
                               scheduler_network)
 from damdjax.rollout import Stage, TrainFns, with_params
 from damdjax.sharding import to_host
-from damdjax import members, memory, rundir, runs
+from damdjax import members, memory, run_inputs, rundir, runs
 from damdjax.train import dqn, mdqn
 
 BASELINES = ("NF", "RS", "LS", "EC")  # and the best pair at the setting
@@ -347,8 +347,10 @@ def save_policy_file(run_dir: str, config: DAMDConfig, params: dict, **extra) ->
     take), and `extra`'s keys (train.damd's training times)."""
     dqn.save_policy_file(run_dir, config.dispatcher, params["dispatcher"])
     mdqn.save_policy_file(run_dir, config.schedulers, params["schedulers"])
+    setting = config.setting()   # the workload as the user gave it, not the run's copy
+    setting["workload"] = run_inputs.original(setting["workload"])
     write_json_atomic({"rounds": config.rounds, "dispatcher": DISPATCHER_FILE,
-                       "schedulers": SCHEDULERS_FILE, "setting": config.setting(), **extra},
+                       "schedulers": SCHEDULERS_FILE, "setting": setting, **extra},
                       os.path.join(run_dir, DAMD_FILE))
 
 

@@ -64,6 +64,7 @@ from damdjax import memory, replay, rundir, runner, runs
 from damdjax.cli import add_common_flags, add_config_flags, config_from_flags
 from damdjax.configs import ConfigError, Field, check_choice, option
 from damdjax.run_config import RunConfig
+from damdjax.run_inputs import original
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, earliest_finish, pair
 from damdjax.lookahead import lookahead_costs, rollout_targets
@@ -528,7 +529,8 @@ def evaluate(config: DQNConfig, q_params, episodes: int,
     `damdjax.evaluation.paired_summary` (reference "dqn") plus the scheduler's name.
     """
     env_config, params = config.env_config, config.env
-    name, schedule = scheduler or (config.scheduler, resolve_scheduler(config.scheduler))
+    name, schedule = scheduler or (original(config.scheduler),
+                                   resolve_scheduler(config.scheduler))
     greedy = dqn_dispatch_rule(_network(config), q_params, params.time_scale,
                                eft_feature=config.eft_feature)
     policies = {"dqn": pair(greedy, schedule),

@@ -43,6 +43,7 @@ from damdjax import memory, runner, runs
 from damdjax.cli import add_common_flags, add_config_flags, config_from_flags
 from damdjax.configs import ConfigError, Field, check_choice, option
 from damdjax.run_config import RunConfig
+from damdjax.run_inputs import original
 from damdjax.evaluation import evaluate_paired, format_paired
 from damdjax.heuristics import SCHEDULE_RULES, DispatchRule, Policy, pair
 from damdjax.hyper import Hyper, program_of
@@ -362,7 +363,8 @@ def evaluate(config: MDQNConfig, q_params, episodes: int,
     its runner), paired on held-out instances, with the contention-free bound;
     `damdjax.evaluation.paired_summary` (reference "mdqn") plus the dispatcher's name."""
     env_config, params = config.env_config, config.env
-    name, dispatch = dispatcher or (config.dispatcher, resolve_dispatcher(config.dispatcher))
+    name, dispatch = dispatcher or (original(config.dispatcher),
+                                    resolve_dispatcher(config.dispatcher))
     greedy = mdqn_schedule_rule(_network(config), q_params, config.share_params,
                                 params.time_scale)
     policies = {"mdqn": pair(dispatch, greedy),
