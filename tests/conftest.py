@@ -81,6 +81,8 @@ if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
 SLOWEST_FIRST = (
     "test_figures.py", "test_train_dqn.py", "test_train_damd.py", "test_sweep.py",
     "test_differential.py", "test_compare.py", "test_eft_feature.py", "test_train_mdqn.py",
+    "test_view_dispatcher.py", "test_run_inputs.py", "test_registry.py", "test_wrappers.py",
+    "test_divergence.py", "test_hostile_rundir.py",
     "test_mdqn_pieces.py", "test_env_api.py", "test_step_digests.py", "test_bench_train.py", "test_bench.py",
     "test_run_integrity.py", "test_dqn_pieces.py", "test_workload.py", "test_properties.py",
     "test_workloads.py", "test_limits.py", "test_observation_parts.py", "test_convert.py")
