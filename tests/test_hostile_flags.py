@@ -105,3 +105,16 @@ def test_a_batch_beyond_memory_is_refused_before_allocating(tmp_path, capsys, mo
     line = _error(dqn.main, ["--run-dir", str(tmp_path), "--batch-size", "2147483647"],
                   capsys, monkeypatch)
     assert "--batch-size 2147483647" in line and "more than" in line
+
+
+def test_figures_refuses_an_output_folder_in_use(tmp_path, capsys, monkeypatch):
+    """Two figures commands on one --out: the second is refused before it reads or
+    writes anything there (the run directories' lock)."""
+    from damdjax import rundir
+    out = tmp_path / "figs"
+    rundir.take(str(out))
+    try:
+        line = _error(figures.main, ["--quick", "--out", str(out)], capsys, monkeypatch)
+    finally:
+        rundir.release(str(out))
+    assert "is in use by process" in line and not out.exists()

@@ -806,6 +806,21 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
+    # One command per output folder: the run directories' lock (OUT's sibling
+    # .NAME.lock), taken before anything in OUT is read, replaced or trained.
+    out = os.path.realpath(args.out or ("runs/figures-quick" if args.quick else "runs/figures"))
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        rundir.take(out)
+    except (OSError, ValueError) as err:
+        p.error(f"--out {out}: {err}")
+    with rundir.held(out):
+        return run_job(p, args, argv)
+
+
+def run_job(p: argparse.ArgumentParser, args, argv) -> int:
+    """The job of checked flags (or the stored one, --resume): every figure's training,
+    evaluation and files, skipping what is done. Returns the exit code."""
     job, out = open_out(p, args, argv)
     axes = [AXES[a] for a in job["axes"]]
     configs = {}
