@@ -42,6 +42,21 @@ class RunStopped(Exception):
     it and exit 1)."""
 
 
+def divergence(params, loss, members: int | None = None, *, name_members: bool = True
+               ) -> str | None:
+    """What of `params` (a pytree) and `loss` holds NaN or inf, as `chunk_loop`'s
+    `diverged` names it (None: all is finite). `members`: the leaves have a leading
+    member axis and the first `members` count; `name_members` names the bad ones (a
+    trainer's own run of one member does not)."""
+    bad = nonfinite(params, loss, members)
+    if not bad:
+        return None
+    if members is None or not name_members:
+        return "the parameters or loss are"
+    listed = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+    return f"the parameters or loss of member(s) {listed} are"
+
+
 def nonfinite(params, loss, members: int | None = None) -> list[int] | bool:
     """Whether `params` (a pytree) or `loss` hold NaN or inf: a bool for one run, or the
     indices of the bad members among the first `members` (leaves with a leading member

@@ -147,18 +147,6 @@ def progress_line(rows: list[dict], num_chunks: int) -> str:
             f"{statistics.median(r['loss'] for r in rows):.4f}  eps {rows[0]['epsilon']:.3f}")
 
 
-def _diverged(rs, metrics: dict, count: int, single: bool) -> str | None:
-    """Which of the first `count` members' parameters or loss are no longer finite (a
-    trainer's own single run: whether its are)."""
-    bad = chunks.nonfinite(rs.params, metrics["loss"], count)
-    if not bad:
-        return None
-    if single:
-        return "the parameters or loss are"
-    listed = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-    return f"the parameters or loss of member(s) {listed} are"
-
-
 def train(make_train: Callable, program: Any, config: Any, members: list[Member],
           run_dir: str, resume: bool, *, writer: bool = True,
           on_chunk: Callable[[int], None] | None = None, checkpoint_every: int = 1,
@@ -229,5 +217,6 @@ def train(make_train: Callable, program: Any, config: Any, members: list[Member]
         chunk, rs, num_chunks=config.num_chunks, chunks_done=lambda _: done["chunks"],
         run_dir=run_dir, save=save, rows=rows, progress=progress, writer=writer,
         save_policy=commit, restored_rows=restored, checkpoint_every=checkpoint_every,
-        header=header, diverged=lambda rs_, m: _diverged(rs_, m, len(members), single))
+        header=header, diverged=lambda rs_, m: chunks.divergence(
+            rs_.params, m["loss"], len(members), name_members=not single))
     return rs, hyper, interrupted

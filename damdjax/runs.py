@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from damdjax import run_inputs, rundir
 from damdjax.checkpoint import read_file
-from damdjax.chunks import RunStopped, chunk_loop, nonfinite
+from damdjax.chunks import RunStopped, chunk_loop, divergence
 from damdjax.cli import check_counts, check_program, explicit_flags
 from damdjax.io import write_json_atomic
 from damdjax.runlog import check_log, metrics_row, progress_line
@@ -195,8 +195,7 @@ def train_single(cfg, run_dir: str, resume: bool, *, runner, chunk: Callable,
                f"from chunk {int(runner.chunk)}",
         save_policy=lambda rs: save_policy_file(run_dir, cfg, rs.params),
         restored_rows=restored,
-        diverged=lambda rs, m: ("the parameters or loss are" if nonfinite(rs.params, m["loss"])
-                                else None))
+        diverged=lambda rs, m: divergence(rs.params, m["loss"]))
 
 
 def write_evaluation(cfg, q_params, run_dir: str, evaluate: Callable, format_eval: Callable

@@ -166,14 +166,23 @@ def parse_args(argv=None) -> argparse.Namespace:
             except ValueError as e:
                 parser.error(str(e))
         check_workload_flag(parser, args.workload, args.num_tasks)
-        config = workload_config(args.workload, n_max=args.num_tasks, m_max=args.num_servers,
-                                 queue_capacity=args.queue_capacity or EnvConfig.queue_capacity)
+        config = generated_config(args)
+        if args.queue_capacity is not None:   # the states' queues are this wide
+            config = dataclasses.replace(config, queue_capacity=args.queue_capacity)
         try:
             check_memory(memory_parts(args, config, args.episodes or GENERATED_EPISODES, 4))
         except ValueError as e:
             parser.error(str(e))
     check_out_flag(parser, args.out, input_files(args))
     return args
+
+
+def generated_config(args) -> EnvConfig:
+    """The padded sizes of the generated instances: the counts, or the stored run's padding
+    where it holds more (`args.n_max`, `args.m_max`), the workload's job sizes."""
+    return workload_config(args.workload, n_max=max(args.num_tasks, args.n_max or 0),
+                           m_max=max(args.num_servers, args.m_max or 0),
+                           queue_capacity=EnvConfig.queue_capacity)
 
 
 def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[str, int]]:
@@ -412,9 +421,7 @@ def _compare(args: argparse.Namespace) -> dict:
         params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
                                 density=args.density, slack=args.slack, tau=args.tau,
                                 miss_penalty=args.miss_penalty)
-        config = workload_config(args.workload, n_max=max(args.num_tasks, args.n_max or 0),
-                                 m_max=max(args.num_servers, args.m_max or 0),
-                                 queue_capacity=EnvConfig.queue_capacity)
+        config = generated_config(args)
         try:
             check_params(config, params)
         except ValueError as e:

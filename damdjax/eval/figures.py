@@ -271,10 +271,15 @@ def sweep_config(job: dict, axis: Axis) -> sweep.SweepConfig:
     return scfg
 
 
+def out_folder(args) -> str:
+    """--out, or its default: runs/figures, runs/figures-quick with --quick."""
+    return args.out or ("runs/figures-quick" if args.quick else "runs/figures")
+
+
 def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
     """`(job, out dir)`: a new job (OUT absent, empty or --overwrite of a figures folder)
     or, with --resume, the stored one."""
-    out = args.out or ("runs/figures-quick" if args.quick else "runs/figures")
+    out = out_folder(args)
     if os.path.exists(out) and not os.path.isdir(out):
         p.error(f"--out {out}: is a file, not a folder")
     job_path = os.path.join(out, JOB_FILE)
@@ -808,7 +813,7 @@ def main(argv=None) -> int:
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
     # One command per output folder: the run directories' lock (OUT's sibling
     # .NAME.lock), taken before anything in OUT is read, replaced or trained.
-    out = os.path.realpath(args.out or ("runs/figures-quick" if args.quick else "runs/figures"))
+    out = os.path.realpath(out_folder(args))
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         rundir.take(out)
