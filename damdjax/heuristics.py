@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, head_task, least_load, take
 from damdjax.envs.state import Action, EnvState
+from damdjax.envs.times import never
 
 DispatchRule = Callable[[jax.Array, EnvState], jax.Array]
 ScheduleRule = Callable[[jax.Array, EnvState], jax.Array]
@@ -27,8 +28,9 @@ Policy = Callable[[jax.Array, EnvState], Action]
 
 
 def _argmin_masked(score: jax.Array, mask: jax.Array) -> jax.Array:
-    """Lowest index of the smallest `score` among `mask` (0 if the mask is empty)."""
-    return jnp.argmin(jnp.where(mask, score, jnp.inf)).astype(jnp.int32)
+    """Lowest index of the smallest `score` among `mask` (0 if the mask is empty; scores
+    are times or delays, below `never`)."""
+    return jnp.argmin(jnp.where(mask, score, never(score.dtype))).astype(jnp.int32)
 
 
 def nearest(key: jax.Array, state: EnvState) -> jax.Array:
@@ -62,7 +64,7 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
     Every server plays its slot holders (dispatched, not started) in increasing task
     index after its running task, each as soon as it has arrived, its predecessors'
     results are available and the previous one is done (docs/model.md, "EFT
-    dispatch"). +inf for tasks not dispatched.
+    dispatch"). `never` (`damdjax.envs.times.never`) for tasks not dispatched.
 
     One pass over the slot holders in increasing task index: a holder's predecessors and
     the holder before it on its server have smaller indices (docs/model.md, "Instances"),
@@ -75,6 +77,7 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
     inst = state.instance
     q = state.queue                                            # [M, Q]
     n = state.server.shape[0]
+    lowest = -never(state.time.dtype)                          # no input yet
     flat = q.reshape(-1)                                       # [M Q] task id or -1
     order = jnp.argsort(jnp.where(flat >= 0, flat, n))         # slots, holders by task id
     free = take(state.finish, state.running, state.time)       # [M]
@@ -87,10 +90,10 @@ def slot_finish_estimates(state: EnvState) -> jax.Array:
         slot = order[i]
         t, m = flat[slot], slot // q.shape[1]
         preds = inst.preds[t]                                  # [P]
-        fp = take(finish, preds, -jnp.inf)
+        fp = take(finish, preds, lowest)
         pred_srv = take(state.server, preds, 0)
         avail = jnp.where(pred_srv == m, fp, (fp + inst.k[jnp.clip(pred_srv, 0)]) + inst.k[m])
-        ready = jnp.max(jnp.where(preds >= 0, avail, -jnp.inf))
+        ready = jnp.max(jnp.where(preds >= 0, avail, lowest))
         est = jnp.maximum(jnp.maximum(state.arrive[t], ready), last[m]) + run_time[slot]
         return finish.at[t].set(est), last.at[m].set(est)
 
@@ -110,11 +113,12 @@ def eft_estimate(state: EnvState) -> jax.Array:
     servers = jnp.arange(inst.cpu.shape[0])
     upload = (state.time + inst.k) + inst.size[h] / inst.bw                 # [M]
     preds = inst.preds[h]                                                  # [P]
-    fp = take(finish, preds, -jnp.inf)
+    lowest = -never(state.time.dtype)                                      # no input yet
+    fp = take(finish, preds, lowest)
     m = take(state.server, preds, 0)
     avail = jnp.where(m[None, :] == servers[:, None], fp[None, :],
                       (fp[None, :] + inst.k[jnp.clip(m, 0)][None, :]) + inst.k[:, None])
-    ready = jnp.max(jnp.where(preds[None, :] >= 0, avail, -jnp.inf), axis=1)  # [M]
+    ready = jnp.max(jnp.where(preds[None, :] >= 0, avail, lowest), axis=1)  # [M]
     last = jnp.max(state.queue, axis=1)                                    # [M] (-1: none)
     backlog = jnp.where(last >= 0, finish[jnp.clip(last, 0)],
                         take(state.finish, state.running, state.time))
@@ -136,16 +140,16 @@ def _pick_by(score: jax.Array, state: EnvState) -> jax.Array:
     (score, task id, slot) reduction moves fewer bytes but ran slower on an H200.
     """
     eligible = eligible_slots(state)
-    best = jnp.min(jnp.where(eligible, score, jnp.inf), axis=1, keepdims=True)
+    best = jnp.min(jnp.where(eligible, score, never(score.dtype)), axis=1, keepdims=True)
     tied = eligible & (score == best)
     big = jnp.iinfo(jnp.int32).max
     return jnp.argmin(jnp.where(tied, state.queue, big), axis=1).astype(jnp.int32)
 
 
 def _queued(values: jax.Array, state: EnvState) -> jax.Array:
-    """Per-task values gathered onto the queue slots [M, Q] (+inf for empty slots)."""
+    """Per-task values gathered onto the queue slots [M, Q] (`never` for empty slots)."""
     q = state.queue
-    return jnp.where(q >= 0, values[jnp.clip(q, 0)], jnp.inf)
+    return jnp.where(q >= 0, values[jnp.clip(q, 0)], never(values.dtype))
 
 
 def fcfs(key: jax.Array, state: EnvState) -> jax.Array:
@@ -179,6 +183,16 @@ def least_laxity(key: jax.Array, state: EnvState) -> jax.Array:
     laxity = ((_queued(inst.deadline, state) - state.time)
               - _queued(inst.work, state) / inst.cpu[:, None])
     return _pick_by(laxity, state)
+
+
+def random_pick(key: jax.Array, state: EnvState) -> jax.Array:
+    """Per server, an eligible slot uniformly at random (`random_uniform` with one uniform
+    per server; slot 0 where nothing is eligible). A yardstick for what scheduling is
+    worth at a setting (`damdjax.eval.spreads`), not one of `SCHEDULE_RULES`: the named
+    pairs and the trainers' evaluations stay the deterministic rules."""
+    eligible = eligible_slots(state)
+    u = jax.random.uniform(key, (eligible.shape[0],))
+    return jax.vmap(random_uniform)(u, eligible)
 
 
 DISPATCH_RULES: dict[str, DispatchRule] = {

@@ -34,7 +34,7 @@ from damdjax.heuristics import DispatchRule, Policy
 from damdjax.rollout import instance_env
 from damdjax.envs.config import EnvParams
 from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed
-from damdjax.envs.state import Action, EnvState, done_time
+from damdjax.envs.state import Action, EnvState, done_time, started
 
 # The env params of the play-outs, which keep only the states (their rewards are unused).
 PLAY_OUT = EnvParams(tau=1.0, miss_penalty=0.0)
@@ -55,11 +55,12 @@ def _counted(state: EnvState, until: jax.Array | None) -> jax.Array:
 
 
 def total_response_time(state: EnvState, until: jax.Array | None = None) -> jax.Array:
-    """Sum over the instance's real tasks of `done - arrival` (time units) []; infinite
-    where a task never finishes. With `until` [] (time units), only the tasks arriving by
-    then."""
-    return jnp.sum(jnp.where(_counted(state, until),
-                             done_time(state) - state.instance.arrival, 0.0))
+    """Sum over the instance's real tasks of `done - arrival` (time units) []; +inf where
+    a counted task never started (so never finishes). With `until` [] (time units), only
+    the tasks arriving by then."""
+    counted = _counted(state, until)
+    total = jnp.sum(jnp.where(counted, done_time(state) - state.instance.arrival, 0.0))
+    return jnp.where(jnp.any(counted & ~started(state)), jnp.inf, total)
 
 
 def _play_out(key: jax.Array, state: EnvState, base: Policy,
@@ -72,7 +73,7 @@ def _play_out(key: jax.Array, state: EnvState, base: Policy,
         s = carry[1]
         if until is None:
             return ~s.done
-        return ~s.done & jnp.any(_counted(state, until) & ~jnp.isfinite(s.done_at))
+        return ~s.done & jnp.any(_counted(state, until) & ~started(s))
 
     def body(carry):
         k, s = carry

@@ -10,31 +10,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from damdjax.envs.state import EnvState, done_time
+from damdjax.envs.state import EnvState, done_time, started
+from damdjax.envs.times import never
 
 METRIC_NAMES = ("avg_response_time", "deadline_miss_rate", "makespan", "utilisation",
                 "fairness", "end_time")
 
 
 def episode_metrics(state: EnvState) -> dict[str, jax.Array]:
-    """Scalars of one finished episode: the METRIC_NAMES."""
+    """Scalars of one finished episode: the METRIC_NAMES.
+
+    Finite wherever every real task has started (every episode of the env's generators).
+    A task that never started (stranded, docs/model.md "Termination and truncation")
+    counts as missed with an infinite response time, so the response times, the makespan
+    and the fairness are then inf or NaN; its zero busy time leaves the utilisation finite.
+    """
     inst = state.instance
     real = inst.task_mask
     n = jnp.maximum(jnp.sum(real), 1)
-    done = done_time(state)
+    ran = started(state)
+    done = jnp.where(ran, done_time(state), jnp.inf)
     response = jnp.where(real, done - inst.arrival, 0.0)
     missed = real & (done > inst.deadline)
     end = state.time
     # Makespan per job: max done - arrival over its tasks (segment max over job ids).
     num_slots = real.shape[0]
     job = jnp.where(real, inst.job, num_slots)
-    job_end = jax.ops.segment_max(jnp.where(real, done, -jnp.inf), job, num_segments=num_slots + 1)
-    job_arrival = jax.ops.segment_min(jnp.where(real, inst.arrival, jnp.inf), job,
+    unset = never(end.dtype)
+    job_end = jax.ops.segment_max(jnp.where(real, done, -unset), job, num_segments=num_slots + 1)
+    job_arrival = jax.ops.segment_min(jnp.where(real, inst.arrival, unset), job,
                                       num_segments=num_slots + 1)
-    has_job = jnp.isfinite(job_arrival[:num_slots])
+    has_job = job_arrival[:num_slots] < unset
     makespan = jnp.sum(jnp.where(has_job, job_end[:num_slots] - job_arrival[:num_slots], 0.0)
                        ) / jnp.maximum(jnp.sum(has_job), 1)
-    busy = jax.ops.segment_sum(jnp.where(real, state.finish - state.start, 0.0),
+    busy = jax.ops.segment_sum(jnp.where(real & ran, state.finish - state.start, 0.0),
                                jnp.where(real, state.server, inst.cpu.shape[0]),
                                num_segments=inst.cpu.shape[0] + 1)[:-1]
     servers = inst.server_mask

@@ -15,7 +15,7 @@ from damdjax.metrics import episode_metrics
 from damdjax.envs.config import EnvParams
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.instance import Instance, instance_config
-from damdjax.envs.state import Action, EnvState
+from damdjax.envs.state import Action, EnvState, started
 
 
 def run_from_instance(key: jax.Array, instance: Instance, policy: Policy, queue_capacity: int,
@@ -99,7 +99,7 @@ def play_in_chunks(policy: Callable, keys: jax.Array, instances: Instance, queue
 
     def with_status(carry):   # (carry, (all done, episodes done, tasks finished, tasks))
         st = carry[1]
-        finished = jnp.sum(st.instance.task_mask & jnp.isfinite(st.finish))
+        finished = jnp.sum(st.instance.task_mask & started(st))
         return carry, (jnp.all(st.done), jnp.sum(st.done), finished,
                        jnp.sum(st.instance.task_mask))
 

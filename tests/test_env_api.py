@@ -26,6 +26,7 @@ from damdjax.envs.generator import generate
 from damdjax.envs.instance import instance_from_arrays, instance_to_arrays
 from damdjax.envs.observation import OWN_FEATURES, SERVER_FEATURES, SLOT_FEATURES, TASK_FEATURES
 from damdjax.envs.state import Action, done_time, unstarted_tasks
+from damdjax.envs.times import is_set, never
 
 CONFIG = EnvConfig(n_max=16, m_max=4, p_max=4, queue_capacity=3, j_max=4)
 ENV = EdgeEnv(CONFIG)
@@ -214,7 +215,7 @@ def expected_masks(state):
             if i < 0 or not inst.server_mask[j]:
                 continue
             preds = [int(p) for p in inst.preds[i] if p >= 0]
-            if any(not np.isfinite(s.start[p]) for p in preds):
+            if any(not is_set(s.start[p]) for p in preds):
                 continue
             avail = [s.finish[p] if s.server[p] == j
                      else (s.finish[p] + inst.k[s.server[p]]) + inst.k[j] for p in preds]
@@ -480,7 +481,7 @@ def check_generated(inst, config, params):
     assert job[0] == 0 and set(np.diff(job).tolist()) <= {0, 1}
     assert np.bincount(job).max() <= config.j_max
     assert (inst.job[n:] == -1).all() and (inst.preds[n:] == -1).all()
-    assert not np.isfinite(inst.arrival[n:]).any()
+    assert (inst.arrival[n:] == never(inst.arrival.dtype)).all()
     for i in range(n):
         preds = inst.preds[i][inst.preds[i] >= 0]
         assert len(preds) <= config.p_max and len(set(preds.tolist())) == len(preds)

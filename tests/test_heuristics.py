@@ -12,6 +12,7 @@ import numpy as np
 
 from damdjax.heuristics import pair_from_name, slot_finish_estimates
 from damdjax.envs.config import EnvConfig, EnvParams
+from damdjax.envs.env import EdgeEnv
 from damdjax.envs.dynamics import reset_to_instance, take, transition
 from damdjax.envs.generator import generate
 
@@ -78,3 +79,35 @@ def test_one_pass_equals_the_relaxation_bitwise():
         same, rounds = map(np.asarray, compare(name, instances, keys))
         assert same.all(), (name, np.argwhere(~same)[:5])
         assert rounds.max() >= 5, rounds.max()
+
+
+def test_random_pick_is_uniform_over_eligible_slots():
+    """`random_pick` (the spreads' yardstick) picks only eligible slots, each about as
+    often as the others: on a burst's queue with several eligible slots, 4,000 keys give
+    every eligible slot between half and twice its uniform share, and a server with none
+    gets slot 0."""
+    from damdjax.envs.dynamics import eligible_slots
+    from damdjax.heuristics import random_pick
+    config = EnvConfig(n_max=30, m_max=2, queue_capacity=8)
+    params = EnvParams(num_tasks=30, num_servers=2, density=1000.0)
+    env = EdgeEnv(config)
+    _, state = env.reset(jax.random.PRNGKey(3), params)
+    policy = pair_from_name("ES")
+    step = jax.jit(lambda s, k: env.step(None, s, policy(k, s), params)[1])
+    for i in range(60):   # until a queue holds several eligible tasks (the burst's)
+        eligible = np.asarray(eligible_slots(state))
+        if eligible.sum(axis=1).max() >= 3:
+            break
+        state = step(state, jax.random.PRNGKey(i))
+    assert eligible.sum(axis=1).max() >= 3, eligible
+    picks = np.asarray(jax.jit(jax.vmap(random_pick, in_axes=(0, None)))(
+        jax.random.split(jax.random.PRNGKey(0), 4000), state))      # [K, M]
+    for m in range(config.m_max):
+        row = eligible[m]
+        if not row.any():
+            assert (picks[:, m] == 0).all()
+            continue
+        assert row[picks[:, m]].all()
+        counts = np.bincount(picks[:, m], minlength=config.queue_capacity)[row]
+        share = 4000 / row.sum()
+        assert (counts > share / 2).all() and (counts < 2 * share).all(), counts

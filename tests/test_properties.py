@@ -31,6 +31,7 @@ from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.dynamics import reset_to_instance, transition
 from damdjax.envs.generator import generate
 from damdjax.envs.state import Action, unstarted_tasks
+from damdjax.envs.times import is_set
 
 CONFIG = EnvConfig(n_max=24, m_max=5, p_max=3, queue_capacity=2, j_max=6)
 BATCH = 4
@@ -140,8 +141,8 @@ def check_step_invariants(before, after, info, queue_capacity, where):
         assert not info["newly_done"].any() and info["dispatched_task"] == -1, where
         return
     assert after.time >= before.time, f"{where}: the clock went back"
-    progress = ((after.server >= 0).sum() + np.isfinite(after.start).sum()
-                - (before.server >= 0).sum() - np.isfinite(before.start).sum())
+    progress = ((after.server >= 0).sum() + is_set(after.start).sum()
+                - (before.server >= 0).sum() - is_set(before.start).sum())
     assert progress >= 1, f"{where}: a step dispatched and started nothing"
     # Memory: never negative, and exactly what the queued and running tasks hold.
     assert (after.mem_free[real_srv] >= 0).all(), f"{where}: negative memory {after.mem_free}"
@@ -153,7 +154,7 @@ def check_step_invariants(before, after, info, queue_capacity, where):
             assert not held and after.running[n] == -1, f"{where}: padded server {n} used"
             continue
         assert len(held) == len(set(held)) <= queue_capacity, where
-        waiting = np.flatnonzero((after.server == n) & ~np.isfinite(after.start))
+        waiting = np.flatnonzero((after.server == n) & ~is_set(after.start))
         assert sorted(held) == waiting.tolist(), (
             f"{where}: server {n} queue {held}, tasks holding a slot {waiting.tolist()}")
         r = int(after.running[n])
@@ -198,7 +199,7 @@ def check_episode(states, infos, rewards, b, params, queue_capacity):
 
     server = final.server[:n]
     assert ((server >= 0) & (server < params.num_servers)).all(), server
-    assert (final.server[n:] == -1).all() and not np.isfinite(final.start[n:]).any()
+    assert (final.server[n:] == -1).all() and not is_set(final.start[n:]).any()
     k, bw, cpu = inst.k[server], inst.bw[server], inst.cpu[server]
     size, work, arrival = inst.size[:n], inst.work[:n], inst.arrival[:n]
     start, finish, arrive = final.start[:n], final.finish[:n], final.arrive[:n]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from damdjax.envs.state import Action, EnvState, done_time, initial_state
+from damdjax.envs.times import is_set, never
 
 
 def take(x: jax.Array, idx: jax.Array, fill) -> jax.Array:
@@ -47,17 +48,18 @@ def dispatch_needed(state: EnvState) -> jax.Array:
 
 
 def _eligible_per_task(state: EnvState) -> jax.Array:
-    """[N] `max(arrive, ready)` once every predecessor has started, else +inf (time)."""
-    return jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), jnp.inf)
+    """[N] `max(arrive, ready)` once every predecessor has started, else `never` (time)."""
+    unset = never(state.time.dtype)
+    return jnp.where(state.n_wait == 0, jnp.maximum(state.arrive, state.ready), unset)
 
 
 def eligible_time(state: EnvState, tasks: jax.Array) -> jax.Array:
-    """Earliest time each task could start at its server (any shape; -1 -> +inf).
+    """Earliest time each task could start at its server (any shape; -1 -> `never`).
 
-    `max(arrive, ready)` once every predecessor has started, else +inf
-    (computed over tasks, then gathered once).
+    `max(arrive, ready)` once every predecessor has started, else `never`
+    (`damdjax.envs.times.never`; computed over tasks, then gathered once).
     """
-    return take(_eligible_per_task(state), tasks, jnp.inf)
+    return take(_eligible_per_task(state), tasks, never(state.time.dtype))
 
 
 def eligible_slots(state: EnvState) -> jax.Array:
@@ -92,17 +94,19 @@ def least_load(state: EnvState) -> jax.Array:
 
 
 def pred_availability(state: EnvState, preds: jax.Array, server: jax.Array) -> jax.Array:
-    """When each started predecessor's result is available at `server` (-inf if not started).
+    """When each started predecessor's result is available at `server` (`-never` if not
+    started or -1).
 
     preds: [..., P] task ids; server: broadcastable [...] server ids.
     """
     inst = state.instance
-    started = (preds >= 0) & jnp.isfinite(take(state.finish, preds, jnp.inf))
-    fin = take(state.finish, preds, jnp.inf)
+    unset = never(state.time.dtype)
+    fin = take(state.finish, preds, unset)
+    started = is_set(fin)  # False for -1 too
     m = take(state.server, preds, 0)
     server = jnp.broadcast_to(server[..., None], preds.shape)
     relayed = (fin + inst.k[jnp.clip(m, 0)]) + inst.k[server]
-    return jnp.where(started, jnp.where(m == server, fin, relayed), -jnp.inf)
+    return jnp.where(started, jnp.where(m == server, fin, relayed), -unset)
 
 
 def apply_dispatch(state: EnvState, choice: jax.Array, live=True
@@ -126,7 +130,7 @@ def apply_dispatch(state: EnvState, choice: jax.Array, live=True
     at = jnp.where(need, h, n)
     arrive = (t + inst.k[n_srv]) + inst.size[h] / inst.bw[n_srv]
     preds = inst.preds[h]
-    ready = jnp.max(pred_availability(state, preds, n_srv), initial=-jnp.inf)
+    ready = jnp.max(pred_availability(state, preds, n_srv), initial=-never(t.dtype))
     slot = jnp.argmax(state.queue[n_srv] < 0)
     remote = (preds >= 0) & (take(state.server, preds, -1) != n_srv)
     state = state.replace(
@@ -171,7 +175,8 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
         queue=state.queue.at[rows, slot].set(jnp.where(need, -1, state.queue[rows, slot])),
         running=jnp.where(need, task, state.running),
         unstarted=state.unstarted - jnp.sum(need).astype(jnp.int32),
-        last_done=jnp.maximum(state.last_done, jnp.max(jnp.where(need, done_at, -jnp.inf))),
+        last_done=jnp.maximum(state.last_done,
+                              jnp.max(jnp.where(need, done_at, -never(t.dtype)))),
     )
     # Tell each started task's successors: one fewer predecessor to wait for, and
     # (if already dispatched) when this result will be available at their server.
@@ -192,12 +197,13 @@ def apply_picks(state: EnvState, picks: jax.Array, live=True
 
 
 def next_epoch_time(state: EnvState) -> jax.Array:
-    """The next time (>= now) at which some decision is possible; +inf if never."""
+    """The next time (>= now) at which some decision is possible; `never` if never."""
     inst = state.instance
     t = state.time
+    unset = never(t.dtype)
     run = state.running
     running = run >= 0
-    run_finish = take(state.finish, run, jnp.inf)
+    run_finish = take(state.finish, run, unset)
     run_size = take(inst.size, run, 0.0)
     # Dispatch: memory suffices now, or once the running task completes.
     h, exists = head_task(state)
@@ -208,12 +214,12 @@ def next_epoch_time(state: EnvState) -> jax.Array:
     freed = jnp.where(queue_length(state) == 0, inst.mem, state.mem_free + run_size)
     t_room = jnp.where(state.mem_free >= size_h, t_h,
                        jnp.where(running & (freed >= size_h),
-                                 jnp.maximum(t_h, run_finish), jnp.inf))
-    t_dispatch = jnp.where(exists, jnp.min(jnp.where(has_slot, t_room, jnp.inf)), jnp.inf)
+                                 jnp.maximum(t_h, run_finish), unset))
+    t_dispatch = jnp.where(exists, jnp.min(jnp.where(has_slot, t_room, unset)), unset)
     # Picks: once idle and some queued task is eligible.
     idle_at = jnp.where(running, run_finish, t)
     first_eligible = jnp.min(eligible_time(state, state.queue), axis=1)
-    t_pick = jnp.where(inst.server_mask, jnp.maximum(idle_at, first_eligible), jnp.inf)
+    t_pick = jnp.where(inst.server_mask, jnp.maximum(idle_at, first_eligible), unset)
     return jnp.minimum(t_dispatch, jnp.min(t_pick))
 
 
@@ -226,12 +232,12 @@ def advance(state: EnvState) -> EnvState:
     """
     inst = state.instance
     t_next = next_epoch_time(state)
-    final = ~jnp.isfinite(t_next)
+    final = ~is_set(t_next)
     # Once every real task has started, the latest done time is the running maximum.
     t_end = jnp.maximum(state.last_done, state.time)
     t_new = jnp.where(final, jnp.where(state.unstarted == 0, t_end, state.time), t_next)
     run = state.running
-    completes = (run >= 0) & (take(state.finish, run, jnp.inf) <= t_new)
+    completes = (run >= 0) & (take(state.finish, run, never(t_new.dtype)) <= t_new)
     mem_free = state.mem_free + jnp.where(completes, take(inst.size, run, 0.0), 0.0)
     # A server that holds nothing gets exactly its memory back (no rounding drift).
     empty = completes & (queue_length(state) == 0)
@@ -251,12 +257,14 @@ def time_in_system(state: EnvState, t0: jax.Array, t1: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(inst.task_mask, jnp.maximum(overlap, 0.0), 0.0))
 
 
-def missed_by(state: EnvState, t: jax.Array, since=-jnp.inf) -> jax.Array:
-    """Real tasks whose deadline passed in `[since, t)` without their result done []."""
+def missed_by(state: EnvState, t: jax.Array, since: jax.Array | None = None) -> jax.Array:
+    """Real tasks whose deadline passed in `[since, t)` (no lower bound for None) without
+    their result done []."""
     inst = state.instance
     done = done_time(state)
     d = inst.deadline
-    return jnp.sum(inst.task_mask & (d >= since) & (d < t) & (done > d))
+    after = True if since is None else d >= since
+    return jnp.sum(inst.task_mask & after & (d < t) & (done > d))
 
 
 def reset_to_instance(instance, queue_capacity: int) -> EnvState:

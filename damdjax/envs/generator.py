@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.instance import Instance, dag_fields
+from damdjax.envs.times import never
 
 SIZE_QUANTUM = 1.0 / 64.0
 
@@ -62,7 +63,8 @@ def layout_jobs(key: jax.Array, job_sizes: jax.Array, mean_job_size, config: Env
     Jobs arrive as a Poisson process whose mean gap is `mean_job_size / density` time
     units (so tasks arrive at `density` per time unit), the first at time 0; `key` draws
     the gaps. The last job is cut at `params.num_tasks`. Returns `(job [N] (-1 padding),
-    position [N] (inside its job), arrival [N] (time, +inf padding), task_mask [N])`.
+    position [N] (inside its job), arrival [N] (time, `never` padding:
+    `damdjax.envs.times.never`), task_mask [N])`.
     """
     n = config.n_max
     ends = jnp.cumsum(job_sizes)
@@ -72,7 +74,7 @@ def layout_jobs(key: jax.Array, job_sizes: jax.Array, mean_job_size, config: Env
     gaps = jax.random.exponential(key, (n,), dtype) * mean_job_size / params.density
     job_arrival = jnp.concatenate([jnp.zeros((1,), dtype), jnp.cumsum(gaps[1:])])
     task_mask = idx < params.num_tasks
-    arrival = jnp.where(task_mask, job_arrival[job], jnp.inf)
+    arrival = jnp.where(task_mask, job_arrival[job], never(dtype))
     return jnp.where(task_mask, job, -1), position, arrival, task_mask
 
 
@@ -112,7 +114,7 @@ def critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, depth: int):
     safe = jnp.clip(preds, 0)
 
     def relax(_, ef):
-        pred_ef = jnp.max(jnp.where(has, ef[safe], -jnp.inf), axis=1)
+        pred_ef = jnp.max(jnp.where(has, ef[safe], -never(ef.dtype)), axis=1)
         return jnp.maximum(upload, pred_ef) + compute
 
     return jax.lax.fori_loop(0, depth, relax, upload + compute)
@@ -138,7 +140,7 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
     k_ref = jnp.sum(k * real) / count
     ef = critical_path(preds, size, work, cpu_ref, bw_ref, k_ref,
                        config.j_max if depth is None else depth)
-    deadline = jnp.where(task_mask, arrival + params.slack * (ef + k_ref), jnp.inf)
+    deadline = jnp.where(task_mask, arrival + params.slack * (ef + k_ref), never(size.dtype))
     return Instance(
         cpu=cpu, bw=bw, mem=mem, k=k, server_mask=server_mask,
         size=size, work=work, arrival=arrival, deadline=deadline,

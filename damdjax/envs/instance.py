@@ -14,6 +14,7 @@ import numpy as np
 from flax import struct
 
 from damdjax.envs.config import EnvConfig
+from damdjax.envs.times import never
 
 
 @struct.dataclass
@@ -24,7 +25,8 @@ class Instance:
     `k` [M] time (AP <-> server propagation delay), `server_mask` [M].
     Tasks (global index order: jobs by arrival, predecessors first):
     `size` [N] data, `work` [N] work, `arrival` [N] time (its job's arrival;
-    +inf for padding), `deadline` [N] absolute time, `preds` [N, P] global
+    `damdjax.envs.times.never` for padding), `deadline` [N] absolute time (`never` for
+    padding), `preds` [N, P] global
     indices padded with -1, `task_mask` [N], `job` [N] (-1 for padding).
     Derived once per instance (:func:`dag_fields`): `succ` [N, D] unsigned int
     (`count_dtype(W)`), each task's successors as offsets, ascending, `D` = the config's
@@ -110,6 +112,7 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     Args: work [N], cpu/k/server_mask [M], succ [N, D] successor offsets
     (:func:`successor_list`, 0 = none).
     """
+
     n = succ.shape[0]
     count = jnp.sum(server_mask).astype(work.dtype)
     proc = jnp.zeros_like(work)
@@ -123,9 +126,11 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     later = jnp.clip(jnp.arange(n)[:, None] + succ.astype(jnp.int32), 0, n - 1)  # [N, D]
     has_succ = jnp.any(is_succ, axis=1)
 
+    lowest = -never(work.dtype)  # below every successor's term (a finite fill)
+
     def relax(carry):
         rank, _, it = carry
-        best = jnp.max(jnp.where(is_succ, cbar + rank[later], -jnp.inf), axis=1)
+        best = jnp.max(jnp.where(is_succ, cbar + rank[later], lowest), axis=1)
         new = jnp.where(has_succ, wbar + best, wbar)
         return new, jnp.any(new != rank), it + 1
 
@@ -178,8 +183,11 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
     slots `D`) to the most successors of one task (:func:`max_fan_out`); a given
     `fan_out` below that raises `damdjax.envs.instance_format.InstanceError` (a ValueError)
     naming both.
-    `dtype` defaults to JAX's default float (float64 only with x64 enabled).
+    `dtype` defaults to JAX's default float (float64 only with x64 enabled). The padding
+    tasks' `arrival` and `deadline` (+inf in `padded_arrays`, whatever the arrays hold)
+    become `damdjax.envs.times.never(dtype)`, the state's finite "never" in that type.
     """
+
     dtype = dtype or jnp.zeros(()).dtype
     window = window or max_pred_gap(arrays["preds"])
     widest = max_fan_out(arrays["preds"])
@@ -191,10 +199,13 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
     preds = jnp.asarray(arrays["preds"], jnp.int32)
     f = lambda name: jnp.asarray(arrays[name], dtype)
     server_mask = jnp.asarray(arrays["server_mask"], bool)
+    task_mask = np.asarray(arrays["task_mask"], bool)
+    unset = never(f("size").dtype)  # of the type the arrays become (float32 without x64)
+    real_time = lambda name: jnp.asarray(np.where(task_mask, arrays[name], unset), dtype)
     return Instance(
         cpu=f("cpu"), bw=f("bw"), mem=f("mem"), k=f("k"), server_mask=server_mask,
-        size=f("size"), work=f("work"), arrival=f("arrival"), deadline=f("deadline"),
-        preds=preds, task_mask=jnp.asarray(arrays["task_mask"], bool),
+        size=f("size"), work=f("work"), arrival=real_time("arrival"),
+        deadline=real_time("deadline"), preds=preds, task_mask=jnp.asarray(task_mask),
         job=jnp.asarray(arrays["job"], jnp.int32),
         **dag_fields(preds, window, fan_out, f("work"), f("cpu"), f("k"), server_mask),
     )

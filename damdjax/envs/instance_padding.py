@@ -142,8 +142,9 @@ def padded_arrays(
     Returns (`F` = `dtype`):
         servers: `cpu, bw, mem, k` [m_max] F (padding 1), `server_mask` [m_max] bool;
         tasks: `size, work` [n_max] F (padding 0), `deadline` [n_max] F (padding
-        +inf), `arrival` [n_max] F (padding +inf), `preds` [n_max, p_max] int32
-        (global indices, padding -1), `task_mask` [n_max] bool, `job` [n_max]
+        +inf), `arrival` [n_max] F (padding +inf; an `Instance` holds the finite
+        `damdjax.envs.times.never` there instead: `instance_from_arrays`), `preds`
+        [n_max, p_max] int32 (global indices, padding -1), `task_mask` [n_max] bool, `job` [n_max]
         int32 and `pos` [n_max] int32 (file position in the job), both -1 padding.
 
     Raises:

@@ -13,6 +13,7 @@ from damdjax.envs.dynamics import (
     pred_availability, take, dispatch_feasible, dispatch_needed, eligible_slots, eligible_time,
     head_task, least_load, pick_needed, queue_length)
 from damdjax.envs.state import EnvState
+from damdjax.envs.times import is_set, never
 
 TASK_FEATURES = ("size", "work", "slack", "waited", "num_preds", "preds_unstarted")
 SERVER_FEATURES = (
@@ -96,7 +97,7 @@ def observe(state: EnvState, time_scale) -> Observation:
     size_h, work_h = inst.size[h], inst.work[h]
     preds_h = inst.preds[h]
     has_pred = preds_h >= 0
-    unstarted = has_pred & ~jnp.isfinite(take(state.finish, preds_h, jnp.inf))
+    unstarted = has_pred & ~is_set(take(state.finish, preds_h, never(dtype)))
     task = masked_stack([
         size_h / data_scale, work_h / ts, (inst.deadline[h] - t) / ts,
         jnp.maximum(t - inst.arrival[h], 0.0) / ts,
@@ -109,7 +110,7 @@ def observe(state: EnvState, time_scale) -> Observation:
     servers_idx = jnp.arange(m)
     pred_avail = pred_availability(state, jnp.broadcast_to(preds_h, (m,) + preds_h.shape),
                                     servers_idx)  # [M, P]
-    pred_ready = jnp.maximum(jnp.max(pred_avail, axis=1, initial=-jnp.inf) - t, 0.0)
+    pred_ready = jnp.maximum(jnp.max(pred_avail, axis=1, initial=-never(dtype)) - t, 0.0)
     est_start = jnp.maximum(jnp.maximum(load, upload), pred_ready)
     preds_here = jnp.sum(has_pred[None, :] & (take(state.server, preds_h, -1)[None, :]
                                                == servers_idx[:, None]), axis=1)
@@ -135,7 +136,7 @@ def observe(state: EnvState, time_scale) -> Observation:
     slots = masked_stack([
         occupied.astype(dtype), eligible.astype(dtype), proc / ts, (deadline - t) / ts,
         (deadline - t - proc) / ts, (t - state.arrive[tasks]) / ts,
-        jnp.where(jnp.isfinite(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
+        jnp.where(is_set(e_time), jnp.maximum(e_time - t, 0.0), -1.0 * ts) / ts,
         inst.num_succ[tasks].astype(dtype), state.succ_remote[tasks].astype(dtype),
         (t - inst.arrival[tasks]) / ts], occupied)
 

@@ -1,6 +1,11 @@
 """Environment state and joint action (pytrees).
 
 Shapes: `N` task slots, `M` server slots, `Q` queue slots per server.
+
+Every time in the state is finite: a time that has not come is `never(dtype)`
+(`damdjax.envs.times.never`), a large finite value above every time an episode reaches,
+and "no lower bound" is `-never(dtype)`. So, jitted or not, the state, the observation and the
+step's outputs hold no inf or NaN (docs/model.md, "Times not set yet").
 """
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from damdjax.envs.instance import Instance
+from damdjax.envs.times import is_set, never
 
 
 @struct.dataclass
@@ -28,21 +34,22 @@ class Action:
 class EnvState:
     """Everything that changes during an episode, plus the episode's instance.
 
-    Per task [N]: `server` (-1 until dispatched), `arrive` (arrival at the
-    server, +inf until dispatched), `start` and `finish` (+inf until started),
-    `ready` (latest availability at the task's server of the results of its
-    *started* predecessors, -inf if none), `n_wait` (predecessors not yet
-    started), `dispatch_step` (the step that dispatched it, -1 before),
-    `succ_remote` (dispatched successors on another server).
+    Per task [N], times `never` (`damdjax.envs.times.never`) until set: `server` (-1
+    until dispatched), `arrive` (arrival at the server, `never` until dispatched),
+    `start` and `finish` (`never` until started: :func:`started`), `ready` (latest
+    availability at the task's server of the results of its *started* predecessors,
+    `-never` if none), `n_wait` (predecessors not yet started), `dispatch_step` (the
+    step that dispatched it, -1 before), `succ_remote` (dispatched successors on another
+    server).
     Per server [M]: `running` (task id or -1), `mem_free`; `queue` [M, Q] task
     ids holding a slot (in transit or waiting), -1 for a free slot.
     Scalars: `time`, `step`, `head` (next task to dispatch), `done` (the episode is
     over), `truncated` (it was ended by the step cap, a time limit: the TD target
     bootstraps; every other end is a termination, see docs/model.md).
     Kept so that a step needs no pass over all tasks: `done_at` [N] (`finish
-    + k[server]`, when the result reaches the AP, written when the task starts; +inf
+    + k[server]`, when the result reaches the AP, written when the task starts; `never`
     before: `done_time`), `unstarted` [] int32 (real tasks not started, a count) and
-    `last_done` [] time (the latest `done_time` of a started task, -inf if none; a
+    `last_done` [] time (the latest `done_time` of a started task, `-never` if none; a
     running maximum, so exact).
     """
 
@@ -69,8 +76,14 @@ class EnvState:
 
 
 def done_time(state: EnvState) -> jax.Array:
-    """Time each task's result reaches the AP, `finish + k[server]` [N] (+inf if not started)."""
+    """Time each task's result reaches the AP, `finish + k[server]` [N] (`never(dtype)` if
+    not started: compare, as `done > deadline` does, or mask with :func:`started`)."""
     return state.done_at
+
+
+def started(state: EnvState) -> jax.Array:
+    """[N] bool: the tasks that have started (their `start`, `finish` and `done_at` set)."""
+    return is_set(state.start)
 
 
 def unstarted_tasks(state: EnvState) -> jax.Array:
@@ -84,7 +97,7 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
     n = instance.size.shape[0]
     m = instance.cpu.shape[0]
     dtype = instance.size.dtype
-    inf = jnp.full((n,), jnp.inf, dtype)
+    unset = jnp.full((n,), never(dtype), dtype)
     n_wait = jnp.sum(instance.preds >= 0, axis=1).astype(jnp.int32)
     return EnvState(
         instance=instance,
@@ -92,8 +105,8 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
         step=jnp.zeros((), jnp.int32),
         head=jnp.zeros((), jnp.int32),
         server=jnp.full((n,), -1, jnp.int32),
-        arrive=inf, start=inf, finish=inf, done_at=inf,
-        ready=jnp.full((n,), -jnp.inf, dtype),
+        arrive=unset, start=unset, finish=unset, done_at=unset,
+        ready=jnp.full((n,), -never(dtype), dtype),
         n_wait=n_wait,
         dispatch_step=jnp.full((n,), -1, jnp.int32),
         succ_remote=jnp.zeros((n,), jnp.int32),
@@ -103,5 +116,5 @@ def initial_state(instance: Instance, queue_capacity: int) -> EnvState:
         done=jnp.zeros((), bool),
         truncated=jnp.zeros((), bool),
         unstarted=jnp.sum(instance.task_mask).astype(jnp.int32),
-        last_done=jnp.full((), -jnp.inf, dtype),
+        last_done=jnp.full((), -never(dtype), dtype),
     )
