@@ -49,6 +49,8 @@ _EXPORTS = {
     "MDQNConfig": "damdjax.train.mdqn",
     "DAMDConfig": "damdjax.train.damd",
     "make_train": "damdjax.train.trainers",
+    "make": "damdjax.registry",
+    "register": "damdjax.registry",
 }
 
 __all__ = ["__version__", *_EXPORTS]

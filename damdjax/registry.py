@@ -22,12 +22,33 @@ a name stays reproducible. Registered at import:
   largest point so that one compiled program serves the whole axis; a name here builds
   the smallest env that holds its setting.
 
+* docs/environments.md gives every name's sizes and the spreads between heuristics on it
+  (from `python -m eval.spreads`): the dispatcher's choice matters most at
+  `Edge-servers10-v0` (the worst dispatch rule's response time is 2.5 times the best's).
+
+Real workloads (the data is not shipped with damdjax: WfCommons' instances are LGPL-3.0,
+Alibaba's trace is published for research use) are registered by
+`register_workloads(data_dir)`, from a folder holding `wfcommons/` (the six WfInstances
+files of `WORKLOAD_FILES`) and `alibaba-v2018-dags.csv`; each file's SHA-256 is checked,
+so a name always means the same jobs:
+
+* `Edge-wfcommons-v0` (120 task slots) and `Edge-alibaba-v0` (100): jobs drawn from the
+  workload (`damdjax.workloads`) on 5 servers at the density where they offer the random
+  generator's default load (`damdjax.envs.workload.matched_density`);
+* `Edge-wfcommons-servers3-v0` (120 task slots) and `Edge-alibaba-tasks200-servers3-v0`
+  (200): the same jobs and density on 3 servers (offered load 0.75): settings where
+  scheduling matters (a uniformly random scheduling rule's response time is more than
+  20% above the best heuristic pair's). The random DAG generator has none: its uniform
+  task sizes leave a random rule within about 12% of the best at every load tried.
+
 The registry is the module-level dict `_REGISTRY` (name -> factory and description), the
 only mutable state; `register` refuses to overwrite a name unless `replace=True`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import re
 from typing import Callable, NamedTuple
 
@@ -35,6 +56,8 @@ import numpy as np
 
 from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.env import EdgeEnv
+from damdjax.envs.generators import JobLibraryGenerator
+from damdjax.envs.workload import matched_density, required_config
 
 Factory = Callable[[], "tuple[EdgeEnv, EnvParams]"]
 
@@ -179,6 +202,98 @@ def _register_defaults() -> None:
             register(f"Edge-{axis}{_label(value)}-v0", _fitted(**{field: value}),
                      f"{axis} axis point: {field} = {_label(value)} {unit}, every other "
                      f"field at its default{same}")
+
+
+# Real workloads: the files each name is defined on, by SHA-256 (paths relative to the
+# data folder given to register_workloads).
+WORKLOAD_FILES = {
+    "alibaba-v2018-dags.csv":
+        "ad1bdb3720c4fdd7562dfdbc9ffb463b0d719331c79c8cc9b1b6d09df6b32ccc",
+    "wfcommons/1000genome-chameleon-2ch-100k-001.json":
+        "dfbaa266f7902cf92595a1d87b4947676a1281f85f994dea1ba0d9db34ae5f3d",
+    "wfcommons/blast-chameleon-small-001.json":
+        "5e132ac7f63096dec62173da1c7512554f9ddb08dc420f2005af277a04b8e845",
+    "wfcommons/epigenomics-chameleon-hep-1seq-100k-001.json":
+        "51c22cd98a078adc4303fe19dfcf7b7186f6d3e0c0cadddb10bb901cee01fa5d",
+    "wfcommons/helloworld-forkjoin-10-chameleon.json":
+        "7046b65845190ed9cb009d5b740c51826c61768a88e6f8b997ea373558c871df",
+    "wfcommons/montage-chameleon-dss-05d-001.json":
+        "91c6f58feea7a62f7b40a19c8e851ceb09ce57e2ccc8fb48697b60877ddb208b",
+    "wfcommons/srasearch-chameleon-10a-001.json":
+        "c2b5d73841750b5af68e5ff65f5f2d04b51a4b6b18086e7a5b1dfb72317fd4b6",
+}
+# The real-workload names: (name, workload kind, path in the data folder, task slots,
+# servers). All at the density matched to the random generator's default load on 5
+# servers; the 3-server ones (offered load 0.75) are where scheduling matters (a random
+# scheduling rule more than 20% above the best pair: docs/environments.md).
+WORKLOAD_NAMES = (
+    ("Edge-wfcommons-v0", "wfcommons", "wfcommons", 120, 5),
+    ("Edge-wfcommons-servers3-v0", "wfcommons", "wfcommons", 120, 3),
+    ("Edge-alibaba-v0", "alibaba", "alibaba-v2018-dags.csv", 100, 5),
+    ("Edge-alibaba-tasks200-servers3-v0", "alibaba", "alibaba-v2018-dags.csv", 200, 3),
+)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_workload_files(data_dir: str) -> None:
+    """ValueError naming the first file of `WORKLOAD_FILES` that is missing from
+    `data_dir` or is not the file the names are defined on (its SHA-256 differs), or a
+    `.json` in `data_dir/wfcommons` that is not one of them (the workload reads every
+    `.json` of that folder)."""
+    for rel, expected in WORKLOAD_FILES.items():
+        path = os.path.join(data_dir, rel)
+        if not os.path.isfile(path):
+            raise ValueError(f"register_workloads: no file {path!r} (the folder must hold "
+                             f"{', '.join(sorted(WORKLOAD_FILES))})")
+        if _sha256(path) != expected:
+            raise ValueError(f"register_workloads: {path!r} is not the file the real-workload "
+                             f"names are defined on (SHA-256 {expected})")
+    folder = os.path.join(data_dir, "wfcommons")
+    ours = {os.path.basename(r) for r in WORKLOAD_FILES if r.startswith("wfcommons/")}
+    extra = sorted(f for f in os.listdir(folder) if f.endswith(".json") and f not in ours)
+    if extra:
+        raise ValueError(f"register_workloads: {os.path.join(folder, extra[0])!r} is not one "
+                         f"of the WfCommons files the names are defined on")
+
+
+def _workload_factory(spec: str, n_max: int, num_servers: int) -> Factory:
+    """A factory of the workload `spec`'s jobs on `num_servers` servers at the density
+    matched to the random generator's default load on 5 servers."""
+    def factory() -> tuple[EdgeEnv, EnvParams]:
+        from damdjax.workloads import resolve_workload
+        lib = resolve_workload(spec)
+        density = matched_density(lib, EnvParams())
+        params = EnvParams(num_tasks=n_max, num_servers=num_servers, density=density)
+        config = required_config(lib, n_max=n_max, m_max=num_servers,
+                                 queue_capacity=EnvConfig().queue_capacity)
+        return EdgeEnv(config, JobLibraryGenerator(lib)), params
+    return factory
+
+
+def register_workloads(data_dir: str, *, replace: bool = False) -> tuple[str, ...]:
+    """Register the real-workload names (`WORKLOAD_NAMES`: the module docstring) on the
+    files of `data_dir`, after checking them (`check_workload_files`). Returns the names
+    registered. The jobs are read at the first `make` of a name (once per process:
+    `damdjax.workloads.resolve_workload`). Registering again needs `replace=True` (as
+    `register`)."""
+    data_dir = os.path.abspath(data_dir)
+    check_workload_files(data_dir)
+    for name, kind, rel, n_max, servers in WORKLOAD_NAMES:
+        scheduling = (" (offered load 0.75): scheduling matters"
+                      if servers < EnvParams().num_servers else "")
+        register(name, _workload_factory(f"{kind}:{os.path.join(data_dir, rel)}", n_max,
+                                         servers),
+                 f"{kind} jobs, {n_max} task slots, {servers} servers, at the density matching "
+                 f"the random generator's default load on 5 servers{scheduling}",
+                 replace=replace)
+    return tuple(name for name, *_ in WORKLOAD_NAMES)
 
 
 _register_defaults()

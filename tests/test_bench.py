@@ -11,9 +11,21 @@ import pytest
 from damdjax.eval import bench
 
 
-def test_quick_run_writes_every_batch_size(tmp_path, capsys):
+def test_quick_run_writes_every_batch_size(tmp_path, capsys, monkeypatch):
+    """The quick run; its views' table comes from a stand-in that records its arguments
+    (the views themselves are timed in test_views_table, at a smaller size)."""
+    seen = {}
+
+    def views_stand_in(config, params, keys_of, repeats, log):
+        seen.update(config=config, keys=keys_of(0), repeats=repeats)
+        return [{"view": "raw env", "batch_size": 8, "compile_s": 1.0, "median_s": 1.0,
+                 "epochs_per_s": 2.0, "decisions_per_s": 2.0, "epochs_ratio": 1.0}]
+
+    monkeypatch.setattr(bench, "bench_views", views_stand_in)
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert seen["config"] == bench.EnvConfig() and seen["repeats"] == bench.QUICK_REPEATS
+    assert seen["keys"].shape[0] == bench.QUICK_VIEWS_BATCH
     data = json.loads(out.read_text())
     rows = {row["batch_size"]: row for row in data["results"]}
     assert sorted(rows) == sorted(bench.QUICK_BATCH_SIZES)
@@ -35,6 +47,32 @@ def test_quick_run_writes_every_batch_size(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| batch |" in printed and "JAX / ref" in printed
     check_traffic(data["traffic"], printed)
+    assert data["views"][0]["view"] == "raw env" and "| view | batch |" in printed
+
+
+def test_views_table():
+    """Every view played the same instances to the same ends with the same policy, so
+    each played the raw env's epochs; the dispatcher view decided once per task, and
+    every view's numbers are positive."""
+    from damdjax.eval.bench_views import bench_views, markdown_views
+    config = bench.EnvConfig(n_max=20, m_max=4, queue_capacity=8)
+    params = bench.EnvParams(num_tasks=20, num_servers=4)
+    batch = 4
+    views = bench_views(config, params, lambda r: bench.episode_keys(0, r, batch), 2)
+    by_name = {row["view"]: row for row in views}
+    assert list(by_name) == ["raw env", "dispatcher view", "dispatcher view, max_epochs=2",
+                             "schedulers view", "schedulers view, max_epochs=1",
+                             "joint view (Jumanji)"]     # the test command installs Jumanji
+    raw = by_name["raw env"]
+    for name in ("dispatcher view", "dispatcher view, max_epochs=2"):
+        assert by_name[name]["decisions"] == batch * params.num_tasks, name
+    for name, row in by_name.items():
+        assert row["batch_size"] == batch, name
+        assert row["epochs"] == raw["epochs"] > 0, name
+        assert row["epochs_per_s"] > 0 and row["decisions_per_s"] > 0, name
+        assert row["epochs_ratio"] == pytest.approx(row["epochs_per_s"] / raw["epochs_per_s"])
+    assert raw["epochs_ratio"] == 1.0
+    assert "| joint view (Jumanji) | 4 |" in markdown_views(views)
 
 
 def check_traffic(traffic, printed):

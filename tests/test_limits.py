@@ -54,6 +54,7 @@ FLAGS = [
     ("eval.bench", "--batch-sizes", "argument --batch-sizes: must be <= 2147483647 (int32)"),
     ("eval.bench", "--repeats", "--repeats must be <= 2147483647 (int32)"),
     ("eval.bench", "--ref-episodes", "--ref-episodes must be <= 2147483647 (int32)"),
+    ("eval.bench", "--views-batch", "--views-batch must be <= 2147483647 (int32)"),
     ("eval.bench_train", "--num-envs", "argument --num-envs: must be <= 2147483647 (int32)"),
     ("eval.bench_train", "--members", "argument --members: must be <= 2147483647 (int32)"),
     ("eval.bench_train", "--repeats", "--repeats must be <= 2147483647 (int32)"),
@@ -91,6 +92,9 @@ RUNS = [
     ("train.dqn", ["--seed", "-1"], "--seed must be >= 0, got -1"),
     ("eval.bench", ["--batch-sizes", "8,2000000000"],
      "the batch of --batch-sizes 2000000000 (instances and final states) needs an estimated"),
+    ("eval.bench", ["--views-batch", "2000000000"],
+     "the views' batch, --views-batch 2000000000 (instances and final states) needs an "
+     "estimated"),
     ("eval.bench", ["--ref-episodes", "2000000000"],
      "the reference's instances (--ref-episodes 2000000000) needs an estimated"),
     ("eval.bench_train", ["--num-envs", "100000000"],

@@ -3,7 +3,9 @@ jit, its params fit its sizes, overrides replace fields and bad ones name the fi
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,6 +16,8 @@ from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generators import RandomDAGGenerator
 from damdjax.registry import describe, make, names, register
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -137,3 +141,57 @@ def test_register(monkeypatch):
     register("Edge-toobig-v0", lambda: (EdgeEnv(EnvConfig(n_max=12)), EnvParams()), "bad")
     with pytest.raises(ValueError, match="num_tasks"):
         make("Edge-toobig-v0")
+
+
+def test_top_level_make_is_the_registry():
+    import damdjax
+    assert damdjax.make is make and damdjax.register is register
+
+
+def _fake_data(folder: Path) -> None:
+    """A data folder with every file of WORKLOAD_FILES, each holding its own name (so every
+    SHA-256 differs from the real file's)."""
+    for rel in registry.WORKLOAD_FILES:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(rel)
+
+
+def test_workload_files_are_checked(tmp_path, monkeypatch):
+    """register_workloads refuses a folder whose files are not the ones the names are
+    defined on, naming the file; with the digests set to the fake files' (as if they were
+    the real ones), a stray .json in wfcommons/ is refused too, and then nothing is
+    registered by a refused call."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="no file"):
+        registry.register_workloads(str(tmp_path))
+    _fake_data(tmp_path)
+    with pytest.raises(ValueError, match="alibaba-v2018-dags.csv.*not the file"):
+        registry.register_workloads(str(tmp_path))
+    fake = {rel: hashlib.sha256(rel.encode()).hexdigest() for rel in registry.WORKLOAD_FILES}
+    monkeypatch.setattr(registry, "WORKLOAD_FILES", fake)
+    registry.check_workload_files(str(tmp_path))            # now they are "the" files
+    (tmp_path / "wfcommons" / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="other.json"):
+        registry.register_workloads(str(tmp_path))
+    assert not any("wfcommons" in n or "alibaba" in n for n in names())
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shipped data (../shared/data) is absent")
+def test_real_workload_names(monkeypatch):
+    """On the shipped data: the four names register, build an env that draws its jobs from
+    the workload at the matched density, and reset and step under jit."""
+    from damdjax.envs.generators import JobLibraryGenerator
+    from damdjax.envs.workload import matched_density
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    added = registry.register_workloads(str(SHARED))
+    assert added == ("Edge-wfcommons-v0", "Edge-wfcommons-servers3-v0", "Edge-alibaba-v0",
+                     "Edge-alibaba-tasks200-servers3-v0")
+    for name in added:
+        env, params = make(name)
+        assert isinstance(env.generator, JobLibraryGenerator)
+        assert params.density == matched_density(env.generator.library, EnvParams())
+        assert params.num_servers == (3 if "servers3" in name else 5)
+        assert params.num_tasks == env.config.n_max == (200 if "tasks200" in name else
+                                                        120 if "wfcommons" in name else 100)
+        obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+        assert int(np.sum(state.instance.task_mask)) == params.num_tasks

@@ -168,3 +168,64 @@ def test_jit_and_eager_agree(view, compiled):
     for field in ("server", "start", "finish", "head", "step", "time"):
         np.testing.assert_allclose(np.asarray(getattr(s_jit, field)),
                                    np.asarray(getattr(s_eager, field)), rtol=1e-6)
+
+
+def test_delayed_reward_credited_by_decision(view, compiled):
+    """The paper's delayed reward from the view's `info`: decision `j` dispatches task `j`,
+    every real task completes at exactly one step, and crediting `task_reward[i]` to
+    decision `i` gives each decision `exp(-T_i / tau)` with `T_i = done_at - arrival` read
+    from the final state (an independent computation of the same numbers)."""
+    instance = view.env.generate(jax.random.PRNGKey(11), PARAMS)
+    _, state = compiled["reset_to"](instance, PARAMS)
+    eft, step_env = compiled["eft"], compiled["step_env"]
+    key = jax.random.PRNGKey(12)
+    n = CONFIG.n_max
+    credited = np.zeros(n)
+    completions = np.zeros(n, int)
+    decision = 0
+    while not bool(state.done):
+        key, k_act, k_step = jax.random.split(key, 3)
+        _, state, _, _, info = step_env(k_step, state, eft(k_act, state), PARAMS)
+        assert int(info["dispatched_task"]) == decision
+        done = np.asarray(info["newly_done"])
+        completions += done
+        credited += np.asarray(info["task_reward"])
+        assert np.all(np.asarray(info["task_reward"])[~done] == 0.0)
+        decision += 1
+    real = np.asarray(instance.task_mask)
+    assert decision == real.sum()
+    np.testing.assert_array_equal(completions, real.astype(int))
+    response = np.asarray(state.done_at - instance.arrival, np.float64)[real]
+    np.testing.assert_allclose(credited[real], np.exp(-response / PARAMS.tau), rtol=1e-5)
+
+
+def test_split_obs_and_as_policy(view, compiled):
+    """`split_obs` gives back the env's own `task` and `servers` features; a dispatcher
+    written for the view (here: the last valid server), turned into an env policy by
+    `as_policy` and played epoch by epoch, ends every task where and when the same
+    dispatcher played through the view does."""
+    from damdjax.envs.observation import observe
+    instance = view.env.generate(jax.random.PRNGKey(21), PARAMS)
+    obs, state = compiled["reset_to"](instance, PARAMS)
+    task, servers = view.split_obs(obs)
+    raw = observe(state, PARAMS.time_scale)
+    close = dict(rtol=1e-6, atol=1e-7)   # the compiled reset's observation: last bits
+    np.testing.assert_allclose(task, raw.task, **close)
+    np.testing.assert_allclose(servers, raw.servers, **close)
+    assert view.split_obs(jnp.stack([obs, obs]))[1].shape == (2, CONFIG.m_max, view.server_size)
+
+    def last_valid(key, obs, mask):
+        return CONFIG.m_max - 1 - jnp.argmax(mask[::-1])
+
+    direct, _ = jax.jit(run_from_instance, static_argnums=(2, 3))(
+        jax.random.PRNGKey(0), instance, view.as_policy(last_valid, PARAMS),
+        CONFIG.queue_capacity, PARAMS)
+    step_env = compiled["step_env"]
+    key = jax.random.PRNGKey(1)
+    while not bool(state.done):
+        key, k_act, k_step = jax.random.split(key, 3)
+        action = last_valid(k_act, view.get_obs(state, PARAMS), view.action_mask(state))
+        _, state, _, _, _ = step_env(k_step, state, action, PARAMS)
+    for field in ("server", "start", "done_at"):
+        np.testing.assert_array_equal(np.asarray(getattr(state, field)),
+                                      np.asarray(getattr(direct, field)), err_msg=field)

@@ -29,6 +29,11 @@ over several cores).
 Timings include instance generation on the JAX side (it is part of every
 fresh episode); they exclude it on the reference side (the instance is given).
 
+Then the views (`damdjax.eval.bench_views`): the raw env and each view of
+`damdjax.views` play the same instances at batch `--views-batch` with EFT dispatch and
+SJF picks, each through its own API; their epochs/s, decisions/s (the view's decisions)
+and epochs/s over the raw env's, from the same run (`--no-views` skips it).
+
 Then the memory traffic of one env step (eval/traffic.py): bytes accessed and flops per
 env step of `transition`, `observe`, each heuristic rule, the `--method` pair and the
 whole training step, from XLA's cost analysis of the compiled programs at each
@@ -55,13 +60,16 @@ from damdjax.envs import reference
 from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.generator import generate
 from damdjax.envs.instance import instance_to_arrays
-from damdjax.envs.state import unstarted_tasks
+from damdjax.envs.state import started, unstarted_tasks
+from damdjax.eval.bench_views import bench_views, markdown_views
 from damdjax.eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
 from damdjax.eval.traffic import markdown_traffic, traffic_report
 from damdjax.eval.benchkit import (check_method_flag, check_n_max_flag, fmt, int_list, machine_info,
                                     print_machine_and_write)
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
+DEFAULT_VIEWS_BATCH = 1024
+QUICK_VIEWS_BATCH = 8
 DEFAULT_REPEATS = 5
 DEFAULT_REF_EPISODES = 64
 QUICK_BATCH_SIZES = (1, 8)
@@ -118,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"vmapped batch of the traffic programs (compiled, never run), >= 1 "
              f"(default: {DEFAULT_BATCH}; --quick: {QUICK_TRAFFIC_BATCH})")
     parser.add_argument(
+        "--views-batch", type=int, default=None,
+        help=f"batch at which the views play beside the raw env, >= 1 "
+             f"(default: {DEFAULT_VIEWS_BATCH}; --quick: {QUICK_VIEWS_BATCH})")
+    parser.add_argument(
+        "--no-views", action="store_true",
+        help="skip the views' table")
+    parser.add_argument(
         "--no-traffic", action="store_true",
         help="skip the traffic table (throughput only)")
     parser.add_argument(
@@ -139,6 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.ref_episodes = QUICK_REF_EPISODES if args.quick else DEFAULT_REF_EPISODES
     if args.traffic_n_max is None:
         args.traffic_n_max = QUICK_TRAFFIC_N_MAX if args.quick else DEFAULT_N_MAX
+    if args.views_batch is None:
+        args.views_batch = QUICK_VIEWS_BATCH if args.quick else DEFAULT_VIEWS_BATCH
     if args.traffic_batch is None:
         args.traffic_batch = QUICK_TRAFFIC_BATCH if args.quick else DEFAULT_BATCH
     bad = [b for b in args.batch_sizes if b <= 0]
@@ -147,6 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_int_flag(parser, "--repeats", args.repeats, 1)
     check_int_flag(parser, "--ref-episodes", args.ref_episodes, 1)
     check_int_flag(parser, "--traffic-batch", args.traffic_batch, 1)
+    check_int_flag(parser, "--views-batch", args.views_batch, 1)
     check_n_max_flag(parser, "--traffic-n-max", args.traffic_n_max)
     check_method_flag(parser, args.method)
     try:
@@ -157,11 +175,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def memory_parts(config: EnvConfig, args: argparse.Namespace) -> list[tuple[str, int]]:
-    """`[(what, bytes)]` a run holds at once (`damdjax.memory`): the largest batch's
-    instances and final states, and the reference's instances."""
+    """`[(what, bytes)]` a run holds (`damdjax.memory`): the largest batch's instances and
+    final states, the views' batch's (unless `--no-views`; measured after the batches,
+    counted with them: an overestimate) and the reference's instances."""
     f, batch = float_bytes(), max(args.batch_sizes)
+    views = [] if args.no_views else [
+        (f"the views' batch, --views-batch {args.views_batch} (instances and final states)",
+         evaluation_bytes(config, args.views_batch, 1, f))]
     return [(f"the batch of --batch-sizes {batch} (instances and final states)",
-             evaluation_bytes(config, batch, 1, f)),
+             evaluation_bytes(config, batch, 1, f)), *views,
             (f"the reference's instances (--ref-episodes {args.ref_episodes})",
              evaluation_bytes(config, args.ref_episodes, 0, f))]
 
@@ -194,8 +216,8 @@ def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
         state, _ = run_from_instance(k_play, instance, policy, config.queue_capacity, params)
         real = instance.task_mask
         dispatched = jnp.sum(real & (state.server >= 0))
-        started = jnp.sum(real & jnp.isfinite(state.start))
-        return {"steps": state.step, "decisions": dispatched + started,
+        began = jnp.sum(real & started(state))
+        return {"steps": state.step, "decisions": dispatched + began,
                 "tasks": jnp.sum(real), "truncated": state.truncated,
                 "stranded": unstarted_tasks(state)}
 
@@ -380,6 +402,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
               file=sys.stderr, flush=True)
         rows.append(row)
         ref_runs.append(ref)
+    views = None
+    if not args.no_views:
+        views = bench_views(config, params,
+                            lambda r: episode_keys(args.seed, r, args.views_batch), args.repeats,
+                            lambda line: print(line, file=sys.stderr, flush=True))
     traffic = None
     if not args.no_traffic:
         traffic = traffic_report(args.traffic_n_max, args.method, args.traffic_batch,
@@ -405,6 +432,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "machine": machine_info(),
         "results": rows,
         "reference": summarize_reference(ref_runs),
+        "views": views,
         "traffic": traffic,
     }
 
@@ -426,6 +454,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           "the timed calls (generation + whole episodes); ref decisions/s: the reference "
           "measured right after each batch size; JAX / ref: ratio of decisions/s.")
     print()
+    if payload["views"] is not None:
+        print(f"Views at batch {args.views_batch}, EFT dispatch + SJF picks, same instances:")
+        print(markdown_views(payload["views"]))
+        print("epochs/s: env epochs (EdgeEnv.step) per second; decisions/s: the view's "
+              "decisions per second (with max_epochs, steps that decide nothing excluded); "
+              "vs raw: epochs/s over the raw env's in this run.")
+        print()
     if payload["traffic"] is not None:
         print(traffic_summary(payload["traffic"]))
         print()

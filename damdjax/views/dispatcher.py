@@ -47,17 +47,44 @@ misses)`, less only the epochs played before the first dispatch decision at rese
 when the first task's arrival is the first epoch, as it is for the env's generators).
 With a discount per decision the view discounts by decisions, not by time.
 
+The paper's dispatcher reward, `exp(-T_i / tau)` for the decision that dispatched task
+`i` (`T_i` its response time), is delayed: it is known at the step where `i`'s result
+reaches the AP, many decisions later. The view does not credit it (a gymnax step emits
+one reward now); `info` carries what a user needs to credit it: `newly_done` [N] bool
+(the tasks whose results reached the AP during this step), `response_time` [N] (their
+`T_i`, 0 elsewhere), `task_reward` [N] float32 (`exp(-T_i / tau)` there, 0 elsewhere)
+and `dispatched_task` [] int32 (the task this step's action dispatched, -1 where none).
+Tasks are dispatched in index order, one per decision, so task `i`'s reward belongs to
+the episode's decision `i` (0-based, counted from reset; with `max_epochs`, count the
+steps whose `info["decision"]` is True): add `task_reward[i]` to that
+decision's stored reward, as `train.dqn --reward response` does with its credit table.
+
+Batched speed (`max_epochs`). Under `vmap` a `while_loop` runs until its last member is
+done, so a batch of views plays, at every step, as many epochs as its slowest member needs
+to reach its next decision: at the default setting a decision takes 2 epochs on average,
+but the most of 1,024 envs about 21, and the batch plays about ten times the epochs it
+uses (`python -m eval.bench` measures the views beside the raw env). With
+`max_epochs=K` a step ends at the next decision or after `K` epochs, whichever comes
+first; a step that starts where no dispatch is needed is then not a decision
+(`info["decision"]` False): its action is ignored and its mask allows every real server.
+The dynamics are unchanged (every episode ends as without a cap); only the agent sees
+some steps where it has nothing to decide, which a learner should leave out of its loss
+(weight by `info["decision"]`). The default (None) keeps one step per decision.
+
 `info` (every key at every step, so the pytree structure is fixed under `jit`/`vmap`):
-`invalid_dispatch` [] int32 (1 where the chosen server was outside the mask and the env
+`decision` [] bool (this step's action dispatched a task: always True without
+`max_epochs`, except on a finished state), `invalid_dispatch` [] int32 (1 where the chosen server was outside the mask and the env
 replaced it by the lowest valid one), `episode_done` [] bool (the step ended an episode),
-`epochs` [] int32 (env epochs this step played), `action_mask` [M] bool, and gymnax's
-`terminated`, `truncated` [] bool and `final_observation` [F].
+`epochs` [] int32 (env epochs this step played), `action_mask` [M] bool, the delayed
+reward's `dispatched_task`, `newly_done`, `response_time`, `task_reward` (of the ended
+episode at its last step), and gymnax's `terminated`, `truncated` [] bool and
+`final_observation` [F].
 `terminated` is the env's end of an episode, `truncated` its end by the step cap
 (`EnvState.truncated`: a time limit, where a TD target bootstraps).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +97,7 @@ from damdjax.envs.instance import Instance
 from damdjax.envs.observation import SERVER_FEATURES, TASK_FEATURES, observe
 from damdjax.envs.state import Action, EnvState
 from damdjax.heuristics import SCHEDULE_RULES, ScheduleRule
+from damdjax.views.play import add_completions, epoch_cap, play_until, select_tree
 
 
 class Discrete:
@@ -130,11 +158,15 @@ class DispatcherView:
     picks from a scheduling rule (the module docstring has the API, observation, reward
     and info)."""
 
-    def __init__(self, env: EdgeEnv | None = None, schedule: str | ScheduleRule = "sjf"):
+    def __init__(self, env: EdgeEnv | None = None, schedule: str | ScheduleRule = "sjf",
+                 max_epochs: int | None = None):
         """`env`: the environment (default `EdgeEnv()`); `schedule`: the servers' rule, a
-        name of `damdjax.heuristics.SCHEDULE_RULES` or a rule `(key, state) -> picks [M]`.
-        ValueError for an unknown name."""
+        name of `damdjax.heuristics.SCHEDULE_RULES` or a rule `(key, state) -> picks [M]`;
+        `max_epochs`: None (a step ends at the next dispatch decision) or the most env
+        epochs one step plays (the module docstring, "Batched speed"). ValueError for an
+        unknown name or a bad `max_epochs`."""
         self._env = EdgeEnv() if env is None else env
+        self._max_epochs = epoch_cap(self._env, max_epochs)
         if isinstance(schedule, str):
             if schedule not in SCHEDULE_RULES:
                 raise ValueError(f"unknown scheduling rule {schedule!r}: use one of "
@@ -155,6 +187,11 @@ class DispatcherView:
         return self._schedule
 
     @property
+    def max_epochs(self) -> int | None:
+        """The most env epochs a step plays (None: up to the next decision)."""
+        return self._max_epochs
+
+    @property
     def name(self) -> str:
         return "EdgeDispatcher"
 
@@ -169,9 +206,27 @@ class DispatcherView:
         return self._env.config.m_max
 
     @property
+    def task_size(self) -> int:
+        """`F_t`: the head task's features at the front of the observation."""
+        return len(TASK_FEATURES)
+
+    @property
+    def server_size(self) -> int:
+        """`F_s`: one server's row of the observation."""
+        return len(SERVER_FEATURES)
+
+    @property
     def obs_size(self) -> int:
         """`F = F_t + M F_s`, the observation's length."""
-        return len(TASK_FEATURES) + self._env.config.m_max * len(SERVER_FEATURES)
+        return self.task_size + self._env.config.m_max * self.server_size
+
+    def split_obs(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`(task [..., F_t], servers [..., M, F_s])` of observations [..., F] (for networks
+        that score each server with shared weights)."""
+        head = obs[..., :self.task_size]
+        rows = obs[..., self.task_size:].reshape(*obs.shape[:-1], self.num_actions,
+                                                  self.server_size)
+        return head, rows
 
     def action_space(self, params: EnvParams | None = None):
         """Discrete(M) int32 (a server index); valid actions are `action_mask(state)`."""
@@ -201,31 +256,36 @@ class DispatcherView:
         needed = dispatch_needed(state)
         return jnp.where(needed, dispatch_feasible(state), state.instance.server_mask)
 
+    def as_policy(self, dispatch: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                  params: EnvParams | None = None) -> Callable[[jax.Array, EnvState], Action]:
+        """A dispatcher written for the view, `dispatch(key, obs [F], mask [M]) -> server`,
+        as a policy of the env, `(key, state) -> Action` (its dispatch, the view's rule's
+        picks, with the key split as `damdjax.heuristics.pair` splits it), for what plays
+        the env epoch by epoch: `damdjax.evaluation.play_named`, `rollout.play_batch`,
+        `eval.compare`. Where no dispatch is needed the env ignores the dispatch."""
+        params = self.default_params if params is None else params
+
+        def policy(key: jax.Array, state: EnvState) -> Action:
+            k_dispatch, k_pick = jax.random.split(key)
+            server = dispatch(k_dispatch, self.get_obs(state, params), self.action_mask(state))
+            return Action(dispatch=jnp.asarray(server, jnp.int32).reshape(()),
+                          picks=self._schedule(k_pick, state))
+
+        return policy
+
     # --- the rule's play between decisions -----------------------------------------------
 
-    def _play_to_decision(self, key: jax.Array, state: EnvState, params: EnvParams
-                          ) -> tuple[EnvState, jax.Array, jax.Array]:
+    def _play_to_decision(self, key: jax.Array, state: EnvState, params: EnvParams,
+                          played: int = 0) -> tuple[EnvState, jax.Array, jax.Array, dict]:
         """Play epochs with the rule's picks (no dispatch is needed in them) until a
-        dispatch decision is needed, the episode is done, or `config.max_steps` epochs.
-        Returns `(state, summed team reward [], epochs [] int32)`."""
+        dispatch decision is needed, the episode is done, or `config.max_steps` epochs
+        (`max_epochs - played` where `max_epochs` is set) (`damdjax.views.play.play_until`:
+        `(state, summed team reward [], epochs [] int32, completions)`)."""
         dummy = jnp.zeros((), jnp.int32)
-        reward0 = jnp.zeros((), state.time.dtype)
-        cap = self._env.config.max_steps
-
-        def cond(carry):
-            _, s, _, n = carry
-            return ~s.done & ~dispatch_needed(s) & (n < cap)
-
-        def body(carry):
-            k, s, total, n = carry
-            k, k_pick = jax.random.split(k)
-            action = Action(dispatch=dummy, picks=self._schedule(k_pick, s))
-            _, s, r, _, _ = self._env.step(k_pick, s, action, params)
-            return k, s, total + r, n + 1
-
-        _, state, total, n = jax.lax.while_loop(
-            cond, body, (key, state, reward0, jnp.zeros((), jnp.int32)))
-        return state, total, n
+        cap = None if self._max_epochs is None else self._max_epochs - played
+        return play_until(self._env, params, key, state,
+                          lambda k, s: Action(dispatch=dummy, picks=self._schedule(k, s)),
+                          dispatch_needed, cap)
 
     # --- reset and step ------------------------------------------------------------------
 
@@ -234,7 +294,7 @@ class DispatcherView:
         of those epochs, if any, is nobody's)."""
         k_env, k_play = jax.random.split(key)
         _, state = self._env.reset(k_env, params)
-        state, _, _ = self._play_to_decision(k_play, state, params)
+        state, _, _, _ = self._play_to_decision(k_play, state, params)
         return self.get_obs(state, params), state
 
     def reset(self, key: jax.Array, params: EnvParams | None = None
@@ -250,7 +310,7 @@ class DispatcherView:
         params = self.default_params if params is None else params
         key = jax.random.PRNGKey(0) if key is None else key
         _, state = self._env.reset_to(instance, params)
-        state, _, _ = self._play_to_decision(key, state, params)
+        state, _, _, _ = self._play_to_decision(key, state, params)
         return self.get_obs(state, params), state
 
     def step_env(self, key: jax.Array, state: EnvState, action, params: EnvParams
@@ -258,16 +318,26 @@ class DispatcherView:
         """One dispatch decision without auto-reset: dispatch the head task to `action`
         (replaced by the lowest valid server where it is invalid) with the rule's picks,
         then play the rule to the next decision. Returns `(obs [F], state, reward [],
-        done [] bool, info)`; `info` holds `invalid_dispatch`, `epochs`, `truncated`."""
+        done [] bool, info)`; `info` holds `invalid_dispatch`, `epochs`, `truncated` and
+        the delayed reward's parts (`dispatched_task`, `newly_done`, `response_time`,
+        `task_reward`: the module docstring)."""
         k_pick, k_play = jax.random.split(key)
+        decision = dispatch_needed(state) & ~state.done
         act = Action(dispatch=jnp.asarray(action, jnp.int32).reshape(()),
                      picks=self._schedule(k_pick, state))
         _, state, reward, _, env_info = self._env.step(k_pick, state, act, params)
-        state, more, epochs = self._play_to_decision(k_play, state, params)
+        state, more, epochs, later = self._play_to_decision(k_play, state, params, played=1)
         # A step on a finished state plays nothing (the env keeps a done state as it is).
+        done = add_completions(later, env_info)
+        task_reward = jnp.where(done["newly_done"],
+                                jnp.exp(-done["response_time"] / params.tau), 0.0)
         info = {"invalid_dispatch": env_info["invalid_dispatch"].astype(jnp.int32),
+                "decision": decision,
                 "epochs": epochs + 1,
-                "truncated": state.truncated}
+                "truncated": state.truncated,
+                "dispatched_task": env_info["dispatched_task"].astype(jnp.int32),
+                **done,
+                "task_reward": task_reward.astype(jnp.float32)}
         return self.get_obs(state, params), state, reward + more, state.done, info
 
     def step(self, key: jax.Array, state: EnvState, action, params: EnvParams | None = None
@@ -282,7 +352,7 @@ class DispatcherView:
         truncated = info["truncated"]
         terminated = done & ~truncated
         obs_re, state_re = self.reset_env(k_reset, params)
-        state = jax.tree.map(lambda re, st: jax.lax.select(done, re, st), state_re, state_st)
+        state = select_tree(done, state_re, state_st)
         obs = jax.lax.select(done, obs_re, obs_st)
         info = {**info,
                 "action_mask": self.action_mask(state),
@@ -291,3 +361,4 @@ class DispatcherView:
                 "truncated": truncated,
                 "final_observation": obs_st}
         return obs, state, reward.astype(jnp.float32), terminated, truncated, info
+
