@@ -27,7 +27,8 @@ import sys
 from damdjax import memory
 from damdjax.configs import FIELD_TYPES, ConfigError, Field, check_int, check_type, int_limit, option
 from damdjax.hyper import SETTING_FIELDS, Hyper, check_hyper
-from damdjax.workloads import WORKLOAD_HELP, check_workload, resolve_workload, workload_config
+from damdjax.workloads import (WORKLOAD_HELP, check_workload, resolve_workload,
+                               seeded_workload, workload_config)
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generators import SettingRangeGenerator, workload_generator
@@ -202,6 +203,9 @@ class RunConfig:
         (`num_tasks`, ..., `n_max`, `queue_capacity`; a size left out or None is derived)
         nested into `env` and `env_config`, the rest as given. The sizes are checked
         before the `EnvConfig` is built, with the messages their flags give."""
+        if values.get("workload"):   # a wfchef spec records the run's seed
+            values["workload"] = seeded_workload(
+                values["workload"], values.get("seed", cls.__dataclass_fields__["seed"].default))
         setting = {k: values.pop(k) for k in list(values) if k in SETTING_OPTIONS}
         env = EnvParams(**{k: v for k, v in setting.items()
                            if SETTING_OPTIONS[k][0] == "env"})

@@ -4,6 +4,11 @@
     "wfcommons:PATH"     WfFormat workflow files: every *.json of a directory (sorted), or one
     "alibaba:CSV"        an Alibaba v2018 batch_task CSV
     "library:FILE.npz"   a packed job library (damdjax.envs.workload.save_library)
+    "wfchef:RECIPE[:TASKS[:SEED]]"  workflows a WfChef recipe generates (damdjax.envs.wfchef;
+                         the 'workflows' extra), at most TASKS tasks each (default: the
+                         recipe's smallest), convert.WFCHEF_WORKFLOWS of them, drawn with
+                         SEED (default 0; the command lines fill in the run's --seed:
+                         `seeded_workload`), so the spec names its library completely
 
 `resolve_workload(spec)` turns a spec into a `damdjax.envs.workload.JobLibrary` (None for ""):
 WfCommons and Alibaba jobs are read with damdjax.envs.convert's readers at its default units
@@ -12,7 +17,8 @@ converter skips them (and a job with a task larger than the generator's smallest
 memory `mem_low`, which might fit no server), with one summary line on stderr; then
 packed by `library_from_specs`. The result is cached per process (`functools.lru_cache`
 on the spec string), so every env, trainer and evaluation of a run shares one library
-and the summary is printed once. Trainer configs record the spec (`workload` in
+and the summary is printed once (a wfchef spec's seed is part of the spec: the same
+spec gives the same library byte for byte). Trainer configs record the spec (`workload` in
 config.json) and eval.compare takes the same flag, so evaluation draws from the
 distribution the run trained on (docs/model.md, "Real workloads").
 """
@@ -23,14 +29,16 @@ import os
 import sys
 
 from damdjax.envs import convert
-from damdjax.envs.config import EnvConfig, EnvParams, generated_mean_work, offered_load
+from damdjax.envs.config import (SEED_MAX, SIZE_LIMITS, EnvConfig, EnvParams, generated_mean_work,
+                                  offered_load)
 from damdjax.envs.workload import (JobLibrary, check_library, library_from_specs, load_library,
                            matched_density, mean_task_work, required_config)
 
-KINDS = ("wfcommons", "alibaba", "library")
+KINDS = ("wfcommons", "alibaba", "library", "wfchef")
 WORKLOAD_HELP = ("where jobs come from: '' the random DAG generator (default), "
-                 "wfcommons:DIR_OR_FILE (WfFormat .json), alibaba:CSV (v2018 batch_task) "
-                 "or library:FILE.npz (a packed job library)")
+                 "wfcommons:DIR_OR_FILE (WfFormat .json), alibaba:CSV (v2018 batch_task), "
+                 "library:FILE.npz (a packed job library) or wfchef:RECIPE[:TASKS] "
+                 "(WfChef's generated workflows; the 'workflows' extra)")
 
 
 class WorkloadError(ValueError):
@@ -38,14 +46,17 @@ class WorkloadError(ValueError):
 
 
 def parse_workload(spec: str) -> tuple[str, str]:
-    """`(kind, path)` of a non-empty spec `KIND:PATH`; WorkloadError naming the spec."""
+    """`(kind, path)` of a non-empty spec `KIND:PATH` (`wfchef`: `RECIPE[:TASKS]`, checked
+    by `wfchef_request`); WorkloadError naming the spec."""
     kind, colon, path = spec.partition(":")
     if not colon or kind not in KINDS:
         raise WorkloadError(f"workload {spec!r} must be KIND:PATH with KIND one of "
                             f"{', '.join(KINDS)} (or '' for the random generator)")
     if not path:
         raise WorkloadError(f"workload {spec!r} names no path")
-    if not os.path.exists(path):
+    if kind == "wfchef":
+        wfchef_request(spec, path)
+    elif not os.path.exists(path):
         raise WorkloadError(f"workload {spec!r}: no such file or directory {path!r}")
     return kind, path
 
@@ -60,9 +71,59 @@ def _wfcommons_files(spec: str, path: str) -> list[str]:
     return files
 
 
+def _spec_int(spec: str, name: str, text: str, high: int) -> int:
+    """`text` as an integer in [0, high]; WorkloadError naming the spec and the part."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise WorkloadError(f"workload {spec!r}: {name} must be an integer, got "
+                            f"{text!r}") from None
+    if not 0 <= value <= high:
+        raise WorkloadError(f"workload {spec!r}: {name} must be in [0, {high}], got {value}")
+    return value
+
+
+def wfchef_request(spec: str, rest: str) -> tuple[str, int, int]:
+    """`(recipe, tasks, seed)` of a spec `wfchef:RECIPE[:TASKS[:SEED]]` (`rest` after
+    `wfchef:`): a recipe wfcommons ships, TASKS (default the recipe's smallest workflow)
+    at least that smallest, SEED (default 0) in [0, 2**32 - 1]; WorkloadError naming the
+    spec (also without the 'workflows' extra)."""
+    from damdjax.envs import wfchef
+    recipe, _, rest = rest.partition(":")
+    tasks_text, _, seed_text = rest.partition(":")
+    seed = _spec_int(spec, "SEED", seed_text, SEED_MAX) if seed_text else 0
+    try:
+        if not tasks_text:
+            return recipe, wfchef.smallest_tasks(recipe), seed
+        tasks = _spec_int(spec, "TASKS", tasks_text, SIZE_LIMITS["n_max"])
+        wfchef.check_size(recipe, tasks, SIZE_LIMITS["n_max"])
+    except wfchef.WfChefError as e:
+        raise WorkloadError(f"workload {spec!r}: {e}") from None
+    return recipe, tasks, seed
+
+
+def seeded_workload(spec: str, seed: int) -> str:
+    """`spec` with a wfchef spec's TASKS and SEED written out (`wfchef:RECIPE:TASKS:SEED`,
+    `seed` where the spec gives none), so that the recorded spec names the library the run
+    drew from; any other spec unchanged. The command lines call it with the run's seed."""
+    if not spec.startswith("wfchef:"):
+        return spec
+    recipe, tasks, given = wfchef_request(spec, spec.partition(":")[2])
+    has_seed = spec.count(":") >= 3
+    return f"wfchef:{recipe}:{tasks}:{given if has_seed else seed}"
+
+
 def _read_jobs(spec: str, kind: str, path: str) -> tuple[list, list, float]:
-    """`(valid RawJobs, Skips, data unit)` of a wfcommons or alibaba spec."""
+    """`(valid RawJobs, Skips, data unit)` of a wfcommons, alibaba or wfchef spec."""
     d = convert.DEFAULTS
+    if kind == "wfchef":
+        from damdjax.envs import wfchef
+        recipe, tasks, seed = wfchef_request(spec, path)
+        try:
+            jobs, skips = convert.read_wfchef(recipe, tasks, convert.WFCHEF_WORKFLOWS, seed)
+        except wfchef.WfChefError as e:
+            raise WorkloadError(f"workload {spec!r}: {e}") from None
+        return jobs, skips, d.wfcommons_data_unit
     if kind == "alibaba":
         try:
             jobs, skips = convert.read_alibaba(path)
@@ -71,17 +132,13 @@ def _read_jobs(spec: str, kind: str, path: str) -> tuple[list, list, float]:
         except (OSError, KeyError) as e:
             raise WorkloadError(f"workload {spec!r}: cannot read the CSV: {e}") from None
         return jobs, skips, d.alibaba_data_unit
-    jobs, skips = [], []
-    for file in _wfcommons_files(spec, path):
-        try:
-            jobs.append(convert.read_wfcommons(file))
-        except convert.Skip as s:
-            skips.append(s)
+    jobs, skips = convert.read_files(_wfcommons_files(spec, path))
     return jobs, skips, d.wfcommons_data_unit
 
 
 def _convert(spec: str, kind: str, path: str) -> JobLibrary:
-    """The library of a wfcommons or alibaba spec (default units; summary on stderr)."""
+    """The library of a wfcommons, alibaba or wfchef spec (default units; summary and
+    the floors' counts on stderr)."""
     jobs, skips, data_unit = _read_jobs(spec, kind, path)
     valid = []
     for job in jobs:
@@ -91,6 +148,8 @@ def _convert(spec: str, kind: str, path: str) -> JobLibrary:
         else:
             valid.append(job)
     print(f"workload {spec}: {convert.skip_summary(skips, len(valid))}", file=sys.stderr)
+    for note in convert.floor_notes(valid, convert.DEFAULTS.min_runtime_s):
+        print(f"workload {spec}: {note}", file=sys.stderr)
     if not valid:
         raise WorkloadError(f"workload {spec!r}: no valid job ({convert.skip_summary(skips, 0)})")
     time_unit = convert.DEFAULTS.time_unit_s
@@ -101,7 +160,8 @@ def _convert(spec: str, kind: str, path: str) -> JobLibrary:
 def resolve_workload(spec: str) -> JobLibrary | None:
     """The job library a spec names (None for "": the random generator), made once per
     process. Raises WorkloadError (a ValueError) naming the spec: unknown kind, missing
-    path, no valid job, an unreadable or invalid library file."""
+    path, no valid job, an unreadable or invalid library file, an unknown recipe or a
+    size it cannot make."""
     if not spec:
         return None
     kind, path = parse_workload(spec)
@@ -140,8 +200,16 @@ def workload_config(spec: str, n_max: int, m_max: int, queue_capacity: int) -> E
 
 def check_workload(spec: str, num_tasks: int, params: EnvParams | None = None) -> None:
     """WorkloadError naming the spec if it does not resolve or does not fit a run of
-    `num_tasks` task slots: its longest job must fit in one episode, and (with `params`,
-    concrete) its largest task in the smallest server memory `mem_low`."""
+    `num_tasks` task slots: its longest job must fit in one episode (a wfchef spec's
+    TASKS is checked before anything is generated), and (with `params`, concrete) its
+    largest task in the smallest server memory `mem_low`."""
+    if spec.startswith("wfchef:"):
+        from damdjax.envs import wfchef
+        recipe, tasks, _ = wfchef_request(spec, spec.partition(":")[2])
+        try:
+            wfchef.check_size(recipe, tasks, num_tasks)
+        except wfchef.WfChefError as e:
+            raise WorkloadError(f"workload {spec!r}: {e} (raise --num-tasks)") from None
     lib = resolve_workload(spec)
     if lib is None:
         return

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +139,6 @@ def test_servers_file_is_used_as_given(tmp_path, capsys):
 ALIBABA_ARGS = ["--jobs", "4", "--arrivals", "trace", "--num-servers", "3", "--seed", "7"]
 # The excerpt's real bad jobs (tests/data/README.md), in file order, with their reasons.
 ALIBABA_SKIPPED = [
-    "skipped job j_1: non-positive runtime: task M1 ran 0 s",
-    "skipped job j_78: non-positive runtime: task R2_1 ran 0 s",
     "skipped job j_2205: truncated name: task R24_1_2_3_4_5_6_7_8_9_10_11_12_13_14_15_16_17_18_1"
     " has 50 characters",
     "skipped job j_3492: not terminated: task R2_1 is 'Running'",
@@ -168,14 +167,12 @@ def test_cli_end_to_end_on_the_alibaba_csv(alibaba_file):
     out, spec, err = alibaba_file
     loaded = load_instance(out)
     assert loaded == spec and len(loaded.jobs) == 4 and len(loaded.servers) == 3
-    assert loaded.meta["skipped"] == {"not terminated": 2, "truncated name": 2,
-                                      "non-positive runtime": 2}
+    assert loaded.meta["skipped"] == {"not terminated": 2, "truncated name": 2}
     skipped = [line for line in err if line.startswith("skipped job ")]
     assert len(skipped) == len(ALIBABA_SKIPPED)  # in the CSV's file order
     for line, want in zip(skipped, ALIBABA_SKIPPED):
         assert line.startswith(want), (line, want)
-    assert ("skipped 6 of 36 jobs, not terminated 2, truncated name 2, non-positive runtime 2"
-            in err)
+    assert "skipped 4 of 36 jobs, not terminated 2, truncated name 2" in err
     # The first four valid jobs by start time, a 119-task job among them.
     assert [job.name for job in loaded.jobs] == ["j_1661", "j_2", "j_8781", "j_3623783"]
     assert [len(job.tasks) for job in loaded.jobs] == [7, 2, 16, 119]
@@ -196,7 +193,10 @@ def test_cli_end_to_end_on_the_alibaba_csv(alibaba_file):
 # ---------------------------------------------------------------------------
 
 
-def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_file, capsys):
+def assert_env_matches_reference(specs: dict, queue_capacity: int = 4) -> None:
+    """The JAX env (LS, float64; one compilation: every spec padded to one shape) and the
+    reference simulator give the same schedule, rewards and metrics on each of `specs`
+    (name -> InstanceSpec). Shared by the tests of converted and generated workloads."""
     import jax
     import jax.numpy as jnp
 
@@ -208,17 +208,13 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
     from damdjax.envs.reference import simulate
     from test_differential import REWARDS, assert_same, reference_inputs
 
-    wf, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out",
-                 tmp_path / "wf.json", "--jobs", "3", "--seed", "1", "--num-servers", "3"],
-                capsys)
-    specs = {"wfcommons": wf, "alibaba": alibaba_file[1]}
-    queue_capacity = 4
     with jax.enable_x64(True):
         n = max(s.num_tasks for s in specs.values())
+        m = max(s.num_servers for s in specs.values())
         p = max(max(len(t.preds) for j in s.jobs for t in j.tasks) for s in specs.values())
-        arrays = [padded_arrays(s, n_max=n, m_max=3, p_max=p) for s in specs.values()]
-        window = max(max_pred_gap(a["preds"]) for a in arrays)
-        fan_out = max(max_fan_out(a["preds"]) for a in arrays)  # one list width to stack
+        arrays = [padded_arrays(s, n_max=n, m_max=m, p_max=max(p, 1)) for s in specs.values()]
+        window = max(max(max_pred_gap(a["preds"]) for a in arrays), 1)
+        fan_out = max(max(max_fan_out(a["preds"]) for a in arrays), 1)  # one width to stack
         insts = [instance_from_arrays(a, window=window, dtype=jnp.float64, fan_out=fan_out)
                  for a in arrays]
         batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *insts)
@@ -237,6 +233,13 @@ def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_fi
         ref = simulate(servers, tasks, queue_capacity=queue_capacity, dispatch="least_load",
                        schedule="sdf")
         assert_same(f"converted {name}", state, b, total, metrics, ref)
+
+
+def test_jax_env_and_reference_agree_on_converted_instances(tmp_path, alibaba_file, capsys):
+    wf, _ = run(["wfcommons", FORKJOIN, SRASEARCH, "--out",
+                 tmp_path / "wf.json", "--jobs", "3", "--seed", "1", "--num-servers", "3"],
+                capsys)
+    assert_env_matches_reference({"wfcommons": wf, "alibaba": alibaba_file[1]})
 
 
 # ---------------------------------------------------------------------------
@@ -263,8 +266,8 @@ WF_BAD = {
                        "unknown parent: task b has parent ghost, not in the job"),
     "no runtime": (wf_doc({"a": [], "b": ["a"]}, {"b": "absent"}),
                    "no runtime: task b is not in workflow.execution.tasks"),
-    "non-positive runtime": (wf_doc({"a": [], "b": ["a"]}, {"a": 0.0}),
-                             "non-positive runtime: task a ran 0 s"),
+    "negative runtime": (wf_doc({"a": [], "b": ["a"]}, {"a": -1.5}),
+                         "negative runtime: task a ran -1.5 s"),
 }
 
 
@@ -303,8 +306,8 @@ ALI_BAD = {
               "cycle: M1_3 -> R2_1 -> R3_2 -> M1_3"),
     "unknown parent": ([ali_row("M1", "j_bad"), ali_row("R2_7", "j_bad")],
                        "unknown parent: task R2_7 has parent 7, not in the job"),
-    "non-positive runtime": ([ali_row("M1", "j_bad", start=5, end=5)],
-                             "non-positive runtime: task M1 ran 0 s"),
+    "negative runtime": ([ali_row("M1", "j_bad", start=5, end=4)],
+                         "negative runtime: task M1 ran -1 s"),
     "not terminated": ([ali_row("M1", "j_bad"), ali_row("R2_1", "j_bad", status="Running")],
                        "not terminated: task R2_1 is 'Running'"),
     "truncated name": ([ali_row("M1", "j_bad"), ali_row("R2_" + "_".join(["1"] * 24), "j_bad")],
@@ -359,9 +362,10 @@ def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys):
 def excerpt_jobs(valid: list[str], skips: list[convert.Skip], rows: dict[str, int]) -> list[str]:
     """The rule that cut tests/data/alibaba-excerpt.csv (tests/data/README.md): the first 30
     valid jobs by start time, then for each skip kind the 2 jobs with the fewest rows
-    (ties in file order)."""
+    (ties in file order); `valid` and `skips` read with --strict (a runtime of 0 s is a
+    skip, "zero runtime")."""
     names = valid[:30]
-    for reason in ("not terminated", "truncated name", "non-positive runtime"):
+    for reason in ("not terminated", "truncated name", "zero runtime"):
         kind = sorted((s.job for s in skips if s.reason == reason), key=lambda j: rows[j])
         names += kind[:2]
     return names
@@ -389,15 +393,16 @@ def test_the_whole_shared_data(alibaba_file, tmp_path, monkeypatch):
     read = []
     real_read = convert.read_alibaba
 
-    def read_once(path):
-        read.append(real_read(path))
+    def read_once(path, min_runtime_s):
+        read.append(real_read(path, min_runtime_s))
         return read[-1]
 
     monkeypatch.setattr(convert, "read_alibaba", read_once)
     spec, _ = convert_alibaba(SHARED_ALIBABA, tmp_path / "ali.json")
     assert len(read) == 1
-    assert spec.meta["skipped"] == {"not terminated": 42, "truncated name": 197,
-                                    "non-positive runtime": 215}
+    assert spec.meta["skipped"] == {"not terminated": 42, "truncated name": 197}
+    floored = [t for j in read[0][0] for t in j.tasks if t.meta["runtime_s"] == 0]
+    assert len(floored) == 646 and {t.runtime_s for t in floored} == {0.5}
     excerpt = alibaba_file[1]
     assert spec.jobs == excerpt.jobs and spec.servers == excerpt.servers
     # The excerpt: the header and every row of its jobs, in file order; its jobs by the rule.
@@ -408,7 +413,8 @@ def test_the_whole_shared_data(alibaba_file, tmp_path, monkeypatch):
     job_of = [line.split(",")[2] for line in lines[1:]]
     kept = {line.split(",")[2] for line in cut[1:]}
     assert cut == lines[:1] + [line for line, job in zip(lines[1:], job_of) if job in kept]
-    valid, skips = read[0]
+    valid, skips = real_read(SHARED_ALIBABA, None)  # the rule's reading: --strict
+    assert Counter(s.reason for s in skips)["zero runtime"] == 215
     rows: dict[str, int] = {}
     for job in job_of:
         rows[job] = rows.get(job, 0) + 1

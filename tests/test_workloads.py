@@ -83,20 +83,26 @@ def _error_line(capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("kind", ["unknown", "missing", "not npz", "too long"])
+@pytest.mark.parametrize("kind", ["unknown", "missing", "not npz", "too long",
+                                  "wfchef size", "wfchef recipe"])
 def test_trainer_flag_errors_are_one_line_naming_the_value(kind, lib_file, tmp_path, capsys):
     value, message, tasks = {
         "unknown": ("foo:bar", "must be KIND:PATH", NUM_TASKS),
         "missing": (f"wfcommons:{tmp_path / 'none'}", "no such file or directory", NUM_TASKS),
         "not npz": (f"library:{DATA / 'README.md'}", "not a readable .npz", NUM_TASKS),
         "too long": (f"library:{lib_file}", "longest job has 10 tasks, more than num_tasks=5", 5),
+        # named with the seed the run would draw its workflows with (the run's --seed)
+        "wfchef size": ("wfchef:srasearch:30", "wfchef recipe srasearch at 30 tasks exceeds "
+                        f"the padding's {NUM_TASKS} task slots", NUM_TASKS),
+        "wfchef recipe": ("wfchef:bogus", "unknown wfchef recipe 'bogus'", NUM_TASKS),
     }[kind]
     for main in (dqn.main, mdqn.main, damd.main):
         with pytest.raises(SystemExit) as exc:
             main(["--run-dir", str(tmp_path), "--workload", value, "--num-tasks", str(tasks)])
         assert exc.value.code == 2
         line = _error_line(capsys)
-        assert f"--workload {value!r}" in line and message in line, line
+        named = f"{value}:0" if kind == "wfchef size" else value
+        assert f"--workload {named!r}" in line and message in line, line
     assert not list(tmp_path.iterdir())  # refused before any run directory
 
 
@@ -215,3 +221,37 @@ def test_compare_defaults_to_the_runs_recorded_workload(spec, tmp_path):
     assert (args.workload, args.num_tasks) == (spec, NUM_TASKS)
     args = compare.parse_args(["--dispatcher-checkpoint", str(run), "--workload", ""])
     assert args.workload == ""
+
+
+# ---------------------------------------------------------------------------
+# eval.compare --instance: per-task times on the instance file's own clock
+# ---------------------------------------------------------------------------
+
+def test_compare_reports_task_times_on_the_files_clock(tmp_path):
+    """The worked example shifted by 1.7e15 time units (a timestamp-like clock): the
+    per-task start, finish and done of the output are the unshifted run's plus the shift,
+    added exactly and rounded once to float64, and the setting says so."""
+    from decimal import Decimal
+
+    offset = 1_700_000_000_000_000
+    doc = json.loads(EXAMPLE.read_text())
+    for job in doc["jobs"]:
+        job["arrival"] += offset
+        for task in job["tasks"]:
+            task["deadline"] += offset
+    shifted = tmp_path / "shifted.json"
+    shifted.write_text(json.dumps(doc))
+    runs = {}
+    for name, path in (("plain", EXAMPLE), ("shifted", shifted)):
+        compare.main(["--instance", str(path), "--methods", "NF,LS",
+                      "--out", str(tmp_path / f"{name}-out.json")])
+        runs[name] = json.loads((tmp_path / f"{name}-out.json").read_text())
+    setting = runs["shifted"]["setting"]
+    assert setting["time_offset"] == 1.7e15 and runs["plain"]["setting"]["time_offset"] == 0
+    assert "instance file's clock" in setting["task_times"]
+    for method in ("NF", "LS"):
+        plain, moved = runs["plain"]["methods"][method], runs["shifted"]["methods"][method]
+        assert moved["server"] == plain["server"]
+        for key in ("start", "finish", "done"):
+            assert moved[key] == [float(Decimal(x) + Decimal(offset)) for x in plain[key]]
+            assert all(m > offset for m in moved[key])

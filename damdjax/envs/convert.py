@@ -4,6 +4,7 @@ Plain Python and numpy (the defaults read from damdjax.envs.config.EnvParams). U
 
     python -m envs.convert wfcommons FILE... --out instance.json [--jobs N]
     python -m envs.convert alibaba CSV --out instance.json [--jobs N] [--arrivals trace]
+    python -m envs.convert wfchef RECIPE --out instance.json [--tasks N] [--jobs J]
 
 Units (docs/model.md, "Real workloads"): `--time-unit` seconds per time unit
 (default 5 s); `work = runtime_s / time_unit` work units (the trace's machine
@@ -13,11 +14,13 @@ its `plan_mem` (Alibaba, default 0.15 plan_mem). Deadlines follow the
 generator's rule (`arrival + slack * (critical path on the mean server + k_ref)`).
 
 Bad real data is never changed: a job with a cycle, an unknown parent, a task
-without a positive runtime, a non-`Terminated` row and so on is skipped with
-a one-line reason on stderr and a count per reason at the end; `--strict`
-makes the first one an error (exit 2). The one documented adjustment: a
-WfCommons task that reads no bytes counts as reading 1 byte (sizes must be
-> 0); the count is printed and the task's meta keeps the raw 0.
+without a runtime or with a negative one, a non-`Terminated` row and so on is skipped
+with a one-line reason on stderr and a count per reason at the end; `--strict`
+makes the first one an error (exit 2). Two documented floors (docs/model.md, "Real
+workloads"), each counted on stderr with the task's meta keeping the recorded 0: a
+runtime recorded as 0 s (under the trace's time resolution) counts as `--min-runtime`
+seconds (default 0.5; `--strict` refuses it instead), and a WfCommons task that reads
+no bytes counts as reading 1 byte (sizes must be > 0).
 
 Input files are read bounded (damdjax.io): only regular files (a FIFO or a device is
 refused before it is opened), at most WFCOMMONS_FILE_LIMIT / SERVERS_FILE_LIMIT bytes of
@@ -32,6 +35,7 @@ import argparse
 import csv
 import math
 import os
+import tempfile
 import re
 import sys
 from collections import Counter
@@ -64,13 +68,15 @@ class Defaults:
     (servers, density, slack, the server model) is `EnvParams`' defaults."""
 
     time_unit_s: float = 5.0  # seconds per time unit
+    # Seconds a recorded runtime of 0 counts as: half of 1 s, the resolution of Alibaba's
+    # times and of the WfCommons logs that record whole seconds (nf-core's).
+    min_runtime_s: float = 0.5
     wfcommons_data_unit: float = float(2 ** 28)  # bytes per data unit (256 MiB)
     alibaba_data_unit: float = 0.15  # plan_mem per data unit
 
 
 DEFAULTS = Defaults()
 
-# Why a job is skipped (the short key printed and counted), in the order checked.
 # Why a job is skipped (the short key printed and counted). A job with several problems
 # is skipped for the first of them in this order.
 SKIP_REASONS = (
@@ -81,7 +87,9 @@ SKIP_REASONS = (
     "truncated name",        # Alibaba: a task name cut at the trace's 50 characters
     "bad task name",         # Alibaba: a task name that does not parse
     "no runtime",            # a task without a measured runtime
-    "non-positive runtime",  # a runtime <= 0 s
+    "negative runtime",      # a runtime < 0 s (Alibaba: end_time before start_time)
+    "zero runtime",          # a runtime of 0 s under --strict (else it counts as
+                             # Defaults.min_runtime_s / --min-runtime)
     "bad size",              # no usable data size (unknown input file, negative bytes, no plan_mem)
     "duplicate task",        # a task id / number listed twice in one job
     "duplicate parent",      # a parent listed twice for one task
@@ -196,8 +204,10 @@ def _check_parents(job: str, ids: Sequence[str], parents: Sequence[Sequence[str]
     return preds
 
 
-def _runtime(job: str, task: str, value: Any) -> float:
-    """A measured runtime in seconds, > 0 (Skip otherwise)."""
+def _runtime(job: str, task: str, value: Any, min_runtime_s: float | None) -> tuple[float, float]:
+    """`(recorded, used)` seconds of a measured runtime: a recorded 0 (under the trace's
+    time resolution) is used as `min_runtime_s` seconds (Skip('zero runtime') where that
+    is None: --strict); Skip for a missing, non-finite or negative runtime."""
     if value is None or value == "":
         raise Skip(job, "no runtime", f"task {task} has no runtime")
     not_number = Skip(job, "no runtime", f"task {task} has runtime {_short(value)}, not a "
@@ -210,9 +220,14 @@ def _runtime(job: str, task: str, value: Any) -> float:
         raise not_number from None
     if not math.isfinite(seconds):
         raise Skip(job, "no runtime", f"task {task} has runtime {_short(value)}")
-    if seconds <= 0:
-        raise Skip(job, "non-positive runtime", f"task {task} ran {seconds:g} s")
-    return seconds
+    if seconds < 0:
+        raise Skip(job, "negative runtime", f"task {task} ran {seconds:g} s")
+    if seconds == 0:
+        if min_runtime_s is None:
+            raise Skip(job, "zero runtime", f"task {task} ran 0 s (under the trace's time "
+                       f"resolution; without --strict it counts as --min-runtime seconds)")
+        return seconds, min_runtime_s
+    return seconds, seconds
 
 
 def _short(value: Any) -> str:
@@ -274,8 +289,11 @@ def _wf_children(job: str, names: Sequence[str], parents: Sequence[Sequence[str]
                    f"{edge[0]} -> {edge[1]}")
 
 
-def read_wfcommons(path: str | os.PathLike) -> RawJob:
-    """One WfFormat workflow file -> one job: `runtime_s` = execution `runtimeInSeconds`,
+def read_wfcommons(path: str | os.PathLike,
+                   min_runtime_s: float | None = DEFAULTS.min_runtime_s) -> RawJob:
+    """One WfFormat (1.5, 1.6) workflow file -> one job: `runtime_s` = execution
+    `runtimeInSeconds` (a recorded 0 counts as `min_runtime_s` seconds, None: Skip; meta
+    keeps the recorded `runtime_s`),
     `data` = the sum of the task's input file sizes in bytes (at least 1 byte: a task
     that reads nothing counts as 1 byte; meta keeps the raw `input_bytes`). Raises Skip
     (one line) for any file that is not such a workflow: unreadable, not a regular file,
@@ -292,7 +310,9 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
         parents = [[str(p) for p in t.get("parents", [])] for t in spec_tasks]
         inputs = [list(t.get("inputFiles", [])) for t in spec_tasks]
         file_bytes = {str(f["id"]): f.get("sizeInBytes") for f in files}
-        runtimes = {str(t["id"]): t.get("runtimeInSeconds") for t in exec_tasks}
+        runtimes: dict[str, Any] = {}
+        for t in exec_tasks:
+            runtimes.setdefault(str(t["id"]), []).append(t.get("runtimeInSeconds"))
     except (TypeError, KeyError, AttributeError) as e:
         raise Skip(job, "malformed", f"a task or file entry lacks {e} (not a WfFormat file)"
                    ) from None
@@ -300,7 +320,10 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
         name = names[i]
         if name not in runtimes:
             raise Skip(job, "no runtime", f"task {name} is not in workflow.execution.tasks")
-        seconds = _runtime(job, name, runtimes[name])
+        if len(runtimes[name]) > 1:
+            raise Skip(job, "duplicate task", f"task {name} has {len(runtimes[name])} "
+                       f"records in workflow.execution.tasks")
+        recorded, seconds = _runtime(job, name, runtimes[name][0], min_runtime_s)
         total = 0
         for file_id in inputs[i]:
             size = file_bytes.get(str(file_id))
@@ -314,7 +337,7 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
             raise Skip(job, "bad size", f"task {name} reads {_short(total)} bytes in all, "
                        f"not a finite number")
         return RawTask(name=name, preds=(), runtime_s=seconds, data=max(data, 1.0),
-                       meta={"id": name, "runtime_s": seconds, "input_bytes": total,
+                       meta={"id": name, "runtime_s": recorded, "input_bytes": total,
                              "input_files": len(inputs[i])})
 
     tasks, skips = _each(range(len(names)), task)
@@ -332,6 +355,44 @@ def read_wfcommons(path: str | os.PathLike) -> RawJob:
     return RawJob(name=job, tasks=tuple(tasks), start_s=None, meta=meta)
 
 
+def read_files(paths: Sequence[str | os.PathLike],
+               min_runtime_s: float | None = DEFAULTS.min_runtime_s
+               ) -> tuple[list[RawJob], list[Skip]]:
+    """`(jobs, skips)` of WfFormat files, one job each (`read_wfcommons`), in their order."""
+    return _each(paths, lambda path: read_wfcommons(path, min_runtime_s))
+
+
+def read_wfchef(recipe: str, tasks: int, count: int, seed: int,
+                min_runtime_s: float | None = DEFAULTS.min_runtime_s
+                ) -> tuple[list[RawJob], list[Skip]]:
+    """`(jobs, skips)`: `count` WfChef workflows of `recipe` (at most `tasks` tasks each,
+    seeded by `seed`: `damdjax.envs.wfchef.write_workflows`, the 'workflows' extra) read
+    by `read_wfcommons` from a temporary folder (its units and rules; a runtime of 0 s
+    counts as `min_runtime_s` seconds, None refuses it), in generation order.
+    `wfchef.WfChefError` for a recipe or size WfChef cannot serve."""
+    from damdjax.envs import wfchef
+    with tempfile.TemporaryDirectory(prefix="wfchef-") as folder:
+        return read_files(wfchef.write_workflows(recipe, tasks, count, seed, folder),
+                          min_runtime_s)
+
+
+def floor_notes(jobs: Sequence[RawJob], min_runtime_s: float) -> list[str]:
+    """One line per documented floor applied to `jobs`' tasks, with its count: runtimes
+    recorded as 0 s (run as `min_runtime_s`), WfCommons inputs of 0 bytes (read as 1)."""
+    tasks = [t for j in jobs for t in j.tasks]
+    zero_runtime = sum(1 for t in tasks if t.meta["runtime_s"] == 0)
+    zero_bytes = sum(1 for t in tasks if t.meta.get("input_bytes") == 0)
+    notes = []
+    if zero_runtime:
+        notes.append(f"note: {zero_runtime} tasks ran 0 s (under the trace's time "
+                     f"resolution); each runs {min_runtime_s:g} s (--min-runtime; meta keeps "
+                     f"runtime_s 0)")
+    if zero_bytes:
+        notes.append(f"note: {zero_bytes} tasks read 0 bytes; each counts as 1 byte (sizes "
+                     f"must be > 0; meta keeps input_bytes 0)")
+    return notes
+
+
 # --------------------------------------------------------------------------
 # Alibaba v2018 batch_task
 # --------------------------------------------------------------------------
@@ -344,7 +405,8 @@ class _Malformed(str):
     """Why a CSV row has the wrong number of fields, kept in place of the row."""
 
 
-def _alibaba_task(job: str, row: dict) -> tuple[str, str, list[str], RawTask]:
+def _alibaba_task(job: str, row: dict, min_runtime_s: float | None
+                  ) -> tuple[str, str, list[str], RawTask]:
     """One row -> (number, name, parent numbers, task); Skip on bad data."""
     name = row["task_name"]
     if len(name) >= _ALIBABA_NAME_LIMIT:
@@ -362,21 +424,21 @@ def _alibaba_task(job: str, row: dict) -> tuple[str, str, list[str], RawTask]:
     except ValueError:
         raise Skip(job, "no runtime", f"task {name} has start/end "
                    f"{row['start_time']!r}/{row['end_time']!r}") from None
-    seconds = _runtime(job, name, end - start)
+    recorded, seconds = _runtime(job, name, end - start, min_runtime_s)
     try:
         plan_mem = float(row["plan_mem"])
     except (TypeError, ValueError):
         raise Skip(job, "bad size", f"task {name} has plan_mem {row.get('plan_mem')!r}") from None
     if not (math.isfinite(plan_mem) and plan_mem > 0):
         raise Skip(job, "bad size", f"task {name} has plan_mem {plan_mem:g}")
-    meta = {"task_name": name, "runtime_s": seconds, "start_time": start, "end_time": end,
+    meta = {"task_name": name, "runtime_s": recorded, "start_time": start, "end_time": end,
             "plan_mem": plan_mem, "plan_cpu": row.get("plan_cpu", ""),
             "instance_num": row.get("instance_num", "")}
     return number, name, parents, RawTask(name=name, preds=(), runtime_s=seconds,
                                           data=plan_mem, meta=meta)
 
 
-def _alibaba_job(job: str, rows: list[dict]) -> RawJob:
+def _alibaba_job(job: str, rows: list[dict], min_runtime_s: float | None) -> RawJob:
     """The rows of one job -> a RawJob (tasks by task number); Skip on bad data."""
     for row in rows:
         if isinstance(row, _Malformed):
@@ -384,7 +446,7 @@ def _alibaba_job(job: str, rows: list[dict]) -> RawJob:
     for row in rows:
         if row.get("status") != "Terminated":
             raise Skip(job, "not terminated", f"task {row['task_name']} is {row.get('status')!r}")
-    parsed, skips = _each(rows, lambda row: _alibaba_task(job, row))
+    parsed, skips = _each(rows, lambda row: _alibaba_task(job, row, min_runtime_s))
     if skips:
         raise _first(skips)
     parsed.sort(key=lambda x: int(x[0]))
@@ -450,9 +512,11 @@ def _alibaba_rows(path: str | os.PathLike) -> dict[str, list[dict]]:
     return by_job
 
 
-def read_alibaba(path: str | os.PathLike) -> tuple[list[RawJob], list[Skip]]:
+def read_alibaba(path: str | os.PathLike, min_runtime_s: float | None = DEFAULTS.min_runtime_s
+                 ) -> tuple[list[RawJob], list[Skip]]:
     """An Alibaba v2018 batch_task CSV -> (valid jobs by start time, then file order;
-    skipped jobs in file order). `runtime_s` = `end_time - start_time` seconds,
+    skipped jobs in file order). `runtime_s` = `end_time - start_time` seconds (whole
+    seconds: a 0 counts as `min_runtime_s`, None: Skip; meta keeps the recorded 0),
     `data` = `plan_mem` (one instance's; `instance_num` only goes to meta). A job with a
     row of the wrong number of fields is skipped as malformed; ValueError (one line) for
     a file that is not a regular, readable UTF-8 CSV with the columns (lines at most
@@ -460,7 +524,7 @@ def read_alibaba(path: str | os.PathLike) -> tuple[list[RawJob], list[Skip]]:
     jobs, skips = [], []
     for job, rows in _alibaba_rows(path).items():
         try:
-            jobs.append(_alibaba_job(job, rows))
+            jobs.append(_alibaba_job(job, rows, min_runtime_s))
         except Skip as s:
             skips.append(s)
     jobs.sort(key=lambda j: j.start_s)  # stable: ties keep file order
@@ -613,6 +677,8 @@ def int_in(low: int, high: int, why: str):
     return parse
 
 
+# The workflows `envs.convert wfchef` generates without --jobs (and a `wfchef:` workload's).
+WFCHEF_WORKFLOWS = 16
 # Jobs: each holds a task, and an instance's tasks are the env's task slots (n_max, whose
 # step cap 2 N + 2 must fit int32); servers: its server slots (int32); seeds: SEED_MAX.
 _jobs = int_in(1, SIZE_LIMITS["n_max"], "each job holds a task; the step cap 2 N + 2 "
@@ -633,8 +699,17 @@ def _parser() -> argparse.ArgumentParser:
     wf.add_argument("inputs", nargs="+", metavar="FILE", help="WfFormat JSON files")
     ali = sub.add_parser("alibaba", help="an Alibaba v2018 batch_task CSV")
     ali.add_argument("inputs", nargs=1, metavar="CSV", help="the batch_task CSV")
+    chef = sub.add_parser("wfchef", help="workflows generated by a WfChef recipe (the "
+                                         "'workflows' extra: the wfcommons package)")
+    chef.add_argument("inputs", nargs=1, metavar="RECIPE",
+                      help="a recipe wfcommons ships (blast, bwa, cycles, epigenomics, genome, "
+                           "montage, rnaseq, seismology, soykb, srasearch)")
+    chef.add_argument("--tasks", type=_jobs, default=None,
+                      help="at most this many tasks per workflow (default: the recipe's "
+                           "smallest workflow)")
     for p, data_unit, what in ((wf, d.wfcommons_data_unit, "bytes"),
-                               (ali, d.alibaba_data_unit, "plan_mem")):
+                               (ali, d.alibaba_data_unit, "plan_mem"),
+                               (chef, d.wfcommons_data_unit, "bytes")):
         p.add_argument("--out", required=True, help="the instance file to write (atomically)")
         servers = p.add_mutually_exclusive_group()
         servers.add_argument("--num-servers", type=_num_servers, default=None,
@@ -643,10 +718,11 @@ def _parser() -> argparse.ArgumentParser:
         servers.add_argument("--servers", default=None,
                              help="a JSON list of server objects (cpu, bw, mem, k)")
         p.add_argument("--jobs", type=_jobs, default=None,
-                       help="jobs in the stream (default: every valid job once)")
+                       help=f"jobs in the stream (default: every valid job once; wfchef: the "
+                            f"workflows generated, default {WFCHEF_WORKFLOWS})")
         p.add_argument("--seed", type=seed_type, default=0,
-                       help="seed of the servers, the job draw and Poisson arrivals, in "
-                            "[0, 2**32 - 1] (default 0)")
+                       help="seed of the servers, the job draw, Poisson arrivals and WfChef's "
+                            "workflows, in [0, 2**32 - 1] (default 0)")
         p.add_argument("--density", type=_positive_float, default=setting.density,
                        help=f"Poisson arrivals: tasks per time unit (default "
                             f"{setting.density:g})")
@@ -659,8 +735,12 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"seconds per time unit (default {d.time_unit_s:g})")
         p.add_argument("--data-unit", type=_positive_float, default=data_unit,
                        help=f"{what} per data unit (default {data_unit:g})")
+        p.add_argument("--min-runtime", type=_positive_float, default=d.min_runtime_s,
+                       help=f"seconds a runtime recorded as 0 counts as (under the trace's "
+                            f"time resolution; default {d.min_runtime_s:g})")
         p.add_argument("--strict", action="store_true",
-                       help="the first job that cannot be converted is an error (exit 2)")
+                       help="the first job that cannot be converted, or a runtime recorded "
+                            "as 0, is an error (exit 2)")
     return parser
 
 
@@ -676,20 +756,30 @@ def _report(skip: Skip, strict: bool) -> None:
 
 
 def _read_library(args) -> tuple[list[RawJob], list[Skip]]:
+    floor = None if args.strict else args.min_runtime  # --strict refuses a recorded 0
     if args.source == "alibaba":
         try:
-            return read_alibaba(args.inputs[0])
+            return read_alibaba(args.inputs[0], floor)
         except ValueError as e:  # one line naming the file (ReadError too)
             _fail(str(e))
         except (OSError, KeyError) as e:
             _fail(f"{args.inputs[0]}: cannot read the CSV: {e}")
-    jobs, skips = [], []
-    for path in args.inputs:
+    if args.source == "wfchef":
+        from damdjax.envs import wfchef
         try:
-            jobs.append(read_wfcommons(path))
-        except Skip as s:
-            skips.append(s)
-    return jobs, skips
+            return read_wfchef(args.inputs[0], _wfchef_tasks(args),
+                               args.jobs or WFCHEF_WORKFLOWS, args.seed, floor)
+        except wfchef.WfChefError as e:
+            _fail(str(e))
+    return read_files(args.inputs, floor)
+
+
+def _wfchef_tasks(args) -> int:
+    """`--tasks`, default the recipe's smallest workflow; checked (WfChefError)."""
+    from damdjax.envs import wfchef
+    tasks = args.tasks or wfchef.smallest_tasks(args.inputs[0])
+    wfchef.check_size(args.inputs[0], tasks, SIZE_LIMITS["n_max"])
+    return tasks
 
 
 def _servers(args, rng: np.random.Generator) -> list[ServerSpec]:
@@ -703,8 +793,9 @@ def _servers(args, rng: np.random.Generator) -> list[ServerSpec]:
 
 def _select(args, jobs: list[RawJob], rng: np.random.Generator) -> list[RawJob]:
     """WfCommons: a seeded draw (with replacement only where N exceeds the library);
-    Alibaba: the first N valid jobs by start time. No --jobs: every valid job once."""
-    if args.jobs is None:
+    Alibaba: the first N valid jobs by start time; WfChef: the N generated. No --jobs:
+    every valid job once."""
+    if args.jobs is None or args.source == "wfchef":
         return jobs
     if args.source == "alibaba":
         if args.jobs > len(jobs):
@@ -725,7 +816,8 @@ def main(argv: Sequence[str] | None = None) -> InstanceSpec:
     args = parser.parse_args(argv)
     if args.out is not None:  # before any work: never a file it reads, a writable folder
         try:
-            check_output(args.out, [*args.inputs, args.servers])
+            files = args.inputs if args.source != "wfchef" else []  # a recipe is no file
+            check_output(args.out, [*files, args.servers])
         except ValueError as err:
             parser.error(str(err))
     if args.arrivals == "trace" and args.source != "alibaba":
@@ -757,14 +849,14 @@ def main(argv: Sequence[str] | None = None) -> InstanceSpec:
         arrivals = trace_arrivals([j.start_s for j in jobs], args.time_unit)
     else:
         arrivals = poisson_arrivals([len(j.tasks) for j in jobs], args.density, arrival_rng)
-    if args.source == "wfcommons":
-        zero = sum(1 for j in jobs for t in j.tasks if t.meta["input_bytes"] == 0)
-        if zero:
-            print(f"note: {zero} tasks read 0 bytes; each counts as 1 byte (sizes must be > 0; "
-                  f"meta keeps input_bytes 0)", file=sys.stderr)
-    data_of = "bytes" if args.source == "wfcommons" else "plan_mem"
-    meta = {"source": args.source, "inputs": [os.path.basename(p) for p in args.inputs],
-            "time_unit_s": args.time_unit, "data_unit": args.data_unit, "data_unit_of": data_of,
+    for note in floor_notes(jobs, args.min_runtime):
+        print(note, file=sys.stderr)
+    data_of = "plan_mem" if args.source == "alibaba" else "bytes"
+    inputs = ([f"wfchef:{args.inputs[0]}:{_wfchef_tasks(args)}"] if args.source == "wfchef"
+              else [os.path.basename(p) for p in args.inputs])
+    meta = {"source": args.source, "inputs": inputs, "time_unit_s": args.time_unit,
+            "data_unit": args.data_unit, "data_unit_of": data_of,
+            "min_runtime_s": None if args.strict else args.min_runtime,
             "seed": args.seed, "arrivals": args.arrivals, "density": args.density,
             "slack": args.slack, "servers": args.servers or f"drawn {len(servers)}",
             "skipped": {r: counts[r] for r in SKIP_REASONS if counts[r]}}

@@ -51,6 +51,16 @@ def _label_fields(spec: Any) -> dict[str, Any]:
     return out
 
 
+def on_file_clock(time: float, offset: float) -> float:
+    """A simulator time (time units) on its instance file's clock: `time + offset` (the
+    file's first arrival, `InstanceSpec.time_offset`, which reading subtracted) computed
+    exactly, then rounded once to a float64."""
+    if not offset:
+        return time
+    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
+        return float(decimal.Decimal(time) + decimal.Decimal(offset))
+
+
 def instance_to_json(spec: InstanceSpec) -> dict:
     """The JSON object of `spec` (file order).
 
@@ -66,10 +76,7 @@ def instance_to_json(spec: InstanceSpec) -> dict:
         return out
 
     def original(x: float) -> float:  # the file's time: the shift added back, rounded once
-        if not spec.time_offset:
-            return x
-        with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC)):
-            return float(decimal.Decimal(x) + decimal.Decimal(spec.time_offset))
+        return on_file_clock(x, spec.time_offset)
 
     def task_(t: TaskSpec) -> dict:
         out = {"name": t.name} if t.name is not None else {}

@@ -16,11 +16,12 @@ gives means with 95% confidence intervals over episodes, the contention-free
 `bound` (no method can beat it: docs/model.md), and, when a trained
 method is compared, its paired differences from every other method;
 `--out` writes the numbers as JSON (and, for a single instance, the per-task
-schedule of each method in file order: jobs in file order, tasks in job order).
+schedule of each method in file order: jobs in file order, tasks in job order, times
+on the instance file's own clock, as the setting's `task_times` says).
 
 `--workload SPEC` draws the generated instances' jobs from real jobs
-(damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz) instead of
-the random DAG generator; it contradicts --instance.
+(damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz,
+wfchef:RECIPE[:TASKS]) instead of the random DAG generator; it contradicts --instance.
 
 `--lookahead PAIR` adds the method `lookahead(PAIR)`: a clairvoyant one-step
 lookahead over the heuristic pair (damdjax.lookahead: at each dispatch, every
@@ -66,13 +67,13 @@ from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
 from damdjax.rollout import play_in_chunks, play_pairs
 from damdjax.rundir import CONFIG
-from damdjax.workloads import resolve_workload, workload_config
+from damdjax.workloads import resolve_workload, seeded_workload, workload_config
 from damdjax.envs.config import EnvConfig, EnvParams, check_float, check_params
 from damdjax.envs.instance import instance_from_spec, spec_config
 from damdjax.envs.instance_format import InstanceError
-from damdjax.envs.instance_io import load_instance
+from damdjax.envs.instance_io import load_instance, on_file_clock
 from damdjax.envs.instance_padding import global_index
-from damdjax.envs.state import done_time, unstarted_tasks
+from damdjax.envs.state import done_time, started, unstarted_tasks
 
 DEFAULT_METHODS = "NF,RS,LS,EC"
 DAMD_METHODS = "NF,RS,LS,EC,best"
@@ -139,7 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in args.run_setting.items():
         if name not in given:
             setattr(args, name, value)
-    args.workload = args.workload or ""
+    try:   # a wfchef spec records the seed its library is drawn with
+        args.workload = seeded_workload(args.workload or "", args.seed)
+    except ValueError as e:
+        parser.error(f"--workload: {e}")
     if args.methods is None:
         sched = args.learned.pop("_scheduler", None)
         args.methods = (",".join(pair_label(d, sched) for d in DISPATCH_RULES)
@@ -206,8 +210,9 @@ def input_files(args) -> list[str]:
     config.json beside it, read as the run's setting), the workload's path (a folder:
     every file below it)."""
     paths = [args.instance, args.dispatcher_checkpoint, args.scheduler, args.damd_run]
-    if args.workload and ":" in args.workload:
-        paths.append(args.workload.split(":", 1)[1])
+    kind, _, path = args.workload.partition(":")
+    if path and kind != "wfchef":       # a recipe names no file
+        paths.append(path)
     out = []
     for path in filter(None, paths):
         if os.path.isdir(path):
@@ -356,13 +361,15 @@ def summarize_bound(instances) -> dict:
 
 def schedule_in_file_order(state, spec) -> dict:
     """Per-task `server`, `start`, `finish`, `done` lists in file order (first episode);
-    times on the simulator's clock (the file's minus `spec.time_offset`, its first
-    arrival: the setting's `time_offset`); None for a time that never came (a task that
+    times on the instance file's clock (the simulator's plus `spec.time_offset`, the
+    file's first arrival: `instance_io.on_file_clock`); None for a time that never came (a task that
     never started)."""
     first = jax.tree_util.tree_map(lambda x: x[0], state)
     order = [g for job in global_index(spec) for g in job]
     server = np.asarray(first.server)[order]
-    times = lambda xs: [json_number(float(x)) for x in np.asarray(xs)[order]]  # noqa: E731
+    ran = np.asarray(started(first))[order]
+    times = lambda xs: [on_file_clock(float(x), spec.time_offset) if r else None  # noqa: E731
+                        for x, r in zip(np.asarray(xs)[order], ran)]
     return {"server": [int(s) for s in server], "start": times(first.start),
             "finish": times(first.finish), "done": times(done_time(first))}
 
@@ -412,9 +419,9 @@ def _compare(args: argparse.Namespace) -> dict:
         instance, q_default = instance_from_spec(spec)
         instances = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (episodes,) + x.shape), instance)
-        setting = {"instance": args.instance}
-        if spec.time_offset:  # the file's times are the simulator's plus this
-            setting["time_offset"] = spec.time_offset
+        setting = {"instance": args.instance, "time_offset": spec.time_offset,
+                   "task_times": "per-task start, finish and done on the instance file's "
+                                 "clock: the simulator's times plus time_offset"}
     else:
         spec = None
         args.episodes = args.episodes or GENERATED_EPISODES
