@@ -67,7 +67,7 @@ def nonfinite(params, loss, members: int | None = None) -> list[int] | bool:
             return jnp.zeros(x.shape[:1] if members is not None else (), bool)
         x = x.reshape((x.shape[0], -1) if members is not None else (-1,))
         return ~jnp.all(jnp.isfinite(x), axis=-1)
-    flags = [np.asarray(bad(x)) for x in jax.tree.leaves((params, loss))]
+    flags = [to_host(bad(x)) for x in jax.tree.leaves((params, loss))]  # (all processes)
     if members is None:
         return bool(np.any(flags))
     any_bad = np.any(np.stack(flags), axis=0)[:members]

@@ -26,8 +26,8 @@ from damdjax import chunks, runlog, runner
 from damdjax.hyper import stack
 from damdjax.rollout import Stage
 from damdjax.sharding import (
-    MEMBER_AXIS, member_mesh, member_sharding, pad_members, padded_members, put_members,
-    to_host)
+    MEMBER_AXIS, from_process_0, member_mesh, member_sharding, pad_members, padded_members,
+    put_members, to_host)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,10 @@ def train(make_train: Callable, program: Any, config: Any, members: list[Member]
     writes a single run's metrics rows and progress lines (`member_rows`). After each
     chunk: the checkpoint (after every `checkpoint_every`-th chunk, the last and the
     one Ctrl-C stops at; `chunks.chunk_loop`), the rows, then `on_chunk(chunks done)`
-    where given. `on_commit(runner [K'], chunks done)`, where given, is called whenever
+    where given. Over several processes (`jax.distributed`), each places its own devices'
+    members; process 0 alone reads the checkpoint (its values reach the others as bits:
+    `sharding.from_process_0`) and, with `writer`, writes. `on_commit(runner [K'], chunks
+    done)`, where given, is called whenever
     the checkpoint holds the runner: after each checkpoint and, resuming, before the
     first chunk (what a run writes from its committed state)."""
     mesh = member_mesh(jax.local_devices()[:1] if single else None)
@@ -173,8 +176,9 @@ def train(make_train: Callable, program: Any, config: Any, members: list[Member]
     restored = None
     if resume:  # the checkpoint holds the real members only (any device count resumes it)
         real = jax.tree.map(lambda x: x[:len(members)], to_host(rs))
-        real, restored = runner.restore_runner(real, run_dir)
-        rs = put_members(pad_members(real, count), shard)
+        if jax.process_index() == 0:   # (its file; the other processes get its values)
+            real, restored = runner.restore_runner(real, run_dir)
+        rs = put_members(pad_members(from_process_0(real), count), shard)
     done = {"chunks": int(to_host(rs.chunk)[0])}
     plan = config.stage_plan()
     named = len(plan) > 1

@@ -221,3 +221,42 @@ def as_stored(local: dict, stored: dict) -> dict:
     for path in _paths(stored, INPUT_FIELDS):
         local = _set(local, path, _get(stored, path))
     return local
+
+
+def input_files(run_dir: str) -> list[tuple[str, bytes]]:
+    """`(name, bytes)` of `run_dir/inputs/`: its index.json first, then every copy it lists
+    (checked: `read_index`); [] for a run without inputs. What the other processes of a
+    multi-process run get from process 0 (`place_inputs`)."""
+    entries = read_index(run_dir)
+    if not entries:
+        return []
+    folder = os.path.join(run_dir, INPUTS)
+    names = [INDEX, *dict.fromkeys(e["copy"] for e in entries)]
+    out = []
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+            out.append((name, f.read()))
+    return out
+
+
+def place_inputs(files: list[tuple[str, bytes]], folder: str) -> None:
+    """The files of `input_files` written in `folder/inputs/` (atomically), then checked
+    against their index (`read_index`: ValueError naming a copy whose content differs)."""
+    if not files:
+        return
+    os.makedirs(os.path.join(folder, INPUTS), exist_ok=True)
+    for name, data in files:
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ValueError(f"an input copy's name {name!r} is not a plain file name")
+        write_bytes_atomic(data, os.path.join(folder, INPUTS, name))
+    read_index(folder)
+
+
+def moved(local: dict, run_dir: str) -> dict:
+    """A local config (as JSON) of another run directory, every input field that names a
+    copy (not emptied: a resumed run's init files stay none) pointing at `run_dir`'s copy
+    (`place_inputs`) instead."""
+    for entry in read_index(run_dir):
+        if _get(local, entry["field"]):
+            local = _set(local, entry["field"], local_value(run_dir, entry))
+    return local

@@ -30,7 +30,7 @@ RESUME_FLAGS = frozenset({"name", "run_dir", "resume", "num_chunks", "eval_episo
 
 def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
              config_from_args: Callable, config_from_json: Callable[[dict], Any],
-             resume_flags: frozenset = RESUME_FLAGS, writer: bool = True,
+             resume_flags: frozenset = RESUME_FLAGS,
              refuse_resume: Callable[[str], str | None] | None = None) -> tuple[Any, str]:
     """Check the run flags, take `RUN_DIR/NAME` and prepare it; returns `(config, run_dir)`.
     Use the run inside `with rundir.held(run_dir):` (it releases the lock). The config
@@ -57,9 +57,9 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     --eval-episodes applied where given; any flag outside `resume_flags` is refused
     rather than silently ignored; it needs the run's checkpoint.msgpack, and
     `refuse_resume(run_dir)`, where given, may refuse the directory first (the reason it
-    returns, one line; None: resumable). A refused resume writes nothing. With `writer`
-    False (not the first process of a multi-host run) nothing is locked, created or
-    written. Either way the config passes `cli.check_program` (int32 counters, the
+    returns, one line; None: resumable). A refused resume writes nothing. (A
+    multi-process run opens it in process 0 alone, which sends the others what it read:
+    train.sweep's `open_shared`.) Either way the config passes `cli.check_program` (int32 counters, the
     memory estimate) before anything is written.
     """
     run_dir = _or_exit(parser, rundir.resolve, args.run_dir, args.name)
@@ -82,14 +82,6 @@ def open_run(parser: argparse.ArgumentParser, build_parser, args, argv, *,
     else:
         cfg = config_from_args(parser, args)
         check_program(parser, cfg)
-    if not writer:  # (the other processes of a multi-host run: the first one writes)
-        if args.resume:
-            with open(paths["config"]) as f:
-                local = _or_exit(parser, run_inputs.for_resume, json.load(f), run_dir,
-                                 prefix="--resume: ")
-            cfg = _with_counts(config_from_json(local), args)
-            check_program(parser, cfg)
-        return cfg, run_dir
     _or_exit(parser, rundir.make_parent, run_dir)
     _or_exit(parser, rundir.take, run_dir)
     try:

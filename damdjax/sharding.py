@@ -5,6 +5,7 @@
     k = padded_members(9, mesh)                   # 9 -> 12 on 4 devices
     tree = put_members(host_tree, shard)          # numpy leaves [k, ...] -> global arrays
     host = to_host(tree)                          # global arrays -> numpy (every process)
+    tree = from_process_0(host_tree)              # process 0's numpy leaves, everywhere
 
 Every leaf of a member pytree has the member axis first, so one sharding
 (`PartitionSpec("member")`) fits them all; `jax.jit(jax.vmap(f),
@@ -57,8 +58,36 @@ def put_members(tree, sharding: NamedSharding):
     return jax.tree.map(put, tree)
 
 
+def _same(xs):
+    return xs
+
+
 def to_host(tree):
-    """Global arrays -> numpy on every process (an all-gather across processes)."""
+    """Global arrays -> numpy on every process: the leaves spread over several processes
+    gathered in one program (one all-gather, replicated on every device), a process's own
+    arrays and numpy leaves as they are."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, x in enumerate(leaves) if not getattr(x, "is_fully_addressable", True)]
+    if spread:
+        parts = [leaves[i] for i in spread]
+        whole = jax.jit(_same, out_shardings=[NamedSharding(x.sharding.mesh, PartitionSpec())
+                                              for x in parts])(parts)
+        for i, x in zip(spread, whole):
+            leaves[i] = np.asarray(x.addressable_data(0))
+    return jax.tree.unflatten(treedef, jax.device_get(leaves))
+
+
+def from_process_0(tree):
+    """Numpy leaves as process 0 holds them, on every process, bit for bit (the others
+    pass leaves of the same shapes and dtypes, any values): a broadcast over the devices,
+    each leaf's bits as unsigned integers (a float sum would turn -0.0 into 0.0)."""
+    if jax.process_count() == 1:
+        return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves = [np.asarray(x) for x in leaves]
+    bits = [np.ascontiguousarray(x).view(np.dtype(f"u{x.dtype.itemsize}")) for x in leaves]
+    sent = multihost_utils.broadcast_one_to_all(bits)
+    return jax.tree.unflatten(treedef, [np.asarray(b).view(x.dtype).reshape(x.shape)
+                                        for b, x in zip(sent, leaves)])

@@ -1,7 +1,12 @@
 """``python -m train.sweep``: the command line of :mod:`damdjax.train.sweep`."""
 import sys
 
-from damdjax.train.sweep import main
+from damdjax import distributed
+
+# --distributed: join the other processes before any import starts JAX's backend.
+distributed.start_from_argv(sys.argv[1:])
+
+from damdjax.train.sweep import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

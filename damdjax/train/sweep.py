@@ -33,9 +33,13 @@ One program: the trainer's stages (train.<trainer>.make_train: each stage's
 `chunk(runner, hyper)`), `jax.vmap`ped over members and `jit`ted with the member
 axis sharded over every device (a 1-D `Mesh`, `NamedSharding`; the host loop is
 damdjax.members'); members are padded (repeating the last) to a multiple of the
-device count. --distributed calls
-`jax.distributed.initialize()` first, so the same command runs across hosts
-under a cluster launcher (the first process writes the files).
+device count. --distributed runs the same command as one process of several
+(`jax.distributed.initialize`; --coordinator HOST:PORT --num-processes N
+--process-id I, the environment `python -m train.launch` sets, or a SLURM job's):
+the member axis spans every process's devices, each process feeds its own
+devices' members, and process 0 alone reads and writes the run directory, from
+values gathered over all processes; a lost process ends the others with one line
+(damdjax.distributed; docs/distributed.md).
 
 Writes runs/<name>/: config.json (trainer, seeds, grid and the trainer's
 config), metrics.jsonl (one line per chunk per member: member, seed, its
@@ -55,14 +59,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
+import tempfile
 from typing import Any, Callable
 
 import jax
 
 from damdjax import members as member_loop
-from damdjax import rundir, runs
+from damdjax import distributed, run_inputs, rundir, runs
 from damdjax.chunks import RunStopped
 from damdjax.cli import check_counts, check_int_flag, config_or_exit
 from damdjax.configs import ConfigError, Field, check_choice, check_int, int_limit
@@ -76,7 +82,7 @@ from damdjax.train import dqn
 from damdjax.train.trainers import DEFAULT_TRAINER, TRAINERS
 
 MEMBER_DIR = "member-{}"
-RESUME_FLAGS = runs.RESUME_FLAGS | {"distributed", "checkpoint_every"}
+RESUME_FLAGS = runs.RESUME_FLAGS | {"checkpoint_every", *distributed.FLAGS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,16 +199,14 @@ def build_parser(trainer: str = DEFAULT_TRAINER) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--trainer", default=DEFAULT_TRAINER, help=f"the trainer swept: {', '.join(TRAINERS)}; "
-      "the flags after --distributed are its own (default %(default)s)")
+      "the flags after --checkpoint-every are its own (default %(default)s)")
     a("--seeds", type=int, default=1,
       help="training seeds per grid point: --seed, --seed + 1, ..., each <= 2**32 - 1 "
            "(default %(default)s)")
     a("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
       help="values of Hyper fields to sweep, e.g. lr=1e-4,1e-3 gamma=0.9,0.99 (members: "
            "every combination x --seeds)")
-    a("--distributed", action="store_true",
-      help="call jax.distributed.initialize() first (one process per host under a cluster "
-           "launcher; the member axis spans every host's devices)")
+    distributed.add_flags(p)
     a("--checkpoint-every", type=int, default=1, metavar="K",
       help="write the checkpoint after every K-th chunk (and the last, and at Ctrl-C) "
            "instead of every chunk: a big sweep's checkpoint (every member's replay) can take "
@@ -317,23 +321,79 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_counts(p, args)
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
-    if args.distributed:
-        jax.distributed.initialize()
-    writer = jax.process_index() == 0
-    scfg, run_dir = runs.open_run(p, lambda: build_parser(trainer), args, argv,
-                                  config_from_args=config_from_args,
-                                  config_from_json=SweepConfig.from_json,
-                                  resume_flags=RESUME_FLAGS, writer=writer)
-    with rundir.held(run_dir):
-        try:
-            rs, members, hyper, interrupted = train(scfg, run_dir, args.resume, writer,
-                                                    checkpoint_every=args.checkpoint_every)
-        except RunStopped as err:
-            return runs.report_stop(err)
-        if interrupted:
-            return 130
-        finish(scfg, run_dir, rs, members, hyper, writer)
+    try:
+        cluster = distributed.cluster_of(args)
+    except ValueError as err:
+        p.error(str(err))
+    if cluster is None:
+        return run_sweep(p, args, argv, trainer)
+    session = distributed.current()
+    if session is None:
+        p.error("--distributed: JAX started before it could join the other processes: run "
+                "python -m train.sweep, with the distributed flags spelled in full")
+    return distributed.run(session, lambda: run_sweep(p, args, argv, trainer, session))
+
+
+def run_sweep(p: argparse.ArgumentParser, args, argv, trainer: str,
+              session: distributed.Session | None = None) -> int:
+    """The sweep of parsed flags: open the run, train, finish; the exit code. With a
+    `session` (--distributed), every process runs it: the flags agreed first, process 0
+    opens the run (`open_shared`) and writes every file from gathered values."""
+    with tempfile.TemporaryDirectory(prefix="damdjax-inputs-") as inputs:
+        if session is None:
+            scfg, run_dir = open_run(p, args, argv, trainer)
+        else:
+            session.agree("flags", distributed.flags_text(args))
+            scfg, run_dir = open_shared(p, args, argv, trainer, session, inputs)
+            session.hint = (f"{rundir.run_paths(run_dir)['checkpoint']} keeps the last "
+                            f"committed chunk: continue with --resume")
+        writer = session is None or session.index == 0
+        with rundir.held(run_dir):
+            try:
+                rs, members, hyper, interrupted = train(
+                    scfg, run_dir, args.resume, writer, checkpoint_every=args.checkpoint_every)
+            except RunStopped as err:
+                return runs.report_stop(err)
+            if interrupted:
+                return 130
+            finish(scfg, run_dir, rs, members, hyper, writer)
     return 0
+
+
+def open_run(p: argparse.ArgumentParser, args, argv, trainer: str) -> tuple[SweepConfig, str]:
+    """`runs.open_run` of the sweep's flags: `(local config, run directory)`."""
+    return runs.open_run(p, lambda: build_parser(trainer), args, argv,
+                         config_from_args=config_from_args,
+                         config_from_json=SweepConfig.from_json, resume_flags=RESUME_FLAGS)
+
+
+def open_shared(p: argparse.ArgumentParser, args, argv, trainer: str,
+                session: distributed.Session, inputs: str) -> tuple[SweepConfig, str]:
+    """`(local config, run directory)` on every process of a --distributed sweep: process
+    0 opens the run (`runs.open_run`: checks, lock, config.json, the input copies; its
+    refusal ends every process with its exit code) and sends the others its local config
+    and its input copies (`damdjax.run_inputs.input_files`), which they keep in `inputs`
+    (a folder of their own): no process reads the run directory but process 0."""
+    if session.index == 0:
+        try:
+            scfg, run_dir = open_run(p, args, argv, trainer)
+        except SystemExit as err:
+            session.share("run", json.dumps({"refused": err.code}).encode())
+            raise
+        files = run_inputs.input_files(run_dir)
+        session.share("run", json.dumps({"config": scfg.to_json(), "run_dir": run_dir,
+                                         "inputs": [n for n, _ in files]}).encode())
+        for name, data in files:
+            session.share(f"inputs/{name}", data)
+        return scfg, run_dir
+    got = json.loads(session.share("run", None))
+    if "refused" in got:
+        print("error: process 0 refused the run (its own line says why)", file=sys.stderr,
+              flush=True)
+        raise SystemExit(got["refused"])
+    run_inputs.place_inputs([(n, session.share(f"inputs/{n}", None)) for n in got["inputs"]],
+                            inputs)
+    return SweepConfig.from_json(run_inputs.moved(got["config"], inputs)), got["run_dir"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,7 @@
+"""``python -m train.launch``: the command line of :mod:`damdjax.train.launch`."""
+import sys
+
+from damdjax.train.launch import main
+
+if __name__ == "__main__":
+    sys.exit(main())
