@@ -261,8 +261,8 @@ class DispatcherView:
         """A dispatcher written for the view, `dispatch(key, obs [F], mask [M]) -> server`,
         as a policy of the env, `(key, state) -> Action` (its dispatch, the view's rule's
         picks, with the key split as `damdjax.heuristics.pair` splits it), for what plays
-        the env epoch by epoch: `damdjax.evaluation.play_named`, `rollout.play_batch`,
-        `eval.compare`. Where no dispatch is needed the env ignores the dispatch."""
+        the env epoch by epoch (`damdjax.evaluation.play_named`, `evaluate_paired`,
+        `rollout.play_batch`). Where no dispatch is needed the env ignores the dispatch."""
         params = self.default_params if params is None else params
 
         def policy(key: jax.Array, state: EnvState) -> Action:

@@ -261,7 +261,7 @@ class SchedulersView:
         [M]` (a slot, or the no-op `Q`), as a policy of the env, `(key, state) -> Action`
         (the view's dispatcher's dispatch, the key split as `damdjax.heuristics.pair`
         splits it), for what plays the env epoch by epoch (`damdjax.evaluation.play_named`,
-        `eval.compare`). The env ignores the pick of a server without a decision."""
+        `evaluate_paired`). The env ignores the pick of a server without a decision."""
         def policy(key: jax.Array, state: EnvState) -> Action:
             k_dispatch, k_pick = jax.random.split(key)
             agent_obs, _ = self.observations(state)
