@@ -7,6 +7,7 @@ run directories and the benchmarks.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,15 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def json_number(value):

@@ -47,7 +47,6 @@ only mutable state; `register` refuses to overwrite a name unless `replace=True`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from typing import Callable, NamedTuple
@@ -58,6 +57,7 @@ from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generators import JobLibraryGenerator
 from damdjax.envs.workload import matched_density, required_config
+from damdjax.io import file_sha256
 
 Factory = Callable[[], "tuple[EdgeEnv, EnvParams]"]
 
@@ -234,14 +234,6 @@ WORKLOAD_NAMES = (
 )
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_workload_files(data_dir: str) -> None:
     """ValueError naming the first file of `WORKLOAD_FILES` that is missing from
     `data_dir` or is not the file the names are defined on (its SHA-256 differs), or a
@@ -252,7 +244,7 @@ def check_workload_files(data_dir: str) -> None:
         if not os.path.isfile(path):
             raise ValueError(f"register_workloads: no file {path!r} (the folder must hold "
                              f"{', '.join(sorted(WORKLOAD_FILES))})")
-        if _sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise ValueError(f"register_workloads: {path!r} is not the file the real-workload "
                              f"names are defined on (SHA-256 {expected})")
     folder = os.path.join(data_dir, "wfcommons")

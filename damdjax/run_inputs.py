@@ -27,7 +27,7 @@ import json
 import os
 
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
-from damdjax.io import write_bytes_atomic, write_json_atomic
+from damdjax.io import file_sha256, write_bytes_atomic, write_json_atomic
 from damdjax.policies import DISPATCHER_FILE, SCHEDULERS_FILE
 from damdjax.workloads import resolve_workload
 from damdjax.envs.workload import save_library
@@ -83,8 +83,7 @@ def _copy_workload(spec: str, folder: str) -> tuple[str, str]:
     """`(copy name, sha256)`: the library `spec` resolves to, saved in `folder`."""
     part = os.path.join(folder, "workload.npz")
     save_library(part, resolve_workload(spec))
-    with open(part, "rb") as f:
-        digest = _sha256(f.read())
+    digest = file_sha256(part)
     name = f"workload-{digest[:16]}.npz"
     os.replace(part, os.path.join(folder, name))
     return name, digest
@@ -167,8 +166,7 @@ def read_index(run_dir: str) -> list[dict]:
 def _check_copy(path: str, digest: str) -> None:
     """ValueError naming `path` unless it exists with sha256 `digest`."""
     try:
-        with open(path, "rb") as f:
-            ok = _sha256(f.read()) == digest
+        ok = file_sha256(path) == digest
     except OSError:
         raise ValueError(f"the run's input copy {path} is missing or unreadable") from None
     if not ok:

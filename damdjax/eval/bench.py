@@ -64,7 +64,7 @@ from damdjax.envs.state import started, unstarted_tasks
 from damdjax.eval.bench_views import bench_views, markdown_views
 from damdjax.eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
 from damdjax.eval.traffic import markdown_traffic, traffic_report
-from damdjax.eval.benchkit import (check_method_flag, check_n_max_flag, fmt, int_list, machine_info,
+from damdjax.eval.benchkit import (check_method_flag, compile_runner, check_n_max_flag, fmt, int_list, machine_info,
                                     print_machine_and_write)
 
 DEFAULT_BATCH_SIZES = (1, 64, 256, 1024, 4096)
@@ -222,13 +222,6 @@ def build_batch_runner(config: EnvConfig, policy: Callable) -> Callable:
                 "stranded": unstarted_tasks(state)}
 
     return jax.vmap(one, in_axes=(0, None))
-
-
-def compile_runner(runner: Callable, keys: jax.Array, params: EnvParams):
-    """`(compiled, seconds)`: ahead-of-time `jit(runner).lower(...).compile()`, timed."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(runner).lower(keys, params).compile()
-    return compiled, time.perf_counter() - t0
 
 
 def time_calls(compiled, seed: int, batch: int, params: EnvParams, repeats: int):

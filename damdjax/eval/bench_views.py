@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generator import generate
-from damdjax.eval.benchkit import fmt
+from damdjax.eval.benchkit import compile_runner, fmt
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES, pair
 from damdjax.rollout import run_from_instance
 
@@ -172,10 +172,7 @@ def bench_views(config: EnvConfig, params: EnvParams, keys_of: Callable[[int], j
     of timed call `r` (`r == repeats`: the warm-up's)."""
     rows = []
     for name, play in view_runners(config, params).items():
-        runner = jax.jit(batch_runner(config, play))
-        t0 = time.perf_counter()
-        compiled = runner.lower(keys_of(0), params).compile()
-        compile_s = time.perf_counter() - t0
+        compiled, compile_s = compile_runner(batch_runner(config, play), keys_of(0), params)
         jax.block_until_ready(compiled(keys_of(repeats), params))
         seconds, counts = [], None
         for r in range(repeats):

@@ -6,11 +6,13 @@ import argparse
 import math
 import os
 import platform
+import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from damdjax.envs.config import INT32_MAX, EnvConfig
+from damdjax.envs.config import INT32_MAX, EnvConfig, EnvParams
 from damdjax.heuristics import pair_names
 from damdjax.io import write_json_atomic
 
@@ -48,6 +50,14 @@ def check_method_flag(parser: argparse.ArgumentParser, method: str) -> None:
         pair_names(method)
     except ValueError as err:
         parser.error(str(err))
+
+
+def compile_runner(runner: Callable, keys: jax.Array, params: EnvParams):
+    """`(compiled, seconds)`: ahead-of-time `jit(runner).lower(keys, params).compile()`,
+    timed."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(runner).lower(keys, params).compile()
+    return compiled, time.perf_counter() - t0
 
 
 def machine_info() -> dict:

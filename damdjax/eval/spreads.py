@@ -32,7 +32,8 @@ from damdjax import registry
 from damdjax.cli import add_seed_flag, check_int_flag, check_out_flag
 from damdjax.envs.config import offered_load
 from damdjax.envs.workload import mean_task_work
-from damdjax.evaluation import generate_held_out, held_out_keys, play_named, play_named_pairs
+from damdjax.evaluation import (best_pair, generate_held_out, held_out_keys, play_named,
+                                play_named_pairs)
 from damdjax.eval.benchkit import machine_info, print_machine_and_write
 from damdjax.heuristics import ALL_PAIRS, DISPATCH_RULES, pair, pair_names, random_pick
 
@@ -53,7 +54,7 @@ def setting_spreads(name: str, episodes: int, seed: int) -> dict:
     per |= play_named(randoms, params, instances, play_keys, q)
     mean = {k: float(np.mean(v["avg_response_time"])) for k, v in per.items()}
     miss = {k: float(np.mean(v["deadline_miss_rate"])) for k, v in per.items()}
-    best, worst = min(ALL_PAIRS, key=mean.get), max(ALL_PAIRS, key=mean.get)
+    best, worst = best_pair(per, ALL_PAIRS), max(ALL_PAIRS, key=mean.get)
     best_dispatch, best_schedule = pair_names(best)
     same_schedule = [n for n in ALL_PAIRS if pair_names(n)[1] == best_schedule]
     worst_dispatch = max(same_schedule, key=mean.get)
