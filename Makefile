@@ -11,7 +11,7 @@ ARGS ?=
 $(STAMP): pyproject.toml damdjax/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,ecosystem,workflows]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,ecosystem,workflows,optimal,docs]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -5,6 +5,7 @@ they start, agree, share what process 0 read, and how they end when one of them 
     session = start(cluster)                      # jax.distributed.initialize + watchdog
     session.agree("flags", text)                  # every process ran the same command
     data = session.share("config", data)          # process 0's bytes on every process
+    value = from_0(session, "plan", fn)           # fn() on process 0, its JSON everywhere
     code = run(session, body)                     # body() under `guard`, then `close`
 
 Who: `--coordinator HOST:PORT --num-processes N --process-id I`, or the environment
@@ -28,17 +29,27 @@ barrier). JAX's own heartbeat (which aborts with a stack trace) is set to twice 
 plus 10 s, so the watchdog speaks first. A collective that fails in the main thread
 (gloo: at once, when a peer's connection closes) waits for the watchdog to name the
 process, at most `timeout` seconds. Where process 0 itself dies, the service it hosts
-goes with it and JAX's client in every other process aborts at once with its own
-message (several lines, "Terminating process because the JAX distributed service
-detected fatal errors"): JAX 0.10 gives Python no hook there.
+goes with it, and JAX's client in every other process would abort at once with its
+own message (several lines: its error poll fails as soon as the connection closes,
+whatever the heartbeat timeout; JAX 0.10 gives Python no usable hook there). So the
+other processes reach the coordinator through a relay of their own (`_Relay`): a
+local port whose connections a thread forwards to process 0; when process 0's end
+closes one, that thread prints the one line and calls `os._exit(1)` before JAX's
+client sees anything (an error of the main thread there, such as a collective failing
+with the same loss, waits a second for it). A normal end never trips it: each process
+stops watching at exit before JAX's shutdown barrier, and process 0 can only leave
+that barrier after every process has reached it.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -175,9 +186,16 @@ def start(cluster: Cluster) -> "Session":
         _say(f"{line}: not every process started, or a wrong address"), os._exit(1)),
         name="damdjax-join", daemon=True)
     timer.start()
+    coordinator, n, i = cluster.coordinator, cluster.num_processes, cluster.process_id
+    relay = None
     try:
+        if None in (coordinator, n, i):   # what jax.distributed.initialize would detect
+            detect = jax._src.clusters.ClusterEnv.auto_detect_unset_distributed_params
+            coordinator, n, i, _ = detect(coordinator, n, i, None, None, cluster.timeout + 10)
+        if coordinator is not None and i not in (None, 0):
+            relay = _Relay(coordinator)
         jax.distributed.initialize(
-            cluster.coordinator, cluster.num_processes, cluster.process_id,
+            relay.address if relay else coordinator, n, i,
             initialization_timeout=cluster.timeout + 10,
             heartbeat_timeout_seconds=2 * cluster.timeout + 10,
             shutdown_timeout_seconds=cluster.timeout)
@@ -185,9 +203,11 @@ def start(cluster: Cluster) -> "Session":
         _say(f"{line}: {_first_line(err)}")
         os._exit(1)
     joined.set()
-    session = Session(jax.process_index(), jax.process_count(),
-                      jax._src.distributed.global_state.coordinator_address, cluster.timeout)
+    session = Session(jax.process_index(), jax.process_count(), coordinator, cluster.timeout)
     session.start_watchdog()
+    if relay is not None:
+        relay.on_loss, session.watches_0 = session.lost_0, True
+        atexit.register(setattr, relay, "on_loss", None)   # runs before JAX's shutdown
     _SESSION.append(session)
     return session
 
@@ -211,6 +231,45 @@ def current() -> "Session | None":
     return _SESSION[0] if _SESSION else None
 
 
+def session_of(parser, args, command: str) -> "Session | None":
+    """The session of a command's parsed flags (`add_flags`): None without --distributed,
+    else the one `start_from_argv` made; `parser.error` (one line, exit 2) for bad
+    distributed flags or where JAX started before it could join (`command`: what to run)."""
+    try:
+        cluster = cluster_of(args)
+    except ValueError as err:
+        parser.error(str(err))
+    if cluster is None:
+        return None
+    if current() is None:
+        parser.error(f"--distributed: JAX started before it could join the other processes: "
+                     f"run python -m {command}, with the distributed flags spelled in full")
+    return current()
+
+
+def from_0(session: "Session | None", name: str, fn: Callable[[], object]):
+    """`fn()` run by process 0 (or the only process) and its value, JSON, on every process.
+    Where `fn` refuses (SystemExit), every process ends with its exit code, the line printed
+    by process 0."""
+    if session is None:
+        return fn()
+    if session.index == 0:
+        try:
+            value = fn()
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else int(err.code is not None)
+            session.share(name, json.dumps({"refused": code}).encode())
+            raise
+        session.share(name, json.dumps({"value": value}).encode())
+        return value
+    got = json.loads(session.share(name, None))
+    if "refused" in got:
+        print("error: process 0 refused the run (its own line says why)", file=sys.stderr,
+              flush=True)
+        raise SystemExit(got["refused"])
+    return got["value"]
+
+
 @dataclasses.dataclass
 class Session:
     """This process among `count` (`index` 0 is the coordinator's and the writer), joined
@@ -228,6 +287,19 @@ class Session:
         self._failing = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_ok = time.monotonic()
+        self._said = False
+        self.watches_0 = False   # through a `_Relay`: set by `start`
+
+    def lost_0(self) -> None:
+        """End this process now (not process 0): process 0's connection closed. One line,
+        as `fail`'s (none where `fail` has printed one), exit 1; the coordinator gone,
+        nothing is sent to it."""
+        if self._failing.acquire(timeout=1) and not self._said:   # (held: the process ends)
+            self._said = True
+            _say(self.line("lost process 0, which runs the coordinator (its connection "
+                           "closed: killed, crashed or its host lost)")
+                 + (f"; {self.hint}" if self.hint else ""))
+        os._exit(1)
 
     @property
     def client(self):
@@ -245,6 +317,7 @@ class Session:
         """End this process now with one line on stderr: `why`, which process this is, the
         coordinator, and `hint`. No return."""
         with self._failing:
+            self._said = True
             _say(self.line(why) + (f"; {self.hint}" if self.hint else ""))
             with contextlib.suppress(Exception):
                 self.client.key_value_set(self._key("exit", self.index), "1", True)
@@ -334,7 +407,9 @@ class Session:
 
     def share(self, name: str, data: bytes | None) -> bytes:
         """Process 0's `data` on every process (the others pass None), through the
-        coordinator's key-value store in pieces of PIECE bytes."""
+        coordinator's key-value store in pieces of PIECE bytes. The others wait for it as
+        long as process 0 runs (it may compute first; the watchdog ends them when it is
+        lost), and end with one line where it ends without sending it."""
         wait = self.timeout * 1000
         if self.index == 0:
             pieces = [data[i:i + PIECE] for i in range(0, len(data), PIECE)] or [b""]
@@ -342,9 +417,20 @@ class Session:
                 self.client.key_value_set_bytes(self._key("share", name, k), piece)
             self.client.key_value_set(self._key("share", name, "n"), str(len(pieces)))
             return data
-        n = int(self.client.blocking_key_value_get(self._key("share", name, "n"), wait))
+        n = int(self._patient_get(self._key("share", name, "n"), wait, name))
         return b"".join(self.client.blocking_key_value_get_bytes(
             self._key("share", name, k), wait) for k in range(n))
+
+    def _patient_get(self, key: str, wait_ms: int, what: str) -> str:
+        """The value at `key` once process 0 sets it, asked for in spans of `wait_ms`."""
+        while True:
+            try:
+                return self.client.blocking_key_value_get(key, wait_ms)
+            except jax.errors.JaxRuntimeError as err:
+                if "DEADLINE_EXCEEDED" not in str(err):
+                    raise
+            if _try_get(self.client, self._key("done", 0)) is not None:
+                self.fail(f"process 0 ended without sending {what!r}")
 
     # -- the run's span --------------------------------------------------------------
 
@@ -364,6 +450,8 @@ class Session:
                 time.sleep(0.1)
             self.fail(f"a collective failed: {_first_line(err)}")
         except Exception as err:
+            if self.watches_0:   # process 0 lost (a collective's peer too): the relay speaks
+                time.sleep(1)
             traceback.print_exc()
             self.fail(f"this process stopped: {_first_line(err)}")
 
@@ -379,6 +467,60 @@ class Session:
             self.fail(f"not every process reached the end within {self.timeout} s "
                       f"({_first_line(err)})")
         return code
+
+
+class _Relay:
+    """A local port (`address`) whose connections are forwarded to `coordinator`: what
+    JAX's client of a process other than 0 connects to. Where process 0's side of one
+    closes, `on_loss()` runs (when set) before the client's side is closed."""
+
+    def __init__(self, coordinator: str):
+        host, _, port = coordinator.rpartition(":")
+        self._upstream = (host.strip("[]"), int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.on_loss: Callable[[], None] | None = None
+        threading.Thread(target=self._accept, name="damdjax-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            try:
+                peer = socket.create_connection(self._upstream, timeout=10)
+            except OSError:   # not listening yet: the client tries again
+                client.close()
+                continue
+            peer.settimeout(None)
+            for s in (client, peer):   # as gRPC's own sockets: small messages at once
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            closed = threading.Event()   # set where this side closed it
+            for src, dst, from_0 in ((client, peer, False), (peer, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, from_0, closed),
+                                 name="damdjax-relay", daemon=True).start()
+
+    def _pump(self, src, dst, from_0: bool, closed: threading.Event) -> None:
+        """Bytes from `src` to `dst` until one closes; process 0's side closing (its
+        end, or a send to it failing) calls `on_loss`, unless this side closed first."""
+        lost = False
+        try:
+            while data := src.recv(1 << 16):
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    lost = not from_0
+                    break
+            else:
+                lost = from_0
+        except OSError:
+            lost = from_0
+        on_loss = self.on_loss
+        if lost and on_loss is not None and not closed.is_set():
+            on_loss()
+        closed.set()
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
 
 def _try_get(client, key: str) -> str | None:

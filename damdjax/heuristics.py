@@ -10,6 +10,8 @@ environment state, inside `jit`, `vmap` and `lax.scan`:
 * a policy `(key, state) -> Action` pairs one of each (:func:`pair`).
 
 Ties go to the lowest server index (dispatch) or lowest task index (scheduling).
+EFT's estimate lives in `damdjax.eft`, where its design choices are parameters; the
+family's other members (HEFT's insertion, PEFT, tuned points) are `damdjax.family`'s.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, head_task, least_load, take
+from damdjax.eft import eft_estimate, oct_rank, slot_finish_estimates  # noqa: F401 (re-exported)
+from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, least_load
 from damdjax.envs.state import Action, EnvState
 from damdjax.envs.times import never
 
@@ -27,7 +30,7 @@ ScheduleRule = Callable[[jax.Array, EnvState], jax.Array]
 Policy = Callable[[jax.Array, EnvState], Action]
 
 
-def _argmin_masked(score: jax.Array, mask: jax.Array) -> jax.Array:
+def argmin_masked(score: jax.Array, mask: jax.Array) -> jax.Array:
     """Lowest index of the smallest `score` among `mask` (0 if the mask is empty; scores
     are times or delays, below `never`)."""
     return jnp.argmin(jnp.where(mask, score, never(score.dtype))).astype(jnp.int32)
@@ -36,13 +39,13 @@ def _argmin_masked(score: jax.Array, mask: jax.Array) -> jax.Array:
 def nearest(key: jax.Array, state: EnvState) -> jax.Array:
     """Feasible server with the smallest propagation delay `k`."""
     del key
-    return _argmin_masked(state.instance.k, dispatch_feasible(state))
+    return argmin_masked(state.instance.k, dispatch_feasible(state))
 
 
 def least_loaded(key: jax.Array, state: EnvState) -> jax.Array:
     """Feasible server with the smallest estimated wait (damdjax.envs.dynamics.least_load)."""
     del key
-    return _argmin_masked(least_load(state), dispatch_feasible(state))
+    return argmin_masked(least_load(state), dispatch_feasible(state))
 
 
 def random_uniform(u: jax.Array, feasible: jax.Array) -> jax.Array:
@@ -58,81 +61,13 @@ def random_server(key: jax.Array, state: EnvState) -> jax.Array:
     return random_uniform(jax.random.uniform(key), dispatch_feasible(state))
 
 
-def slot_finish_estimates(state: EnvState) -> jax.Array:
-    """Finish time of every task [N]: exact once started, estimated for slot holders.
-
-    Every server plays its slot holders (dispatched, not started) in increasing task
-    index after its running task, each as soon as it has arrived, its predecessors'
-    results are available and the previous one is done (docs/model.md, "EFT
-    dispatch"). `never` (`damdjax.envs.times.never`) for tasks not dispatched.
-
-    One pass over the slot holders in increasing task index: a holder's predecessors and
-    the holder before it on its server have smaller indices (docs/model.md, "Instances"),
-    so each estimate reads final values only and is the same expression of them as the
-    fixed point of relaxing all estimates together (`tests/test_heuristics.py` checks
-    it bitwise against that relaxation). The loop runs once per slot holder: about 1.5-2x
-    faster ES episodes than the relaxation on the CPU, whose rounds were as many as the
-    longest chain of dependent holders.
-    """
-    inst = state.instance
-    q = state.queue                                            # [M, Q]
-    n = state.server.shape[0]
-    lowest = -never(state.time.dtype)                          # no input yet
-    flat = q.reshape(-1)                                       # [M Q] task id or -1
-    order = jnp.argsort(jnp.where(flat >= 0, flat, n))         # slots, holders by task id
-    free = take(state.finish, state.running, state.time)       # [M]
-    # [M Q] (as one array, as the relaxation computed it: XLA may divide by a broadcast
-    # as a multiplication by its reciprocal, a last-bit difference from a lone division)
-    run_time = (take(inst.work, q, 0.0) / inst.cpu[:, None]).reshape(-1)
-
-    def one(i, carry):   # the i-th holder in task order: task t in a slot of server m
-        finish, last = carry                                   # [N], [M]: m's previous one
-        slot = order[i]
-        t, m = flat[slot], slot // q.shape[1]
-        preds = inst.preds[t]                                  # [P]
-        fp = take(finish, preds, lowest)
-        pred_srv = take(state.server, preds, 0)
-        avail = jnp.where(pred_srv == m, fp, (fp + inst.k[jnp.clip(pred_srv, 0)]) + inst.k[m])
-        ready = jnp.max(jnp.where(preds >= 0, avail, lowest))
-        est = jnp.maximum(jnp.maximum(state.arrive[t], ready), last[m]) + run_time[slot]
-        return finish.at[t].set(est), last.at[m].set(est)
-
-    return jax.lax.fori_loop(0, jnp.sum(flat >= 0), one, (state.finish, free))[0]
-
-
-def eft_estimate(state: EnvState) -> jax.Array:
-    """[M] estimated time the head task's result would be back at the AP per server (time).
-
-    `E[n] = (max(upload, inputs at n, n's backlog) + work / cpu[n]) + k[n]` with the
-    slot holders' finishes from :func:`slot_finish_estimates` (docs/model.md, "EFT
-    dispatch"). Meaningful on feasible servers only.
-    """
-    inst = state.instance
-    h, _ = head_task(state)
-    finish = slot_finish_estimates(state)
-    servers = jnp.arange(inst.cpu.shape[0])
-    upload = (state.time + inst.k) + inst.size[h] / inst.bw                 # [M]
-    preds = inst.preds[h]                                                  # [P]
-    lowest = -never(state.time.dtype)                                      # no input yet
-    fp = take(finish, preds, lowest)
-    m = take(state.server, preds, 0)
-    avail = jnp.where(m[None, :] == servers[:, None], fp[None, :],
-                      (fp[None, :] + inst.k[jnp.clip(m, 0)][None, :]) + inst.k[:, None])
-    ready = jnp.max(jnp.where(preds[None, :] >= 0, avail, lowest), axis=1)  # [M]
-    last = jnp.max(state.queue, axis=1)                                    # [M] (-1: none)
-    backlog = jnp.where(last >= 0, finish[jnp.clip(last, 0)],
-                        take(state.finish, state.running, state.time))
-    start = jnp.maximum(jnp.maximum(upload, ready), backlog)
-    return (start + inst.work[h] / inst.cpu) + inst.k
-
-
 def earliest_finish(key: jax.Array, state: EnvState) -> jax.Array:
     """Feasible server where the head task's result is estimated back first (EFT)."""
     del key
-    return _argmin_masked(eft_estimate(state), dispatch_feasible(state))
+    return argmin_masked(eft_estimate(state), dispatch_feasible(state))
 
 
-def _pick_by(score: jax.Array, state: EnvState) -> jax.Array:
+def pick_by(score: jax.Array, state: EnvState) -> jax.Array:
     """Per server, the eligible slot with the smallest score, ties to the lowest task id.
 
     score: [M, Q]. Returns [M] int32 (slot 0 where nothing is eligible).
@@ -146,7 +81,7 @@ def _pick_by(score: jax.Array, state: EnvState) -> jax.Array:
     return jnp.argmin(jnp.where(tied, state.queue, big), axis=1).astype(jnp.int32)
 
 
-def _queued(values: jax.Array, state: EnvState) -> jax.Array:
+def queued(values: jax.Array, state: EnvState) -> jax.Array:
     """Per-task values gathered onto the queue slots [M, Q] (`never` for empty slots)."""
     q = state.queue
     return jnp.where(q >= 0, values[jnp.clip(q, 0)], never(values.dtype))
@@ -155,34 +90,34 @@ def _queued(values: jax.Array, state: EnvState) -> jax.Array:
 def fcfs(key: jax.Array, state: EnvState) -> jax.Array:
     """Earliest arrival at the server."""
     del key
-    return _pick_by(_queued(state.arrive, state), state)
+    return pick_by(queued(state.arrive, state), state)
 
 
 def sjf(key: jax.Array, state: EnvState) -> jax.Array:
     """Shortest processing time `work / cpu`."""
     del key
-    return _pick_by(_queued(state.instance.work, state) / state.instance.cpu[:, None], state)
+    return pick_by(queued(state.instance.work, state) / state.instance.cpu[:, None], state)
 
 
 def sdf(key: jax.Array, state: EnvState) -> jax.Array:
     """Earliest deadline."""
     del key
-    return _pick_by(_queued(state.instance.deadline, state), state)
+    return pick_by(queued(state.instance.deadline, state), state)
 
 
 def critical_path(key: jax.Array, state: EnvState) -> jax.Array:
     """Highest upward rank (`Instance.rank`: the longest mean path to the job's exit)."""
     del key
-    return _pick_by(_queued(-state.instance.rank, state), state)
+    return pick_by(queued(-state.instance.rank, state), state)
 
 
 def least_laxity(key: jax.Array, state: EnvState) -> jax.Array:
     """Smallest laxity `(deadline - now) - work / cpu`."""
     del key
     inst = state.instance
-    laxity = ((_queued(inst.deadline, state) - state.time)
-              - _queued(inst.work, state) / inst.cpu[:, None])
-    return _pick_by(laxity, state)
+    laxity = ((queued(inst.deadline, state) - state.time)
+              - queued(inst.work, state) / inst.cpu[:, None])
+    return pick_by(laxity, state)
 
 
 def random_pick(key: jax.Array, state: EnvState) -> jax.Array:

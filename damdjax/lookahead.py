@@ -20,6 +20,12 @@ episode (`tests/test_lookahead.py` checks it). It is not a bound: a policy that 
 from the base at several decisions at once may do better still. Cost: at every step,
 one episode per server (M of them) played to the end.
 
+`online_rollout_dispatch` is the same rule played on the tasks that have arrived by the
+decision (`arrived_only`: the later ones removed from the copy): a policy a dispatcher
+can run (eval.compare `--rollout`), of which the learned dispatcher's rollout targets
+are a clairvoyant approximation. Its cost is one play-out per server of the arrived,
+unfinished tasks only.
+
 `rollout_targets` turns the costs into a dispatcher network's regression targets:
 `train.dqn --targets rollout` fits the network to them (one step of approximate policy
 iteration over the base pair), so its greedy rule approximates the lookahead without
@@ -35,6 +41,7 @@ from damdjax.rollout import instance_env
 from damdjax.envs.config import EnvParams
 from damdjax.envs.dynamics import dispatch_feasible, dispatch_needed
 from damdjax.envs.state import Action, EnvState, done_time, started
+from damdjax.envs.times import never
 
 # The env params of the play-outs, which keep only the states (their rewards are unused).
 PLAY_OUT = EnvParams(tau=1.0, miss_penalty=0.0)
@@ -124,14 +131,46 @@ def rollout_targets(costs: jax.Array, mask: jax.Array, time_scale
     return target, finite
 
 
+def arrived_only(state: EnvState) -> EnvState:
+    """`state` without the tasks that arrive after `state.time`: they become padding
+    tasks (`task_mask` False, `arrival` and `deadline` `never`, `job` -1) and leave the
+    count of unstarted tasks. Jobs arrive whole and in index order, so those tasks are a
+    suffix of the task indices, none of them dispatched, and no arrived task depends on
+    one: the episode that remains is the one a dispatcher knows of at `state.time`."""
+    inst = state.instance
+    future = inst.task_mask & (inst.arrival > state.time)
+    unset = never(inst.arrival.dtype)
+    inst = inst.replace(task_mask=inst.task_mask & ~future,
+                        arrival=jnp.where(future, unset, inst.arrival),
+                        deadline=jnp.where(future, unset, inst.deadline),
+                        job=jnp.where(future, -1, inst.job))
+    return state.replace(instance=inst,
+                         unstarted=state.unstarted - jnp.sum(future, dtype=state.unstarted.dtype))
+
+
+def _best_server(key: jax.Array, state: EnvState, base: Policy, seen: EnvState
+                 ) -> jax.Array:
+    """The feasible server whose play-out of `seen` (the state the rule may know of)
+    has the smallest total response time (infinite ones last, ties to the lowest index);
+    `base`'s dispatch where no dispatch is needed."""
+    act = base(key, state)
+    costs = lookahead_costs(key, seen, base, act.picks)
+    finite = jnp.where(jnp.isfinite(costs), costs, jnp.finfo(costs.dtype).max)
+    feasible = dispatch_feasible(state)
+    choice = jnp.argmin(jnp.where(feasible, finite, jnp.inf)).astype(jnp.int32)
+    return jnp.where(dispatch_needed(state), choice, act.dispatch)
+
+
 def lookahead_dispatch(base: Policy) -> DispatchRule:
     """The clairvoyant one-step lookahead over `base` (module docstring) as a dispatch rule
     `(key, state) -> server [] int32`."""
-    def rule(key: jax.Array, state: EnvState) -> jax.Array:
-        act = base(key, state)
-        costs = lookahead_costs(key, state, base, act.picks)
-        finite = jnp.where(jnp.isfinite(costs), costs, jnp.finfo(costs.dtype).max)
-        feasible = dispatch_feasible(state)
-        choice = jnp.argmin(jnp.where(feasible, finite, jnp.inf)).astype(jnp.int32)
-        return jnp.where(dispatch_needed(state), choice, act.dispatch)
-    return rule
+    return lambda key, state: _best_server(key, state, base, state)
+
+
+def online_rollout_dispatch(base: Policy) -> DispatchRule:
+    """The online rollout over `base` as a dispatch rule `(key, state) -> server [] int32`:
+    the one-step lookahead played on `arrived_only(state)`, the tasks that have arrived
+    by now, so it reads nothing from the future and is a policy a dispatcher can run.
+    For every feasible server it plays the arrived tasks to their ends with the head task
+    there, then `base`, and picks the smallest total response time of those tasks."""
+    return lambda key, state: _best_server(key, state, base, arrived_only(state))

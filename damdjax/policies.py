@@ -32,8 +32,9 @@ from damdjax.checkpoint import check_finite, read_state_dict, restore, save_tree
 from damdjax.envs.config import INT32_MAX
 from damdjax.io import json_loads_limited
 from damdjax.run_config import HIDDEN_MAX_LAYERS, HIDDEN_MAX_WIDTH, setting_from_json
+from damdjax.eft import WAIT_AHEAD, EftParams, dispatch_params, eft_estimate
 from damdjax.heuristics import (
-    DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, eft_estimate, pair)
+    DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
 from damdjax.networks import (
     DispatchQNetwork, DispatchView, SlotQNetwork, dispatch_inputs, greedy_action)
 from damdjax.schedulers import (
@@ -88,7 +89,8 @@ def check_meta(meta: dict, file: str) -> None:
     a list of 1..HIDDEN_MAX_LAYERS integer widths, each in 1..HIDDEN_MAX_WIDTH (the
     bounds a run's config has: `damdjax.run_config`); `time_scale` a finite number > 0
     within float32's normal range (observations divide times by it, in float32);
-    `eft_feature` and `share` booleans where present; `num_agents` an integer in [1,
+    `eft_feature` and `share` booleans where present; `eft_rule` an EFT-family dispatch
+    rule without the `ahead` wait (:func:`check_eft_rule`); `num_agents` an integer in [1,
     int32] where present (a schedulers file: required)."""
     def bad(field, want):
         got = f"got {_show(meta[field])}" if field in meta else "it is missing"
@@ -107,6 +109,11 @@ def check_meta(meta: dict, file: str) -> None:
     for flag in ("eft_feature", "share"):
         if flag in meta and not isinstance(meta[flag], bool):
             raise bad(flag, "true or false")
+    if "eft_rule" in meta:
+        try:
+            check_eft_rule(meta["eft_rule"])
+        except (ValueError, AttributeError) as err:
+            raise bad("eft_rule", f"an EFT-family dispatch rule ({err})") from None
     if meta.get("kind") == SCHEDULERS_KIND:
         if "share" not in meta:
             raise bad("share", "true or false")
@@ -133,22 +140,35 @@ def dispatcher_network(hidden) -> DispatchQNetwork:
     return DispatchQNetwork(hidden=tuple(int(h) for h in hidden))
 
 
-def eft_view(view: DispatchView, state, time_scale) -> DispatchView:
-    """`view` (one env's) with the EFT rule's estimate appended to every server's
+def check_eft_rule(rule: str) -> EftParams:
+    """The parameters of a dispatcher's EFT rule (`damdjax.eft.dispatch_params`: `eft`,
+    `heft`, `peft`, `eft[HOLDERS/WAIT/rR/lL]`); ValueError for a bad name and for the
+    `ahead` wait, which follows a scheduling rule the dispatcher's file does not name."""
+    params = dispatch_params(rule)
+    if int(params.wait) == WAIT_AHEAD:
+        raise ValueError(f"{rule!r}: the ahead wait depends on the scheduling rule; use "
+                         "chain, load or insert")
+    return params
+
+
+def eft_view(view: DispatchView, state, time_scale, eft_rule: str = "eft") -> DispatchView:
+    """`view` (one env's) with an EFT rule's estimate appended to every server's
     features: servers [M, F_s] -> [M, F_s + 1], the new column
-    `(eft_estimate(state) - state.time) / time_scale` (feature units) on feasible
-    servers (`view.mask`), 0 elsewhere (where the estimate may be inf: none reaches
-    the network)."""
-    est = (eft_estimate(state) - state.time) / time_scale                     # [M]
+    `(eft_estimate(state, eft_rule's parameters) - state.time) / time_scale` (feature
+    units) on feasible servers (`view.mask`), 0 elsewhere (where the estimate may be
+    far off: none reaches the network). `eft_rule`: `check_eft_rule`'s names."""
+    est = (eft_estimate(state, check_eft_rule(eft_rule)) - state.time) / time_scale  # [M]
     col = jnp.where(view.mask, est, 0.0).astype(view.servers.dtype)[:, None]  # [M, 1]
     return view._replace(servers=jnp.concatenate([view.servers, col], axis=-1))
 
 
-def dispatcher_view(obs, state, time_scale, eft_feature: bool) -> DispatchView:
+def dispatcher_view(obs, state, time_scale, eft_feature: bool, eft_rule: str = "eft"
+                    ) -> DispatchView:
     """The dispatcher's inputs of one env: `dispatch_inputs(obs)` (`obs` the observation,
-    or its dispatcher part, of `state`), with `eft_view`'s column where `eft_feature`."""
+    or its dispatcher part, of `state`), with `eft_view`'s column of `eft_rule` where
+    `eft_feature`."""
     view = dispatch_inputs(obs)
-    return eft_view(view, state, time_scale) if eft_feature else view
+    return eft_view(view, state, time_scale, eft_rule) if eft_feature else view
 
 
 def init_dispatcher(net: DispatchQNetwork, key: jax.Array, eft_feature: bool = False):
@@ -160,29 +180,34 @@ def init_dispatcher(net: DispatchQNetwork, key: jax.Array, eft_feature: bool = F
 
 
 def save_dispatcher(path: str, hidden, time_scale: float, params,
-                    eft_feature: bool = False) -> None:
-    save_policy(path, DISPATCHER_KIND, {"hidden": [int(h) for h in hidden],
-                                        "time_scale": float(time_scale),
-                                        "eft_feature": bool(eft_feature)}, params)
+                    eft_feature: bool = False, eft_rule: str = "eft") -> None:
+    """A dispatcher policy file; `eft_rule` is written where it is not the classic `eft`
+    (files without it read as `eft`)."""
+    meta = {"hidden": [int(h) for h in hidden], "time_scale": float(time_scale),
+            "eft_feature": bool(eft_feature)}
+    if eft_rule != "eft":
+        meta["eft_rule"] = eft_rule
+    save_policy(path, DISPATCHER_KIND, meta, params)
 
 
 def load_dispatcher(path: str) -> tuple[DispatchQNetwork, dict, dict]:
     """`(network, params, meta)` from a dispatcher policy file or a run directory; meta's
     `eft_feature` is false where the file has none (written before the option)."""
     meta, raw, file = read_policy(path, DISPATCHER_KIND, DISPATCHER_FILE)
-    meta = {"eft_feature": False, **meta}
+    meta = {"eft_feature": False, "eft_rule": "eft", **meta}
     net = dispatcher_network(meta["hidden"])
     params = load_params(lambda key: init_dispatcher(net, key, meta["eft_feature"]), raw, file)
     return net, params, meta
 
 
 def dqn_dispatch_rule(net: DispatchQNetwork, params, time_scale, *,
-                      eft_feature: bool) -> DispatchRule:
+                      eft_feature: bool, eft_rule: str = "eft") -> DispatchRule:
     """The greedy dispatcher as a dispatch rule `(key, state) -> server []` (`eft_feature`:
-    the network reads `eft_view`'s column)."""
+    the network reads `eft_view`'s column of `eft_rule`)."""
     def rule(key, state):
         del key
-        view = dispatcher_view(observe(state, time_scale), state, time_scale, eft_feature)
+        view = dispatcher_view(observe(state, time_scale), state, time_scale, eft_feature,
+                               eft_rule)
         q = net.apply(params, view.task, view.servers, view.server_mask)
         return greedy_action(q, view.mask)
     return rule
@@ -263,7 +288,8 @@ def resolve_dispatcher(name: str) -> DispatchRule:
         raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load, eft nor an "
                          "existing run directory or policy file")
     net, params, meta = load_dispatcher(name)
-    return dqn_dispatch_rule(net, params, meta["time_scale"], eft_feature=meta["eft_feature"])
+    return dqn_dispatch_rule(net, params, meta["time_scale"], eft_feature=meta["eft_feature"],
+                             eft_rule=meta["eft_rule"])
 
 
 def resolve_scheduler(name: str) -> ScheduleRule:

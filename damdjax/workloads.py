@@ -9,6 +9,14 @@
                          recipe's smallest), convert.WFCHEF_WORKFLOWS of them, drawn with
                          SEED (default 0; the command lines fill in the run's --seed:
                          `seeded_workload`), so the spec names its library completely
+    "mix:SPEC+SPEC[+...]"  the jobs of two or more of the specs above joined in one library
+                         (`damdjax.envs.workload.join_libraries`), e.g.
+                         mix:wfchef:cycles+wfchef:genome:52; every part is resolved as on its
+                         own (a wfchef part takes the run's seed where it gives none), and a
+                         part's error names the part. A drawn job is uniform over all the
+                         joined jobs, so each part's share is its job count over the total
+                         (printed on stderr); a part listed twice is drawn twice as often. A
+                         part cannot be a mix, nor name a path holding '+'
 
 `resolve_workload(spec)` turns a spec into a `damdjax.envs.workload.JobLibrary` (None for ""):
 WfCommons and Alibaba jobs are read with damdjax.envs.convert's readers at its default units
@@ -31,14 +39,18 @@ import sys
 from damdjax.envs import convert
 from damdjax.envs.config import (SEED_MAX, SIZE_LIMITS, EnvConfig, EnvParams, generated_mean_work,
                                   offered_load)
-from damdjax.envs.workload import (JobLibrary, check_library, library_from_specs, load_library,
-                           matched_density, mean_task_work, required_config)
+from damdjax.envs.workload import (JobLibrary, check_library, join_libraries, library_from_specs,
+                                   load_library, matched_density, mean_task_work,
+                                   required_config)
 
-KINDS = ("wfcommons", "alibaba", "library", "wfchef")
+MIX = "mix"
+MIX_JOIN = "+"
+KINDS = ("wfcommons", "alibaba", "library", "wfchef", MIX)
 WORKLOAD_HELP = ("where jobs come from: '' the random DAG generator (default), "
                  "wfcommons:DIR_OR_FILE (WfFormat .json), alibaba:CSV (v2018 batch_task), "
-                 "library:FILE.npz (a packed job library) or wfchef:RECIPE[:TASKS] "
-                 "(WfChef's generated workflows; the 'workflows' extra)")
+                 "library:FILE.npz (a packed job library), wfchef:RECIPE[:TASKS] "
+                 "(WfChef's generated workflows; the 'workflows' extra) or mix:SPEC+SPEC "
+                 "(those specs' jobs joined, drawn uniformly over all)")
 
 
 class WorkloadError(ValueError):
@@ -54,11 +66,49 @@ def parse_workload(spec: str) -> tuple[str, str]:
                             f"{', '.join(KINDS)} (or '' for the random generator)")
     if not path:
         raise WorkloadError(f"workload {spec!r} names no path")
-    if kind == "wfchef":
+    if kind == MIX:
+        for part in mix_parts(spec):
+            _in_part(spec, part, parse_workload)
+    elif kind == "wfchef":
         wfchef_request(spec, path)
     elif not os.path.exists(path):
         raise WorkloadError(f"workload {spec!r}: no such file or directory {path!r}")
     return kind, path
+
+
+def mix_parts(spec: str) -> list[str]:
+    """The part specs of `mix:SPEC+SPEC[+...]`, in order (not resolved); WorkloadError
+    naming the spec for fewer than two parts, an empty part or a mix inside a mix."""
+    parts = spec.partition(":")[2].split(MIX_JOIN)
+    if len(parts) < 2:
+        raise WorkloadError(f"workload {spec!r}: a mix joins two or more specs with "
+                            f"{MIX_JOIN!r}, got one")
+    for i, part in enumerate(parts, 1):
+        if not part:
+            raise WorkloadError(f"workload {spec!r}: part {i} is empty")
+        if part.partition(":")[0] == MIX:
+            raise WorkloadError(f"workload {spec!r}: part {part!r} is a mix (a mix cannot "
+                                f"hold a mix)")
+    return parts
+
+
+def _in_part(spec: str, part: str, fn, *args):
+    """`fn(part, *args)`, its WorkloadError renamed to name the mix `spec` and the part."""
+    try:
+        return fn(part, *args)
+    except WorkloadError as e:
+        text, head = str(e), f"workload {part!r}"
+        rest = text[len(head):] if text.startswith(head) else f": {text}"
+        raise WorkloadError(f"workload {spec!r}, part {part!r}{rest}") from None
+
+
+def workload_paths(spec: str) -> list[str]:
+    """The files or folders a spec reads by path (none for '' and wfchef; a mix: its
+    parts'), for the checks that an output path overwrites no input."""
+    kind, _, path = spec.partition(":")
+    if kind == MIX:
+        return [p for part in path.split(MIX_JOIN) for p in workload_paths(part)]
+    return [path] if path and kind != "wfchef" else []
 
 
 def _wfcommons_files(spec: str, path: str) -> list[str]:
@@ -105,7 +155,11 @@ def wfchef_request(spec: str, rest: str) -> tuple[str, int, int]:
 def seeded_workload(spec: str, seed: int) -> str:
     """`spec` with a wfchef spec's TASKS and SEED written out (`wfchef:RECIPE:TASKS:SEED`,
     `seed` where the spec gives none), so that the recorded spec names the library the run
-    drew from; any other spec unchanged. The command lines call it with the run's seed."""
+    drew from (each wfchef part of a mix likewise); any other spec unchanged. The command
+    lines call it with the run's seed."""
+    if spec.startswith(f"{MIX}:"):
+        return f"{MIX}:" + MIX_JOIN.join(_in_part(spec, part, seeded_workload, seed)
+                                         for part in mix_parts(spec))
     if not spec.startswith("wfchef:"):
         return spec
     recipe, tasks, given = wfchef_request(spec, spec.partition(":")[2])
@@ -161,11 +215,18 @@ def resolve_workload(spec: str) -> JobLibrary | None:
     """The job library a spec names (None for "": the random generator), made once per
     process. Raises WorkloadError (a ValueError) naming the spec: unknown kind, missing
     path, no valid job, an unreadable or invalid library file, an unknown recipe or a
-    size it cannot make."""
+    size it cannot make (in a mix, naming the part)."""
     if not spec:
         return None
     kind, path = parse_workload(spec)
-    if kind == "library":
+    if kind == MIX:
+        parts = mix_parts(spec)
+        libs = [_in_part(spec, part, resolve_workload) for part in parts]
+        lib = join_libraries(libs)
+        shares = ", ".join(f"{part} {p.num_jobs}" for part, p in zip(parts, libs))
+        print(f"workload {spec}: jobs drawn uniformly over {lib.num_jobs}: {shares}",
+              file=sys.stderr)
+    elif kind == "library":
         try:
             lib = load_library(path)
         except ValueError as e:
@@ -201,15 +262,9 @@ def workload_config(spec: str, n_max: int, m_max: int, queue_capacity: int) -> E
 def check_workload(spec: str, num_tasks: int, params: EnvParams | None = None) -> None:
     """WorkloadError naming the spec if it does not resolve or does not fit a run of
     `num_tasks` task slots: its longest job must fit in one episode (a wfchef spec's
-    TASKS is checked before anything is generated), and (with `params`, concrete) its
-    largest task in the smallest server memory `mem_low`."""
-    if spec.startswith("wfchef:"):
-        from damdjax.envs import wfchef
-        recipe, tasks, _ = wfchef_request(spec, spec.partition(":")[2])
-        try:
-            wfchef.check_size(recipe, tasks, num_tasks)
-        except wfchef.WfChefError as e:
-            raise WorkloadError(f"workload {spec!r}: {e} (raise --num-tasks)") from None
+    TASKS is checked before anything is generated, a mix's for each part), and (with
+    `params`, concrete) its largest task in the smallest server memory `mem_low`."""
+    _check_request(spec, num_tasks)
     lib = resolve_workload(spec)
     if lib is None:
         return
@@ -221,3 +276,18 @@ def check_workload(spec: str, num_tasks: int, params: EnvParams | None = None) -
         check_library(lib, config, params)
     except ValueError as e:
         raise WorkloadError(f"workload {spec!r}: {e}") from None
+
+
+def _check_request(spec: str, num_tasks: int) -> None:
+    """WorkloadError naming the spec (and a mix's part) where a wfchef spec's TASKS exceeds
+    `num_tasks`, before anything is generated."""
+    if spec.startswith(f"{MIX}:"):
+        for part in mix_parts(spec):
+            _in_part(spec, part, _check_request, num_tasks)
+    elif spec.startswith("wfchef:"):
+        from damdjax.envs import wfchef
+        recipe, tasks, _ = wfchef_request(spec, spec.partition(":")[2])
+        try:
+            wfchef.check_size(recipe, tasks, num_tasks)
+        except wfchef.WfChefError as e:
+            raise WorkloadError(f"workload {spec!r}: {e} (raise --num-tasks)") from None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from damdjax.eval import bench
+from damdjax.envs.instance import to_reference_input
 
 
 def test_quick_run_writes_every_batch_size(tmp_path, capsys, monkeypatch):
@@ -180,7 +181,7 @@ def test_reference_input_keeps_real_servers_and_tasks_only():
         "task_mask": np.array([[True, True, False, True]]),
         "job": np.array([[0, 0, -1, 1]], np.int32),
     }
-    servers, tasks = bench.to_reference_input(arrays, 0)
+    servers, tasks = to_reference_input(arrays, 0)
     assert servers == [{"cpu": 1.0, "bw": 5.0, "mem": 20.0, "k": 0.5},
                        {"cpu": 2.0, "bw": 6.0, "mem": 30.0, "k": 0.25}]
     assert [t["preds"] for t in tasks] == [[], [0], [0, 1]]

@@ -1,8 +1,9 @@
 """train.sweep --distributed with real processes over the loopback interface: 2 processes
 (python -m train.launch) equal 1 process on 2 fake CPU devices bitwise; a killed process
-ends the other with one line within the timeout and --resume then equals the straight
-run; flags that differ between processes are refused at start; a process alone ends
-within the timeout.
+ends the other with one line within the timeout (process 0, the coordinator's, at once)
+and --resume then equals the straight run; flags that differ between processes are
+refused at start; a process alone ends within the timeout; eval.figures on 2 processes
+equals it on 1 process with 2 devices.
 
 Bitwise, not to float rounding: both runs are the same program over 2 devices (1
 member per device after the member axis is split), each device's members computed by
@@ -121,6 +122,8 @@ def test_two_processes_equal_one_process_on_two_devices(runs):
 
 
 def test_a_killed_process_ends_the_other_and_resume_equals_the_straight_run(runs):
+    """Process 1 killed after chunk 1, then process 0 in the resume: each time the
+    other ends with one line; a second resume equals the straight run."""
     rd, flags = runs
     coordinator = f"127.0.0.1:{free_port()}"
     argv = _sweep(rd, "killed", *flags)
@@ -137,6 +140,26 @@ def test_a_killed_process_ends_the_other_and_resume_equals_the_straight_run(runs
                         rf"coordinator {coordinator}\); .*checkpoint.msgpack keeps the last "
                         rf"committed chunk: continue with --resume", last), err
     assert waited < TIMEOUT + 10, waited   # (the watchdog: TIMEOUT after the last beat)
+    state = read_state_dict(rd / "killed" / "checkpoint.msgpack")
+    assert int(np.asarray(state["chunk"]).max()) == 1
+    # Process 0 (the coordinator's) killed in the resume, before chunk 2 is committed: the
+    # other ends at once with the one line, not JAX's abort.
+    coordinator = f"127.0.0.1:{free_port()}"
+    argv = _sweep(rd, "killed", "--resume")
+    p1 = _one_of_two(argv, coordinator, 1)
+    p0 = _one_of_two(argv, coordinator, 0, DAMDJAX_TEST_KILL_AT="after-chunk:2")
+    out, err = p0.communicate(timeout=300)
+    assert p0.returncode == -9, out + err
+    t0 = time.monotonic()
+    out, err = p1.communicate(timeout=300)
+    waited = time.monotonic() - t0
+    assert p1.returncode == 1, out + err
+    lines = [s for s in err.strip().splitlines() if not s.startswith("workload ")]
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: lost process 0, which runs the coordinator \(its connection closed: .*\) "
+        rf"\(process 1 of 2, coordinator {coordinator}\); .*checkpoint.msgpack keeps the "
+        rf"last committed chunk: continue with --resume", lines[0]), err
+    assert waited < 3, waited
     state = read_state_dict(rd / "killed" / "checkpoint.msgpack")
     assert int(np.asarray(state["chunk"]).max()) == 1
     resumed = _launch(_sweep(rd, "killed", "--resume"))
@@ -184,3 +207,34 @@ def test_the_launcher_ends_every_process_when_one_fails():
     assert re.search(r"^\[0\] up 127\.0\.0\.1:\d+ 2$", p.stdout, re.M), p.stdout
     assert re.search(r"^\[1\] up 127\.0\.0\.1:\d+ 2$", p.stdout, re.M), p.stdout
     assert "launch: process 1 exited with code 3; ending the others" in p.stderr
+
+
+# eval.figures: one axis, 2 points, 1 seed, the smallest training and 2 held-out episodes.
+FIGURES = ["--axes", "density", "--points", "density=1,3", "--seeds", "1", "--episodes", "2",
+           "--train-args", "--num-tasks 6 --num-servers 2 --dqn-num-envs 2 --mdqn-num-envs 2 "
+           "--dqn-num-chunks 1 --mdqn-num-chunks 1 --dqn-hidden 8 --mdqn-hidden 8 "
+           "--dqn-steps-per-chunk 4 --mdqn-steps-per-chunk 4 --dqn-learning-starts 0 "
+           "--mdqn-learning-starts 0 --dqn-buffer-capacity 16 --mdqn-buffer-capacity 16 "
+           "--dqn-batch-size 4 --mdqn-batch-size 4"]
+
+
+def test_figures_on_two_processes_equal_one_process_on_two_devices(tmp_path):
+    """Every number of the figure's JSON but its timings, bitwise: the training and the
+    learned methods are the same programs over 2 devices; the heuristics run in process 0
+    alone, as in the single process; only process 0 writes and prints."""
+    def figures(out: str) -> list[str]:
+        return [sys.executable, "-m", "eval.figures", "--out", str(tmp_path / out), *FIGURES]
+
+    single = subprocess.Popen(figures("one"), env=_env(devices=2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    out = _finished(_launch(figures("two")))
+    _finished(single)
+    assert "[0] [figures" in out and "[1] [figures" not in out and "[1] sweep" not in out, out
+    assert "[0] | DAMD |" in out and "[1] |" not in out, out
+    fig = [json.loads((tmp_path / d / "fig4-density.json").read_text()) for d in ("one", "two")]
+    for f in fig:
+        assert f.pop("seconds").keys() >= {"train", "heuristics", "learned"}
+    assert fig[0] == fig[1]
+    names = [sorted(p.relative_to(tmp_path / d).as_posix() for p in (tmp_path / d).rglob("*")
+                    if p.is_file()) for d in ("one", "two")]
+    assert names[0] == names[1] and "train/density/member-1/damd.json" in names[1]

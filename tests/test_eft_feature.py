@@ -204,3 +204,45 @@ def test_configs_and_flags_without_and_with_the_option():
         p = sweep.build_parser(trainer)
         scfg = sweep.config_from_args(p, p.parse_args(["--trainer", trainer, flag]))
         assert of(scfg.config).eft_feature is True
+
+
+def test_the_feature_reads_the_configured_eft_rule(tmp_path):
+    """--eft-rule: the feature column is that rule's estimate (the classic rule's by
+    default), a dispatcher file keeps the rule and reads it back, a bad or scheduler-bound
+    rule is refused naming the field, and a rule with nothing to read it is refused."""
+    import pytest
+    from damdjax.eft import dispatch_params, eft_estimate
+    from damdjax.policies import (check_meta, dispatcher_view, init_dispatcher,
+                                  load_dispatcher, save_dispatcher)
+    from damdjax.configs import ConfigError
+    from damdjax.envs.env import EdgeEnv
+    from damdjax.train import dqn
+    small = dict(num_envs=8, num_tasks=12, num_servers=3, hidden=(16,), seed=3)
+    cfg = dqn.DQNConfig.from_values(**small, eft_feature=True,
+                                    eft_rule="eft[queued/load/r0/l0.25]")
+    env = EdgeEnv(cfg.env_config)
+    obs, state = jax.jit(env.reset)(jax.random.PRNGKey(1), cfg.env)
+    col = jax.jit(lambda o, s: dispatcher_view(o, s, cfg.env.time_scale, True, cfg.eft_rule)
+                  .servers[:, -1])(obs, state)
+    mask = np.asarray(jax.jit(lambda o, s: dispatcher_view(o, s, 1.0, False).mask)(obs, state))
+    for rule in ("eft", cfg.eft_rule):
+        want = (eft_estimate(state, dispatch_params(rule)) - state.time) / cfg.env.time_scale
+        got = col if rule == cfg.eft_rule else jax.jit(lambda o, s: dispatcher_view(
+            o, s, cfg.env.time_scale, True).servers[:, -1])(obs, state)
+        np.testing.assert_allclose(np.asarray(got)[mask], np.asarray(want)[mask], rtol=1e-6)
+    assert not np.allclose(np.asarray(col)[mask], np.asarray(
+        (eft_estimate(state) - state.time) / cfg.env.time_scale)[mask])
+    net = dqn._network(cfg)
+    params = init_dispatcher(net, jax.random.PRNGKey(0), True)
+    path = str(tmp_path / "d.msgpack")
+    save_dispatcher(path, cfg.hidden, cfg.env.time_scale, params, True, cfg.eft_rule)
+    assert load_dispatcher(path)[2]["eft_rule"] == cfg.eft_rule
+    with pytest.raises(ValueError, match="meta field 'eft_rule'"):
+        check_meta({"hidden": [8], "time_scale": 10.0, "eft_rule": "eft[queued/later/r0/l0]"},
+                   "f.msgpack")
+    for values, message in (({"eft_rule": "eft[queued/ahead/r0/l0]", "eft_feature": True},
+                              "ahead wait depends on the scheduling rule"),
+                             ({"eft_rule": "qeft"}, "unknown EFT-family dispatch 'qeft'"),
+                             ({"eft_rule": "heft"}, "applies only to")):
+        with pytest.raises(ConfigError, match=message):
+            dqn.DQNConfig.from_values(**small, **values)

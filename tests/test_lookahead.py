@@ -112,17 +112,20 @@ def test_rollout_trainer_writes_the_lookahead_targets():
     """train.dqn --targets rollout: each step writes, for every env that must dispatch (at
     most --rollout-envs of them where set), a complete buffer entry holding its view and
     `rollout_targets` of EFT-with-the-scheduler played out from every server (computed
-    here from the state separately; with --rollout-tasks arrived, over the arrived tasks);
-    over all tasks, the targets' best server is `lookahead_dispatch`'s choice."""
+    here from the state separately; with --rollout-tasks arrived, over the arrived tasks;
+    with --eft-rule, that EFT-family rule played out and read by the feature); over all
+    tasks, the targets' best server is `lookahead_dispatch`'s choice."""
     from damdjax import replay
-    from damdjax.heuristics import earliest_finish
+    from damdjax.family import dispatch_rule
     from damdjax.envs.env import EdgeEnv
     from damdjax.train import dqn
-    base = pair(earliest_finish, SCHEDULE_RULES["sjf"])
-    for rollout_envs, tasks in ((0, "all"), (2, "arrived")):
+    for rollout_envs, tasks, rule in ((0, "all", "eft"),
+                                      (2, "arrived", "eft[queued/load/r0/l0.25]")):
+        base = pair(dispatch_rule(rule), SCHEDULE_RULES["sjf"])
         cfg = dqn.DQNConfig.from_values(num_envs=4, num_tasks=8, num_servers=3, buffer_capacity=512,
                             hidden=(8,), seed=2, scheduler="sjf", targets="rollout",
-                            eft_feature=True, rollout_envs=rollout_envs, rollout_tasks=tasks)
+                            eft_feature=True, rollout_envs=rollout_envs, rollout_tasks=tasks,
+                            eft_rule=rule)
         env = EdgeEnv(cfg.env_config)
         params = cfg.env
         horizon = {"all": None, "arrived": 0.0}[tasks]
@@ -132,8 +135,7 @@ def test_rollout_trainer_writes_the_lookahead_targets():
             lookahead_dispatch(base)(jax.random.PRNGKey(0), s),
             rollout_targets(lookahead_costs(jax.random.PRNGKey(0), s, base),
                             dispatch_feasible(s), params.time_scale)[0]))
-        if not rollout_envs:   # the same for both configs
-            view = jax.jit(lambda o, s: dqn.batch_view(cfg, o, s, params.time_scale))
+        view = jax.jit(lambda o, s, cfg=cfg: dqn.batch_view(cfg, o, s, params.time_scale))
         rs = dqn.init_runner(cfg, env, params)
         step = jax.jit(dqn.make_env_step(cfg, env, params))
         key, written, capped, other = jax.random.PRNGKey(3), 0, False, 0
@@ -253,3 +255,64 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
         with pytest.raises(SystemExit):
             target_spread.main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_online_rollout_reads_nothing_from_the_future():
+    """At every state of an episode, the online rollout's choice is the same when every
+    task arriving later is changed (its work and size redrawn), while the clairvoyant
+    lookahead's changes at some states: the online rule sees only the arrived tasks."""
+    import jax.numpy as jnp
+    from damdjax.lookahead import arrived_only, online_rollout_dispatch
+    from damdjax.envs.dynamics import dispatch_needed, reset_to_instance, transition
+    config = EnvConfig(n_max=16, m_max=3, queue_capacity=6)
+    params = EnvParams(num_tasks=16, num_servers=3, density=3.0)
+    inst = jax.tree.map(lambda x: x[0], generate_held_out(config, params, held_out_keys(8, 1)[0]))
+    base = pair_from_name("ES")
+    key = jax.random.PRNGKey(0)
+    online, clairvoyant = online_rollout_dispatch(base), lookahead_dispatch(base)
+
+    def with_new_future(s, k):
+        i = s.instance
+        later = i.task_mask & (i.arrival > s.time)
+        scale = jax.random.uniform(k, i.work.shape, minval=0.2, maxval=3.0)
+        i = i.replace(work=jnp.where(later, i.work * scale, i.work),
+                      size=jnp.where(later, i.size * scale, i.size))
+        return s.replace(instance=i)
+
+    @jax.jit
+    def choices(s, k):
+        other = with_new_future(s, k)
+        return (online(key, s), online(key, other), clairvoyant(key, s), clairvoyant(key, other),
+                jnp.sum(arrived_only(s).instance.task_mask), dispatch_needed(s))
+    step = jax.jit(lambda s: transition(s, base(key, s), 1.0, 0.0)[0])
+    s, decisions, moved, k = reset_to_instance(inst, config.queue_capacity), 0, 0, key
+    while not bool(s.done):
+        k, sub = jax.random.split(k)
+        on, on_other, cl, cl_other, arrived, needed = choices(s, sub)
+        if bool(needed):
+            assert int(on) == int(on_other)
+            assert int(arrived) <= int(inst.task_mask.sum())
+            decisions += 1
+            moved += int(cl) != int(cl_other)
+        s = step(s)
+    assert decisions == int(inst.task_mask.sum()) and moved > 0, (decisions, moved)
+
+
+def test_online_rollout_is_the_lookahead_when_nothing_more_arrives():
+    """When every job arrives at once (nothing arrives after the first decision), the
+    online rollout is the clairvoyant lookahead: the same servers."""
+    import jax.numpy as jnp
+    from damdjax.lookahead import online_rollout_dispatch
+    config = EnvConfig(n_max=10, m_max=3, queue_capacity=6)
+    params = EnvParams(num_tasks=10, num_servers=3, density=3.0)
+    inst_keys, play_keys = held_out_keys(4, 6)
+    instances = generate_held_out(config, params, inst_keys)
+    instances = instances.replace(arrival=jnp.where(
+        instances.task_mask, instances.arrival[:, :1], instances.arrival))
+    base = pair_from_name("ES")
+    out = []
+    for rule in (online_rollout_dispatch(base), lookahead_dispatch(base)):
+        policy = pair(rule, SCHEDULE_RULES["sjf"])
+        out.append(jax.jit(lambda k, i: play_batch(policy, k, i, config.queue_capacity))(
+            play_keys, instances))
+    np.testing.assert_array_equal(np.asarray(out[0].server), np.asarray(out[1].server))

@@ -17,6 +17,7 @@ from damdjax.envs.reference import (
     SCHEDULERS,
     bound_response,
     contention_free_bound,
+    oct_rank,
     simulate,
     upward_rank,
 )
@@ -559,7 +560,7 @@ def check_invariants(servers, tasks, q_cap, schedule, r):
     assert r.epoch_times[0] == tasks[0]["arrival"]
     assert all(a <= b for a, b in zip(r.epoch_times, r.epoch_times[1:]))
     assert r.end_time == max(r.done)
-    rank = upward_rank(servers, tasks) if schedule == "cp" else None
+    rank = {"cp": upward_rank, "oct": oct_rank}.get(schedule, lambda *_: None)(servers, tasks)
 
     elig = []
     for i, tk in enumerate(tasks):
@@ -615,7 +616,7 @@ def check_invariants(servers, tasks, q_cap, schedule, r):
                     return (r.arrive[j], j)
                 if schedule == "sjf":
                     return (tasks[j]["work"] / cpu[n], j)
-                if schedule == "cp":
+                if schedule in ("cp", "oct"):
                     return (-rank[j], j)
                 if schedule == "llf":
                     return ((tasks[j]["deadline"] - s) - tasks[j]["work"] / cpu[n], j)

@@ -4,7 +4,9 @@ config, held-out instances and eval.compare.
 Cheap by design: the fixture library (tests/data's helloworld workflow and the Alibaba
 excerpt's jobs of at most 4 tasks, written to a tmp .npz) is small; the flag and config
 tests compile nothing; one vmapped generator compile checks held-out instances, and one
-eval.compare run plays two heuristic pairs of one dispatch rule (one play compile).
+eval.compare run plays two heuristic pairs of one dispatch rule (one play compile). The
+mix tests join the fixture's parts (one tiny train.dqn chunk and one eval.compare run on
+it) and generate two small WfChef recipes twice (the 'workflows' extra).
 """
 from __future__ import annotations
 
@@ -255,3 +257,130 @@ def test_compare_reports_task_times_on_the_files_clock(tmp_path):
         for key in ("start", "finish", "done"):
             assert moved[key] == [float(Decimal(x) + Decimal(offset)) for x in plain[key]]
             assert all(m > offset for m in moved[key])
+
+
+# ---------------------------------------------------------------------------
+# mix:SPEC+SPEC: several specs' jobs joined in one library
+# ---------------------------------------------------------------------------
+
+def _mix_parts(lib_file, folder: Path) -> list[str]:
+    """Two part specs on fresh paths (not in resolve_workload's cache): the fixture
+    library and the helloworld workflow."""
+    shutil.copy(lib_file, folder / "lib.npz")
+    shutil.copy(HELLO, folder / "hello.json")
+    return [f"library:{folder / 'lib.npz'}", f"wfcommons:{folder / 'hello.json'}"]
+
+
+def test_a_mix_joins_exactly_its_parts_jobs(lib_file, tmp_path, capsys):
+    parts = _mix_parts(lib_file, tmp_path)
+    mixed = resolve_workload("mix:" + "+".join(parts))
+    libs = [resolve_workload(p) for p in parts]
+    assert mixed.num_jobs == sum(lib.num_jobs for lib in libs) == libs[0].num_jobs + 1
+    assert mixed.names == libs[0].names + libs[1].names
+    assert (mixed.max_length, mixed.max_preds) == (10, 8)
+    j = 0
+    for lib in libs:
+        for k in range(lib.num_jobs):
+            n, p = int(lib.length[k]), lib.max_preds
+            assert mixed.length[j] == n
+            np.testing.assert_array_equal(mixed.size[j, :n], lib.size[k, :n])
+            np.testing.assert_array_equal(mixed.work[j, :n], lib.work[k, :n])
+            np.testing.assert_array_equal(mixed.preds[j, :n, :p], lib.preds[k, :n])
+            assert np.all(mixed.preds[j, :, p:] == -1) and np.all(mixed.size[j, n:] == 0)
+            j += 1
+    assert f"jobs drawn uniformly over {mixed.num_jobs}: {parts[0]} {libs[0].num_jobs}, " \
+           f"{parts[1]} 1" in capsys.readouterr().err
+    # a part listed twice is drawn twice as often: its jobs listed twice
+    twice = resolve_workload(f"mix:{parts[1]}+{parts[0]}+{parts[1]}")
+    assert twice.num_jobs == mixed.num_jobs + 1
+    assert twice.names == libs[1].names + libs[0].names + libs[1].names
+
+
+def test_a_mix_takes_the_run_seed_in_each_wfchef_part():
+    """The run's seed fills every wfchef part that gives none (an explicit one is kept), and
+    the same seeded spec gives the same library byte for byte, another seed another."""
+    from damdjax.workloads import seeded_workload
+
+    spec = seeded_workload("mix:wfchef:genome:52:7+wfchef:epigenomics:50", 3)
+    assert spec == "mix:wfchef:genome:52:7+wfchef:epigenomics:50:3"
+    assert seeded_workload(spec, 9) == spec
+
+    def packed(spec: str) -> bytes:
+        resolve_workload.cache_clear()   # made again, not the cached one
+        arrays = _lib_arrays(resolve_workload(spec))
+        return b"|".join(f"{k}{a.dtype.str}{a.shape}".encode() + a.tobytes()
+                         for k, a in arrays.items())
+
+    first = packed(spec)
+    assert packed(spec) == first
+    assert packed(seeded_workload("mix:wfchef:genome:52:7+wfchef:epigenomics:50", 4)) != first
+
+
+def _lib_arrays(lib) -> dict:
+    return {"length": lib.length, "size": lib.size, "work": lib.work, "preds": lib.preds,
+            "names": np.array(lib.names)}
+
+
+@pytest.mark.parametrize("kind", ["one part", "empty part", "nested", "bad part", "bad recipe",
+                                  "part too long"])
+def test_bad_mixes_are_one_line_errors_naming_the_part(kind, lib_file, tmp_path, capsys):
+    ok = f"library:{lib_file}"
+    value, named, message, tasks = {
+        "one part": (f"mix:{ok}", None, "a mix joins two or more specs with '+', got one",
+                     NUM_TASKS),
+        "empty part": (f"mix:{ok}++{ok}", None, "part 2 is empty", NUM_TASKS),
+        "nested": (f"mix:{ok}+mix:{ok}+{ok}", f"mix:{ok}", "is a mix", NUM_TASKS),
+        "bad part": (f"mix:{ok}+foo:bar", "foo:bar", "must be KIND:PATH", NUM_TASKS),
+        "bad recipe": (f"mix:{ok}+wfchef:bogus", "wfchef:bogus",
+                       "unknown wfchef recipe 'bogus'", NUM_TASKS),
+        "part too long": (f"mix:wfchef:srasearch:30+{ok}", "wfchef:srasearch:30:0",
+                          "exceeds the padding's 12 task slots", NUM_TASKS),
+    }[kind]
+    with pytest.raises(SystemExit) as exc:
+        dqn.main(["--run-dir", str(tmp_path), "--workload", value, "--num-tasks", str(tasks)])
+    assert exc.value.code == 2
+    line = _error_line(capsys)
+    seeded = value.replace("srasearch:30", "srasearch:30:0")
+    assert f"--workload {seeded!r}" in line and message in line, line
+    if named is not None:
+        assert f"part {named!r}" in line, line
+    assert not list(tmp_path.iterdir())
+
+
+def test_compare_protects_a_mix_parts_files(lib_file, tmp_path, capsys):
+    """--out naming a mix part's file is refused (eval.compare's input_files reads the parts)."""
+    parts = _mix_parts(lib_file, tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--workload", "mix:" + "+".join(parts), "--num-tasks", str(NUM_TASKS),
+                      "--out", str(tmp_path / "hello.json")])
+    assert exc.value.code == 2
+    assert "hello.json" in _error_line(capsys)
+
+
+def test_a_run_on_a_mix_keeps_its_library_and_compare_reads_it_back(lib_file, tmp_path):
+    """train.dqn on a mix (one tiny chunk) keeps the joined library in RUN/inputs/; with
+    the parts' files gone, eval.compare --dispatcher-checkpoint RUN plays on the copy."""
+    parts = _mix_parts(lib_file, tmp_path)
+    spec = "mix:" + "+".join(parts)
+    joined = resolve_workload(spec)
+    runs = tmp_path / "runs"
+    assert dqn.main(["--run-dir", str(runs), "--name", "m", "--workload", spec,
+                     "--num-tasks", str(NUM_TASKS), "--num-servers", str(NUM_SERVERS),
+                     "--num-envs", "4", "--num-chunks", "1", "--steps-per-chunk", "4",
+                     "--buffer-capacity", "16", "--batch-size", "4", "--learning-starts", "4",
+                     "--hidden", "8", "--eval-episodes", "0"]) == 0
+    run = runs / "m"
+    (entry,) = json.loads((run / "inputs" / "index.json").read_text())["inputs"]
+    assert entry["kind"] == "workload" and entry["original"] == spec
+    kept = load_library(run / "inputs" / entry["copy"])
+    for key, arr in _lib_arrays(joined).items():
+        np.testing.assert_array_equal(_lib_arrays(kept)[key], arr)
+    assert json.loads((run / "config.json").read_text())["workload"] == spec
+    for name in ("lib.npz", "hello.json"):
+        (tmp_path / name).unlink()
+    out = tmp_path / "cmp.json"
+    compare.main(["--dispatcher-checkpoint", str(run), "--episodes", "2", "--methods", "LF",
+                  "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["setting"]["workload"] == f"library:{run / 'inputs' / entry['copy']}"
+    assert data["methods"]["DQN"]["episodes"] == 2

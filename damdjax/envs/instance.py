@@ -258,3 +258,24 @@ def instance_config(instance: Instance, queue_capacity: int) -> EnvConfig:
     return EnvConfig(n_max=instance.num_task_slots, m_max=instance.num_server_slots,
                      p_max=instance.preds.shape[-1], queue_capacity=queue_capacity,
                      j_max=slots + 1)
+
+
+def to_reference_input(arrays: dict, index: int) -> tuple[list[dict], list[dict]]:
+    """`(servers, tasks)` of episode `index` of batched :func:`instance_to_arrays` output
+    (arrays [B, ...]) for `damdjax.envs.reference.simulate`.
+
+    Real servers and real tasks only; predecessor ids are renumbered among the
+    real tasks (-1 padding dropped).
+    """
+    get = lambda name: arrays[name][index]
+    servers = [{"cpu": float(c), "bw": float(b), "mem": float(m), "k": float(k)}
+               for c, b, m, k, real in zip(get("cpu"), get("bw"), get("mem"), get("k"),
+                                           get("server_mask")) if real]
+    real_ids = np.flatnonzero(get("task_mask"))
+    new_id = {int(old): new for new, old in enumerate(real_ids)}
+    tasks = [{"size": float(get("size")[i]), "work": float(get("work")[i]),
+              "arrival": float(get("arrival")[i]), "deadline": float(get("deadline")[i]),
+              "preds": [new_id[int(p)] for p in get("preds")[i] if p >= 0],
+              "job": int(get("job")[i])}
+             for i in real_ids]
+    return servers, tasks

@@ -6,8 +6,8 @@ imports nothing from the rest of the project, so that it stays independent of
 the code it checks.
 
 It runs one episode with a dispatch heuristic (``nearest``, ``random``,
-``least_load``, ``eft``) and a scheduling heuristic (``fcfs``, ``sjf``, ``sdf``,
-``cp``, ``llf``), epoch by epoch, exactly as docs/model.md defines a ``step``:
+``least_load``, ``eft`` and its family) and a scheduling heuristic (``fcfs``, ``sjf``,
+``sdf``, ``cp``, ``llf``, ``oct``), epoch by epoch, exactly as docs/model.md defines a ``step``:
 
 * the clock stands at an *epoch* ``t`` (a time at which some decision is
   needed, every event at ``t`` already handled: completions, job arrivals,
@@ -46,6 +46,13 @@ The HEFT-family rules (docs/model.md, "Strong baselines"), in the same spirit:
   ``n``'s highest-index slot holder (or ``free[n]``),
   ``E[n] = (max(A, R_n[h], B) + work[h] / cpu[n]) + k[n]``; the smallest
   ``E`` wins, ties to the lowest server index.
+* ``eft`` with ``eft={...}``: the EFT family's design choices (docs/model.md, "The EFT
+  family"): ``holders`` ``"alone"`` estimates a holder as if alone on its server after
+  the running task; ``wait`` ``"load"`` / ``"ahead"`` starts the head after ``free[n]``
+  plus the work of all (or of the scheduling rule's earlier) holders over ``cpu[n]``,
+  ``"insert"`` in the first idle gap of the chain that fits it; then
+  ``E[n] = ((S + work[h] / cpu[n]) + relay * k[n]) + lookahead * OCT[h][n]``.
+* ``oct`` scheduling: the largest ``oct_rank`` (PEFT's mean optimistic cost) first.
 * ``cp`` scheduling: the largest ``upward_rank`` first (ties to the lowest
   task index), ``rank[i] = wbar[i] + max_s (cbar + rank[s])`` with
   ``wbar[i] = (work[i]/cpu[0] + work[i]/cpu[1] + ...) / M`` and
@@ -76,10 +83,18 @@ __all__ = [
     "upward_rank",
     "contention_free_bound",
     "bound_response",
+    "optimistic_cost_table",
+    "oct_rank",
+    "EFT_DEFAULTS",
 ]
 
 DISPATCHERS: tuple[str, ...] = ("nearest", "random", "least_load", "eft")
-SCHEDULERS: tuple[str, ...] = ("fcfs", "sjf", "sdf", "cp", "llf")
+SCHEDULERS: tuple[str, ...] = ("fcfs", "sjf", "sdf", "cp", "llf", "oct")
+# The design choices of ``eft`` dispatch (docs/model.md, "The EFT family"); these
+# values are the classic rule's.
+EFT_DEFAULTS: dict[str, Any] = {"holders": "queued", "wait": "chain", "relay": 1.0,
+                                "lookahead": 0.0}
+_EFT_CHOICES = {"holders": ("queued", "alone"), "wait": ("chain", "load", "ahead", "insert")}
 
 _INF = math.inf
 
@@ -318,8 +333,8 @@ def _schedule_key(
         return (tasks[i].work / servers[n].cpu, i)
     if schedule == "sdf":
         return (tasks[i].deadline, i)
-    if schedule == "cp":
-        assert rank is not None
+    if schedule in ("cp", "oct"):
+        assert rank is not None  # the upward rank for cp, PEFT's oct rank for oct
         return (-rank[i], i)  # largest rank first; negation is exact
     # llf: laxity, evaluated in the order docs/model.md writes it
     return ((tasks[i].deadline - t) - tasks[i].work / servers[n].cpu, i)
@@ -392,6 +407,77 @@ def _bound_done(servers: list[_Server], tasks: list[_Task]) -> list[float]:
     return out
 
 
+def _successors(tasks: list[_Task]) -> list[list[int]]:
+    succs: list[list[int]] = [[] for _ in tasks]
+    for i, tsk in enumerate(tasks):
+        for p in tsk.preds:
+            succs[p].append(i)
+    return succs
+
+
+def _optimistic_costs(servers: list[_Server], tasks: list[_Task]) -> list[list[float]]:
+    """PEFT's ``OCT[i][n]`` of validated records (docs/model.md, "The EFT family")."""
+    m = len(servers)
+    succs = _successors(tasks)
+    table = [[0.0] * m for _ in tasks]
+    for i in range(len(tasks) - 1, -1, -1):  # successors have larger indices
+        for n in range(m):
+            worst = 0.0
+            for s_ in succs[i]:
+                best = _INF
+                for w in range(m):
+                    relay = 0.0 if w == n else servers[n].k + servers[w].k
+                    c = (table[s_][w] + tasks[s_].work / servers[w].cpu) + relay
+                    if c < best:
+                        best = c
+                if best > worst:
+                    worst = best
+            table[i][n] = worst
+    return table
+
+
+def _oct_rank(servers: list[_Server], table: list[list[float]]) -> list[float]:
+    return [_sum_left_to_right(row) / len(servers) for row in table]
+
+
+def optimistic_cost_table(
+    servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
+) -> list[list[float]]:
+    """PEFT's optimistic cost table ``OCT[i][n]`` (time units):
+    ``max over successors s of min over servers w of
+    ((OCT[s][w] + work[s] / cpu[w]) + c)``, ``c = 0.0`` if ``w == n`` else
+    ``k[n] + k[w]``; ``0.0`` without successors. Inputs as for ``simulate``."""
+    srv = _validate_servers(servers)
+    return _optimistic_costs(srv, _validate_tasks(tasks, srv))
+
+
+def oct_rank(
+    servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
+) -> list[float]:
+    """PEFT's priority of every task: ``(OCT[i][0] + OCT[i][1] + ...) / M`` (left to
+    right); ``oct`` scheduling runs the largest first. Inputs as for ``simulate``."""
+    srv = _validate_servers(servers)
+    return _oct_rank(srv, _optimistic_costs(srv, _validate_tasks(tasks, srv)))
+
+
+def _eft_params(eft: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``EFT_DEFAULTS`` updated with ``eft``, checked (ValueError naming a bad entry)."""
+    out = dict(EFT_DEFAULTS)
+    for key, value in (eft or {}).items():
+        if key not in out:
+            raise ValueError(f"unknown eft parameter {key!r}; expected {sorted(out)}")
+        out[key] = value
+    for key, allowed in _EFT_CHOICES.items():
+        if out[key] not in allowed:
+            raise ValueError(f"eft {key} must be one of {allowed}, got {out[key]!r}")
+    for key in ("relay", "lookahead"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < _INF:
+            raise ValueError(f"eft {key} must be a finite number >= 0, got {v!r}")
+        out[key] = float(v)
+    return out
+
+
 def upward_rank(
     servers: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
 ) -> list[float]:
@@ -453,6 +539,7 @@ def simulate(
     schedule: str,
     uniforms: Iterable[float] | None = None,
     seed: Any = None,
+    eft: Mapping[str, Any] | None = None,
 ) -> ReferenceResult:
     """Run one episode with the given heuristics and return its results.
 
@@ -467,11 +554,16 @@ def simulate(
         dispatch: ``"nearest"``, ``"random"``, ``"least_load"`` or ``"eft"``
             (earliest estimated result time, docs/model.md).
         schedule: ``"fcfs"``, ``"sjf"``, ``"sdf"``, ``"cp"`` (highest upward
-            rank first, see ``upward_rank``) or ``"llf"`` (least laxity
-            ``(deadline - t) - work / cpu`` first).
+            rank first, see ``upward_rank``), ``"llf"`` (least laxity
+            ``(deadline - t) - work / cpu`` first) or ``"oct"`` (highest
+            ``oct_rank`` first, PEFT's priority).
         uniforms: for ``random``, the numbers ``u`` in [0, 1) to use, one per
             dispatch decision; if None, ``random.Random(seed).random()``.
         seed: seed of the fallback generator for ``random``.
+        eft: for ``eft``, the design choices that differ from ``EFT_DEFAULTS``
+            (docs/model.md, "The EFT family"): ``holders`` (``"queued"`` or
+            ``"alone"``), ``wait`` (``"chain"``, ``"load"``, ``"ahead"``,
+            ``"insert"``), ``relay`` and ``lookahead`` (numbers >= 0).
 
     Raises:
         ValueError: for an invalid instance, capacity, heuristic name, or
@@ -493,7 +585,13 @@ def simulate(
     srv = _validate_servers(servers)
     tk = _validate_tasks(tasks, srv)
     draw = _uniform_source(uniforms, seed) if dispatch == "random" else None
-    rank = _upward_rank(srv, tk) if schedule == "cp" else None
+    ep = _eft_params(eft)
+    octs = (_optimistic_costs(srv, tk)
+            if schedule == "oct" or (dispatch == "eft" and ep["lookahead"] != 0.0)
+            or (dispatch == "eft" and ep["wait"] == "ahead") else None)
+    upward = _upward_rank(srv, tk) if schedule == "cp" or ep["wait"] == "ahead" else None
+    priority = {"cp": upward, "oct": _oct_rank(srv, octs) if octs is not None else None}
+    rank = priority.get(schedule)
 
     n_tasks, n_srv = len(tk), len(srv)
     cpu = [s.cpu for s in srv]
@@ -561,28 +659,71 @@ def simulate(
                 ready = avail
         return ready
 
+    def ahead_key(i: int, n: int, at_server: float) -> float:
+        """The order key of ``i`` on ``n`` under the scheduling rule in use, for the
+        ``ahead`` wait (``at_server``: its arrival there; ``llf`` without ``t``)."""
+        if schedule == "fcfs":
+            return at_server
+        if schedule == "sjf":
+            return tk[i].work / cpu[n]
+        if schedule == "sdf":
+            return tk[i].deadline
+        if schedule == "llf":
+            return tk[i].deadline - tk[i].work / cpu[n]
+        ranks = priority[schedule]
+        assert ranks is not None
+        return -ranks[i]
+
     def eft_choice(feasible: list[int], t: float) -> int:
-        """Smallest estimated result time ``E[n]`` of the head task (docs/model.md)."""
+        """Smallest estimated done time ``E[n]`` of the head task (docs/model.md, "EFT
+        dispatch" and "The EFT family")."""
         h = head
-        est: dict[int, float] = {}  # F of the slot holders, on paper
+        est: dict[int, float] = {}  # F of the slot holders that inputs are read from
+        chain: dict[int, tuple[float, float]] = {}  # each holder's (start, finish) on paper
 
         def f_of(p: int) -> float:
             return finish[p] if start[p] != _INF else est[p]
 
-        # free[m], then F of m's latest slot holder played so far (prev / B).
-        last = [t if running[m] is None else finish[running[m]] for m in range(n_srv)]
+        # free[m], then F of m's latest slot holder played so far (prev / the chain's end).
+        free = [t if running[m] is None else finish[running[m]] for m in range(n_srv)]
+        last = list(free)
         holders = sorted(i for m in range(n_srv) for i in queued[m])
         for p in holders:  # increasing global index: predecessors come first
             m = server[p]
-            s_p = max(arrive[p], inputs_at(p, m, f_of), last[m])
+            ready_p = max(arrive[p], inputs_at(p, m, f_of))
+            s_p = max(ready_p, last[m])
             f_p = s_p + tk[p].work / cpu[m]
-            est[p] = f_p
+            chain[p] = (s_p, f_p)
+            est[p] = f_p if ep["holders"] == "queued" else max(ready_p, free[m]) + tk[p].work / cpu[m]
             last[m] = f_p
         best_n, best_e = -1, _INF
         for n in feasible:  # increasing server index: strict < keeps the lowest
             a = (t + kk[n]) + tk[h].size / srv[n].bw
-            s_h = max(a, inputs_at(h, n, f_of), last[n])
-            e = (s_h + tk[h].work / cpu[n]) + kk[n]
+            earliest = max(a, inputs_at(h, n, f_of))
+            run = tk[h].work / cpu[n]
+            wait = ep["wait"]
+            if wait == "chain":
+                s_h = max(earliest, last[n])
+            elif wait in ("load", "ahead"):
+                mine = ahead_key(h, n, a) if wait == "ahead" else 0.0
+                work = 0.0
+                for i in queued[n]:  # increasing task index
+                    if wait == "load" or ahead_key(i, n, arrive[i]) <= mine:
+                        work += tk[i].work
+                s_h = max(earliest, free[n] + work / cpu[n])
+            else:  # insert: the earliest idle gap of the chain that fits, else its end
+                s_h = max(earliest, last[n])
+                prev = free[n]
+                for i in queued[n]:
+                    c = max(earliest, prev)
+                    if c + run <= chain[i][0]:
+                        s_h = c
+                        break
+                    prev = chain[i][1]
+            e = (s_h + run) + ep["relay"] * kk[n]
+            if ep["lookahead"] != 0.0:
+                assert octs is not None
+                e = e + ep["lookahead"] * octs[h][n]
             if best_n < 0 or e < best_e:
                 best_n, best_e = n, e
         return best_n

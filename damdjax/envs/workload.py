@@ -62,7 +62,7 @@ from damdjax.envs.instance_padding import job_order
 __all__ = [
     "LibraryError", "JobLibrary", "library_from_specs", "save_library", "load_library",
     "check_library", "required_config", "generate_from_library", "mean_task_work",
-    "matched_density",
+    "matched_density", "join_libraries",
 ]
 
 _FIELDS = ("length", "size", "work", "preds", "names")
@@ -319,6 +319,31 @@ def library_from_specs(specs_or_jobs: Iterable[InstanceSpec | JobSpec]) -> JobLi
     names = np.array([name for name, _ in jobs], dtype=str)
     return _validated({"length": length, "size": size, "work": work, "preds": preds,
                        "names": names}, "library")
+
+
+def join_libraries(libs: Iterable[JobLibrary]) -> JobLibrary:
+    """One library of every job of `libs`, in order (each job's arrays as they are, padded
+    to the widest part); a job drawn from it is drawn uniformly over all of them.
+
+    Raises:
+        LibraryError: for no library at all.
+    """
+    libs = list(libs)
+    if not libs:
+        raise LibraryError("join_libraries: no library given")
+    slots = max(lib.max_length for lib in libs)
+    width = max(lib.max_preds for lib in libs)
+
+    def padded(arr: np.ndarray, fill) -> np.ndarray:
+        pad = [(0, 0), (0, slots - arr.shape[1]), (0, width - arr.shape[-1])][:arr.ndim]
+        return np.pad(arr, pad, constant_values=fill)
+
+    return _validated({
+        "length": np.concatenate([lib.length for lib in libs]),
+        "size": np.concatenate([padded(lib.size, 0.0) for lib in libs]),
+        "work": np.concatenate([padded(lib.work, 0.0) for lib in libs]),
+        "preds": np.concatenate([padded(lib.preds, -1) for lib in libs]),
+        "names": np.array([name for lib in libs for name in lib.names], dtype=str)}, "library")
 
 
 def save_library(path: str | os.PathLike, lib: JobLibrary) -> None:

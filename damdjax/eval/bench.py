@@ -59,7 +59,7 @@ from damdjax.rollout import run_from_instance
 from damdjax.envs import reference
 from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.generator import generate
-from damdjax.envs.instance import instance_to_arrays
+from damdjax.envs.instance import instance_to_arrays, to_reference_input
 from damdjax.envs.state import started, unstarted_tasks
 from damdjax.eval.bench_views import bench_views, markdown_views
 from damdjax.eval.traffic import BANDWIDTH, DEFAULT_BATCH, DEFAULT_N_MAX, EPISODE_STEP
@@ -288,26 +288,6 @@ def generate_instances(config: EnvConfig, params: EnvParams, seed: int, count: i
 
     batch = jax.jit(jax.vmap(one))(episode_keys(seed, 0, count))
     return instance_to_arrays(batch)
-
-
-def to_reference_input(arrays: dict, index: int) -> tuple[list[dict], list[dict]]:
-    """`(servers, tasks)` of episode `index` for `damdjax.envs.reference.simulate`.
-
-    Real servers and real tasks only; predecessor ids are renumbered among the
-    real tasks (-1 padding dropped).
-    """
-    get = lambda name: arrays[name][index]
-    servers = [{"cpu": float(c), "bw": float(b), "mem": float(m), "k": float(k)}
-               for c, b, m, k, real in zip(get("cpu"), get("bw"), get("mem"), get("k"),
-                                           get("server_mask")) if real]
-    real_ids = np.flatnonzero(get("task_mask"))
-    new_id = {int(old): new for new, old in enumerate(real_ids)}
-    tasks = [{"size": float(get("size")[i]), "work": float(get("work")[i]),
-              "arrival": float(get("arrival")[i]), "deadline": float(get("deadline")[i]),
-              "preds": [new_id[int(p)] for p in get("preds")[i] if p >= 0],
-              "job": int(get("job")[i])}
-             for i in real_ids]
-    return servers, tasks
 
 
 def bench_reference(arrays: dict, count: int, method: str, queue_capacity: int) -> dict:

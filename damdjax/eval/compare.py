@@ -7,6 +7,8 @@
     python -m eval.compare --dispatcher-checkpoint runs/dqn     # DQN vs N/R/L/E, same scheduler
     python -m eval.compare --damd-run runs/damd                 # DAMD vs NF, RS, LS, EC, best
     python -m eval.compare --lookahead ES --methods ES          # the headroom above ES
+    python -m eval.compare --methods best,ES                # the tuned best heuristic vs ES
+    python -m eval.compare --rollout "eft[queued/load/r0/l0.25]+sjf" --methods ES
     python -m eval.compare --workload wfcommons:../shared/data/wfcommons --num-tasks 120
 
 Every method runs on the same instances (the same keys), so differences are
@@ -22,6 +24,20 @@ on the instance file's own clock, as the setting's `task_times` says).
 `--workload SPEC` draws the generated instances' jobs from real jobs
 (damdjax.workloads: wfcommons:PATH, alibaba:CSV, library:FILE.npz,
 wfchef:RECIPE[:TASKS]) instead of the random DAG generator; it contradicts --instance.
+
+Methods are the classic pairs (two letters: NF, ES, EC, ...; `all` is all 20 of them)
+and members of the EFT family (damdjax.family, docs/model.md "The EFT family": `heft+sjf`,
+`peft+oct`, `eft[HOLDERS/WAIT/rRELAY/lLOOKAHEAD]+RULE`). `best` is the heuristic a
+tuning chose without seeing the held-out episodes (damdjax.tuning): every classic pair
+and every member of the family's grid played on --tune-episodes *tuning* episodes of
+--seed (keys no held-out or training episode uses), the smallest mean response time
+there; or the choice stored by `python -m eval.tune` in --tuned FILE. The held-out table
+then shows how the chosen one does on episodes it was not chosen on.
+
+`--rollout PAIR` adds the method `rollout(PAIR)`: the online rollout over the heuristic
+PAIR (damdjax.lookahead.online_rollout_dispatch: at each dispatch, every feasible server
+tried by playing the tasks arrived so far to their ends with PAIR, the later ones
+unknown), with PAIR's scheduling rule: a policy a dispatcher can run.
 
 `--lookahead PAIR` adds the method `lookahead(PAIR)`: a clairvoyant one-step
 lookahead over the heuristic pair (damdjax.lookahead: at each dispatch, every
@@ -56,18 +72,20 @@ from damdjax.cli import (add_config_flags, add_seed_flag, check_int_flag, check_
 from damdjax.configs import int_limit
 from damdjax import run_inputs
 from damdjax.run_config import RunConfig, setting_flags, setting_from_json
-from damdjax.evaluation import (best_pair, format_paired, generate_held_out, held_out_keys,
-                                paired_summary)
-from damdjax.heuristics import (
-    ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label, pair_names)
-from damdjax.io import json_number, write_json_atomic
-from damdjax.lookahead import lookahead_dispatch
+from damdjax.evaluation import format_paired, generate_held_out, held_out_keys, paired_summary
+from damdjax.family import (
+    canonical_name, method_policy, play_methods, random_dispatch, schedule_rule)
+from damdjax.heuristics import ALL_PAIRS, DISPATCH_RULES, SCHEDULE_RULES, Policy, pair, pair_label
+from damdjax.io import json_number, load_json_limited, write_json_atomic
+from damdjax.lookahead import lookahead_dispatch, online_rollout_dispatch
 from damdjax.memory import check_memory, evaluation_bytes
 from damdjax.metrics import METRIC_NAMES, episode_metrics, mean_ci95
 from damdjax.policies import load_damd, resolve_dispatcher, resolve_scheduler
-from damdjax.rollout import play_in_chunks, play_pairs
+from damdjax.rollout import play_in_chunks
+from damdjax.tuning import TuningResult, tune
 from damdjax.rundir import CONFIG
-from damdjax.workloads import resolve_workload, seeded_workload, workload_config
+from damdjax.workloads import (resolve_workload, seeded_workload, workload_config,
+                               workload_paths)
 from damdjax.envs.config import EnvConfig, EnvParams, check_float, check_params
 from damdjax.envs.instance import instance_from_spec, spec_config
 from damdjax.envs.instance_format import InstanceError
@@ -79,6 +97,8 @@ DEFAULT_METHODS = "NF,RS,LS,EC"
 DAMD_METHODS = "NF,RS,LS,EC,best"
 
 GENERATED_EPISODES = 200   # --episodes' default on generated instances
+TUNE_EPISODES = 100        # --tune-episodes' default
+TUNED_FILE_BYTES = 1 << 22   # a tuning file holds a few hundred means
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None,
                    help="comma-separated heuristic methods: two letters, dispatch N(earest)/"
                         "R(andom)/L(east load)/E(FT) then schedule F(CFS)/S(JF)/D (SDF)/"
-                        "C(ritical path)/X (least laxity); 'all' for every pair, 'best' for "
-                        "the pair with the smallest mean response time on these episodes "
+                        "C(ritical path)/X (least laxity), or EFT-family members (heft+sjf, "
+                        "peft+oct, eft[HOLDERS/WAIT/rR/lL]+RULE); 'all' for every pair, "
+                        "'best' for the heuristic tuned on tuning episodes (above) "
                         f"(default {DEFAULT_METHODS}; with --dispatcher-checkpoint, the four "
                         "dispatch heuristics with the DQN's scheduler; with --damd-run, "
                         f"{DAMD_METHODS})")
@@ -107,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the method lookahead(PAIR): the clairvoyant one-step lookahead "
                         "over the heuristic pair PAIR (e.g. ES), with its scheduling rule; a "
                         "yardstick, not a runnable policy (above)")
+    p.add_argument("--rollout", metavar="PAIR",
+                   help="add the method rollout(PAIR): the online rollout over the heuristic "
+                        "PAIR (a classic pair or a family member), with its scheduling rule "
+                        "(above)")
+    p.add_argument("--tuned", metavar="FILE",
+                   help="with --methods best: the choice stored by python -m eval.tune (its "
+                        "setting must be this one) instead of tuning here")
+    p.add_argument("--tune-episodes", type=int, default=TUNE_EPISODES,
+                   help="with --methods best and no --tuned: tuning episodes (default "
+                        "%(default)s)")
     p.add_argument("--instance", metavar="FILE",
                    help="a JSON instance file (MODEL.md format) instead of generated instances")
     add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack", "tau",
@@ -154,6 +185,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.method_list = method_list(args.methods)
     except ValueError as e:
         parser.error(str(e))
+    check_int_flag(parser, "--tune-episodes", args.tune_episodes, 1)
+    if args.tuned and "best" not in args.method_list:
+        parser.error(f"--tuned {args.tuned} goes with --methods best")
+    if args.instance is not None and "best" in args.method_list and not args.tuned:
+        parser.error("--methods best on --instance needs --tuned FILE (python -m eval.tune on "
+                     "generated episodes): choosing on the instance itself would peek")
     if args.episodes is not None:
         check_int_flag(parser, "--episodes", args.episodes, 1)
     if args.queue_capacity is not None:
@@ -194,8 +231,7 @@ def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[s
     `config` and the final states of every method played (learned ones, the heuristic
     pairs, all 20 with `best`); floats of `f` bytes."""
     named = [m for m in args.method_list if m != "best"]
-    methods = len(args.learned) + len(set(named) | (set(ALL_PAIRS) if "best" in
-                                                      args.method_list else set()))
+    methods = len(args.learned) + len(set(named)) + ("best" in args.method_list)
     at = (f"an instance file's {config.n_max} tasks" if args.instance is not None else
           f"--num-tasks {config.n_max}, --num-servers {config.m_max}")
     if args.queue_capacity is not None:
@@ -210,9 +246,7 @@ def input_files(args) -> list[str]:
     config.json beside it, read as the run's setting), the workload's path (a folder:
     every file below it)."""
     paths = [args.instance, args.dispatcher_checkpoint, args.scheduler, args.damd_run]
-    kind, _, path = args.workload.partition(":")
-    if path and kind != "wfchef":       # a recipe names no file
-        paths.append(path)
+    paths += workload_paths(args.workload)   # a recipe names no file
     out = []
     for path in filter(None, paths):
         if os.path.isdir(path):
@@ -226,8 +260,9 @@ def input_files(args) -> list[str]:
 
 
 def method_list(text: str) -> list[str]:
-    """`--methods` as a list of canonical pair names (`heuristics.pair_label`: `LD` is
-    shown as the paper's `LS`) and `best`; `all` expands to every pair.
+    """`--methods` as a list of canonical method names (`damdjax.family.canonical_name`:
+    `LD` is shown as the paper's `LS`, `HEFT+SJF` as `heft+sjf`) and `best`; `all`
+    expands to every classic pair.
 
     ValueError naming a bad or repeated method."""
     names = [m.strip() for m in text.split(",")]
@@ -242,7 +277,7 @@ def method_list(text: str) -> list[str]:
         elif m.lower() == "best":
             out.append("best")
         else:
-            out.append(pair_label(*pair_names(m)))
+            out.append(canonical_name(m))
     if len(set(out)) != len(out):
         raise ValueError(f"--methods lists a method twice: {text}")
     return out
@@ -301,17 +336,60 @@ def learned_methods(args) -> tuple[dict[str, Policy], dict]:
     if args.damd_run:
         learned["DAMD"], damd_cfg = load_damd(args.damd_run)
         setting = setting or _kept_workload(args.damd_run, _setting_of(damd_cfg))
-    if args.lookahead:
+    for flag, value, rule in (("--lookahead", args.lookahead, lookahead_dispatch),
+                              ("--rollout", args.rollout, online_rollout_dispatch)):
+        if not value:
+            continue
         try:
-            d, s = pair_names(args.lookahead)
+            base, s = method_policy(value)
+            name = canonical_name(value)
         except ValueError as err:
-            raise ValueError(f"--lookahead: {err}") from None
-        if d == "random":
-            raise ValueError(f"--lookahead {args.lookahead}: the base pair must be "
-                             "deterministic (not Random's)")
-        learned[f"lookahead({pair_label(d, s)})"] = pair(
-            lookahead_dispatch(pair(DISPATCH_RULES[d], SCHEDULE_RULES[s])), SCHEDULE_RULES[s])
+            raise ValueError(f"{flag}: {err}") from None
+        if random_dispatch(name):
+            raise ValueError(f"{flag} {value}: the base pair must be deterministic (not "
+                             "Random's)")
+        learned[f"{flag[2:]}({name})"] = pair(rule(base), schedule_rule(s))
     return learned, setting
+
+
+def tuning_setting(setting: dict) -> dict:
+    """The part of a comparison's setting a tuning must match (its episodes and seed
+    aside)."""
+    return {k: setting.get(k) for k in ("num_tasks", "density", "num_servers", "slack",
+                                        "workload", "queue_capacity")}
+
+
+def tuned_choice(args, config: EnvConfig, params: EnvParams, setting: dict, q: int
+                 ) -> TuningResult:
+    """`--methods best`'s choice: read from --tuned (refused, in one line, where its
+    setting is not this one), or tuned here on --tune-episodes tuning episodes of --seed
+    (damdjax.tuning) with a progress line per chunk of candidates."""
+    if args.tuned:
+        try:
+            stored = load_json_limited(args.tuned, TUNED_FILE_BYTES, "a tuning file")
+            result = TuningResult.from_json(stored)
+            got = tuning_setting(stored.get("setting", {}))
+        except ValueError as err:
+            sys.exit(f"error: --tuned {args.tuned}: {err}")
+        if got != tuning_setting(setting):
+            sys.exit(f"error: --tuned {args.tuned} was tuned at {got}, not this setting "
+                     f"{tuning_setting(setting)}")
+        print(f"best heuristic from {args.tuned}: {result.best} (tuned on {result.episodes} "
+              f"tuning episodes of seed {result.seed})", flush=True)
+        return result
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        print(f"  tuning: {done}/{total} family members, {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    config = dataclasses.replace(config, queue_capacity=q)
+    print(f"tuning: every classic pair and the EFT family's grid on {args.tune_episodes} "
+          f"tuning episodes of seed {args.seed} (keys no held-out episode uses)", flush=True)
+    result = tune(config, params, args.seed, args.tune_episodes,
+                  resolve_workload(args.workload), progress=progress)
+    print(f"best heuristic on the tuning episodes (of {len(result.means)}): {result.best} "
+          f"({result.means[result.best]:.4f})", flush=True)
+    return result
 
 
 def progress_printer(method: str):
@@ -447,23 +525,22 @@ def _compare(args: argparse.Namespace) -> dict:
     setting.update(queue_capacity=q, episodes=episodes, seed=args.seed)
     wants_best = "best" in args.method_list
     named = [m for m in args.method_list if m != "best"]
-    heuristics = list(dict.fromkeys([*named, *(ALL_PAIRS if wants_best else ())]))
-    print(f"comparing {', '.join([*args.learned, *args.method_list])} on {episodes} "
+    tuning = None
+    if wants_best:
+        tuning = tuned_choice(args, config, params, setting, q)
+    best = tuning.best if tuning else None
+    heuristics = list(dict.fromkeys([*named, *([best] if best else [])]))
+    print(f"comparing {', '.join([*args.learned, *heuristics])} on {episodes} "
           f"episode(s): {setting}", flush=True)
     states = {}
     for method, policy in args.learned.items():
         states[method] = run_batch(policy, play_keys, instances, q, params, method)
     t0 = time.perf_counter()
-    pair_states = play_pairs(heuristics, play_keys, instances, q, params,
-                             chunked={"progress": progress_printer("heuristics")})
+    pair_states = play_methods(heuristics, play_keys, instances, q, params,
+                               chunked={"progress": progress_printer("heuristics")})
     pair_seconds = time.perf_counter() - t0
     pair_results = {name: summarize(st) for name, st in pair_states.items()}
-    best = None
-    if wants_best:
-        best = best_pair({n: r["_per_episode"] for n, r in pair_results.items()}, ALL_PAIRS)
-        print(f"best heuristic pair on these episodes (smallest mean response time, of "
-              f"{len(ALL_PAIRS)}): {best}")
-    shown = list(dict.fromkeys([*named, *([best] if best else [])]))
+    shown = heuristics
     states.update({name: pair_states[name] for name in shown})
     results = {**{m: summarize(states[m]) for m in args.learned},
                **{name: pair_results[name] for name in shown}}
@@ -484,10 +561,10 @@ def _compare(args: argparse.Namespace) -> dict:
            "heuristic_seconds": pair_seconds}
     if wants_best:
         out["best_heuristic"] = best
-        out["heuristics"] = {name: {k: json_number(r[k]) for k in
-                                    ("avg_response_time", "avg_response_time_ci95",
-                                     "deadline_miss_rate", "deadline_miss_rate_ci95")}
-                             for name, r in pair_results.items() if name in ALL_PAIRS}
+        out["tuning"] = {**{k: v for k, v in tuning.to_json().items() if k != "means"},
+                         "candidates": len(tuning.means), "source": args.tuned or "tuned here",
+                         "ranking": [{"method": n, "avg_response_time": json_number(v)}
+                                     for n, v in tuning.ranking(10)]}
     if args.learned and episodes > 1:
         per = {name: r["_per_episode"] for name, r in results.items()}
         for ref in args.learned:

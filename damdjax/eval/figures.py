@@ -4,6 +4,7 @@
     python -m eval.figures                         # full quality (a GPU): runs/figures/
     python -m eval.figures --quick --resume        # continue a killed job: finished parts kept
     python -m eval.figures --axes density --seeds 5 --out runs/fig4
+    python -m train.launch --num-processes 2 -- python -m eval.figures --quick --distributed
 
 For each axis (Figure 3: the number of tasks, Figure 4: the task arrival
 density, Figure 5: the number of edge servers; AXES, whose comments say why
@@ -44,10 +45,21 @@ point's heuristic results and each axis's learned results, per episode, so
 that --resume skips them; checksummed msgpack, `damdjax.checkpoint.save_tree`, a
 damaged one refused in one line). Every file is written atomically. Progress lines
 (stage, point, elapsed, ETA) go to stderr; the sweep's chunk lines to stdout.
+
+--distributed runs the job as one process of several (`jax.distributed.initialize`;
+--coordinator HOST:PORT --num-processes N --process-id I, the environment `python -m
+train.launch` sets, or a SLURM job's; --distributed-timeout; docs/distributed.md): every
+process runs the same command; each sweep and the learned methods' evaluation run with
+the members sharded over every process's devices. Process 0 alone holds OUT (its lock;
+every file read and written there, --resume's included), plays the heuristics and the
+bound, and prints; it sends the others what they need (the job, what is done, each
+point's scheduling rule, read-back policy files). The figures equal a single process's
+on as many devices. A lost process ends the others with one line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -62,8 +74,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.serialization import msgpack_restore, msgpack_serialize
 
-from damdjax import memory, rundir, runs
+from damdjax import distributed, memory, rundir, runs
 from damdjax.bound import bound_metrics
 from damdjax.checkpoint import read_state_dict, save_tree
 from damdjax.chunks import RunStopped
@@ -189,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="write each sweep's checkpoint after every K-th chunk (train.sweep's flag; at "
            "full quality a figure's checkpoint holds 15 members' replay, several GB); "
            "allowed with --resume (default %(default)s)")
+    distributed.add_flags(p)
     return p
 
 
@@ -297,10 +311,11 @@ def open_out(p: argparse.ArgumentParser, args, argv) -> tuple[dict, str]:
         if args.overwrite:
             p.error("--resume and --overwrite exclude each other")
         others = explicit_flags(build_parser, argv) - {"out", "resume", "quick",
-                                                            "checkpoint_every"}
+                                                            "checkpoint_every",
+                                                            *distributed.FLAGS}
         if others:
-            p.error("--resume continues the stored job; it takes only --out and "
-                    "--checkpoint-every, not "
+            p.error("--resume continues the stored job; it takes only --out, "
+                    "--checkpoint-every and the distributed flags, not "
                     + ", ".join("--" + o.replace("_", "-") for o in sorted(others)))
         if stored is None:
             p.error(f"--resume: no {JOB_FILE} in {out}")
@@ -333,9 +348,10 @@ class Progress:
 
     EVAL_UNITS = 2
 
-    def __init__(self, total: float, stream=None):
+    def __init__(self, total: float, stream=None, silent: bool = False):
         self.total, self.done, self.t0 = float(total), 0.0, time.perf_counter()
         self.stream = sys.stderr if stream is None else stream
+        self.silent = silent   # (a process other than the first of a --distributed job)
 
     def advance(self, units: float, message: str) -> None:
         self.done += units
@@ -345,6 +361,8 @@ class Progress:
         self.total -= units
 
     def say(self, message: str) -> None:
+        if self.silent:
+            return
         elapsed = time.perf_counter() - self.t0
         frac = self.done / self.total if self.total > 0 else 1.0
         eta = (f"ETA {_clock(elapsed / self.done * (self.total - self.done))}"
@@ -401,7 +419,8 @@ def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_k
     def member_fn(mem):
         p, h, which = mem
         dispatch = dqn_dispatch_rule(d_net, p["dispatcher"], time_scale,
-                                     eft_feature=cfg.dispatcher.eft_feature)
+                                     eft_feature=cfg.dispatcher.eft_feature,
+                                     eft_rule=cfg.dispatcher.eft_rule)
         learned = mdqn_schedule_rule(s_net, p["schedulers"], cfg.schedulers.share_params,
                                      time_scale)
 
@@ -609,31 +628,50 @@ def params_from_member_files(scfg, run_dir: str) -> dict | None:
     return {"dispatcher": stacked[0], "schedulers": stacked[1]}
 
 
-def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_every: int):
+def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_every: int,
+                  session: distributed.Session | None = None):
     """Train (or continue, where `run_dir` holds a checkpoint) a sweep, its checkpoint
     written every `checkpoint_every` chunks; `(scfg, params [K', ...], members, hyper [K'],
     seconds)` on the host, or None where Ctrl-C stopped it. Progress: one line per chunk.
     A finished sweep without its checkpoint is read from its policy files
-    (`params_from_member_files`; seconds 0)."""
-    resume = os.path.exists(rundir.run_paths(run_dir)["checkpoint"])
-    if not resume and os.path.exists(rundir.run_paths(run_dir)["config"]):
-        with open(rundir.run_paths(run_dir)["config"]) as f:
-            stored = sweep.SweepConfig.from_json(json.load(f))
-        params = params_from_member_files(stored, run_dir)
-        if params is not None:
-            progress.skip(stored.num_chunks)
-            progress.say(f"{what}: trained before (no checkpoint): the members' policy "
-                         f"files read back")
-            members = stored.members()
-            return stored, params, members, stack([m.hyper for m in members]), 0.0
-    if not resume:
+    (`params_from_member_files`; seconds 0). With a `session`, process 0 alone looks at
+    `run_dir` and writes it; every process trains (`sweep.train`)."""
+    paths, found = rundir.run_paths(run_dir), {}
+
+    def plan() -> dict:   # process 0: what run_dir holds, a fresh start prepared
+        if os.path.exists(paths["checkpoint"]):
+            with open(paths["config"]) as f:
+                return {"from": "checkpoint", "config": json.load(f)}
+        if os.path.exists(paths["config"]):
+            with open(paths["config"]) as f:
+                stored = json.load(f)
+            found["params"] = params_from_member_files(sweep.SweepConfig.from_json(stored),
+                                                       run_dir)
+            if found["params"] is not None:
+                return {"from": "policy files", "config": stored}
         if os.path.exists(run_dir):
             shutil.rmtree(run_dir)   # inside OUT, never a finished chunk: a fresh start
         os.makedirs(run_dir)
-        write_json_atomic(scfg.to_json(), rundir.run_paths(run_dir)["config"])
-    else:
-        with open(rundir.run_paths(run_dir)["config"]) as f:
-            scfg = sweep.SweepConfig.from_json(json.load(f))
+        write_json_atomic(scfg.to_json(), paths["config"])
+        return {"from": "start"}
+
+    name = os.path.basename(run_dir)
+    got = distributed.from_0(session, f"train/{name}", plan)
+    if got["from"] != "start":
+        scfg = sweep.SweepConfig.from_json(got["config"])
+    if got["from"] == "policy files":
+        params = found.get("params")
+        if session is not None and session.index != 0:   # process 0's, as bits
+            params = msgpack_restore(session.share(f"params/{name}", None))
+        elif session is not None:
+            session.share(f"params/{name}", msgpack_serialize(params))
+        progress.skip(scfg.num_chunks)
+        progress.say(f"{what}: trained before (no checkpoint): the members' policy "
+                     f"files read back")
+        members = scfg.members()
+        return scfg, params, members, stack([m.hyper for m in members]), 0.0
+    resume = got["from"] == "checkpoint"
+    writer = session is None or session.index == 0
     n_chunks = scfg.num_chunks
     state = {"last": None}
 
@@ -646,14 +684,15 @@ def train_members(scfg, run_dir: str, what: str, progress: Progress, checkpoint_
     progress.say(f"{what}: {'resuming' if resume else 'training'} {len(scfg.members())} "
                  f"DAMD members as one program (compiling first)")
     t0 = time.perf_counter()
-    rs, members, hyper, interrupted = sweep.train(scfg, run_dir, resume, on_chunk=on_chunk,
+    rs, members, hyper, interrupted = sweep.train(scfg, run_dir, resume, writer,
+                                                  on_chunk=on_chunk,
                                                   checkpoint_every=checkpoint_every)
     if interrupted:
         return None
     if state["last"] is None:
         progress.skip(n_chunks)
     seconds = time.perf_counter() - t0
-    sweep.finish(scfg, run_dir, rs, members, hyper)     # member-<i>/ policy files
+    sweep.finish(scfg, run_dir, rs, members, hyper, writer)     # member-<i>/ policy files
     return scfg, to_host(rs.params), members, to_host(hyper), seconds
 
 
@@ -670,53 +709,68 @@ def generalist_config(scfg, axis: Axis, vals) -> sweep.SweepConfig:
 
 
 def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
-             checkpoint_every: int = 1) -> dict | None:
+             checkpoint_every: int = 1, session: distributed.Session | None = None
+             ) -> dict | None:
     """Train (or continue) the axis's sweep (checkpoints every `checkpoint_every` chunks),
-    evaluate every point, write the figure; None where Ctrl-C stopped the training."""
+    evaluate every point, write the figure; None where Ctrl-C stopped the training. With a
+    `session`: every process trains and plays the learned methods (both sharded over every
+    process's devices); process 0 alone plays the heuristics, reads and writes OUT, and
+    sends the others what they need (each point's scheduling rule, what is done); the
+    others return {}."""
     t_axis = time.perf_counter()
     vals = job["points"][axis.name]
     what = f"figure {axis.figure} ({axis.name})"
+    writer = session is None or session.index == 0
     trained = train_members(scfg, os.path.join(out, "train", axis.name),
                             f"{what}, {len(vals)} points x {scfg.seeds} seeds", progress,
-                            checkpoint_every)
+                            checkpoint_every, session)
     if trained is None:
         return None
     scfg, params, members, hyper_host, train_seconds = trained
 
     inst_keys, play_keys = held_out_keys(job["eval_seed"], job["episodes"])
     heur, t0 = {}, time.perf_counter()
-    for p, v in enumerate(vals):
-        path = os.path.join(out, "points", f"{axis.name}-{v}.msgpack")
-        if os.path.exists(path):
-            heur[p] = _load_point(path)
-            progress.skip(Progress.EVAL_UNITS)
-            progress.say(f"figure {axis.figure} ({axis.name}={v}): heuristics done before")
-            continue
-        heur[p] = evaluate_heuristics(scfg, hyper_member(hyper_host, p * scfg.seeds),
-                                      inst_keys, play_keys)
-        save_tree(heur[p], path)
-        progress.advance(Progress.EVAL_UNITS,
-                         f"figure {axis.figure} ({axis.name}={v}): 20 heuristic pairs and "
-                         f"the bound on {job['episodes']} episodes (best: "
-                         f"{best_pair(heur[p], ALL_PAIRS)})")
+
+    def heuristics() -> list[str]:   # process 0: every point's pairs; the rules sent
+        for p, v in enumerate(vals):
+            path = os.path.join(out, "points", f"{axis.name}-{v}.msgpack")
+            if os.path.exists(path):
+                heur[p] = _load_point(path)
+                progress.skip(Progress.EVAL_UNITS)
+                progress.say(f"figure {axis.figure} ({axis.name}={v}): heuristics done before")
+                continue
+            heur[p] = evaluate_heuristics(scfg, hyper_member(hyper_host, p * scfg.seeds),
+                                          inst_keys, play_keys)
+            save_tree(heur[p], path)
+            progress.advance(Progress.EVAL_UNITS,
+                             f"figure {axis.figure} ({axis.name}={v}): 20 heuristic pairs and "
+                             f"the bound on {job['episodes']} episodes (best: "
+                             f"{best_pair(heur[p], ALL_PAIRS)})")
+        return [pair_names(best_pair(heur[p], ALL_PAIRS))[1] for p in range(len(vals))]
+
+    rules = distributed.from_0(session, f"rules/{axis.name}", heuristics)
     heur_seconds = time.perf_counter() - t0
 
-    rules = [pair_names(best_pair(heur[p], ALL_PAIRS))[1] for p in range(len(vals))]
-
-    def learned_of(name: str, params_of_members) -> tuple[dict, float]:
+    def learned_of(name: str, params_of_members) -> tuple[dict | None, float]:
         path = os.path.join(out, "points", f"{axis.name}-{name}.msgpack")
-        t0 = time.perf_counter()
-        if os.path.exists(path):
-            res = _load_point(path)
+        t0, stored = time.perf_counter(), {}
+
+        def load() -> bool:   # process 0: the stored results, if any
+            if os.path.exists(path):
+                stored["res"] = _load_point(path)
+            return bool(stored)
+
+        if distributed.from_0(session, f"learned/{axis.name}/{name}", load):
             progress.skip(Progress.EVAL_UNITS)
         else:
-            res = evaluate_learned(scfg, members, params_of_members(), hyper_host, rules,
-                                   inst_keys, play_keys)
-            save_tree(res, path)
+            stored["res"] = evaluate_learned(scfg, members, params_of_members(), hyper_host,
+                                             rules, inst_keys, play_keys)
+            if writer:
+                save_tree(stored["res"], path)
             progress.advance(Progress.EVAL_UNITS,
                              f"{what}: {name} DAMD and DQN + rule, {len(members)} members on "
                              f"their points' episodes")
-        return res, time.perf_counter() - t0
+        return stored.get("res"), time.perf_counter() - t0
 
     learned, learned_seconds = learned_of("learned", lambda: params)
     sets = {"DAMD": learned, "DQN + rule": learned}
@@ -725,7 +779,8 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
     if job.get("generalist"):
         gcfg = generalist_config(scfg, axis, vals)
         g = train_members(gcfg, os.path.join(out, "train", f"{axis.name}-generalist"),
-                          f"{what}, generalist x {scfg.seeds} seeds", progress, checkpoint_every)
+                          f"{what}, generalist x {scfg.seeds} seeds", progress, checkpoint_every,
+                          session)
         if g is None:
             return None
         gcfg, gparams, _, _, seconds["generalist_train"] = g
@@ -735,6 +790,8 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
         sets.update({"DAMD generalist": gen, "DQN generalist + rule": gen})
         gen_info = {"setting_range": gcfg.config.dispatcher.setting_range,
                     "train_dir": os.path.join("train", f"{axis.name}-generalist")}
+    if not writer:
+        return {}
 
     points = [point_result(axis, v, hyper_member(hyper_host, p * scfg.seeds), heur[p],
                            sets, p, scfg.seeds, rules[p]) for p, v in enumerate(vals)]
@@ -811,22 +868,53 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
-    # One command per output folder: the run directories' lock (OUT's sibling
-    # .NAME.lock), taken before anything in OUT is read, replaced or trained.
+    session = distributed.session_of(p, args, "eval.figures")
+    if session is None:
+        return run_job(p, args, argv)
+    return distributed.run(session, lambda: run_job(p, args, argv, session))
+
+
+def lock_out(p: argparse.ArgumentParser, args) -> str:
+    """One command per output folder: the run directories' lock (OUT's sibling .NAME.lock),
+    taken before anything in OUT is read, replaced or trained; OUT's real path."""
     out = os.path.realpath(out_folder(args))
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         rundir.take(out)
     except (OSError, ValueError) as err:
         p.error(f"--out {out}: {err}")
-    with rundir.held(out):
-        return run_job(p, args, argv)
+    return out
 
 
-def run_job(p: argparse.ArgumentParser, args, argv) -> int:
+def run_job(p: argparse.ArgumentParser, args, argv,
+            session: distributed.Session | None = None) -> int:
     """The job of checked flags (or the stored one, --resume): every figure's training,
-    evaluation and files, skipping what is done. Returns the exit code."""
-    job, out = open_out(p, args, argv)
+    evaluation and files, skipping what is done. Returns the exit code. With a `session`
+    (--distributed), every process runs it (the flags agreed first); process 0 alone holds
+    OUT's lock, reads and writes OUT and prints (`run_axis`)."""
+    writer = session is None or session.index == 0
+    with contextlib.ExitStack() as stack:
+        if not writer:   # the sweeps' chunk lines: process 0's alone
+            stack.enter_context(contextlib.redirect_stdout(
+                stack.enter_context(open(os.devnull, "w"))))
+        if session is not None:
+            session.agree("flags", distributed.flags_text(args))
+
+        def open_job() -> list:   # process 0
+            stack.enter_context(rundir.held(lock_out(p, args)))
+            return list(open_out(p, args, argv))
+
+        job, out = distributed.from_0(session, "job", open_job)
+        if session is not None:
+            session.hint = f"{out} keeps what was finished: continue with --resume"
+        return run_axes(job, out, args.checkpoint_every, session)
+
+
+def run_axes(job: dict, out: str, checkpoint_every: int,
+             session: distributed.Session | None = None) -> int:
+    """Every figure of `job` into `out` (`run_axis`), those done before skipped; the exit
+    code."""
+    writer = session is None or session.index == 0
     axes = [AXES[a] for a in job["axes"]]
     configs = {}
     for axis in axes:   # every figure's flags checked before anything compiles
@@ -834,7 +922,7 @@ def run_job(p: argparse.ArgumentParser, args, argv) -> int:
     gen = 2 if job.get("generalist") else 1
     total = sum(gen * c.num_chunks + (len(job["points"][a]) + gen) * Progress.EVAL_UNITS
                 for a, c in configs.items())
-    progress = Progress(total)
+    progress = Progress(total, silent=not writer)
     progress.say(f"{len(axes)} figure(s) into {out}: "
                  + ", ".join(f"{a.name} {job['points'][a.name]}" for a in axes)
                  + f"; {job['seeds']} seed(s), {job['episodes']} episodes per point"
@@ -842,21 +930,28 @@ def run_job(p: argparse.ArgumentParser, args, argv) -> int:
     for axis in axes:
         fig_path = os.path.join(out, stem_of(axis) + ".json")
         c = configs[axis.name]
-        if os.path.exists(fig_path):
+        fig = {}
+
+        def done_before() -> bool:   # process 0
+            if os.path.exists(fig_path):
+                with open(fig_path) as f:
+                    fig.update(json.load(f))
+            return bool(fig)
+
+        if distributed.from_0(session, f"done/{axis.name}", done_before):
             progress.skip(gen * c.num_chunks + (len(job["points"][axis.name]) + gen)
                           * Progress.EVAL_UNITS)
             progress.say(f"figure {axis.figure} ({axis.name}): done before, skipped")
-            with open(fig_path) as f:
-                fig = json.load(f)
         else:
             try:
-                fig = run_axis(job, axis, out, c, progress, args.checkpoint_every)
+                fig = run_axis(job, axis, out, c, progress, checkpoint_every, session)
             except RunStopped as err:
                 return runs.report_stop(err)
             if fig is None:
                 progress.say("interrupted: continue with --resume")
                 return 130
-        print(format_table(fig), flush=True)
+        if writer:
+            print(format_table(fig), flush=True)
     progress.say("all figures done")
     return 0
 

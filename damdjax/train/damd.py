@@ -89,7 +89,8 @@ STAGE_FIELDS = ("lr", "gamma", "eps_start", "eps_end", "eps_decay_steps", "targe
 # The shared flags: the setting and the seed (one value for every stage).
 SHARED_FIELDS = (*SETTING_OPTIONS, "workload", "seed")
 # The dispatcher stages' own flags beyond STAGE_FIELDS (--dqn-scheduler: a rule).
-DISPATCHER_FIELDS = ("scheduler", "eft_feature", "targets", "rollout_envs", "rollout_tasks")
+DISPATCHER_FIELDS = ("scheduler", "eft_feature", "targets", "rollout_envs", "rollout_tasks",
+                     "eft_rule")
 # The stage configs' defaults where train.damd's differ from train.dqn's and train.mdqn's.
 STAGE_DEFAULTS = {"dqn": dqn.DQNConfig(num_envs=4096),
                   "mdqn": mdqn.MDQNConfig(num_envs=1024, gamma=MDQN_GAMMA)}
@@ -269,7 +270,7 @@ def make_train(config: DAMDConfig, axis_name: str | None = None) -> TrainFns:
     def schedulers_under(dispatcher_params, hyper: PipelineHyper) -> TrainFns:
         rule = dqn_dispatch_rule(d_net, dispatcher_params,
                                  hyper.dispatcher.env.time_scale,
-                                 eft_feature=dcfg.eft_feature)
+                                 eft_feature=dcfg.eft_feature, eft_rule=dcfg.eft_rule)
         return mdqn.make_train(scfg, axis_name, dispatch=rule)
 
     def init(key, hyper: PipelineHyper) -> PipelineRunner:
@@ -335,7 +336,8 @@ def greedy_policy(config: DAMDConfig, params: dict, time_scale: float) -> Policy
     `{"dispatcher": ..., "schedulers": ...}`)."""
     return pair(dqn_dispatch_rule(dispatcher_network(config.dispatcher.hidden),
                                   params["dispatcher"], time_scale,
-                                  eft_feature=config.dispatcher.eft_feature),
+                                  eft_feature=config.dispatcher.eft_feature,
+                                  eft_rule=config.dispatcher.eft_rule),
                 mdqn_schedule_rule(scheduler_network(config.schedulers.hidden),
                                    params["schedulers"], config.schedulers.share_params,
                                    time_scale))
@@ -384,7 +386,8 @@ def evaluate_stage(config: DAMDConfig, index: int, params: dict) -> dict:
         return dqn.evaluate(d, params["dispatcher"], d.eval_episodes, scheduler=partner)
     partner = (f"r{r}-dispatcher", dqn_dispatch_rule(dispatcher_network(d.hidden),
                                                      params["dispatcher"], time_scale,
-                                                     eft_feature=d.eft_feature))
+                                                     eft_feature=d.eft_feature,
+                                                     eft_rule=d.eft_rule))
     return mdqn.evaluate(s, params["schedulers"], s.eval_episodes, dispatcher=partner)
 
 

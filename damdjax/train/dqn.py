@@ -66,14 +66,15 @@ from damdjax.configs import ConfigError, Field, check_choice, option
 from damdjax.run_config import RunConfig
 from damdjax.run_inputs import original
 from damdjax.evaluation import evaluate_paired, format_paired
-from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, earliest_finish, pair
+from damdjax.family import dispatch_rule
+from damdjax.heuristics import DISPATCH_RULES, Policy, ScheduleRule, pair
 from damdjax.lookahead import lookahead_costs, rollout_targets
 from damdjax.hyper import Hyper, program_of
 from damdjax.rollout import TrainFns, make_chunk, reset_finished, train_fns
 from damdjax.networks import DispatchQNetwork, DispatchView, epsilon_greedy
 from damdjax.policies import (
-    DISPATCHER_FILE, dispatcher_network, dispatcher_view, dqn_dispatch_rule, init_dispatcher,
-    load_dispatcher, resolve_scheduler, save_dispatcher)
+    DISPATCHER_FILE, check_eft_rule, dispatcher_network, dispatcher_view, dqn_dispatch_rule,
+    init_dispatcher, load_dispatcher, resolve_scheduler, save_dispatcher)
 from damdjax.targets import online_q_if, periodic_polyak, td_loss, td_targets, where_tree
 from damdjax.envs.config import EnvParams
 from damdjax.envs.env import EdgeEnv
@@ -117,13 +118,17 @@ class DQNConfig(RunConfig):
                                 "rollout total sums: all (the episode's) or arrived (those "
                                 "arrived by the decision: the head task and earlier ones; the "
                                 "rollouts stop once they have all started)")
+    eft_rule: str = option("eft", "the EFT-family dispatch rule that --targets rollout plays "
+                           "out and --eft-feature reads: eft, heft, peft or "
+                           "eft[HOLDERS/WAIT/rRELAY/lLOOKAHEAD] (docs/model.md, \"The EFT "
+                           "family\"; not the ahead wait)", metavar="RULE")
 
     decision = "dispatch decision"
     eval_methods = 1 + len(DISPATCH_RULES)   # `evaluate`: the DQN and every dispatch rule
     observation_fields = DISPATCHER_FIELDS   # what the runner carries (`agents_part`)
     added_fields = {**RunConfig.added_fields, "eft_feature": False,   # no EFT column,
                     "targets": "td", "rollout_envs": 0,               # DQN targets
-                    "rollout_tasks": "all"}
+                    "rollout_tasks": "all", "eft_rule": "eft"}
 
     def check(self) -> None:
         """`RunConfig.check`, then this trainer's fields: `reward` one of REWARDS and the
@@ -145,6 +150,13 @@ class DQNConfig(RunConfig):
             raise ConfigError(Field("rollout_envs"), f" {self.rollout_envs} applies only to ",
                               Field("targets"), " rollout")
         check_choice("rollout_tasks", self.rollout_tasks, ROLLOUT_TASKS)
+        try:
+            check_eft_rule(self.eft_rule)
+        except ValueError as err:
+            raise ConfigError(Field("eft_rule"), f": {err}") from None
+        if self.eft_rule != "eft" and self.targets != "rollout" and not self.eft_feature:
+            raise ConfigError(Field("eft_rule"), f" {self.eft_rule} applies only to ",
+                              Field("targets"), " rollout or ", Field("eft_feature"))
         if self.rollout_tasks != "all" and self.targets != "rollout":
             raise ConfigError(Field("rollout_tasks"), f" {self.rollout_tasks} applies only to ",
                               Field("targets"), " rollout")
@@ -174,6 +186,10 @@ class DQNConfig(RunConfig):
             raise ConfigError(Field("init_dispatcher"), f" {init} has hidden widths "
                               f"{','.join(map(str, meta['hidden']))}: pass the same ",
                               Field("hidden"))
+        if meta["eft_rule"] != self.eft_rule:
+            raise ConfigError(Field("init_dispatcher"), f" {init} reads eft_rule "
+                              f"{meta['eft_rule']}, but ", Field("eft_rule"),
+                              f" is {self.eft_rule}: pass the same rule")
         if meta["eft_feature"] != self.eft_feature:
             raise ConfigError(Field("init_dispatcher"), f" {init} has eft_feature "
                               f"{str(meta['eft_feature']).lower()}, but ", Field("eft_feature"),
@@ -240,8 +256,8 @@ def batch_view(config: DQNConfig, obs, env_state, time_scale) -> DispatchView:
     """The dispatcher's inputs of a batch of envs (`obs`, `env_state` leaves [E, ...]):
     `damdjax.policies.dispatcher_view` of each, with the EFT column where
     `config.eft_feature`."""
-    return jax.vmap(lambda o, s: dispatcher_view(o, s, time_scale, config.eft_feature))(
-        obs, env_state)
+    return jax.vmap(lambda o, s: dispatcher_view(o, s, time_scale, config.eft_feature,
+                                                 config.eft_rule))(obs, env_state)
 
 
 def _env_step_fn(config: DQNConfig, env: EdgeEnv, axis_name: str | None = None,
@@ -329,7 +345,7 @@ def _rollout_env_step(config: DQNConfig, env: EdgeEnv, net: DispatchQNetwork,
     there are more."""
     e = config.num_envs
     k = config.rollout_envs if 0 < config.rollout_envs < e else e
-    base = pair(earliest_finish, schedule)
+    base = pair(dispatch_rule(config.eft_rule), schedule)
     horizon = ROLLOUT_TASKS[config.rollout_tasks]
 
     def env_step(rs: RunnerState, key, epsilon, params: EnvParams):
@@ -515,7 +531,7 @@ def init_runner(config: DQNConfig, env: EdgeEnv | None = None,
 def greedy_policy(config: DQNConfig, q_params, time_scale: float) -> Policy:
     """The greedy DQN dispatcher with the config's scheduler (`q_params` may be traced)."""
     return pair(dqn_dispatch_rule(_network(config), q_params, time_scale,
-                                  eft_feature=config.eft_feature),
+                                  eft_feature=config.eft_feature, eft_rule=config.eft_rule),
                 resolve_scheduler(config.scheduler))
 
 
@@ -532,9 +548,11 @@ def evaluate(config: DQNConfig, q_params, episodes: int,
     name, schedule = scheduler or (original(config.scheduler),
                                    resolve_scheduler(config.scheduler))
     greedy = dqn_dispatch_rule(_network(config), q_params, params.time_scale,
-                               eft_feature=config.eft_feature)
+                               eft_feature=config.eft_feature, eft_rule=config.eft_rule)
     policies = {"dqn": pair(greedy, schedule),
                 **{rule_name: pair(rule, schedule) for rule_name, rule in DISPATCH_RULES.items()}}
+    if config.eft_rule != "eft":   # the rule the run's rollouts or feature read, too
+        policies[config.eft_rule] = pair(dispatch_rule(config.eft_rule), schedule)
     return {"scheduler": name,
             **evaluate_paired(policies, env_config, params, config.seed, episodes, "dqn",
                               workload=config.job_library())}
@@ -550,7 +568,8 @@ def format_eval(ev: dict) -> str:
 # ---------------------------------------------------------------------------
 
 # train.dqn's own flags (beyond RunConfig's); --init-dispatcher where offered.
-OWN_FIELDS = ("scheduler", "reward", "targets", "rollout_envs", "rollout_tasks", "eft_feature")
+OWN_FIELDS = ("scheduler", "reward", "targets", "rollout_envs", "rollout_tasks", "eft_feature",
+              "eft_rule")
 
 
 def add_flags(p: argparse.ArgumentParser, name: str = "dqn", init: bool = True) -> None:
@@ -577,7 +596,7 @@ def save_policy_file(run_dir: str, cfg: DQNConfig, q_params) -> None:
     """The run's policy file `run_dir/dispatcher.msgpack` (what eval.compare
     --dispatcher-checkpoint and train.mdqn --dispatcher load), atomically."""
     save_dispatcher(f"{run_dir}/{DISPATCHER_FILE}", cfg.hidden, cfg.env.time_scale,
-                    q_params, cfg.eft_feature)
+                    q_params, cfg.eft_feature, cfg.eft_rule)
 
 
 def train(cfg: DQNConfig, run_dir: str, resume: bool) -> tuple[Any, bool]:

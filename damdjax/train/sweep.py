@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -321,16 +320,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_counts(p, args)
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
-    try:
-        cluster = distributed.cluster_of(args)
-    except ValueError as err:
-        p.error(str(err))
-    if cluster is None:
-        return run_sweep(p, args, argv, trainer)
-    session = distributed.current()
+    session = distributed.session_of(p, args, "train.sweep")
     if session is None:
-        p.error("--distributed: JAX started before it could join the other processes: run "
-                "python -m train.sweep, with the distributed flags spelled in full")
+        return run_sweep(p, args, argv, trainer)
     return distributed.run(session, lambda: run_sweep(p, args, argv, trainer, session))
 
 
@@ -374,23 +366,19 @@ def open_shared(p: argparse.ArgumentParser, args, argv, trainer: str,
     refusal ends every process with its exit code) and sends the others its local config
     and its input copies (`damdjax.run_inputs.input_files`), which they keep in `inputs`
     (a folder of their own): no process reads the run directory but process 0."""
+    opened = {}
+
+    def open_0() -> dict:
+        opened["run"] = scfg, run_dir = open_run(p, args, argv, trainer)
+        opened["files"] = run_inputs.input_files(run_dir)
+        return {"config": scfg.to_json(), "run_dir": run_dir,
+                "inputs": [n for n, _ in opened["files"]]}
+
+    got = distributed.from_0(session, "run", open_0)
     if session.index == 0:
-        try:
-            scfg, run_dir = open_run(p, args, argv, trainer)
-        except SystemExit as err:
-            session.share("run", json.dumps({"refused": err.code}).encode())
-            raise
-        files = run_inputs.input_files(run_dir)
-        session.share("run", json.dumps({"config": scfg.to_json(), "run_dir": run_dir,
-                                         "inputs": [n for n, _ in files]}).encode())
-        for name, data in files:
+        for name, data in opened["files"]:
             session.share(f"inputs/{name}", data)
-        return scfg, run_dir
-    got = json.loads(session.share("run", None))
-    if "refused" in got:
-        print("error: process 0 refused the run (its own line says why)", file=sys.stderr,
-              flush=True)
-        raise SystemExit(got["refused"])
+        return opened["run"]
     run_inputs.place_inputs([(n, session.share(f"inputs/{n}", None)) for n in got["inputs"]],
                             inputs)
     return SweepConfig.from_json(run_inputs.moved(got["config"], inputs)), got["run_dir"]

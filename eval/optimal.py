@@ -1,0 +1,5 @@
+"""``python -m eval.optimal``: the command line of :mod:`damdjax.eval.optimal`."""
+from damdjax.eval.optimal import main
+
+if __name__ == "__main__":
+    main()

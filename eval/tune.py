@@ -1,0 +1,5 @@
+"""``python -m eval.tune``: the command line of :mod:`damdjax.eval.tune`."""
+from damdjax.eval.tune import main
+
+if __name__ == "__main__":
+    main()
