@@ -79,8 +79,9 @@ if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
 # (the DAMD sweep, at its start) before test_train_damd.py (at its end), test_train_dqn.py
 # (its tiny run, at its start) before test_sweep.py.
 SLOWEST_FIRST = (
-    "test_figures.py", "test_train_dqn.py", "test_train_damd.py", "test_sweep.py",
-    "test_distributed.py", "test_examples.py", "test_view_schedulers.py", "test_finite_state.py",
+    "test_distributed.py", "test_figures.py", "test_train_dqn.py", "test_train_damd.py",
+    "test_sweep.py", "test_examples.py", "test_lookahead.py", "test_view_schedulers.py",
+    "test_finite_state.py", "test_eft_family.py",
     "test_view_joint.py", "test_views_agree.py",
     "test_differential.py", "test_compare.py", "test_eft_feature.py", "test_train_mdqn.py",
     "test_view_dispatcher.py", "test_run_inputs.py", "test_registry.py", "test_wrappers.py",

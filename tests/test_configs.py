@@ -25,7 +25,7 @@ RUN_BAD = {
 }
 DQN_BAD = {**RUN_BAD, "reward": "nope", "eft_feature": "yes", "targets": "nope",
            "rollout_envs": -1, "rollout_tasks": "nope", "scheduler": 3,
-           "init_dispatcher": None}
+           "init_dispatcher": None, "eft_rule": "qeft"}
 MDQN_BAD = {**RUN_BAD, "share_params": 1, "epochs": "nope", "dispatcher": 3,
             "init_schedulers": None}
 # setting flag (an EnvParams field or a padded size, SETTING_OPTIONS) -> a bad value
