@@ -85,16 +85,6 @@ class EftParams:
         return {"holders": int(self.holders), "wait": int(self.wait),
                 "relay": float(self.relay), "lookahead": float(self.lookahead)}
 
-    @classmethod
-    def from_json(cls, d: dict) -> "EftParams":
-        """The inverse of :meth:`to_json`; a missing or unknown key is a ValueError."""
-        keys = {"holders", "wait", "relay", "lookahead"}
-        if not isinstance(d, dict) or set(d) != keys:
-            raise ValueError(f"EFT parameters must be an object with exactly {sorted(keys)}, "
-                             f"got {d!r}")
-        return cls(holders=int(d["holders"]), wait=int(d["wait"]),
-                   relay=float(d["relay"]), lookahead=float(d["lookahead"]))
-
 
 def _concrete(value):
     """`value` as a Python number when it is one (or a concrete 0-d array), else None."""

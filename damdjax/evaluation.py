@@ -28,7 +28,8 @@ from damdjax.bound import bound_metrics
 from damdjax.heuristics import Policy
 from damdjax.io import json_number
 from damdjax.metrics import ci_excludes_zero, episode_metrics, mean_ci95
-from damdjax.rollout import play_batch, play_pairs, play_policies
+from damdjax.family import play_methods
+from damdjax.rollout import play_batch, play_policies
 from damdjax.sharding import to_host
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.env import EdgeEnv
@@ -96,10 +97,13 @@ def play_generated_members(member_fn: Callable, members, config: EnvConfig,
 
 
 def play_named_pairs(names, params: EnvParams, instances, play_keys: jax.Array,
-                     queue_capacity: int) -> dict[str, dict[str, np.ndarray]]:
-    """Heuristic pairs by name (`rollout.play_pairs`: one compilation per dispatch rule) on
-    `instances` [E]; name -> per-episode metrics [E] (float64), as `play_named`."""
-    states = play_pairs(names, play_keys, instances, queue_capacity, params)
+                     queue_capacity: int, progress=None) -> dict[str, dict[str, np.ndarray]]:
+    """Heuristic methods by name, classic pairs and EFT-family members
+    (`damdjax.family.play_methods`: one compilation per classic dispatch rule, one for
+    the family), on `instances` [E]; canonical name -> per-episode metrics [E] (float64),
+    as `play_named`. `progress`: `play_methods`'."""
+    states = play_methods(names, play_keys, instances, queue_capacity, params,
+                          progress=progress)
     metrics = jax.jit(jax.vmap(episode_metrics))
     return {name: _metrics(metrics(st)) for name, st in states.items()}
 

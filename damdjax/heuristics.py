@@ -20,7 +20,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from damdjax.eft import eft_estimate, oct_rank, slot_finish_estimates  # noqa: F401 (re-exported)
+from damdjax.eft import eft_estimate, slot_finish_estimates  # noqa: F401 (re-exported)
 from damdjax.envs.dynamics import dispatch_feasible, eligible_slots, least_load
 from damdjax.envs.state import Action, EnvState
 from damdjax.envs.times import never

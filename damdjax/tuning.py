@@ -20,10 +20,9 @@ import jax
 import numpy as np
 
 from damdjax.eft import HOLDER_CHOICES, WAIT_CHOICES, EftParams
-from damdjax.evaluation import generate_held_out
-from damdjax.family import SCHEDULES, Member, canonical_name, play_methods
+from damdjax.evaluation import best_pair, generate_held_out, play_named_pairs
+from damdjax.family import SCHEDULES, Member, canonical_name
 from damdjax.heuristics import ALL_PAIRS
-from damdjax.metrics import episode_metrics, mean_ci95
 from damdjax.envs.config import EnvConfig, EnvParams
 from damdjax.envs.workload import JobLibrary
 
@@ -104,12 +103,7 @@ def tune(config: EnvConfig, params: EnvParams, seed: int, episodes: int,
         candidates if candidates is not None else [*ALL_PAIRS, *(m.name for m in family_grid())])))
     inst_keys, play_keys = tuning_keys(seed, episodes)
     instances = generate_held_out(config, params, inst_keys, workload)
-    states = play_methods(names, play_keys, instances, config.queue_capacity, params,
-                          progress=progress)
-    means = {}
-    for name in names:
-        per = np.asarray(jax.vmap(episode_metrics)(states[name])["avg_response_time"],
-                         np.float64)
-        means[name] = mean_ci95(per)[0]
-    return TuningResult(seed=seed, episodes=episodes, means=means,
-                        best=min(names, key=lambda n: means[n]))
+    per = play_named_pairs(names, params, instances, play_keys, config.queue_capacity,
+                           progress=progress)
+    means = {name: float(np.mean(per[name]["avg_response_time"])) for name in names}
+    return TuningResult(seed=seed, episodes=episodes, means=means, best=best_pair(per, names))

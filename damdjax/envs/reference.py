@@ -357,10 +357,7 @@ def _upward_rank(servers: list[_Server], tasks: list[_Task]) -> list[float]:
         cbar = 2.0 * (_sum_left_to_right(s.k for s in servers) / m)
     else:
         cbar = 0.0  # one server: nothing is ever relayed
-    succs: list[list[int]] = [[] for _ in tasks]
-    for i, tsk in enumerate(tasks):
-        for p in tsk.preds:
-            succs[p].append(i)
+    succs = _successors(tasks)
     rank = [0.0] * len(tasks)
     for i in range(len(tasks) - 1, -1, -1):  # successors have larger indices
         w = tasks[i].work

@@ -226,6 +226,24 @@ def generated_config(args) -> EnvConfig:
                            queue_capacity=EnvConfig.queue_capacity)
 
 
+def generated_setting(args, params: EnvParams = EnvParams()
+                      ) -> tuple[EnvParams, EnvConfig, dict]:
+    """`(env params, padded sizes, setting)` of generated instances from the setting flags
+    in `args` (`num_tasks`, `num_servers`, `density`, `slack`, and `tau`, `miss_penalty`,
+    `workload` where the command has them): `params` with the flags' values,
+    `generated_config(args)`, and the setting a results file names. ValueError
+    (`check_params`) where the two do not fit."""
+    fields = ("num_tasks", "num_servers", "density", "slack", "tau", "miss_penalty")
+    params = params.replace(**{f: getattr(args, f) for f in fields if hasattr(args, f)})
+    config = generated_config(args)
+    check_params(config, params)
+    setting = {"num_tasks": args.num_tasks, "density": args.density,
+               "num_servers": args.num_servers, "slack": args.slack}
+    if getattr(args, "workload", ""):
+        setting["workload"] = args.workload
+    return params, config, setting
+
+
 def memory_parts(args, config: EnvConfig, episodes: int, f: int) -> list[tuple[str, int]]:
     """The evaluation batches (`damdjax.memory.evaluation_bytes`): `episodes` instances of
     `config` and the final states of every method played (learned ones, the heuristic
@@ -503,22 +521,14 @@ def _compare(args: argparse.Namespace) -> dict:
     else:
         spec = None
         args.episodes = args.episodes or GENERATED_EPISODES
-        params = params.replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
-                                density=args.density, slack=args.slack, tau=args.tau,
-                                miss_penalty=args.miss_penalty)
-        config = generated_config(args)
         try:
-            check_params(config, params)
+            params, config, setting = generated_setting(args, params)
         except ValueError as e:
             sys.exit(f"error: {e}")
         q_default = config.queue_capacity
         episodes = args.episodes
         inst_keys, play_keys = held_out_keys(args.seed, episodes)
         instances = generate_held_out(config, params, inst_keys, resolve_workload(args.workload))
-        setting = {"num_tasks": args.num_tasks, "density": args.density,
-                   "num_servers": args.num_servers, "slack": args.slack}
-        if args.workload:
-            setting["workload"] = args.workload
     if args.instance is not None:
         play_keys = held_out_keys(args.seed, episodes)[1]
     q = args.queue_capacity or q_default

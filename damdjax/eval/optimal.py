@@ -29,8 +29,7 @@ import numpy as np
 
 from damdjax import optimal
 from damdjax.cli import add_config_flags, add_seed_flag, check_int_flag, check_out_flag
-from damdjax.envs.config import EnvParams, check_params
-from damdjax.eval.compare import (generated_config, method_list, progress_printer,
+from damdjax.eval.compare import (generated_setting, method_list, progress_printer,
                                   summarize, summarize_bound)
 from damdjax.evaluation import generate_held_out, held_out_keys
 from damdjax.io import json_number, write_json_atomic
@@ -185,19 +184,13 @@ def main(argv=None) -> dict:
 def _run(args: argparse.Namespace) -> dict:
     import ortools
 
-    params = EnvParams().replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
-                                 density=args.density, slack=args.slack)
-    config = generated_config(args)
     try:
-        check_params(config, params)
+        params, config, setting = generated_setting(args)
     except ValueError as e:
         sys.exit(f"error: {e}")
     inst_keys, play_keys = held_out_keys(args.seed, args.episodes)
     instances = generate_held_out(config, params, inst_keys)
-    setting = {"num_tasks": args.num_tasks, "density": args.density,
-               "num_servers": args.num_servers, "slack": args.slack,
-               "queue_capacity": args.queue_capacity, "episodes": args.episodes,
-               "seed": args.seed}
+    setting.update(queue_capacity=args.queue_capacity, episodes=args.episodes, seed=args.seed)
     solver = {"time_limit": args.time_limit, "workers": args.workers,
               "resolution": args.resolution, "rounding": args.rounding,
               "seed": args.solver_seed, "ortools": ortools.__version__}

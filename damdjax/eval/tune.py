@@ -23,7 +23,6 @@ from damdjax.eval import compare
 from damdjax.io import write_json_atomic
 from damdjax.run_config import RunConfig
 from damdjax.workloads import seeded_workload
-from damdjax.envs.config import EnvParams, check_params
 
 SETTING = ("num_tasks", "density", "num_servers", "slack", "workload", "queue_capacity")
 
@@ -51,18 +50,12 @@ def main(argv=None) -> dict:
     except ValueError as e:
         p.error(f"--workload: {e}")
     args.n_max = args.m_max = None
-    config = compare.generated_config(args)
-    q = args.queue_capacity or config.queue_capacity
-    params = EnvParams().replace(num_tasks=args.num_tasks, num_servers=args.num_servers,
-                                 density=args.density, slack=args.slack)
     try:
-        check_params(config, params)
+        params, config, setting = compare.generated_setting(args)
     except ValueError as e:
         p.error(str(e))
-    setting = {"num_tasks": args.num_tasks, "density": args.density,
-               "num_servers": args.num_servers, "slack": args.slack, "queue_capacity": q}
-    if args.workload:
-        setting["workload"] = args.workload
+    q = args.queue_capacity or config.queue_capacity
+    setting["queue_capacity"] = q
     args.tuned = None
     result = compare.tuned_choice(args, config, params, setting, q)
     out = {"setting": setting, **result.to_json()}
