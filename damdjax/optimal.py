@@ -182,7 +182,7 @@ def _semi_active(preds, upload, duration, k, server, order):
 
 
 def earliest(preds, upload, duration, k, num_servers: int) -> list[list]:
-    """The contention-free earliest finish [N][M] of every task on every server (no
+    """The contention-free earliest finish `[N][M]` of every task on every server (no
     other task in the way; each input from its best server): `f[i][n] = max(upload(i, n),
     inputs at n) + duration(i, n)`, in any one number type. A lower bound in every
     schedule of the relaxation (`damdjax.bound`'s, per server)."""

@@ -32,6 +32,7 @@ from damdjax.checkpoint import check_finite, read_state_dict, restore, save_tree
 from damdjax.envs.config import INT32_MAX
 from damdjax.io import json_loads_limited
 from damdjax.run_config import HIDDEN_MAX_LAYERS, HIDDEN_MAX_WIDTH, setting_from_json
+from damdjax import family
 from damdjax.eft import WAIT_AHEAD, EftParams, dispatch_params, eft_estimate
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
@@ -279,13 +280,26 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def is_family_dispatch(name: str) -> bool:
+    """Whether `name` is spelled as an EFT-family dispatch rule (`heft`, `peft`,
+    `eft[...]`), which `resolve_dispatcher` reads before any path."""
+    spec = name.strip().lower()
+    return spec in ("heft", "peft") or spec.startswith("eft[")
+
+
 def resolve_dispatcher(name: str) -> DispatchRule:
-    """`nearest`, `random`, `least-load` (or `least_load`), `eft`, or a trained dispatcher's run
-    directory / policy file (greedy). ValueError naming `name` otherwise."""
+    """`nearest`, `random`, `least-load` (or `least_load`), `eft`, an EFT-family rule
+    (`heft`, `peft`, `eft[HOLDERS/WAIT/rR/lL]`: `check_eft_rule`'s, so not the `ahead`
+    wait), or a trained dispatcher's run directory / policy file (greedy). ValueError
+    naming `name` otherwise."""
     if _canonical(name) in DISPATCH_RULES:
         return DISPATCH_RULES[_canonical(name)]
+    if is_family_dispatch(name):
+        check_eft_rule(name)
+        return family.dispatch_rule(name)
     if not os.path.exists(name):
-        raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load, eft nor an "
+        raise ValueError(f"dispatcher {name!r} is neither nearest, random, least-load, eft, an "
+                         "EFT-family rule (heft, peft, eft[HOLDERS/WAIT/rR/lL]) nor an "
                          "existing run directory or policy file")
     net, params, meta = load_dispatcher(name)
     return dqn_dispatch_rule(net, params, meta["time_scale"], eft_feature=meta["eft_feature"],

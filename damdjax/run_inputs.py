@@ -28,7 +28,7 @@ import os
 
 from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
 from damdjax.io import file_sha256, write_bytes_atomic, write_json_atomic
-from damdjax.policies import DISPATCHER_FILE, SCHEDULERS_FILE
+from damdjax.policies import DISPATCHER_FILE, SCHEDULERS_FILE, is_family_dispatch
 from damdjax.workloads import resolve_workload
 from damdjax.envs.workload import save_library
 
@@ -60,7 +60,8 @@ def original(value: str) -> str:
 
 
 def _is_rule(field: str, value: str) -> bool:
-    return value.strip().lower().replace("-", "_") in POLICY_FIELDS[field][0]
+    return (value.strip().lower().replace("-", "_") in POLICY_FIELDS[field][0]
+            or (field == "dispatcher" and is_family_dispatch(value)))
 
 
 def _inputs(cfg, prefix: str = ""):

@@ -98,6 +98,24 @@ def test_best_is_chosen_on_tuning_episodes_and_played_on_held_out_ones(tmp_path,
     with pytest.raises(SystemExit, match="was tuned at"):
         compare.main(["--num-tasks", "20", "--num-servers", "4", "--episodes", "2",
                       "--methods", "best", "--tuned", str(stored)])
+    # --env: a registered setting tunes as its flags do (the same candidates' means) and
+    # its file serves eval.compare at those flags; a setting flag beside --env is refused
+    from damdjax import registry
+    from damdjax.envs.env import EdgeEnv
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))   # restored after
+    registry.register("Edge-test20-v0", lambda: (EdgeEnv(config), params), "20 tasks, 3 servers")
+    by_name = tmp_path / "tuned-name.json"
+    got = tune_cli.main(["--env", "Edge-test20-v0", "--tune-episodes", "5", "--out", str(by_name)])
+    want = json.loads(stored.read_text())
+    assert got["best"] == want["best"] and got["means"] == want["means"]
+    assert got["setting"]["env"] == "Edge-test20-v0"
+    assert compare.main([*setting, "--episodes", "6", "--methods", "best",
+                         "--tuned", str(by_name)])["best_heuristic"] == best
+    for bad in (["--env", "Edge-test20-v0", "--num-tasks", "20"], ["--env", "Edge-nosuch-v0"],
+                ["--data", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            tune_cli.main([*bad, "--out", str(tmp_path / "never.json")])
+    assert not (tmp_path / "never.json").exists()
 
 
 def test_every_pair_and_the_bound(tmp_path):

@@ -3,7 +3,8 @@
 The real data the tests read is committed under tests/data (tests/data/README.md: two
 WfCommons files, LGPL-3.0, and an excerpt of whole jobs of the Alibaba CSV), so a fresh
 clone tests the converter. One test, test_the_whole_shared_data, also reads the whole
-shipped data in ../shared/data beside the checkout and is skipped where it is absent.
+data set, optional external data in ../shared/data beside the checkout (not part of the
+repository), and is skipped where it is absent.
 
 Cheap by design: the Alibaba excerpt is converted once (module fixture), and the JAX env
 runs once (one compilation) on a converted WfCommons and a converted Alibaba instance
@@ -355,7 +356,8 @@ def test_bad_flags_are_one_line_errors(argv, message, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------
-# The whole shipped data in ../shared/data (absent on a fresh clone: skipped there)
+# The whole data set, optional external data in ../shared/data (absent on a fresh clone:
+# skipped there)
 # ---------------------------------------------------------------------------
 
 
@@ -372,10 +374,11 @@ def excerpt_jobs(valid: list[str], skips: list[convert.Skip], rows: dict[str, in
 
 
 @pytest.mark.skipif(not SHARED_ALIBABA.exists() or not SHARED_WF.is_dir(),
-                    reason=f"the whole shipped data is not in {SHARED}")
+                    reason=f"the optional external data is not in {SHARED}")
 def test_the_whole_shared_data(alibaba_file, tmp_path, monkeypatch):
-    """Needs the whole shipped data in ../shared/data beside the checkout (all six WfCommons
-    files, the whole Alibaba CSV); skipped where it is absent, e.g. a fresh clone in CI.
+    """Needs the whole data set, optional external data in ../shared/data beside the
+    checkout (not part of the repository: all six WfCommons files, the whole Alibaba
+    CSV); skipped where it is absent, e.g. a fresh clone in CI.
     Checks what only the whole data can show: the data unit's calibration on the largest
     input, the skip counts docs/model.md reports, and that tests/data is a faithful cut."""
     from damdjax.envs.config import EnvParams

@@ -246,3 +246,32 @@ def test_the_feature_reads_the_configured_eft_rule(tmp_path):
                              ({"eft_rule": "heft"}, "applies only to")):
         with pytest.raises(ConfigError, match=message):
             dqn.DQNConfig.from_values(**small, **values)
+
+
+def test_mdqn_takes_a_family_rule_as_its_frozen_dispatcher(stepped, tmp_path):
+    """`train.mdqn --dispatcher eft[...]`: a rule, not a path (no input file kept), acting
+    as the argmin of that member's estimate over the feasible servers; a bad member and
+    the `ahead` wait are refused naming the field."""
+    from damdjax import run_inputs
+    from damdjax.configs import ConfigError
+    from damdjax.eft import dispatch_params
+    from damdjax.policies import resolve_dispatcher
+    from damdjax.train import mdqn
+
+    spec = "eft[alone/load/r0.5/l0.25]"
+    cfg = mdqn.MDQNConfig.from_values(num_tasks=8, num_servers=3, dispatcher=spec)
+    cfg.check_inputs()
+    assert run_inputs.keep(cfg, str(tmp_path)) is cfg and not any(tmp_path.iterdir())
+    rule = jax.jit(jax.vmap(resolve_dispatcher(spec)))
+    estimate = jax.jit(jax.vmap(lambda s: eft_estimate(s, dispatch_params(spec))))
+    for obs, env_state, _, _ in stepped[1]:
+        keys = jax.random.split(jax.random.PRNGKey(0), env_state.time.shape[0])
+        mask = np.asarray(obs.dispatch_mask)
+        want = np.argmin(np.where(mask, np.asarray(estimate(env_state)), np.inf), axis=1)
+        got = np.asarray(rule(keys, env_state))
+        rows = mask.any(axis=1)
+        np.testing.assert_array_equal(got[rows], want[rows])
+    for bad, words in (("eft[queued/ahead/r0/l0]", "ahead"), ("eft[nosuch/load/r0/l0]", "HOLDERS")):
+        with pytest.raises(ConfigError, match=words) as err:
+            mdqn.MDQNConfig.from_values(dispatcher=bad).check_inputs()
+        assert "dispatcher" in str(err.value)

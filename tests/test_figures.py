@@ -21,8 +21,9 @@ TINY_TRAIN = ("--num-tasks 12 --num-servers 3 --dqn-num-envs 8 --mdqn-num-envs 8
               "--dqn-steps-per-chunk 40 --mdqn-steps-per-chunk 40 --dqn-learning-starts 80 "
               "--mdqn-learning-starts 80 --dqn-buffer-capacity 256 --mdqn-buffer-capacity 256 "
               "--dqn-batch-size 16 --mdqn-batch-size 16")
+TUNE = ["--tune-episodes", "6", "--tune-methods", "ES,EF,LS,RF"]   # classic: cheap to compile
 TINY = ["--axes", "density", "--points", "density=1,3", "--seeds", "1", "--episodes", "6",
-        "--train-args", TINY_TRAIN]
+        "--train-args", TINY_TRAIN, *TUNE]
 METRICS = ("avg_response_time", "deadline_miss_rate")
 
 
@@ -42,8 +43,9 @@ def test_files_and_contents(job):
     fig = json.loads((stem.with_suffix(".json")).read_text())
     assert fig["figure"] == 4 and fig["field"] == "density"
     assert [p["value"] for p in fig["points"]] == [1.0, 3.0]
+    assert fig["methods"] == [*figures.METHODS, figures.TUNED]
     for pt in fig["points"]:
-        assert set(pt["methods"]) == set(figures.METHODS)
+        assert set(pt["methods"]) == {*figures.METHODS, figures.TUNED}
         assert pt["best_pair"] in ALL_PAIRS
         best = min(ALL_PAIRS, key=lambda n: pt["heuristics"][n]["avg_response_time"]["mean"])
         assert pt["methods"]["best pair"] == {
@@ -75,17 +77,44 @@ def test_files_and_contents(job):
                 assert got["per_seed"] == [pytest.approx(d.mean(), abs=1e-6)]
                 assert got["per_seed_ci95"] == [pytest.approx(half, rel=1e-3)]   # table: 2.571
                 assert got["per_seed_excludes_zero"] == [bool(abs(d.mean()) > half)]
+    # the tuned best: the tuning's argmin among the candidates, on tuning episodes that are
+    # not the held-out ones; played on the held-out episodes it is the same pair's numbers
+    # there (the same instances and keys: paired; another instance would be far off)
+    for pt in fig["points"]:
+        tuning = json.loads((job / "points" / f"density-{pt['value']}-tuning.json").read_text())
+        assert set(tuning["means"]) == {"ES", "EF", "LS", "RF"}
+        assert pt["tuned_best"] == tuning["best"] == min(tuning["means"],
+                                                          key=tuning["means"].get)
+        held = pt["heuristics"][pt["tuned_best"]]
+        for k in METRICS:   # float32 play, its setting traced there and constant here
+            assert pt["methods"][figures.TUNED][k]["mean"] == pytest.approx(
+                held[k]["mean"], rel=1e-5, abs=1e-7)
+        assert tuning["means"][pt["tuned_best"]] != held["avg_response_time"]["mean"]
+        for name in figures.LEARNED:
+            d = pt["paired_vs_tuned"][name]["avg_response_time"]
+            want = (pt["methods"][name]["avg_response_time"]["mean"]
+                    - pt["methods"][figures.TUNED]["avg_response_time"]["mean"])
+            assert d["mean"] == pytest.approx(want, abs=1e-9)
+    assert figures.strongest_reference(fig) == ("paired_vs_tuned", "tuned best")
     # the printed table gives them per seed; a figure written before them prints without
     table = figures.format_table(fig)
     assert table.count("- best, per seed |") == len(figures.LEARNED)
+    assert table.count("- tuned, per seed |") == len(figures.LEARNED)
     for pt in fig["points"]:
         for name in figures.LEARNED:
             del pt["paired_vs_best"][name]["avg_response_time"]["per_seed_excludes_zero"]
-    assert "per seed |" not in figures.format_table(fig)
+    assert "- best, per seed |" not in figures.format_table(fig)
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
-    assert len(rows) == 2 * len(figures.METHODS)
+    assert len(rows) == 2 * (len(figures.METHODS) + 1)
     for v in ("1.0", "3.0"):
-        assert {r["method"] for r in rows if r["value"] == v} == set(figures.METHODS)
+        assert {r["method"] for r in rows if r["value"] == v} == {*figures.METHODS,
+                                                                   figures.TUNED}
+    for r in rows:
+        if r["method"] in figures.LEARNED:
+            assert float(r["response_minus_tuned_best"]) == pytest.approx(
+                float(r["avg_response_time"]) - float(next(
+                    x["avg_response_time"] for x in rows
+                    if x["value"] == r["value"] and x["method"] == figures.TUNED)), abs=1e-6)
     for r in rows:
         assert float(r["avg_response_time_ci95"]) >= 0
         assert float(r["deadline_miss_rate_ci95"]) >= 0
@@ -137,6 +166,10 @@ def test_refusals(job, tmp_path):
     with pytest.raises(SystemExit):
         figures.main(["--out", str(tmp_path / "x"), "--axes", "tasks", "--points",
                       "density=1,2"])
+    for bad in (["--tune-methods", "ES,nosuch"], ["--tune-episodes", "-1"]):
+        with pytest.raises(SystemExit):
+            figures.main(["--out", str(tmp_path / "y"), *TINY, *bad])
+        assert not (tmp_path / "y").exists()
 
 
 def test_setting_range_draws_per_episode():

@@ -176,7 +176,7 @@ def test_workload_files_are_checked(tmp_path, monkeypatch):
     assert not any("wfcommons" in n or "alibaba" in n for n in names())
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shipped data (../shared/data) is absent")
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the optional external data (../shared/data) is absent")
 def test_real_workload_names(monkeypatch):
     """On the shipped data: the four names register, build an env that draws its jobs from
     the workload at the matched density, and reset and step under jit."""

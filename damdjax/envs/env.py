@@ -39,7 +39,7 @@ from damdjax.envs.state import Action, EnvState
 
 
 class EdgeEnv:
-    """Dispatching and scheduling DAG tasks on edge servers (MODEL.md)."""
+    """Dispatching and scheduling DAG tasks on edge servers (docs/model.md)."""
 
     def __init__(self, config: EnvConfig = EnvConfig(), generator: Generator | None = None):
         """`generator`: where each episode's instance comes from (a constant of the env;

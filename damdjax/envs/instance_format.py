@@ -7,7 +7,7 @@ Plain Python and numpy only (no JAX). Reading and writing the files:
 `damdjax.envs.instance_io`; a spec as the simulators' inputs (environment order, padded
 arrays): `damdjax.envs.instance_padding`.
 
-File format (MODEL.md, "Instance files")::
+File format (docs/model.md, "Instance files")::
 
     {"name": "trace-2024-05", "meta": {"source": "cluster A"},      (optional)
      "servers": [{"cpu": 1, "bw": 10, "mem": 100, "k": 0.5}, ...],

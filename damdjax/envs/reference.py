@@ -1,4 +1,4 @@
-"""Plain-Python reference simulator of the edge model (MODEL.md, docs/model.md).
+"""Plain-Python reference simulator of the edge model (docs/model.md).
 
 This module is the ground truth the JAX environment is tested against, and the
 baseline of the speed benchmark. It uses the Python standard library only and

@@ -9,7 +9,7 @@
     python -m eval.compare --lookahead ES --methods ES          # the headroom above ES
     python -m eval.compare --methods best,ES                # the tuned best heuristic vs ES
     python -m eval.compare --rollout "eft[queued/load/r0/l0.25]+sjf" --methods ES
-    python -m eval.compare --workload wfcommons:../shared/data/wfcommons --num-tasks 120
+    python -m eval.compare --workload wfcommons:DATA/wfcommons --num-tasks 120  # optional external data
 
 Every method runs on the same instances (the same keys), so differences are
 paired. Generated instances are the held-out ones of --seed
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --methods best and no --tuned: tuning episodes (default "
                         "%(default)s)")
     p.add_argument("--instance", metavar="FILE",
-                   help="a JSON instance file (MODEL.md format) instead of generated instances")
+                   help="a JSON instance file (the format of docs/model.md, 'Instance "
+                        "files') instead of generated instances")
     add_config_flags(p, RunConfig, ("num_tasks", "density", "num_servers", "slack", "tau",
                                     "miss_penalty", "workload", "queue_capacity"), unset={
         "workload": "the random generator, or the run's recorded workload with "
@@ -395,16 +396,22 @@ def tuned_choice(args, config: EnvConfig, params: EnvParams, setting: dict, q: i
         print(f"best heuristic from {args.tuned}: {result.best} (tuned on {result.episodes} "
               f"tuning episodes of seed {result.seed})", flush=True)
         return result
+    return run_tuning(dataclasses.replace(config, queue_capacity=q), params, args.seed,
+                      args.tune_episodes, resolve_workload(args.workload))
+
+
+def run_tuning(config: EnvConfig, params: EnvParams, seed: int, episodes: int,
+               workload=None) -> TuningResult:
+    """`damdjax.tuning.tune` at the setting, with a line before, one per chunk of family
+    members and one with the choice."""
     t0 = time.perf_counter()
 
     def progress(done, total):
         print(f"  tuning: {done}/{total} family members, {time.perf_counter() - t0:.0f} s",
               flush=True)
-    config = dataclasses.replace(config, queue_capacity=q)
-    print(f"tuning: every classic pair and the EFT family's grid on {args.tune_episodes} "
-          f"tuning episodes of seed {args.seed} (keys no held-out episode uses)", flush=True)
-    result = tune(config, params, args.seed, args.tune_episodes,
-                  resolve_workload(args.workload), progress=progress)
+    print(f"tuning: every classic pair and the EFT family's grid on {episodes} "
+          f"tuning episodes of seed {seed} (keys no held-out episode uses)", flush=True)
+    result = tune(config, params, seed, episodes, workload, progress=progress)
     print(f"best heuristic on the tuning episodes (of {len(result.means)}): {result.best} "
           f"({result.means[result.best]:.4f})", flush=True)
     return result

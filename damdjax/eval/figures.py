@@ -20,8 +20,13 @@ no training run uses):
                 episodes), per seed
   NF, RS, LS    the paper's baselines
   best pair     the best of all 20 dispatch x scheduling pairs at the point
-                (smallest mean response time on these episodes; eval.compare's
-                `best`); its name is in the table
+                (smallest mean response time on these very episodes: it peeks);
+                its name is in the table
+  tuned best    the EFT family tuned without peeking (`damdjax.tuning`): every
+                classic pair and family member (or --tune-methods) played on
+                --tune-episodes *tuning* episodes at the point's setting (keys
+                disjoint from the held-out ones), the best there then played on
+                the held-out episodes; its name is in the table
   bound         the contention-free lower bound
 
 --generalist also trains one DAMD per seed across each axis's whole range (the
@@ -35,7 +40,10 @@ Learned methods: mean over seeds with a 95% CI over the seeds' means (with one
 seed: over that seed's episodes, and `ci_over` says so); heuristics and the
 bound: 95% CI over episodes. Per point, the paired difference of DAMD and of
 DQN + rule against the best pair on the same episodes (per seed, then mean and
-95% CI over seeds) is in the JSON and CSV (`paired_vs_best`).
+95% CI over seeds) is in the JSON and CSV (`paired_vs_best`), and against the tuned
+best (`paired_vs_tuned`). The figures' lower panels plot these paired differences
+against the strongest heuristic (the tuned best where tuned, else the best pair) with
+their CIs and a zero line.
 
 Writes OUT/ (--out): figures.json (the job: what --resume continues),
 fig<N>-<axis>.png / .svg (both metrics, two panels), .csv and .json (the numbers),
@@ -82,7 +90,9 @@ from damdjax.checkpoint import read_state_dict, save_tree
 from damdjax.chunks import RunStopped
 from damdjax.cli import (add_seed_flag, check_int_flag, check_program, config_or_exit,
                          explicit_flags)
-from damdjax.evaluation import PAIRED_METRICS, best_pair, held_out_keys, play_generated_members
+from damdjax.evaluation import (PAIRED_METRICS, best_pair, held_out_keys,
+                                play_generated_members, play_named_pairs)
+from damdjax.family import canonical_name
 from damdjax.heuristics import ALL_PAIRS, SCHEDULE_RULES, pair_names
 from damdjax.hyper import member as hyper_member, stack
 from damdjax.io import json_number, write_bytes_atomic, write_json_atomic
@@ -97,6 +107,7 @@ from damdjax.envs.config import offered_load
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.state import Action
 from damdjax.train import damd, sweep
+from damdjax.tuning import TuningResult, tune
 
 KIND = "damdjax.eval.figures"   # figures.json's marker: only such a folder is reused
 JOB_FILE = "figures.json"
@@ -151,6 +162,7 @@ FULL_EPISODES, QUICK_EPISODES = 200, 64
 EVAL_SEED = 1000      # held-out episodes of every point; training seeds are --seed, +1, ...
 
 METHODS = ("DAMD", "DQN + rule", "NF", "RS", "LS", "best pair", "bound")
+TUNED = "tuned best"   # with --tune-episodes > 0, after "best pair"
 LEARNED = ("DAMD", "DQN + rule")
 GENERALIST = ("DAMD generalist", "DQN generalist + rule")   # with --generalist
 STYLE = {  # method -> (legend label, marker, line style)
@@ -159,7 +171,9 @@ STYLE = {  # method -> (legend label, marker, line style)
     "NF": ("NF (nearest + FCFS)", "v", "--"),
     "RS": ("RS (random + SJF)", "^", "--"),
     "LS": ("LS (least load + SDF)", "D", "--"),
-    "best pair": ("best heuristic pair at the point (of 20)", "*", ":"),
+    "best pair": ("best heuristic pair at the point (of 20, chosen on these episodes)",
+                  "*", ":"),
+    TUNED: ("tuned EFT family best (chosen on tuning episodes)", "p", ":"),
     "bound": ("contention-free lower bound", "x", "-."),
     "DAMD generalist": ("DAMD generalist (one model for the whole axis)", "P", (0, (5, 1))),
     "DQN generalist + rule": ("generalist DQN dispatcher + best pair's rule", "X", (0, (5, 1))),
@@ -187,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed_flag(p, "seed of every point's held-out episodes", EVAL_SEED, "--eval-seed")
     a("--episodes", type=int, default=None,
       help=f"held-out episodes per point (default {FULL_EPISODES}; --quick {QUICK_EPISODES})")
+    a("--tune-episodes", type=int, default=None, metavar="N",
+      help="tuning episodes per point for the tuned EFT family best (0: no tuning; "
+           "default: --episodes)")
+    a("--tune-methods", default="", metavar="LIST",
+      help="the tuning's candidates, comma-separated method names (default: the 20 "
+           "classic pairs and the family's grid, damdjax.tuning.family_grid)")
     a("--train-args", default="",
       help="extra train.damd flags for every figure's sweep, after the profile's (they win), "
            "e.g. \"--dqn-num-chunks 80 --mdqn-gamma 0.7\"")
@@ -245,6 +265,15 @@ def job_from_args(p: argparse.ArgumentParser, args) -> dict:
     if episodes < 2:
         p.error(f"--episodes must be >= 2 (a confidence interval), got {episodes}")
     check_int_flag(p, "--episodes", episodes, 2)
+    tune_episodes = episodes if args.tune_episodes is None else args.tune_episodes
+    check_int_flag(p, "--tune-episodes", tune_episodes, 0)
+    tune_methods = None
+    if args.tune_methods:
+        try:
+            tune_methods = list(dict.fromkeys(canonical_name(m.strip())
+                                              for m in args.tune_methods.split(",")))
+        except ValueError as err:
+            p.error(f"--tune-methods {args.tune_methods!r}: {err}")
     profile = QUICK_TRAIN if args.quick else FULL_TRAIN
     try:
         train_args = shlex.split(args.train_args)
@@ -252,6 +281,7 @@ def job_from_args(p: argparse.ArgumentParser, args) -> dict:
         p.error(f"--train-args {args.train_args!r}: {err}")
     return {"quick": args.quick, "axes": axes, "points": points, "seeds": args.seeds,
             "seed": args.seed, "eval_seed": args.eval_seed, "episodes": episodes,
+            "tune_episodes": tune_episodes, "tune_methods": tune_methods,
             "generalist": args.generalist,
             "train_args": [*profile, *train_args]}
 
@@ -403,6 +433,23 @@ def evaluate_heuristics(scfg, point_hyper, inst_keys, play_keys) -> dict:
     return {n: {k: np.asarray(v, np.float64) for k, v in m.items()} for n, m in out.items()}
 
 
+def tuned_point(job: dict, scfg, point_hyper, inst_keys, play_keys) -> tuple[dict, dict]:
+    """The family tuned at the point's setting without peeking (`damdjax.tuning.tune`: the
+    job's candidates on `tune_episodes` tuning episodes of the eval seed, whose keys the
+    held-out episodes never use), then its choice on the held-out episodes (`inst_keys`,
+    `play_keys` [E]; generated as `heuristics_program` generates them, the setting traced,
+    so that the comparison with the pairs is paired): `(TuningResult JSON, metric -> [E])`."""
+    cfg = scfg.env_config
+    params = point_hyper.env
+    result = tune(cfg, params, job["eval_seed"], job["tune_episodes"],
+                  candidates=job.get("tune_methods"))
+    one = jax.tree.map(lambda x: x[0], stack([point_hyper]))
+    env = EdgeEnv(cfg)
+    instances = jax.jit(jax.vmap(env.generate, in_axes=(0, None)))(inst_keys, one.env)
+    per = play_named_pairs([result.best], params, instances, play_keys, cfg.queue_capacity)
+    return result.to_json(), per[result.best]
+
+
 def evaluate_learned(scfg, members, params, hyper_host, rules: list[str], inst_keys,
                      play_keys) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every member twice on its point's held-out episodes, as one program: DAMD (its
@@ -481,16 +528,17 @@ def paired_vs(per_seed: dict, ref: dict, seeds: int) -> dict:
 
 
 def point_result(axis: Axis, value, hyper, heur: dict, sets: dict, p: int, seeds: int,
-                 rule: str) -> dict:
+                 rule: str, tuned: str | None = None) -> dict:
     """One point's row of the figure's JSON. `sets`: learned method -> metric -> [2, K, E]
-    (row 0: with the learned schedulers, row 1: with the point's `rule`)."""
+    (row 0: with the learned schedulers, row 1: with the point's `rule`); `tuned`: the
+    tuned family's choice, whose held-out metrics are `heur[TUNED]`."""
     best = best_pair(heur, ALL_PAIRS)
     idx = slice(p * seeds, (p + 1) * seeds)
     per_learned = {name: {k: arr[k][1 if "rule" in name else 0, idx] for k in PAIRED_METRICS}
                    for name, arr in sets.items()}
     methods = {name: learned_summary(v, seeds) for name, v in per_learned.items()}
-    for name, src in (("NF", "NF"), ("RS", "RS"), ("LS", "LS"), ("best pair", best),
-                      ("bound", "bound")):
+    named = [("NF", "NF"), ("RS", "RS"), ("LS", "LS"), ("best pair", best), ("bound", "bound")]
+    for name, src in named + ([(TUNED, TUNED)] if tuned else []):
         methods[name] = {k: {**_ci(heur[src][k]), "over": "episodes",
                              "n": int(heur[src][k].shape[0])} for k in PAIRED_METRICS}
     row = {
@@ -500,6 +548,10 @@ def point_result(axis: Axis, value, hyper, heur: dict, sets: dict, p: int, seeds
                            for name, v in per_learned.items()},
         "heuristics": {n: {k: _ci(heur[n][k]) for k in PAIRED_METRICS} for n in ALL_PAIRS},
     }
+    if tuned:
+        row["tuned_best"] = tuned
+        row["paired_vs_tuned"] = {name: paired_vs(v, heur[TUNED], seeds)
+                                  for name, v in per_learned.items()}
     if GENERALIST[0] in per_learned:   # each generalist against its per-point twin
         row["paired_vs_per_point"] = {
             g: paired_vs(per_learned[g], per_learned[d], seeds)
@@ -515,7 +567,9 @@ CSV_FIELDS = ("figure", "axis", "field", "value", "offered_load", "method", "det
               "avg_response_time", "avg_response_time_ci95", "deadline_miss_rate",
               "deadline_miss_rate_ci95", "ci_over", "n", "response_minus_best_pair",
               "response_minus_best_pair_ci95", "miss_minus_best_pair",
-              "miss_minus_best_pair_ci95")
+              "miss_minus_best_pair_ci95", "response_minus_tuned_best",
+              "response_minus_tuned_best_ci95", "miss_minus_tuned_best",
+              "miss_minus_tuned_best_ci95")
 
 
 def figure_csv(fig: dict) -> str:
@@ -525,57 +579,86 @@ def figure_csv(fig: dict) -> str:
     for pt in fig["points"]:
         for name in fig["methods"]:
             m = pt["methods"][name]
-            detail = pt["best_pair"] if name == "best pair" else (
-                pt["dqn_rule"] if "rule" in name else "")
+            detail = {"best pair": pt["best_pair"], TUNED: pt.get("tuned_best", "")}.get(
+                name, pt["dqn_rule"] if "rule" in name else "")
             row = {"figure": fig["figure"], "axis": fig["axis"], "field": fig["field"],
                    "value": pt["value"], "offered_load": f"{pt['offered_load']:.4f}",
                    "method": name, "detail": detail, "ci_over": m["avg_response_time"]["over"],
                    "n": m["avg_response_time"]["n"]}
             for k in PAIRED_METRICS:
                 row[k], row[k + "_ci95"] = m[k]["mean"], m[k]["ci95"]
-            if name in pt["paired_vs_best"]:
-                d = pt["paired_vs_best"][name]
-                row["response_minus_best_pair"] = d["avg_response_time"]["mean"]
-                row["response_minus_best_pair_ci95"] = d["avg_response_time"]["ci95"]
-                row["miss_minus_best_pair"] = d["deadline_miss_rate"]["mean"]
-                row["miss_minus_best_pair_ci95"] = d["deadline_miss_rate"]["ci95"]
+            for key, ref in (("paired_vs_best", "best_pair"), ("paired_vs_tuned", "tuned_best")):
+                if name in pt.get(key, {}):
+                    d = pt[key][name]
+                    row[f"response_minus_{ref}"] = d["avg_response_time"]["mean"]
+                    row[f"response_minus_{ref}_ci95"] = d["avg_response_time"]["ci95"]
+                    row[f"miss_minus_{ref}"] = d["deadline_miss_rate"]["mean"]
+                    row[f"miss_minus_{ref}_ci95"] = d["deadline_miss_rate"]["ci95"]
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
 
 
+def strongest_reference(fig: dict) -> tuple[str, str]:
+    """`(key of the points' paired differences, its label)`: against the tuned family
+    where the figure has it, else against the best pair."""
+    if all("paired_vs_tuned" in pt for pt in fig["points"]):
+        return "paired_vs_tuned", "tuned best"
+    return "paired_vs_best", "best pair"
+
+
 def plot_figure(fig: dict) -> tuple[bytes, bytes]:
-    """`(png, svg)` bytes: response time and miss rate against the axis, every method
-    with its 95% CI as error bars."""
+    """`(png, svg)` bytes. Top: response time and miss rate against the axis, every method
+    with its 95% CI as error bars. Bottom: each learned method's paired difference from
+    the strongest heuristic (`strongest_reference`) with its 95% CI and a zero line;
+    below zero the learned method is better."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xs = [pt["value"] for pt in fig["points"]]
-    f, panels = plt.subplots(1, 2, figsize=(12, 4.8))
+    f, grid = plt.subplots(2, 2, figsize=(12, 8.6), sharex=True,
+                           gridspec_kw={"height_ratios": (3, 2)})
+    panels, lower = grid[0], grid[1]
+    colors = {}   # a learned method's difference in its own line's colour
     for ax, metric in zip(panels, PAIRED_METRICS):
         for name in fig["methods"]:
             label, marker, ls = STYLE[name]
             ys = [pt["methods"][name][metric]["mean"] for pt in fig["points"]]
             es = [pt["methods"][name][metric]["ci95"] or 0.0 for pt in fig["points"]]
-            ax.errorbar(xs, ys, yerr=es, label=label, marker=marker, linestyle=ls,
-                        capsize=3, markersize=6 if name != "best pair" else 9)
-        ax.set_xlabel(fig["label"], fontsize=11)
+            bars = ax.errorbar(xs, ys, yerr=es, label=label, marker=marker, linestyle=ls,
+                               capsize=3, markersize=6 if name != "best pair" else 9)
+            colors[name] = bars.lines[0].get_color()
         ax.set_ylabel(METRIC_LABELS[metric], fontsize=11)
+        ax.grid(alpha=0.3)
+    key, ref = strongest_reference(fig)
+    learned = list(fig["points"][0][key])
+    for ax, metric in zip(lower, PAIRED_METRICS):
+        ax.axhline(0.0, color="black", linewidth=1)
+        for name in learned:
+            label, marker, _ = STYLE[name]
+            ys = [pt[key][name][metric]["mean"] for pt in fig["points"]]
+            es = [pt[key][name][metric]["ci95"] or 0.0 for pt in fig["points"]]
+            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle="-", capsize=3,
+                        label=f"{name} - {ref}", color=colors.get(name))
+        ax.set_xlabel(fig["label"], fontsize=11)
+        ax.set_ylabel(f"learned - {ref} (paired)", fontsize=10)
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
-    for pt in fig["points"]:   # the best pair's name at each point
+        ax.legend(fontsize=8, loc="best")
+    for pt in fig["points"]:   # the best pair's name at each point (the tuned: the table)
         y = pt["methods"]["best pair"]["avg_response_time"]["mean"]
         panels[0].annotate(pt["best_pair"], (pt["value"], y), textcoords="offset points",
                            xytext=(0, -14), ha="center", fontsize=7)
     handles, labels = panels[0].get_legend_handles_labels()
-    f.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    f.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
     learned_ci = fig["points"][0]["methods"]["DAMD"]["avg_response_time"]["over"]
     quick = " (--quick: CPU-sized training)" if fig["quick"] else ""
     f.suptitle(f"{fig['title']}{quick}\nerror bars: 95% CI over "
                f"{'training seeds' if learned_ci == 'seeds' else 'episodes'} (learned, "
-               f"{fig['seeds']} seed(s)), over {fig['episodes']} episodes (heuristics, bound)",
+               f"{fig['seeds']} seed(s); lower panels: paired differences, below 0 = "
+               f"learned better), over {fig['episodes']} episodes (heuristics, bound)",
                fontsize=10)
-    f.tight_layout(rect=(0, 0.12, 1, 0.93))
+    f.tight_layout(rect=(0, 0.09, 1, 0.94))
     out = []
     for fmt in ("png", "svg"):
         buf = io.BytesIO()
@@ -593,6 +676,17 @@ def write_figure(fig: dict, out: str, stem: str) -> None:
     write_bytes_atomic(png, base + ".png")
     write_bytes_atomic(svg, base + ".svg")
     write_json_atomic(fig, base + ".json")
+
+
+def _load_tuning(path: str) -> TuningResult:
+    """A point's stored tuning (`TuningResult.from_json`'s checks); a missing or damaged
+    one ends the job with one line naming it."""
+    try:
+        with open(path) as f:
+            return TuningResult.from_json(json.load(f))
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {path}: {err} (delete the point's .msgpack beside it to tune "
+                 "the point again)")
 
 
 def _load_point(path: str) -> dict:
@@ -729,23 +823,39 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
     scfg, params, members, hyper_host, train_seconds = trained
 
     inst_keys, play_keys = held_out_keys(job["eval_seed"], job["episodes"])
-    heur, t0 = {}, time.perf_counter()
+    heur, tuned, t0 = {}, {}, time.perf_counter()
+    tuning = job.get("tune_episodes", 0) > 0   # a job of an older version: none
 
     def heuristics() -> list[str]:   # process 0: every point's pairs; the rules sent
         for p, v in enumerate(vals):
             path = os.path.join(out, "points", f"{axis.name}-{v}.msgpack")
+            tuning_path = os.path.join(out, "points", f"{axis.name}-{v}-tuning.json")
+            point_hyper = hyper_member(hyper_host, p * scfg.seeds)
             if os.path.exists(path):
                 heur[p] = _load_point(path)
-                progress.skip(Progress.EVAL_UNITS)
                 progress.say(f"figure {axis.figure} ({axis.name}={v}): heuristics done before")
-                continue
-            heur[p] = evaluate_heuristics(scfg, hyper_member(hyper_host, p * scfg.seeds),
-                                          inst_keys, play_keys)
+                if not tuning or TUNED in heur[p]:
+                    progress.skip(Progress.EVAL_UNITS)
+                    if tuning:
+                        tuned[p] = _load_tuning(tuning_path).best
+                    continue
+            else:
+                heur[p] = evaluate_heuristics(scfg, point_hyper, inst_keys, play_keys)
+            message = ""
+            if tuning:
+                t_tune = time.perf_counter()
+                result, heur[p][TUNED] = tuned_point(job, scfg, point_hyper, inst_keys,
+                                                     play_keys)
+                write_json_atomic(result, tuning_path)   # before the point: its file ends it
+                tuned[p] = result["best"]
+                message = (f"; tuned on {job['tune_episodes']} tuning episodes "
+                           f"({len(result['means'])} candidates, "
+                           f"{_clock(time.perf_counter() - t_tune)}): {tuned[p]}")
             save_tree(heur[p], path)
             progress.advance(Progress.EVAL_UNITS,
                              f"figure {axis.figure} ({axis.name}={v}): 20 heuristic pairs and "
                              f"the bound on {job['episodes']} episodes (best: "
-                             f"{best_pair(heur[p], ALL_PAIRS)})")
+                             f"{best_pair(heur[p], ALL_PAIRS)}){message}")
         return [pair_names(best_pair(heur[p], ALL_PAIRS))[1] for p in range(len(vals))]
 
     rules = distributed.from_0(session, f"rules/{axis.name}", heuristics)
@@ -794,7 +904,8 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
         return {}
 
     points = [point_result(axis, v, hyper_member(hyper_host, p * scfg.seeds), heur[p],
-                           sets, p, scfg.seeds, rules[p]) for p, v in enumerate(vals)]
+                           sets, p, scfg.seeds, rules[p], tuned.get(p))
+              for p, v in enumerate(vals)]
     seconds["axis"] = time.perf_counter() - t_axis
     fig = {
         "figure": axis.figure, "axis": axis.name, "field": axis.field, "label": axis.label,
@@ -802,10 +913,12 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
         "quick": job["quick"], "seeds": scfg.seeds,
         "training_seeds": sorted({m.seed for m in members}),
         "eval_seed": job["eval_seed"], "episodes": job["episodes"],
+        "tune_episodes": job.get("tune_episodes", 0), "tune_methods": job.get("tune_methods"),
         "setting": {k: v for k, v in scfg.config.setting().items()},
         "train_args": job["train_args"], "train_dir": os.path.join("train", axis.name),
         "stage_plan": [list(s) for s in scfg.config.stage_plan()],
-        "methods": [*METHODS, *([*GENERALIST] if gen_info else [])],
+        "methods": [*METHODS, *([TUNED] if tuning else []),
+                    *([*GENERALIST] if gen_info else [])],
         "generalist": gen_info,
         "notes": {"learned CI": "95% CI over the training seeds' means (one seed: over its "
                                 "episodes; see each entry's 'over')",
@@ -816,6 +929,10 @@ def run_axis(job: dict, axis: Axis, out: str, scfg, progress: Progress,
                                     "mean over episodes, then mean and 95% CI over seeds; "
                                     "per_seed_ci95: each seed's paired 95% CI over the "
                                     "episodes",
+                  "tuned best": "the EFT family's member (or classic pair) with the "
+                                "smallest mean response time on the tuning episodes of "
+                                "the eval seed at the point's setting, played on the "
+                                "held-out episodes; paired_vs_tuned: as paired_vs_best",
                   "generalist": "one DAMD per seed trained with the axis's field drawn per "
                                 "episode uniformly over the axis's range; paired_vs_per_point: "
                                 "generalist - the per-point DAMD of the same seed index"},
@@ -844,6 +961,9 @@ def format_table(fig: dict) -> str:
             cell(p["methods"][name]["avg_response_time"], 2) + " / "
             + cell(p["methods"][name]["deadline_miss_rate"], 3) for p in pts) + " |")
     lines.append("| best pair is | " + " | ".join(p["best_pair"] for p in pts) + " |")
+    if all(p.get("tuned_best") for p in pts):
+        lines.append("| tuned best is | " + " | ".join(f"`{p['tuned_best']}`" for p in pts)
+                     + " |")
     lines += ["", "Paired difference vs the best pair, response time (* = CI excludes 0; "
               "per seed: its paired CI over the episodes)",
               head, sep]
@@ -855,6 +975,14 @@ def format_table(fig: dict) -> str:
         lines.append(f"| {name} - best | " + " | ".join(diff(d) for d in rows) + " |")
         if all("per_seed_excludes_zero" in d for d in rows):   # none in an older figure
             lines.append(f"| {name} - best, per seed | " + " | ".join(", ".join(
+                f"{m:.3f}" + ("*" if e else "") for m, e in zip(
+                    d["per_seed"], d["per_seed_excludes_zero"])) for d in rows) + " |")
+    if all("paired_vs_tuned" in p for p in pts):
+        lines += ["", "Paired difference vs the tuned best, response time", head, sep]
+        for name in pts[0]["paired_vs_tuned"]:
+            rows = [p["paired_vs_tuned"][name]["avg_response_time"] for p in pts]
+            lines.append(f"| {name} - tuned | " + " | ".join(diff(d) for d in rows) + " |")
+            lines.append(f"| {name} - tuned, per seed | " + " | ".join(", ".join(
                 f"{m:.3f}" + ("*" if e else "") for m, e in zip(
                     d["per_seed"], d["per_seed_excludes_zero"])) for d in rows) + " |")
     for name in pts[0].get("paired_vs_per_point", {}):

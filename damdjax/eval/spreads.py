@@ -1,7 +1,7 @@
 """What each named setting separates: the spreads between the heuristics on it.
 
     PYTHONPATH=. python -m eval.spreads                                # every registered name
-    PYTHONPATH=. python -m eval.spreads --data ../shared/data --out spreads.json
+    PYTHONPATH=. python -m eval.spreads --data DATA --out spreads.json   # + the real-workload names
     PYTHONPATH=. python -m eval.spreads --names Edge-default-v0,Edge-hetero-v0 --episodes 32
 
 For each name of `damdjax.registry` (with `--data`, the real-workload names of

@@ -17,9 +17,9 @@ decision, or the episode's end: terminal, unless the step cap truncated the
 episode (then it bootstraps from the capped state). Rewards (--reward):
   response  the paper's: exp(-T_i / tau) for the decision that dispatched task
             i, credited to that transition when i completes;
-  sojourn   the schedulers' team reward of MODEL.md (minus the time unfinished
-            tasks spend in the system, over tau, minus the miss penalty) summed
-            over the env steps from this dispatch to the next one.
+  sojourn   the schedulers' team reward (docs/model.md, "Rewards": minus the
+            time unfinished tasks spend in the system, over tau, minus the miss
+            penalty) summed over the env steps from this dispatch to the next one.
 
 Targets (--targets): td, the DQN's temporal-difference targets from the rewards
 above; or rollout, one step of approximate policy iteration over EFT with the run's

@@ -7,6 +7,7 @@ Training is a function of a key and `Hyper` (PureJaxRL style, as train.dqn):
 
     python -m train.mdqn --dispatcher least-load --name m1        # runs/m1/
     python -m train.mdqn --dispatcher runs/dqn --name m2           # under a trained dispatcher
+    python -m train.mdqn --dispatcher "eft[queued/load/r0/l0.25]"  # an EFT-family rule
     python -m train.mdqn --share-params ...                        # one network for all servers
 
 Every server is an agent with its own Q-network (parameters stacked on an
@@ -18,9 +19,9 @@ must pick (idle, with an eligible task) and stores a transition only for its
 decision epochs: every pick (--epochs choice: only picks among >= 2 eligible
 tasks); the transition's next state is the agent's next decision epoch (or the
 episode's end: terminal unless the step cap truncated the episode) and its
-reward the team reward of MODEL.md (minus the time unfinished tasks spend in
-the system, over tau, minus the miss penalty), summed over the env steps in
-between: the same signal for every agent. The dispatcher is frozen
+reward the team reward (docs/model.md, "Rewards": minus the time unfinished
+tasks spend in the system, over tau, minus the miss penalty), summed over the
+env steps in between: the same signal for every agent. The dispatcher is frozen
 (--dispatcher).
 
 Run directory, checkpoint, --resume, Ctrl-C and progress as train.dqn;
@@ -74,8 +75,9 @@ class MDQNConfig(RunConfig):
     batch_size: int = option(128, "replay batch per agent")
     updates_per_step: int = option(2, "gradient updates per vmapped env step")
     dispatcher: str = option("least-load", "the frozen dispatcher: nearest, random, "
-                             "least-load, eft, or a train.dqn run directory / "
-                             "dispatcher.msgpack")
+                             "least-load, eft, an EFT-family rule (heft, peft, "
+                             "eft[HOLDERS/WAIT/rR/lL], not the ahead wait), or a train.dqn "
+                             "run directory / dispatcher.msgpack")
     share_params: bool = option(False, "one Q-network shared by all servers (off: one "
                                 "network per server)")
     epochs: str = option("all", "an agent's decision epochs (its stored transitions): "
