@@ -198,3 +198,33 @@ def test_setting_range_draws_per_episode():
     assert RunConfig.from_json(d).setting_range == "density=1:6"
     del d["setting_range"]
     assert RunConfig.from_json(d).setting_range == ""
+
+
+def test_replot_reads_back_what_the_csv_holds(job, tmp_path):
+    """`--replot`: the CSV read back holds the figure's means, CIs and paired differences
+    (against the best pair and the tuned best) as the JSON does, and draws a PNG; a file
+    that is not a figure's CSV is refused in one line."""
+    fig = json.loads((job / "fig4-density.json").read_text())
+    back = figures.figure_from_csv(figures.figure_csv(fig), quick=False)
+    assert back["methods"] == fig["methods"] and back["seeds"] == 1 and back["episodes"] == 6
+    for got, want in zip(back["points"], fig["points"]):
+        assert got["value"] == want["value"] and got["best_pair"] == want["best_pair"]
+        assert got["tuned_best"] == want["tuned_best"]
+        for name in fig["methods"]:
+            for k in METRICS:
+                for part in ("mean", "ci95"):
+                    assert got["methods"][name][k][part] == pytest.approx(
+                        want["methods"][name][k][part], abs=1e-12)
+        for key in ("paired_vs_best", "paired_vs_tuned"):
+            assert set(got[key]) == set(figures.LEARNED)
+            for name in figures.LEARNED:
+                for k in METRICS:
+                    assert got[key][name][k]["mean"] == pytest.approx(
+                        want[key][name][k]["mean"], abs=1e-12)
+    csv_path = tmp_path / "fig4-density.csv"
+    csv_path.write_text(figures.figure_csv(fig))
+    assert figures.main(["--replot", str(csv_path)]) == 0
+    assert (tmp_path / "fig4-density.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        figures.main(["--replot", str(tmp_path / "bad.csv")])

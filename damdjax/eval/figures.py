@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", action="store_true", help="continue the job stored in OUT: finished "
       "figures, trainings and evaluated points are skipped (other flags but --out refused)")
     a("--overwrite", action="store_true", help="replace OUT (only a folder this command wrote)")
+    a("--replot", nargs="+", default=[], metavar="FIG.csv",
+      help="draw figures again from their CSV files (the PNG beside each, with "
+           "today's panels); nothing is trained or played (--quick: the CPU title note)")
     a("--checkpoint-every", type=int, default=1, metavar="K",
       help="write each sweep's checkpoint after every K-th chunk (train.sweep's flag; at "
            "full quality a figure's checkpoint holds 15 members' replay, several GB); "
@@ -668,6 +671,61 @@ def plot_figure(fig: dict) -> tuple[bytes, bytes]:
     return out[0], out[1]
 
 
+def _cell(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def figure_from_csv(text: str, quick: bool) -> dict:
+    """What `plot_figure` reads, rebuilt from a figure's CSV (`figure_csv`): the points'
+    means and CIs per method and the learned methods' paired differences (`quick`: the
+    title's note, which the CSV does not hold). ValueError naming what is missing."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    missing = [f for f in ("figure", "axis", "value", "method", "detail", "ci_over", "n",
+                           *PAIRED_METRICS) if rows and f not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"not an eval.figures CSV (no rows, or no {', '.join(missing)})")
+    axis = AXES.get(rows[0]["axis"])
+    if axis is None:
+        raise ValueError(f"unknown axis {rows[0]['axis']!r}")
+    points: dict[str, dict] = {}
+    methods: list[str] = []
+    for r in rows:
+        pt = points.setdefault(r["value"], {"value": _number(r["value"], axis.field),
+                                            "methods": {}, "paired_vs_best": {},
+                                            "paired_vs_tuned": {}})
+        name = r["method"]
+        if name not in STYLE:
+            raise ValueError(f"unknown method {name!r}")
+        if name not in methods:
+            methods.append(name)
+        pt["methods"][name] = {k: {"mean": float(r[k]), "ci95": _cell(r[k + "_ci95"]),
+                                   "over": r["ci_over"], "n": int(r["n"])}
+                               for k in PAIRED_METRICS}
+        if name == "best pair":
+            pt["best_pair"] = r["detail"]
+        if name == TUNED:
+            pt["tuned_best"] = r["detail"]
+        for key, ref in (("paired_vs_best", "best_pair"), ("paired_vs_tuned", "tuned_best")):
+            if r.get(f"response_minus_{ref}"):
+                pt[key][name] = {k: {"mean": float(r[f"{m}_minus_{ref}"]),
+                                     "ci95": _cell(r[f"{m}_minus_{ref}_ci95"])}
+                                 for k, m in zip(PAIRED_METRICS, ("response", "miss"))}
+    pts = list(points.values())
+    for pt in pts:
+        if not pt["paired_vs_tuned"]:
+            del pt["paired_vs_tuned"]
+    learned = next((n for n in methods if n in LEARNED), None)
+    if learned is None or "bound" not in methods:
+        raise ValueError("the CSV has no learned method or no bound")
+    return {"figure": axis.figure, "axis": axis.name, "field": axis.field,
+            "label": axis.label, "title": f"Figure {axis.figure}: the effect of the {axis.label}",
+            "quick": quick, "methods": methods, "points": pts,
+            "seeds": (pts[0]["methods"][learned]["avg_response_time"]["n"]
+                      if pts[0]["methods"][learned]["avg_response_time"]["over"] == "seeds"
+                      else 1),
+            "episodes": pts[0]["methods"]["bound"]["avg_response_time"]["n"]}
+
+
 def write_figure(fig: dict, out: str, stem: str) -> None:
     """The figure's CSV, PNG and SVG, then its JSON (last: its presence means done)."""
     base = os.path.join(out, stem)
@@ -996,10 +1054,27 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     check_int_flag(p, "--checkpoint-every", args.checkpoint_every, 1)
+    if args.replot:
+        return replot(p, args.replot, args.quick)
     session = distributed.session_of(p, args, "eval.figures")
     if session is None:
         return run_job(p, args, argv)
     return distributed.run(session, lambda: run_job(p, args, argv, session))
+
+
+def replot(p: argparse.ArgumentParser, paths: list[str], quick: bool) -> int:
+    """--replot: each CSV's figure drawn again beside it (`figure_from_csv`,
+    `plot_figure`); a file that does not read ends with one line naming it."""
+    for path in paths:
+        try:
+            with open(path) as f:
+                fig = figure_from_csv(f.read(), quick)
+        except (OSError, ValueError, KeyError) as err:
+            p.error(f"--replot {path}: {err}")
+        png, _ = plot_figure(fig)
+        write_bytes_atomic(png, os.path.splitext(path)[0] + ".png")
+        print(f"wrote {os.path.splitext(path)[0]}.png", flush=True)
+    return 0
 
 
 def lock_out(p: argparse.ArgumentParser, args) -> str:
