@@ -1,6 +1,6 @@
 """damdjax: dispatching and scheduling DAG tasks on edge servers, in JAX.
 
-The public API, importable from the top level::
+The public API, importable from the top level:
 
     from damdjax import EdgeEnv, EnvConfig, EnvParams, make_train, DQNConfig
 
