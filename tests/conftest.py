@@ -81,7 +81,7 @@ if os.environ.get("DAMDJAX_TEST_OPTIMIZED") != "1":
 SLOWEST_FIRST = (
     "test_distributed.py", "test_figures.py", "test_train_dqn.py", "test_train_damd.py",
     "test_sweep.py", "test_examples.py", "test_lookahead.py", "test_view_schedulers.py",
-    "test_finite_state.py", "test_eft_family.py", "test_doc_blocks.py",
+    "test_finite_state.py", "test_eft_family.py",
     "test_view_joint.py", "test_views_agree.py",
     "test_differential.py", "test_compare.py", "test_eft_feature.py", "test_train_mdqn.py",
     "test_view_dispatcher.py", "test_run_inputs.py", "test_registry.py", "test_wrappers.py",

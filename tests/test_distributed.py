@@ -209,10 +209,10 @@ def test_the_launcher_ends_every_process_when_one_fails():
     assert "launch: process 1 exited with code 3; ending the others" in p.stderr
 
 
-# eval.figures: one axis, 2 points, 1 seed, the smallest training and 2 held-out episodes,
-# the tuned best chosen among two pairs (the family's grid compiles for a minute).
+# eval.figures: one axis, 2 points, 1 seed, the smallest training and 2 held-out episodes;
+# no tuning (process 0 alone tunes, as it plays the pairs: tests/test_figures.py).
 FIGURES = ["--axes", "density", "--points", "density=1,3", "--seeds", "1", "--episodes", "2",
-           "--tune-episodes", "2", "--tune-methods", "ES,EF",
+           "--tune-episodes", "0",
            "--train-args", "--num-tasks 6 --num-servers 2 --dqn-num-envs 2 --mdqn-num-envs 2 "
            "--dqn-num-chunks 1 --mdqn-num-chunks 1 --dqn-hidden 8 --mdqn-hidden 8 "
            "--dqn-steps-per-chunk 4 --mdqn-steps-per-chunk 4 --dqn-learning-starts 0 "
