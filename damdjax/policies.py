@@ -33,7 +33,7 @@ from damdjax.envs.config import INT32_MAX
 from damdjax.io import json_loads_limited
 from damdjax.run_config import HIDDEN_MAX_LAYERS, HIDDEN_MAX_WIDTH, setting_from_json
 from damdjax import family
-from damdjax.eft import WAIT_AHEAD, EftParams, dispatch_params, eft_estimate
+from damdjax.eft import NAMED, WAIT_AHEAD, EftParams, dispatch_params, eft_estimate
 from damdjax.heuristics import (
     DISPATCH_RULES, SCHEDULE_RULES, DispatchRule, Policy, ScheduleRule, pair)
 from damdjax.networks import (
@@ -281,10 +281,21 @@ def _canonical(name: str) -> str:
 
 
 def is_family_dispatch(name: str) -> bool:
-    """Whether `name` is spelled as an EFT-family dispatch rule (`heft`, `peft`,
-    `eft[...]`), which `resolve_dispatcher` reads before any path."""
+    """Whether `name` is spelled as an EFT-family dispatch rule (a name of
+    `damdjax.eft.NAMED` or `eft[...]`), which `resolve_dispatcher` reads before any path."""
     spec = name.strip().lower()
-    return spec in ("heft", "peft") or spec.startswith("eft[")
+    return spec in NAMED or spec.startswith("eft[")
+
+
+def is_dispatch_rule(name: str) -> bool:
+    """Whether `resolve_dispatcher` reads `name` as a rule (classic or EFT-family), not as
+    a path."""
+    return _canonical(name) in DISPATCH_RULES or is_family_dispatch(name)
+
+
+def is_schedule_rule(name: str) -> bool:
+    """Whether `resolve_scheduler` reads `name` as a rule, not as a path."""
+    return _canonical(name) in SCHEDULE_RULES
 
 
 def resolve_dispatcher(name: str) -> DispatchRule:
@@ -308,7 +319,7 @@ def resolve_dispatcher(name: str) -> DispatchRule:
 
 def resolve_scheduler(name: str) -> ScheduleRule:
     """`fcfs`, `sjf`, `sdf`, or trained schedulers' run directory / policy file (greedy)."""
-    if _canonical(name) in SCHEDULE_RULES:
+    if is_schedule_rule(name):
         return SCHEDULE_RULES[_canonical(name)]
     if not os.path.exists(name):
         raise ValueError(f"scheduler {name!r} is neither fcfs, sjf, sdf, cp, llf nor an existing run "

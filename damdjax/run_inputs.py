@@ -26,20 +26,20 @@ import hashlib
 import json
 import os
 
-from damdjax.heuristics import DISPATCH_RULES, SCHEDULE_RULES
 from damdjax.io import file_sha256, write_bytes_atomic, write_json_atomic
-from damdjax.policies import DISPATCHER_FILE, SCHEDULERS_FILE, is_family_dispatch
+from damdjax.policies import (DISPATCHER_FILE, SCHEDULERS_FILE, is_dispatch_rule,
+                              is_schedule_rule)
 from damdjax.workloads import resolve_workload
 from damdjax.envs.workload import save_library
 
 INPUTS = "inputs"
 INDEX = "index.json"
-# The config fields that name a file read by path: field -> (the rule names it may hold
-# instead, the file a run directory given for it holds).
-POLICY_FIELDS = {"scheduler": (SCHEDULE_RULES, SCHEDULERS_FILE),
-                 "dispatcher": (DISPATCH_RULES, DISPATCHER_FILE),
-                 "init_dispatcher": ((), DISPATCHER_FILE),
-                 "init_schedulers": ((), SCHEDULERS_FILE)}
+# The config fields that name a file read by path: field -> (whether a value names a rule
+# instead, as the field's reader takes it; the file a run directory given for it holds).
+POLICY_FIELDS = {"scheduler": (is_schedule_rule, SCHEDULERS_FILE),
+                 "dispatcher": (is_dispatch_rule, DISPATCHER_FILE),
+                 "init_dispatcher": (lambda value: False, DISPATCHER_FILE),
+                 "init_schedulers": (lambda value: False, SCHEDULERS_FILE)}
 INIT_FIELDS = ("init_dispatcher", "init_schedulers")
 INPUT_FIELDS = ("workload", *POLICY_FIELDS)
 
@@ -60,8 +60,7 @@ def original(value: str) -> str:
 
 
 def _is_rule(field: str, value: str) -> bool:
-    return (value.strip().lower().replace("-", "_") in POLICY_FIELDS[field][0]
-            or (field == "dispatcher" and is_family_dispatch(value)))
+    return POLICY_FIELDS[field][0](value)
 
 
 def _inputs(cfg, prefix: str = ""):

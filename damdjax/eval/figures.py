@@ -429,10 +429,15 @@ def heuristics_program(config):
     return jax.jit(run)
 
 
+def typed(point_hyper):
+    """A point's `Hyper` with typed scalars (as a stacked one's): traced, one compile serves
+    every point of an axis."""
+    return jax.tree.map(lambda x: x[0], stack([point_hyper]))
+
+
 def evaluate_heuristics(scfg, point_hyper, inst_keys, play_keys) -> dict:
     """Every pair and the bound at one point: name -> metric -> [E] float64."""
-    one = jax.tree.map(lambda x: x[0], stack([point_hyper]))   # typed scalars: one compile
-    out = to_host(heuristics_program(scfg.env_config)(one, inst_keys, play_keys))
+    out = to_host(heuristics_program(scfg.env_config)(typed(point_hyper), inst_keys, play_keys))
     return {n: {k: np.asarray(v, np.float64) for k, v in m.items()} for n, m in out.items()}
 
 
@@ -446,9 +451,9 @@ def tuned_point(job: dict, scfg, point_hyper, inst_keys, play_keys) -> tuple[dic
     params = point_hyper.env
     result = tune(cfg, params, job["eval_seed"], job["tune_episodes"],
                   candidates=job.get("tune_methods"))
-    one = jax.tree.map(lambda x: x[0], stack([point_hyper]))
     env = EdgeEnv(cfg)
-    instances = jax.jit(jax.vmap(env.generate, in_axes=(0, None)))(inst_keys, one.env)
+    instances = jax.jit(jax.vmap(env.generate, in_axes=(0, None)))(inst_keys,
+                                                                   typed(point_hyper).env)
     per = play_named_pairs([result.best], params, instances, play_keys, cfg.queue_capacity)
     return result.to_json(), per[result.best]
 
