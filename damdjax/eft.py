@@ -8,7 +8,7 @@ and PEFT's optimistic cost table (Arabnejad and Barbosa, 2014).
 Every EFT rule estimates, for each feasible server `n`, when the head task `h` would be
 done if it went to `n` now, and sends it where that is smallest (ties to the lowest
 index). The rules differ in four choices (docs/model.md, "The EFT family"), each a field
-of :class:`EftParams`:
+of `EftParams`:
 
 * `holders`: how a dispatched-but-unstarted predecessor's finish is estimated: played on
   paper behind its server's other slot holders in task-index order (`HOLDERS_QUEUED`, 0),
@@ -205,7 +205,7 @@ def holder_schedule(state: EnvState, holders=HOLDERS_QUEUED):
 
 def slot_finish_estimates(state: EnvState) -> jax.Array:
     """Every task's finish [N]: exact once started, the chain's estimate for slot holders
-    (:func:`holder_schedule` with `HOLDERS_QUEUED`), `never` for tasks not dispatched."""
+    (`holder_schedule` with `HOLDERS_QUEUED`), `never` for tasks not dispatched."""
     return holder_schedule(state)[0]
 
 
@@ -244,7 +244,7 @@ def optimistic_cost_table(inst) -> jax.Array:
 def oct_rank(inst, table: jax.Array | None = None) -> jax.Array:
     """PEFT's task priority [N] (time): the mean of `OCT[i, n]` over the real servers
     (summed left to right in server order); the largest runs first. `table`: the
-    instance's :func:`optimistic_cost_table` where the caller has it."""
+    instance's `optimistic_cost_table` where the caller has it."""
     table = optimistic_cost_table(inst) if table is None else table
     total = jnp.zeros(table.shape[0], table.dtype)
     for m in range(table.shape[1]):  # static, left to right
@@ -283,7 +283,7 @@ def eft_estimate(state: EnvState, params: EftParams = EftParams(), schedule: str
     `E[n] = ((S[n] + work[h] / cpu[n]) + relay * k[n]) + lookahead * OCT[h, n]`, `S[n]` the
     start the `wait` choice gives (module docstring; `schedule` names the scheduling rule
     in use, read by `WAIT_AHEAD` only: one of AHEAD_RULES, or a traced index into it). `table`: the instance's
-    :func:`optimistic_cost_table` [N, M] where the caller has it (computed here when
+    `optimistic_cost_table` [N, M] where the caller has it (computed here when
     needed otherwise; the `oct` rule reads it too). Meaningful on feasible servers only.
     With the default parameters, the `eft` rule of docs/model.md ("EFT dispatch") bitwise.
     """

@@ -153,7 +153,7 @@ def play_members(members, keys: jax.Array, instances, queue_capacity: int,
 
 def method_policy(name: str) -> tuple[Policy, str]:
     """`(policy, scheduling rule name)` of a classic pair (`damdjax.heuristics`' names:
-    `ES`, `eft+sjf`) or a family member (:func:`parse_member`); a ValueError names both
+    `ES`, `eft+sjf`) or a family member (`parse_member`); a ValueError names both
     grammars."""
     try:
         d, s = pair_names(name)
@@ -168,7 +168,7 @@ def method_policy(name: str) -> tuple[Policy, str]:
 
 def schedule_rule(name: str):
     """The scheduling rule named `name`: one of `damdjax.heuristics.SCHEDULE_RULES` or
-    `oct` (:func:`oct_priority`)."""
+    `oct` (`oct_priority`)."""
     if name == "oct":
         return oct_priority()
     if name not in SCHEDULE_RULES:
@@ -186,7 +186,7 @@ def random_dispatch(name: str) -> bool:
 
 def canonical_name(name: str) -> str:
     """The name `eval.compare` shows for a method: a classic pair's `pair_label`, a
-    family member's `Member.name` (ValueError as :func:`method_policy`)."""
+    family member's `Member.name` (ValueError as `method_policy`)."""
     method_policy(name)   # checks it
     try:
         return pair_label(*pair_names(name))
@@ -199,7 +199,7 @@ def play_methods(names, keys: jax.Array, instances, queue_capacity: int,
                  ) -> dict[str, EnvState]:
     """Final states [E] of `instances` under every method in `names` (classic pairs by
     `damdjax.rollout.play_pairs`, one compilation per dispatch rule; family members by
-    :func:`play_members`, one compilation for all), keyed by `canonical_name`. The same
+    `play_members`, one compilation for all), keyed by `canonical_name`. The same
     keys for all, so comparisons are paired. `chunked`: `play_pairs`' option; `progress`:
     `play_members`'."""
     names = list(dict.fromkeys(canonical_name(n) for n in names))

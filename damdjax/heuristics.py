@@ -7,7 +7,7 @@ environment state, inside `jit`, `vmap` and `lax.scan`:
 
 * a dispatch rule `(key, state) -> server [] int32`;
 * a scheduling rule `(key, state) -> slot per server [M] int32`;
-* a policy `(key, state) -> Action` pairs one of each (:func:`pair`).
+* a policy `(key, state) -> Action` pairs one of each (`pair`).
 
 Ties go to the lowest server index (dispatch) or lowest task index (scheduling).
 EFT's estimate lives in `damdjax.eft`, where its design choices are parameters; the
@@ -185,6 +185,6 @@ def pair_names(name: str) -> tuple[str, str]:
 
 
 def pair_from_name(name: str) -> Policy:
-    """The joint heuristic policy named `name` (see :func:`pair_names`)."""
+    """The joint heuristic policy named `name` (see `pair_names`)."""
     d, s = pair_names(name)
     return pair(DISPATCH_RULES[d], SCHEDULE_RULES[s])

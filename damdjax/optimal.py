@@ -24,7 +24,7 @@ ticks of `resolution` time units, rounded in one direction for the whole model:
   `(3 N + 2) * resolution` (N real tasks), the most rounding can add to one task's done
   time along a chain of N tasks (each task: its duration, two relay delays; the upload
   and the last return delay).
-Either way the reported objective is the float replay (:func:`replay`) of the solver's
+Either way the reported objective is the float replay (`replay`) of the solver's
 best schedule: the average response time of a schedule that is feasible in floats. It is
 at most the solver's claim plus that slack (rounded up: at most the claim); within the
 slack of the claim where the schedule is proven optimal (a merely feasible one may hold
@@ -349,7 +349,7 @@ def solve(problem: Problem, time_limit: float = 10.0, num_workers: int = 1,
 
     One optional interval per (task, server) with a presence literal, exactly one
     server per task, NoOverlap per server; precedence with the relay delay enforced by
-    each pair of the two tasks' presence literals. `hint`: start from :func:`greedy`'s
+    each pair of the two tasks' presence literals. `hint`: start from `greedy`'s
     schedule. CP-SAT stops at `time_limit` wall seconds: with one worker and a fixed
     `seed` the search is deterministic, but where the time limit cuts it depends on the
     machine's speed and load; with several workers even the order of the search varies

@@ -91,7 +91,7 @@ def check_meta(meta: dict, file: str) -> None:
     bounds a run's config has: `damdjax.run_config`); `time_scale` a finite number > 0
     within float32's normal range (observations divide times by it, in float32);
     `eft_feature` and `share` booleans where present; `eft_rule` an EFT-family dispatch
-    rule without the `ahead` wait (:func:`check_eft_rule`); `num_agents` an integer in [1,
+    rule without the `ahead` wait (`check_eft_rule`); `num_agents` an integer in [1,
     int32] where present (a schedulers file: required)."""
     def bad(field, want):
         got = f"got {_show(meta[field])}" if field in meta else "it is missing"

@@ -93,7 +93,7 @@ def register(name: str, factory: Factory, description: str | None = None, *,
     factory's docstring). ValueError for a name that is not `<Family>-<setting>-v<N>`, a
     name already registered (unless `replace=True`), or a missing or multi-line
     description; TypeError for a factory that is not callable. The factory is called by
-    :func:`make`, not here."""
+    `make`, not here."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"environment name {name!r} must look like 'Edge-<setting>-v<N>' "
                          f"(letters, digits, '.', '_', '-', ending in a version)")

@@ -65,7 +65,7 @@ class TuningResult:
 
     @classmethod
     def from_json(cls, d) -> "TuningResult":
-        """The inverse of :meth:`to_json` (other keys ignored); a ValueError names what is
+        """The inverse of `to_json` (other keys ignored); a ValueError names what is
         missing or wrong: the fold, a mean that is not a finite number, a best that is
         not the smallest mean or not a method name."""
         if not isinstance(d, dict):

@@ -69,7 +69,7 @@ class EpisodeStats(Wrapper):
     `info["episode_done"]` [] bool: this step ended the episode (the state was live
     before the step and is done after it; stepping an already-finished state, which the
     raw env allows and leaves unchanged, ends nothing). `info["episode"]`: at such a
-    step, :func:`episode_info` of the final state (`episode_metrics`' METRIC_NAMES and
+    step, `episode_info` of the final state (`episode_metrics`' METRIC_NAMES and
     `length`); at every other step, the same keys all 0 (float 0.0, int 0), never
     NaN or inf, so the dict can be summed or averaged with `episode_done` as a weight.
     The metrics are computed at every step and selected (one pass over the tasks, as

@@ -1,4 +1,4 @@
-"""``python -m envs.convert``: the command line of :mod:`damdjax.envs.convert`."""
+"""``python -m envs.convert``: the command line of `damdjax.envs.convert`."""
 from damdjax.envs.convert import main
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m eval.bench``: the command line of :mod:`damdjax.eval.bench`."""
+"""``python -m eval.bench``: the command line of `damdjax.eval.bench`."""
 import sys
 
 from damdjax.eval.bench import main

@@ -1,4 +1,4 @@
-"""``python -m eval.bench_train``: the command line of :mod:`damdjax.eval.bench_train`."""
+"""``python -m eval.bench_train``: the command line of `damdjax.eval.bench_train`."""
 import sys
 
 from damdjax.eval.bench_train import main

@@ -1,4 +1,4 @@
-"""``python -m eval.compare``: the command line of :mod:`damdjax.eval.compare`."""
+"""``python -m eval.compare``: the command line of `damdjax.eval.compare`."""
 from damdjax.eval.compare import main
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m eval.figures``: the command line of :mod:`damdjax.eval.figures`."""
+"""``python -m eval.figures``: the command line of `damdjax.eval.figures`."""
 import sys
 
 from damdjax import distributed

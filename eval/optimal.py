@@ -1,4 +1,4 @@
-"""``python -m eval.optimal``: the command line of :mod:`damdjax.eval.optimal`."""
+"""``python -m eval.optimal``: the command line of `damdjax.eval.optimal`."""
 from damdjax.eval.optimal import main
 
 if __name__ == "__main__":

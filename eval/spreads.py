@@ -1,4 +1,4 @@
-"""``python -m eval.spreads``: the command line of :mod:`damdjax.eval.spreads`."""
+"""``python -m eval.spreads``: the command line of `damdjax.eval.spreads`."""
 import sys
 
 from damdjax.eval.spreads import main

@@ -1,4 +1,4 @@
-"""``python -m eval.target_spread``: the command line of :mod:`damdjax.eval.target_spread`."""
+"""``python -m eval.target_spread``: the command line of `damdjax.eval.target_spread`."""
 import sys
 
 from damdjax.eval.target_spread import main

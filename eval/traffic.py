@@ -1,4 +1,4 @@
-"""``python -m eval.traffic``: the command line of :mod:`damdjax.eval.traffic`."""
+"""``python -m eval.traffic``: the command line of `damdjax.eval.traffic`."""
 import sys
 
 from damdjax.eval.traffic import main

@@ -1,4 +1,4 @@
-"""``python -m eval.tune``: the command line of :mod:`damdjax.eval.tune`."""
+"""``python -m eval.tune``: the command line of `damdjax.eval.tune`."""
 from damdjax.eval.tune import main
 
 if __name__ == "__main__":

@@ -55,3 +55,16 @@ def test_citation_file_names_this_version_and_the_paper():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["version"] == damdjax.__version__
     assert cff["preferred-citation"]["doi"] == "10.18293/SEKE2023-059"
+
+
+def test_docstrings_use_no_sphinx_roles():
+    """The API page renders docstrings as Markdown (mkdocstrings), where a Sphinx role
+    such as :func:`x` shows literally: the package's sources write `x` instead."""
+    import re
+    role = re.compile(r":(func|mod|class|meth|attr|data|obj|exc|ref):`")
+    found = [f"{path.relative_to(ROOT)}:{n}"
+             for top in ("damdjax", "envs", "train", "eval")
+             for path in sorted((ROOT / top).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if role.search(line)]
+    assert found == [], f"Sphinx roles in docstrings: {found}"

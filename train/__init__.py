@@ -1,6 +1,6 @@
 """Command-line entry points of the trainers, run from a clone.
 
-The code lives in :mod:`damdjax.train`; ``python -m train.dqn`` runs
-:func:`damdjax.train.dqn.main` (likewise ``mdqn``, ``damd``, ``sweep``). Nothing
+The code lives in `damdjax.train`; ``python -m train.dqn`` runs
+`damdjax.train.dqn.main` (likewise ``mdqn``, ``damd``, ``sweep``). Nothing
 here is installed: an installed damdjax claims only the name ``damdjax``.
 """

@@ -1,4 +1,4 @@
-"""``python -m train.damd``: the command line of :mod:`damdjax.train.damd`."""
+"""``python -m train.damd``: the command line of `damdjax.train.damd`."""
 import sys
 
 from damdjax.train.damd import main

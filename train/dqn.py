@@ -1,4 +1,4 @@
-"""``python -m train.dqn``: the command line of :mod:`damdjax.train.dqn`."""
+"""``python -m train.dqn``: the command line of `damdjax.train.dqn`."""
 import sys
 
 from damdjax.train.dqn import main

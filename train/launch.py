@@ -1,4 +1,4 @@
-"""``python -m train.launch``: the command line of :mod:`damdjax.train.launch`."""
+"""``python -m train.launch``: the command line of `damdjax.train.launch`."""
 import sys
 
 from damdjax.train.launch import main

@@ -1,4 +1,4 @@
-"""``python -m train.mdqn``: the command line of :mod:`damdjax.train.mdqn`."""
+"""``python -m train.mdqn``: the command line of `damdjax.train.mdqn`."""
 import sys
 
 from damdjax.train.mdqn import main

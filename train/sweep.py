@@ -1,4 +1,4 @@
-"""``python -m train.sweep``: the command line of :mod:`damdjax.train.sweep`."""
+"""``python -m train.sweep``: the command line of `damdjax.train.sweep`."""
 import sys
 
 from damdjax import distributed

@@ -39,6 +39,6 @@ def check_action(state: EnvState, action: Action) -> None:
 
 
 def checked_step(env, key, state: EnvState, action: Action, params):
-    """`env.step` after :func:`check_action` (not jittable)."""
+    """`env.step` after `check_action` (not jittable)."""
     check_action(state, action)
     return env.step(key, state, action, params)

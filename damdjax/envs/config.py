@@ -2,9 +2,9 @@
 
 Two kinds of configuration, as in gymnax:
 
-* :class:`EnvConfig` is static (hashable, frozen): the padded array sizes.
+* `EnvConfig` is static (hashable, frozen): the padded array sizes.
   Changing it recompiles.
-* :class:`EnvParams` is dynamic (a pytree of scalars): the generator's knobs,
+* `EnvParams` is dynamic (a pytree of scalars): the generator's knobs,
   the reward's constants. It can be traced, so one compiled program can sweep
   over densities, task counts or server counts (within the static sizes).
 
@@ -158,7 +158,7 @@ def check_params(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError naming the first nonsensical value (Python boundary only).
 
     Call on concrete (not traced) params before compiling. Every float knob must keep its
-    value in JAX's default float type (`check_float`). Includes :func:`check_fits` (the
+    value in JAX's default float type (`check_float`). Includes `check_fits` (the
     params fit the padding), with this function's own messages.
     """
     def val(name):  # the value as given (float64), before any cast to the device's type
@@ -196,7 +196,7 @@ def check_fits(config: EnvConfig, params: EnvParams) -> None:
     """Raise ValueError if `params` ask for more tasks or servers than `config` pads
     (`EnvParams.num_tasks=100 exceeds EnvConfig.n_max=50`): the env would hold only the
     first `n_max` tasks (`m_max` servers). A value traced under `jit`/`vmap` is not
-    checked (check concrete params once with :func:`check_params` before compiling); a
+    checked (check concrete params once with `check_params` before compiling); a
     concrete array is checked by its largest element. Costs nothing in compiled code."""
     for field, size in FITTED_FIELDS:
         value = getattr(params, field)

@@ -1,6 +1,6 @@
 """Jittable instance generator: random servers, random DAG jobs, Poisson arrivals.
 
-`generate(key, config, params)` draws one :class:`Instance` on the device, so
+`generate(key, config, params)` draws one `Instance` on the device, so
 `reset` can draw fresh instances inside `vmap` and `lax.scan`.
 
 Model (see docs/calibration.md for the defaults and why):
@@ -122,10 +122,10 @@ def critical_path(preds, size, work, cpu_ref, bw_ref, k_ref, depth: int):
 
 def finish_instance(servers, arrival, task_mask, job, preds, size, work, config: EnvConfig,
                     params: EnvParams, depth: int | None = None) -> Instance:
-    """The :class:`Instance` of drawn servers and tasks, with the derived fields.
+    """The `Instance` of drawn servers and tasks, with the derived fields.
 
-    `servers` = `(cpu, bw, mem, k, server_mask)` [M] (:func:`generate_servers`);
-    `arrival`, `task_mask`, `job` [N] (:func:`layout_jobs`); `preds` [N, P] global
+    `servers` = `(cpu, bw, mem, k, server_mask)` [M] (`generate_servers`);
+    `arrival`, `task_mask`, `job` [N] (`layout_jobs`); `preds` [N, P] global
     indices (-1 padding); `size` [N] data, `work` [N] work units (0 for padding).
     Adds the deadlines (`arrival + slack * (critical path on the mean server + k_ref)`,
     relaxed `depth` rounds: at least the longest chain of tasks of any job; default
@@ -150,7 +150,7 @@ def finish_instance(servers, arrival, task_mask, job, preds, size, work, config:
 
 
 def check_generator_config(config: EnvConfig) -> None:
-    """ValueError unless `config` holds every DAG :func:`generate` may draw: a task may
+    """ValueError unless `config` holds every DAG `generate` may draw: a task may
     have any of the `W` later tasks of its job as successors, so the successor slots must
     be the whole window (`fan_out` None or `W`). Host side, before tracing."""
     if config.succ_slots < config.succ_window:
@@ -161,7 +161,7 @@ def check_generator_config(config: EnvConfig) -> None:
 
 def generate(key: jax.Array, config: EnvConfig, params: EnvParams) -> Instance:
     """Draw one instance (jittable, vmappable over keys and params). `config` must hold
-    every DAG drawn (:func:`check_generator_config`)."""
+    every DAG drawn (`check_generator_config`)."""
     check_generator_config(config)
     dtype = jnp.zeros(()).dtype
     k_srv, k_job, k_dag, k_size = jax.random.split(key, 4)

@@ -5,7 +5,7 @@ A generator is a callable object, as Jumanji's `Generator`:
     instance = generator(key, config, params)   # jittable, vmappable over keys and params
     generator.check(config)                     # host side: ValueError if `config` is too small
 
-`generator(key, config, params)` draws one :class:`Instance` padded to `config`'s sizes;
+`generator(key, config, params)` draws one `Instance` padded to `config`'s sizes;
 `check(config)` raises ValueError (naming the size) where the padded sizes cannot hold what
 it may draw. `damdjax.envs.env.EdgeEnv(config, generator)` checks its generator once and
 draws every episode's instance from it:

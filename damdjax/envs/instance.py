@@ -28,12 +28,12 @@ class Instance:
     `damdjax.envs.times.never` for padding), `deadline` [N] absolute time (`never` for
     padding), `preds` [N, P] global
     indices padded with -1, `task_mask` [N], `job` [N] (-1 for padding).
-    Derived once per instance (:func:`dag_fields`): `succ` [N, D] unsigned int
+    Derived once per instance (`dag_fields`): `succ` [N, D] unsigned int
     (`count_dtype(W)`), each task's successors as offsets, ascending, `D` = the config's
-    `succ_slots` (its widest allowed fan-out; :func:`successor_list`): `succ[i, d] = g`
+    `succ_slots` (its widest allowed fan-out; `successor_list`): `succ[i, d] = g`
     (1..W) is task `i+g`, 0 an empty slot; `rank` [N] time, HEFT's upward rank
-    (:func:`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
-    (`count_dtype(W)`), each task's successors (:func:`successor_counts`).
+    (`upward_rank`, used by the critical-path scheduling rule); `num_succ` [N]
+    (`count_dtype(W)`), each task's successors (`successor_counts`).
     """
 
     cpu: jax.Array
@@ -78,7 +78,7 @@ def successor_list(preds: jax.Array, window: int, slots: int) -> jax.Array:
     with larger gaps are left out). Returns `succ` in `count_dtype(W)`: `succ[i, d] = g`
     (1..W) when task `i+g` lists `i` among its predecessors. One sort of the N * P edges
     by (predecessor, offset), then one scatter: no [N, W] array. Successors beyond the
-    first `D` are left out: the caller checks the fan-out first (:func:`max_fan_out`,
+    first `D` are left out: the caller checks the fan-out first (`max_fan_out`,
     `damdjax.envs.workload.check_library`).
     """
     n, p = preds.shape
@@ -110,7 +110,7 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
     (each rank is final once its successors' are), so any DAG depth is exact.
 
     Args: work [N], cpu/k/server_mask [M], succ [N, D] successor offsets
-    (:func:`successor_list`, 0 = none).
+    (`successor_list`, 0 = none).
     """
 
     n = succ.shape[0]
@@ -140,16 +140,16 @@ def upward_rank(work: jax.Array, cpu: jax.Array, k: jax.Array, server_mask: jax.
 
 
 def successor_counts(succ: jax.Array) -> jax.Array:
-    """Each task's successors [N]: the filled slots of `succ` [N, D] (:func:`successor_list`),
+    """Each task's successors [N]: the filled slots of `succ` [N, D] (`successor_list`),
     in its type (read at every queue slot by each observation)."""
     return jnp.sum(succ > 0, axis=1, dtype=succ.dtype)
 
 
 def dag_fields(preds: jax.Array, window: int, slots: int, work: jax.Array, cpu: jax.Array,
                k: jax.Array, server_mask: jax.Array) -> dict[str, jax.Array]:
-    """The derived DAG fields of an :class:`Instance`: `succ` (the successor list
-    [N, `slots`] of successor window `window`, :func:`successor_list`), `rank`
-    (:func:`upward_rank`) and `num_succ` (:func:`successor_counts`). preds [N, P];
+    """The derived DAG fields of an `Instance`: `succ` (the successor list
+    [N, `slots`] of successor window `window`, `successor_list`), `rank`
+    (`upward_rank`) and `num_succ` (`successor_counts`). preds [N, P];
     work [N]; cpu, k, server_mask [M]. A task with more than `slots` successors must have
     been refused before (its list would be cut)."""
     succ = successor_list(preds, window, slots)
@@ -176,11 +176,11 @@ def max_pred_gap(preds: np.ndarray) -> int:
 
 def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = None,
                          dtype=None, fan_out: int | None = None) -> Instance:
-    """Build an :class:`Instance` from the numpy arrays of
+    """Build an `Instance` from the numpy arrays of
     `damdjax.envs.instance_padding.padded_arrays`.
 
     `window` defaults to the largest predecessor gap in `preds`; `fan_out` (the successor
-    slots `D`) to the most successors of one task (:func:`max_fan_out`); a given
+    slots `D`) to the most successors of one task (`max_fan_out`); a given
     `fan_out` below that raises `damdjax.envs.instance_format.InstanceError` (a ValueError)
     naming both.
     `dtype` defaults to JAX's default float (float64 only with x64 enabled). The padding
@@ -212,7 +212,7 @@ def instance_from_arrays(arrays: Mapping[str, np.ndarray], window: int | None = 
 
 
 def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
-    """The inverse of :func:`instance_from_arrays` (numpy; the derived successor list,
+    """The inverse of `instance_from_arrays` (numpy; the derived successor list,
     rank and successor counts are dropped)."""
     out = {name: np.asarray(getattr(instance, name)) for name in (
         "cpu", "bw", "mem", "k", "server_mask", "size", "work", "arrival", "deadline",
@@ -221,7 +221,7 @@ def instance_to_arrays(instance: Instance) -> dict[str, np.ndarray]:
 
 
 def instance_from_spec(spec, dtype=None) -> tuple[Instance, int]:
-    """An :class:`Instance` padded exactly to a `damdjax.envs.instance_format.InstanceSpec`.
+    """An `Instance` padded exactly to a `damdjax.envs.instance_format.InstanceSpec`.
 
     Returns `(instance, queue_capacity)`: the padding fits the file (`N`, `M`,
     `P`, the successor window and the successor slots are the file's own), and the queue capacity
@@ -261,7 +261,7 @@ def instance_config(instance: Instance, queue_capacity: int) -> EnvConfig:
 
 
 def to_reference_input(arrays: dict, index: int) -> tuple[list[dict], list[dict]]:
-    """`(servers, tasks)` of episode `index` of batched :func:`instance_to_arrays` output
+    """`(servers, tasks)` of episode `index` of batched `instance_to_arrays` output
     (arrays [B, ...]) for `damdjax.envs.reference.simulate`.
 
     Real servers and real tasks only; predecessor ids are renumbered among the

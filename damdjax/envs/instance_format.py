@@ -1,7 +1,7 @@
-"""The instance file format and its validation: the spec model (:class:`InstanceSpec`,
-:class:`ServerSpec`, :class:`JobSpec`, :class:`TaskSpec`), :func:`parse_instance` (a
-decoded JSON object -> a validated spec), :func:`check_times` (the times' range and
-precision in a float type) and :class:`InstanceError`.
+"""The instance file format and its validation: the spec model (`InstanceSpec`,
+`ServerSpec`, `JobSpec`, `TaskSpec`), `parse_instance` (a
+decoded JSON object -> a validated spec), `check_times` (the times' range and
+precision in a float type) and `InstanceError`.
 
 Plain Python and numpy only (no JAX). Reading and writing the files:
 `damdjax.envs.instance_io`; a spec as the simulators' inputs (environment order, padded
@@ -31,21 +31,21 @@ and `size` data units, `work` work units (defaults to `size`), `k`,
 
 `name` and `meta` are free-form labels (say, where a converted real trace
 came from). The simulators ignore them: they are kept in the specs (the
-`name` / `meta` fields of :class:`InstanceSpec`, :class:`ServerSpec`,
-:class:`JobSpec`, :class:`TaskSpec`, None when absent), written back by
+`name` / `meta` fields of `InstanceSpec`, `ServerSpec`,
+`JobSpec`, `TaskSpec`, None when absent), written back by
 `damdjax.envs.instance_io` (omitted when None), and take no part in the
 simulators' inputs (`damdjax.envs.instance_padding`), so its `spec_from_arrays`
 cannot recover them. `meta` is kept as a fresh copy in plain JSON form (lists,
-dicts, str, int, float, bool, None; a tuple given to :func:`parse_instance`
+dicts, str, int, float, bool, None; a tuple given to `parse_instance`
 becomes a list); `"meta": null` is the same as no `meta`, while `"name": null`
 is an error.
 
-An :class:`InstanceSpec` is kept exactly in file order (jobs as listed, tasks
+An `InstanceSpec` is kept exactly in file order (jobs as listed, tasks
 of a job as listed), so it round-trips with the file. A predecessor may sit at
 a later position in the file than its successor, as long as the job has no
 cycle; jobs must be listed in nondecreasing arrival order.
 
-Everything invalid raises :class:`InstanceError` (a ValueError) with a
+Everything invalid raises `InstanceError` (a ValueError) with a
 one-line message naming the job and task (positions in the file), or the
 server, and the offending value.
 """

@@ -1,21 +1,21 @@
-"""Instance files on disk: :func:`load_instance` reads and validates a JSON instance
-file, :func:`save_instance` writes a spec back (:func:`instance_to_json`, its JSON
+"""Instance files on disk: `load_instance` reads and validates a JSON instance
+file, `save_instance` writes a spec back (`instance_to_json`, its JSON
 object). The format and its checks: `damdjax.envs.instance_format`.
 
 Plain Python (no JAX).
 
 Reading decodes the JSON strictly: a key repeated in one object is an error, and
-numbers are read exactly (as Decimals) before :func:`parse_instance` validates them.
+numbers are read exactly (as Decimals) before `parse_instance` validates them.
 Only a regular file of bounded size, nesting and integer length is read
-(:data:`INSTANCE_FILE_LIMIT`, `damdjax.io.load_json_limited`).
+(`INSTANCE_FILE_LIMIT`, `damdjax.io.load_json_limited`).
 
-Writing: :func:`instance_to_json` always writes `work` and `preds` (`[]` for
+Writing: `instance_to_json` always writes `work` and `preds` (`[]` for
 a task without predecessors), and `name` and `meta` where they are not None,
 so load -> save -> load gives an equal spec and a saved file without names or
-meta is also valid for older readers. :func:`save_instance` refuses a spec
+meta is also valid for older readers. `save_instance` refuses a spec
 that would not load, and writes one server or task per line, atomically.
 
-Errors are :class:`damdjax.envs.instance_format.InstanceError` (a ValueError).
+Errors are `damdjax.envs.instance_format.InstanceError` (a ValueError).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""A spec as the simulators' inputs: its tasks in environment order (:func:`job_order`,
-:func:`global_index`), the reference simulator's lists (:func:`flat_tasks`,
-:func:`servers_list`) and the padded numpy arrays of the JAX environment
-(:func:`padded_arrays`, and back: :func:`spec_from_arrays`), with the sizes a spec
-needs (:func:`max_job_size`, :func:`max_in_degree`, :func:`max_out_degree`).
+"""A spec as the simulators' inputs: its tasks in environment order (`job_order`,
+`global_index`), the reference simulator's lists (`flat_tasks`,
+`servers_list`) and the padded numpy arrays of the JAX environment
+(`padded_arrays`, and back: `spec_from_arrays`), with the sizes a spec
+needs (`max_job_size`, `max_in_degree`, `max_out_degree`).
 
 Plain Python and numpy only (no JAX): both the reference simulator
 (`damdjax.envs.reference`) and the JAX environment (`damdjax.envs.instance`) consume it.
@@ -11,13 +11,13 @@ The specs and their validation: `damdjax.envs.instance_format`.
 Ordering decision. An `InstanceSpec` keeps the file's order, where a predecessor
 may sit at a later position than its successor (`damdjax.envs.instance_format`). The
 environment needs every predecessor to have a smaller global index, so
-:func:`flat_tasks` and :func:`padded_arrays` number the tasks globally: jobs in file
+`flat_tasks` and `padded_arrays` number the tasks globally: jobs in file
 order (which must be nondecreasing arrival order), each job's tasks contiguous and in
-the *stable* topological order of :func:`job_order` (Kahn's algorithm always taking the
+the *stable* topological order of `job_order` (Kahn's algorithm always taking the
 smallest ready file position; a job already in topological order keeps its file order).
 Each global task carries `job` and `pos` (its position in the file), and
-:func:`global_index` maps file positions to global indices, so outputs can be reported
-in file order. `padded_arrays` also returns `pos`, so that :func:`spec_from_arrays`
+`global_index` maps file positions to global indices, so outputs can be reported
+in file order. `padded_arrays` also returns `pos`, so that `spec_from_arrays`
 restores the file order exactly. The arrays hold no `name` or `meta`.
 
 Everything invalid raises `InstanceError` (a ValueError) naming what is wrong.

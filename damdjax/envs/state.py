@@ -36,7 +36,7 @@ class EnvState:
 
     Per task [N], times `never` (`damdjax.envs.times.never`) until set: `server` (-1
     until dispatched), `arrive` (arrival at the server, `never` until dispatched),
-    `start` and `finish` (`never` until started: :func:`started`), `ready` (latest
+    `start` and `finish` (`never` until started: `started`), `ready` (latest
     availability at the task's server of the results of its *started* predecessors,
     `-never` if none), `n_wait` (predecessors not yet started), `dispatch_step` (the
     step that dispatched it, -1 before), `succ_remote` (dispatched successors on another
@@ -77,7 +77,7 @@ class EnvState:
 
 def done_time(state: EnvState) -> jax.Array:
     """Time each task's result reaches the AP, `finish + k[server]` [N] (`never(dtype)` if
-    not started: compare, as `done > deadline` does, or mask with :func:`started`)."""
+    not started: compare, as `done > deadline` does, or mask with `started`)."""
     return state.done_at
 
 

@@ -1,6 +1,6 @@
 """Real-DAG workloads: a packed library of real jobs and a jittable generator drawing from it.
 
-A :class:`JobLibrary` holds real jobs (converted WfCommons / Alibaba jobs, `damdjax.envs.convert`)
+A `JobLibrary` holds real jobs (converted WfCommons / Alibaba jobs, `damdjax.envs.convert`)
 as padded arrays. `generate_from_library(key, config, params, lib)` draws an instance like
 `damdjax.envs.generator.generate`, except that each job's DAG, task sizes and works are those of a
 library job drawn uniformly with replacement; servers, arrivals (a Poisson process at
@@ -24,7 +24,7 @@ Files: `.npz` (no pickle) with the arrays `length`, `size`, `work`, `preds` and 
 of the other five, names, dtypes, shapes and bytes; `_digest`). Loading checks the
 digest (a damaged file is refused with one line naming it; a file written before
 checksums loads with a one-line warning), validates everything and raises
-:class:`LibraryError` (a ValueError) with one line naming the file and the field.
+`LibraryError` (a ValueError) with one line naming the file and the field.
 
 What a library may hold (`_validated`, for files and for `library_from_specs` alike):
 `length` and `preds` 32- or 64-bit integers, `size` and `work` float32 or float64 (a
@@ -149,7 +149,7 @@ class JobLibrary:
 
 
 def _validated(arrays: dict, where: str) -> JobLibrary:
-    """The :class:`JobLibrary` of raw arrays, checked and trimmed to the tightest padding.
+    """The `JobLibrary` of raw arrays, checked and trimmed to the tightest padding.
 
     Raises LibraryError (one line, prefixed with `where`) naming the first bad field.
     """
@@ -500,7 +500,7 @@ def generate_from_library(key: jax.Array, config: EnvConfig, params: EnvParams,
     the first at 0, then gaps of mean `mean(lib.length) / params.density` time units, so
     tasks arrive at `density` per time unit on average. Deadlines, the successor list and
     the upward rank follow `generate` (the critical path relaxed `lib.max_depth` rounds, which
-is exact). `config` must fit `lib` (:func:`required_config`).
+is exact). `config` must fit `lib` (`required_config`).
     """
     check_library(lib, config)
     dtype = jnp.zeros(()).dtype
