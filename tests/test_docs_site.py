@@ -61,10 +61,10 @@ def test_docstrings_use_no_sphinx_roles():
     """The API page renders docstrings as Markdown (mkdocstrings), where a Sphinx role
     such as :func:`x` shows literally: the package's sources write `x` instead."""
     import re
+    from test_layers import project_modules
     role = re.compile(r":(func|mod|class|meth|attr|data|obj|exc|ref):`")
     found = [f"{path.relative_to(ROOT)}:{n}"
-             for top in ("damdjax", "envs", "train", "eval")
-             for path in sorted((ROOT / top).rglob("*.py"))
+             for path in project_modules().values()
              for n, line in enumerate(path.read_text().splitlines(), 1)
              if role.search(line)]
     assert found == [], f"Sphinx roles in docstrings: {found}"
