@@ -41,6 +41,11 @@ so a name always means the same jobs:
   20% above the best heuristic pair's). The random DAG generator has none: its uniform
   task sizes leave a random rule within about 12% of the best at every load tried.
 
+A name's jobs pass the trainers' workload check (`damdjax.workloads.check_workload`), so
+`--workload` with the same spec, `--num-tasks` and `--num-servers` trains on the name's
+setting. Alibaba jobs longer than the task slots (57 of 1,881 above 100, 1 above 200) are
+cut when drawn, like every episode's last job; a note on stderr says how many.
+
 The registry is the module-level dict `_REGISTRY` (name -> factory and description), the
 only mutable state; `register` refuses to overwrite a name unless `replace=True`.
 """
@@ -259,10 +264,11 @@ def _workload_factory(spec: str, n_max: int, num_servers: int) -> Factory:
     """A factory of the workload `spec`'s jobs on `num_servers` servers at the density
     matched to the random generator's default load on 5 servers."""
     def factory() -> tuple[EdgeEnv, EnvParams]:
-        from damdjax.workloads import resolve_workload
+        from damdjax.workloads import check_workload, resolve_workload
         lib = resolve_workload(spec)
         density = matched_density(lib, EnvParams())
         params = EnvParams(num_tasks=n_max, num_servers=num_servers, density=density)
+        check_workload(spec, n_max, params)   # the trainers' rule (and its note on stderr)
         config = required_config(lib, n_max=n_max, m_max=num_servers,
                                  queue_capacity=EnvConfig().queue_capacity)
         return EdgeEnv(config, JobLibraryGenerator(lib)), params

@@ -146,7 +146,7 @@ class RunConfig:
     env_config: EnvConfig | None = option(None, "the padded sizes (None: "
                                           "`derived_env_config`)", flag=False)
     workload: str = option("", WORKLOAD_HELP + "; recorded in config.json, so evaluation "
-                           "draws the same jobs; --num-tasks must hold its longest job",
+                           "draws the same jobs; a job longer than --num-tasks is cut when drawn",
                            metavar="SPEC")
     setting_range: str = option("", "FIELD=LOW:HIGH[,...]: drawn per training episode "
                                 "(a generalist; eval.figures --generalist)", flag=False)
@@ -418,8 +418,8 @@ HIDDEN_MAX_LAYERS = 64
 
 
 def checked_workload(workload, env: EnvParams) -> tuple[str, EnvParams]:
-    """`(workload, env)` once the spec is a string that resolves and whose longest job
-    fits `env.num_tasks` (`damdjax.workloads.check_workload`'s messages)."""
+    """`(workload, env)` once the spec is a string that resolves and fits a run of
+    `env.num_tasks` task slots (`damdjax.workloads.check_workload`'s messages)."""
     check_type("workload", workload, str)
     check_workload(workload, env.num_tasks, EnvParams())
     return workload, env

@@ -261,21 +261,42 @@ def workload_config(spec: str, n_max: int, m_max: int, queue_capacity: int) -> E
 
 def check_workload(spec: str, num_tasks: int, params: EnvParams | None = None) -> None:
     """WorkloadError naming the spec if it does not resolve or does not fit a run of
-    `num_tasks` task slots: its longest job must fit in one episode (a wfchef spec's
-    TASKS is checked before anything is generated, a mix's for each part), and (with
-    `params`, concrete) its largest task in the smallest server memory `mem_low`."""
+    `num_tasks` task slots: a wfchef spec's TASKS (each part's, for a mix) must be at most
+    `num_tasks`, checked before anything is generated (more would cut every workflow it
+    makes), and (with `params`, concrete) the library's largest task must fit the
+    smallest server memory `mem_low`.
+
+    A library job longer than `num_tasks` is not refused: an episode is `num_tasks` task
+    slots, and the job drawn last is cut at its end (docs/model.md), so such a job is
+    always cut when drawn. The registered names use the same rule (`damdjax.registry`).
+    How many of the library's jobs that is goes to stderr once (`note_cut_jobs`)."""
     _check_request(spec, num_tasks)
     lib = resolve_workload(spec)
     if lib is None:
         return
-    if lib.max_length > num_tasks:
-        raise WorkloadError(f"workload {spec!r}: its longest job has {lib.max_length} tasks, "
-                            f"more than num_tasks={num_tasks} (raise --num-tasks)")
     config = required_config(lib, n_max=num_tasks, m_max=1, queue_capacity=1)
     try:
         check_library(lib, config, params)
     except ValueError as e:
         raise WorkloadError(f"workload {spec!r}: {e}") from None
+    note_cut_jobs(spec, num_tasks)
+
+
+@functools.lru_cache(maxsize=None)
+def note_cut_jobs(spec: str, num_tasks: int) -> int:
+    """The number of `spec`'s library jobs longer than `num_tasks` tasks (0 for the random
+    generator); where there are any, one line on stderr (once per process per pair) says
+    that each of them is cut at `num_tasks` when drawn."""
+    lib = resolve_workload(spec)
+    if lib is None:
+        return 0
+    longer = int((lib.length > num_tasks).sum())
+    if longer:
+        print(f"workload {spec}: note: {longer} of its {lib.num_jobs} jobs have more than "
+              f"num_tasks={num_tasks} tasks (the longest {lib.max_length}); an episode cuts "
+              f"its last job at num_tasks, so each of these is cut when drawn",
+              file=sys.stderr)
+    return longer
 
 
 def _check_request(spec: str, num_tasks: int) -> None:
