@@ -101,7 +101,7 @@ def check_traffic(traffic, printed):
         assert parts[f"train step, {label}"]["flops"] < parts["train step"]["flops"]
     # The state's bytes, counted on a real reset state.
     env = EdgeEnv(EnvConfig(n_max=size["n_max"]))
-    _, state = env.reset(jax.random.key(0), EnvParams())
+    _, state = jax.jit(env.reset)(jax.random.key(0), EnvParams())
     assert size["state_bytes_per_env"] == sum(x.nbytes for x in jax.tree.leaves(state))
     for gpu, bandwidth in {"H100": 3.35e12, "H200": 4.8e12}.items():
         for part in ("episode step", "train step"):

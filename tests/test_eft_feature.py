@@ -177,7 +177,7 @@ def test_a_policy_file_without_the_option_loads_and_acts_as_before(stepped, tmp_
                              view.mask)
     for _, env_state, _, _ in history[::5]:
         np.testing.assert_array_equal(rule(jax.random.PRNGKey(0), env_state),
-                                      jax.vmap(before)(env_state))
+                                      jax.jit(jax.vmap(before))(env_state))
 
 
 def test_configs_and_flags_without_and_with_the_option():

@@ -91,11 +91,11 @@ def test_random_pick_is_uniform_over_eligible_slots():
     config = EnvConfig(n_max=30, m_max=2, queue_capacity=8)
     params = EnvParams(num_tasks=30, num_servers=2, density=1000.0)
     env = EdgeEnv(config)
-    _, state = env.reset(jax.random.PRNGKey(3), params)
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(3), params)
     policy = pair_from_name("ES")
     step = jax.jit(lambda s, k: env.step(None, s, policy(k, s), params)[1])
     for i in range(60):   # until a queue holds several eligible tasks (the burst's)
-        eligible = np.asarray(eligible_slots(state))
+        eligible = np.asarray(jax.jit(eligible_slots)(state))
         if eligible.sum(axis=1).max() >= 3:
             break
         state = step(state, jax.random.PRNGKey(i))

@@ -242,11 +242,12 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
     from damdjax.envs.env import EdgeEnv
     config, params, base = EnvConfig(n_max=8), EnvParams(num_tasks=8), pair_from_name("ES")
     key = jax.random.PRNGKey(4)
-    state = EdgeEnv(config).reset(key, params)[1]   # the first decision: tasks still to come
-    parts = target_spread.spread_parts(key, state, base, params.time_scale)
+    state = jax.jit(EdgeEnv(config).reset)(key, params)[1]   # the first decision: tasks to come
+    parts, want = jax.jit(lambda s: (   # (compiled: one program, not hundreds of eager ops)
+        (p := target_spread.spread_parts(key, s, base, params.time_scale)),
+        rollout_targets(lookahead_costs(key, s, base, None, 0.0), p["mask"],
+                        params.time_scale)[0]))(state)
     assert bool(parts["counts"]) and not np.allclose(parts["arrived"], parts["all"])
-    want = rollout_targets(lookahead_costs(key, state, base, None, 0.0), parts["mask"],
-                           params.time_scale)[0]
     np.testing.assert_allclose(parts["arrived"], want, rtol=1e-6, atol=1e-6)
     for argv, message in ((["--states", "0"], "--states must be >= 1, got 0"),
                           (["--num-tasks", "0"], "--num-tasks"),
