@@ -61,7 +61,7 @@ import numpy as np
 from damdjax.envs.config import EnvConfig, EnvParams, check_params
 from damdjax.envs.env import EdgeEnv
 from damdjax.envs.generators import JobLibraryGenerator
-from damdjax.envs.workload import matched_density, required_config
+from damdjax.envs.workload import matched_density
 from damdjax.io import file_sha256
 
 Factory = Callable[[], "tuple[EdgeEnv, EnvParams]"]
@@ -264,13 +264,12 @@ def _workload_factory(spec: str, n_max: int, num_servers: int) -> Factory:
     """A factory of the workload `spec`'s jobs on `num_servers` servers at the density
     matched to the random generator's default load on 5 servers."""
     def factory() -> tuple[EdgeEnv, EnvParams]:
-        from damdjax.workloads import check_workload, resolve_workload
+        from damdjax.workloads import check_workload, resolve_workload, workload_config
         lib = resolve_workload(spec)
         density = matched_density(lib, EnvParams())
         params = EnvParams(num_tasks=n_max, num_servers=num_servers, density=density)
         check_workload(spec, n_max, params)   # the trainers' rule (and its note on stderr)
-        config = required_config(lib, n_max=n_max, m_max=num_servers,
-                                 queue_capacity=EnvConfig().queue_capacity)
+        config = workload_config(spec, n_max, num_servers, EnvConfig().queue_capacity)
         return EdgeEnv(config, JobLibraryGenerator(lib)), params
     return factory
 

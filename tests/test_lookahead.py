@@ -243,10 +243,13 @@ def test_target_spread_parts_add_up(tmp_path, capsys):
     config, params, base = EnvConfig(n_max=8), EnvParams(num_tasks=8), pair_from_name("ES")
     key = jax.random.PRNGKey(4)
     state = jax.jit(EdgeEnv(config).reset)(key, params)[1]   # the first decision: tasks to come
-    parts, want = jax.jit(lambda s: (   # (compiled: one program, not hundreds of eager ops)
-        (p := target_spread.spread_parts(key, s, base, params.time_scale)),
-        rollout_targets(lookahead_costs(key, s, base, None, 0.0), p["mask"],
-                        params.time_scale)[0]))(state)
+
+    @jax.jit   # one program, not hundreds of eager ops
+    def parts_and_early_stopped(s):
+        parts = target_spread.spread_parts(key, s, base, params.time_scale)
+        return parts, rollout_targets(lookahead_costs(key, s, base, None, 0.0), parts["mask"],
+                                      params.time_scale)[0]
+    parts, want = parts_and_early_stopped(state)
     assert bool(parts["counts"]) and not np.allclose(parts["arrived"], parts["all"])
     np.testing.assert_allclose(parts["arrived"], want, rtol=1e-6, atol=1e-6)
     for argv, message in ((["--states", "0"], "--states must be >= 1, got 0"),
